@@ -1,0 +1,42 @@
+"""tf.data input pipelines over normalized arrays: training reshuffled every epoch from (seed, epoch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+class TrainingBatches:
+    """Full batches of the training split in a fresh order each epoch, optionally augmented.
+
+    The order of epoch e depends only on (seed, e), so a run resumed at an epoch boundary sees the same
+    batches. Batches gather from one in-memory tensor by index, which avoids per-example tf.data overhead.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augmentation=None):
+        self.x = tf.constant(x)  # (N, 28, 28, 1) float32
+        self.y = tf.constant(y)  # (N,) int32
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augmentation = augmentation  # keras layer(s) applied to image batches with training=True
+        # Full batches only: one static shape means one trace of the train step, and an exact global batch.
+        self.steps_per_epoch = len(y) // batch_size
+
+    def epoch(self, epoch: int) -> tf.data.Dataset:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+        order = order[: self.steps_per_epoch * self.batch_size].reshape(self.steps_per_epoch, self.batch_size)
+        ds = tf.data.Dataset.from_tensor_slices(order).map(self._gather)
+        if self.augmentation is not None:
+            ds = ds.map(self._augment, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _gather(self, index):
+        return tf.gather(self.x, index), tf.gather(self.y, index)
+
+    def _augment(self, x, y):
+        return self.augmentation(x, training=True), y
+
+
+def evaluation_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Every example once, in order; the last batch may be partial."""
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

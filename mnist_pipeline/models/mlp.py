@@ -1,0 +1,42 @@
+"""Multi-layer perceptrons: `MLP` (one hidden layer) and `DeepMLP` (several). Input (batch, 28, 28, 1)."""
+
+from __future__ import annotations
+
+import keras
+
+from mnist_pipeline.models.blocks import dense_block, logits_layer, run_layers
+
+NUM_CLASSES = 10
+
+
+@keras.saving.register_keras_serializable(package="mnist_pipeline")
+class DeepMLP(keras.Model):
+    """Flatten -> Dense blocks of `units` widths -> 10 logits. Arguments are `config.DeepMLPParams`."""
+
+    def __init__(self, *, units, activation, dropout_rate, batch_norm, l1, l2, kernel_initializer, **kwargs):
+        super().__init__(**kwargs)
+        self.hyperparameters = dict(units=list(units) if isinstance(units, (list, tuple)) else units,
+                                    activation=activation, dropout_rate=dropout_rate, batch_norm=batch_norm,
+                                    l1=l1, l2=l2, kernel_initializer=kernel_initializer)
+        knobs = dict(activation=activation, dropout_rate=dropout_rate, batch_norm=batch_norm,
+                     l1=l1, l2=l2, kernel_initializer=kernel_initializer)
+        widths = units if isinstance(units, (list, tuple)) else [units]
+        self.flatten = keras.layers.Flatten()
+        self.hidden = [layer for width in widths for layer in dense_block(width, **knobs)]
+        self.logits = logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer)
+
+    def call(self, x, training=False):
+        x = self.flatten(x)  # (batch, 784)
+        return self.logits(run_layers(self.hidden, x, training))  # (batch, 10)
+
+    def get_config(self):
+        return {**super().get_config(), **self.hyperparameters}
+
+
+@keras.saving.register_keras_serializable(package="mnist_pipeline")
+class MLP(DeepMLP):
+    """Flatten -> one hidden Dense of `units` -> 10 logits. Arguments are `config.MLPParams`."""
+
+    def __init__(self, *, units, activation, dropout_rate, batch_norm, l1, l2, kernel_initializer, **kwargs):
+        super().__init__(units=int(units), activation=activation, dropout_rate=dropout_rate,
+                         batch_norm=batch_norm, l1=l1, l2=l2, kernel_initializer=kernel_initializer, **kwargs)

@@ -1,0 +1,122 @@
+"""`run(cfg)`: the one place that wires config -> runtime -> data -> model -> trainer -> run folder.
+
+Imports TensorFlow, so the CLI imports this module only inside commands that train. Talks to the user only
+through the `Events` callbacks it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline import runtime
+from mnist_pipeline.config import RunConfig, to_yaml
+from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
+from mnist_pipeline.data.sources import load_raw
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports.plots import plot_curves
+
+
+def _ignore(*_: Any) -> None:
+    return None
+
+
+@dataclass
+class Events:
+    """How a run reports progress; the CLI prints, tests can collect."""
+
+    log: Callable[[str], None] = _ignore
+    step: Callable[[int, int], None] = _ignore  # (step in epoch, steps per epoch)
+    epoch: Callable[[Any, int], None] = _ignore  # (EpochRecord, total epochs)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
+    """Train, validate and test the configured model; write the run folder; return its path and metrics."""
+    events = events or Events()
+    wall_start = time.perf_counter()
+    runtime.quiet_tensorflow()
+    device = runtime.select_device(cfg.training.device)
+    deterministic = device.startswith("cpu")
+    runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
+
+    data_dir = cfg.data.data_dir or runtime.env_data_dir()
+    raw = load_raw(cfg.data.dataset, data_dir)
+    splits = prepare_splits(raw, validation_split=cfg.data.validation_split, subset=cfg.data.subset,
+                            normalization=cfg.data.normalization, seed=cfg.training.seed)
+    if splits.sizes["train"] < cfg.training.batch_size:
+        raise ConfigError(f"training.batch_size = {cfg.training.batch_size} is larger than the "
+                          f"{splits.sizes['train']} training examples; lower the batch size or raise data.subset")
+    events.log(f"data: {cfg.data.dataset} from {raw.source}; train {splits.sizes['train']}, "
+               f"val {splits.sizes['val']}, test {splits.sizes['test']}; {cfg.data.normalization}")
+
+    run_dir = rf.create_run_dir(cfg.output.dir, cfg.run_name)
+    started = rf.utc_now().isoformat(timespec="seconds")
+    rf.write_status(run_dir, "running", started=started)
+    try:
+        rf.write_text(run_dir / rf.CONFIG, to_yaml(cfg))
+        rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())
+        metrics = _train_and_test(cfg, splits, run_dir, events, device)
+        metrics.update(
+            wall_seconds=round(time.perf_counter() - wall_start, 2), device=device, deterministic=deterministic,
+            seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
+            train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
+            started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
+        )
+        rf.write_json(run_dir / rf.METRICS, metrics)
+        rf.write_status(run_dir, "completed", started=started)
+    except BaseException as exc:  # KeyboardInterrupt too: the folder must not look finished
+        rf.write_status(run_dir, "failed", started=started, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return RunResult(run_dir, metrics)
+
+
+def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+    from mnist_pipeline.models.registry import build_model
+    from mnist_pipeline.trainer import Trainer, make_optimizer
+
+    training = cfg.training
+    # Model, optimizer and metrics are created in one scope, so a tf.distribute strategy can wrap them.
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_model(cfg.model.name, **cfg.model.params)
+        optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum)
+        trainer = Trainer(model, optimizer, global_batch_size=training.batch_size,
+                          jit_compile=training.jit_compile)
+    augmentation = model.make_augmentation(training.seed) if hasattr(model, "make_augmentation") else None
+    batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation)
+    val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
+    events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; device {device}; "
+               f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
+
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(record) -> None:
+        history.append(record.to_dict())
+        rf.write_history(run_dir, history)  # rewritten every epoch: a crash keeps the epochs so far
+        events.epoch(record, training.epochs)
+
+    fit = trainer.fit(batches.epoch, batches.steps_per_epoch, val_data, training.epochs,
+                      on_step=events.step, on_epoch=on_epoch)
+    test_loss, test_accuracy = trainer.test(evaluation_batches(splits.x_test, splits.y_test, training.batch_size))
+    model.save(run_dir / rf.MODEL)
+    best = history[fit.best_epoch - 1]
+    plot_curves(history, fit.best_epoch, run_dir / rf.CURVES, title=f"{cfg.run_name}: {cfg.model.name}")
+    return {
+        "test_loss": test_loss, "test_accuracy": test_accuracy, "best_epoch": fit.best_epoch,
+        "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"],
+        "epochs": len(history), "parameters": int(model.count_params()),
+        "train_seconds": round(sum(r["seconds"] for r in history), 2), "model": cfg.model.name,
+    }

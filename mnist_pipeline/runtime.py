@@ -1,0 +1,69 @@
+"""Process-wide runtime setup: seeds, determinism, device selection, environment lookups.
+
+The only module that touches `tf.config` or environment variables. Call `select_device` before any tensor
+is created: TensorFlow fixes its visible devices when it first initializes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+
+import numpy as np
+
+from mnist_pipeline.errors import DeviceError
+
+DATA_DIR_ENV = "MNIST_DATA_DIR"
+
+
+def env_data_dir() -> str | None:
+    return os.environ.get(DATA_DIR_ENV) or None
+
+
+def quiet_tensorflow() -> None:
+    # Keeps TensorFlow's C++ INFO lines (oneDNN, CPU features) out of the user's terminal; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def select_device(choice: str) -> str:
+    """Make `choice` (auto | cpu | gpu) the device TensorFlow uses; return a description of it."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if choice == "cpu" or (choice == "auto" and not gpus):
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        return f"cpu ({platform.processor() or platform.machine()})"
+    if not gpus:
+        raise DeviceError("--device gpu: TensorFlow sees no GPU (no CUDA device, or the CPU-only build is "
+                          "installed); use --device cpu or auto, or install the CUDA build: pip install -e '.[gpu]'")
+    for gpu in gpus:
+        # Grow GPU memory as needed instead of reserving all of it, so several runs can share a card.
+        tf.config.experimental.set_memory_growth(gpu, True)
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    return f"gpu ({len(gpus)}x {names[0]})"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras; with `deterministic`, make TF ops reproducible too.
+
+    Op determinism is for CPU runs: on GPU some ops (e.g. sparse softmax cross-entropy) refuse to run
+    under it, and it costs speed.
+    """
+    import keras
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)  # also seeds TF and Keras's global SeedGenerator
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}

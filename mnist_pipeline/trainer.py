@@ -1,0 +1,150 @@
+"""The training loop: loss, optimizer, per-phase metrics and the tf.function train / val / test steps.
+
+Works on any `keras.Model` that maps (batch, 28, 28, 1) images to (batch, 10) logits. No file I/O and no
+printing: progress goes out through callbacks. Build a `Trainer` (and the model and optimizer it gets)
+inside `strategy.scope()` to distribute it; the loss is already averaged over the *global* batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import keras
+import tensorflow as tf
+
+IMAGE_SPEC = tf.TensorSpec([None, 28, 28, 1], tf.float32)
+LABEL_SPEC = tf.TensorSpec([None], tf.int32)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One row of history.csv; column names follow Keras."""
+
+    epoch: int  # 1-based
+    loss: float  # mean cross-entropy over the epoch's training batches (weight penalties excluded)
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: list[EpochRecord]
+    best_epoch: int  # 1-based epoch whose weights the model holds after fit
+    best_val_loss: float
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float) -> keras.optimizers.Optimizer:
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+class _PhaseMetrics:
+    """Epoch means of loss and accuracy for one phase (train, val or test)."""
+
+    def __init__(self, phase: str):
+        self.loss = keras.metrics.Mean(name=f"{phase}_loss")
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name=f"{phase}_accuracy")
+
+    def update(self, per_example_loss, labels, logits) -> None:
+        self.loss.update_state(per_example_loss)
+        self.accuracy.update_state(labels, logits)
+
+    def reset(self) -> None:
+        self.loss.reset_state()
+        self.accuracy.reset_state()
+
+    def result(self) -> tuple[float, float]:
+        return float(self.loss.result()), float(self.accuracy.result())
+
+
+class Trainer:
+    """Owns the model, optimizer, loss and metrics, and the compiled steps that use them."""
+
+    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, global_batch_size: int,
+                 jit_compile: bool = False):
+        self.model = model
+        self.optimizer = optimizer
+        self.global_batch_size = global_batch_size
+        # Per-example losses: averaging is ours to do, over the global batch (see tf.distribute notes).
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        self.train_metrics = _PhaseMetrics("train")
+        self.val_metrics = _PhaseMetrics("val")
+        self.test_metrics = _PhaseMetrics("test")
+        self.optimizer.build(model.trainable_variables)
+        self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+        # A None batch dimension lets the partial last batch reuse the same trace.
+        self.val_step = tf.function(self._make_eval_step(self.val_metrics), input_signature=[IMAGE_SPEC, LABEL_SPEC])
+        self.test_step = tf.function(self._make_eval_step(self.test_metrics),
+                                     input_signature=[IMAGE_SPEC, LABEL_SPEC])
+
+    def _train_step(self, images, labels):
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            per_example = self.loss_fn(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            if self.model.losses:  # L1/L2 weight penalties
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+        gradients = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply(gradients, self.model.trainable_variables)
+        self.train_metrics.update(per_example, labels, logits)
+        return loss
+
+    def _make_eval_step(self, metrics: _PhaseMetrics):
+        def eval_step(images, labels):
+            logits = self.model(images, training=False)
+            metrics.update(self.loss_fn(labels, logits), labels, logits)
+        return eval_step
+
+    @property
+    def learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def fit(self, train_epoch: Callable[[int], Iterable], steps_per_epoch: int, val_data: Iterable, epochs: int,
+            on_step: Callable[[int, int], None] | None = None,
+            on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+        """Train `epochs` epochs; `train_epoch(e)` yields epoch e's (images, labels) batches (e is 0-based).
+
+        Validates after every epoch and leaves the model holding the weights with the lowest validation loss.
+        """
+        history: list[EpochRecord] = []
+        best_loss, best_epoch, best_weights = math.inf, 0, None
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            self.train_metrics.reset()
+            for step, (images, labels) in enumerate(train_epoch(epoch), start=1):
+                self.train_step(images, labels)
+                if on_step:
+                    on_step(step, steps_per_epoch)
+            val_loss, val_accuracy = self.evaluate(val_data, self.val_step, self.val_metrics)
+            loss, accuracy = self.train_metrics.result()
+            record = EpochRecord(epoch + 1, loss, accuracy, val_loss, val_accuracy, self.learning_rate,
+                                 time.perf_counter() - start)
+            history.append(record)
+            if val_loss < best_loss:
+                best_loss, best_epoch, best_weights = val_loss, epoch + 1, self.model.get_weights()
+            if on_epoch:
+                on_epoch(record)
+        if best_weights is not None:
+            self.model.set_weights(best_weights)
+        return FitResult(history, best_epoch, best_loss)
+
+    def test(self, data: Iterable) -> tuple[float, float]:
+        """(loss, accuracy) of the current weights on `data`."""
+        return self.evaluate(data, self.test_step, self.test_metrics)
+
+    @staticmethod
+    def evaluate(data: Iterable, step, metrics: _PhaseMetrics) -> tuple[float, float]:
+        metrics.reset()
+        for images, labels in data:
+            step(images, labels)
+        return metrics.result()
