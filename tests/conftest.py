@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny, learnable, generated MNIST-shaped data written as IDX and npz in temp dirs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.data.idx import write_idx
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.pop("MNIST_DATA_DIR", None)  # tests choose their data explicitly
+
+
+def make_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` 28x28 uint8 images in 10 balanced classes: each class a fixed blob pattern, randomly shifted
+    by up to 2 px, with noise. Learnable in an epoch or two, but not trivially (shifts and noise)."""
+    rng = np.random.default_rng(seed)
+    templates = np.zeros((10, 28, 28), dtype=np.float32)
+    pattern_rng = np.random.default_rng(1234)  # the same classes for every split and seed
+    for c in range(10):
+        for _ in range(4):
+            r, col = pattern_rng.integers(4, 20, size=2)
+            templates[c, r:r + 5, col:col + 5] = 1.0
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = np.empty((n, 28, 28), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        shifted = np.roll(templates[c], tuple(rng.integers(-2, 3, size=2)), axis=(0, 1))
+        noisy = 200 * shifted + rng.normal(0, 25, size=(28, 28))
+        images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.uint8)
+
+
+def write_idx_dir(folder, n_train: int = 600, n_test: int = 200, gz: bool = True):
+    folder.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = make_digits(n_train, seed=1)
+    x_test, y_test = make_digits(n_test, seed=2)
+    ext = ".gz" if gz else ""
+    write_idx(folder / f"train-images-idx3-ubyte{ext}", x_train)
+    write_idx(folder / f"train-labels-idx1-ubyte{ext}", y_train)
+    write_idx(folder / f"t10k-images-idx3-ubyte{ext}", x_test)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{ext}", y_test)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory):
+    """A data dir with the four gzipped IDX files: 600 train, 200 test."""
+    return write_idx_dir(tmp_path_factory.mktemp("idx"))
+
+
+@pytest.fixture(scope="session")
+def npz_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("npz")
+    x_train, y_train = make_digits(600, seed=1)
+    x_test, y_test = make_digits(200, seed=2)
+    np.savez(folder / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return folder

@@ -1,0 +1,129 @@
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.config import MODEL_PARAMS, RunConfig, load_config, parse_override, to_yaml
+from mnist_pipeline.errors import ConfigError
+
+CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def config_error(*args, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and info.value.exit_code == 2
+    return message
+
+
+def test_defaults_fill_every_model_parameter():
+    cfg = load_config(None)
+    assert cfg.model.name == "mlp"
+    assert set(cfg.model.params) == set(MODEL_PARAMS["mlp"].model_fields)
+    assert cfg.training.epochs == 10 and cfg.data.validation_split == 0.1
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_is_named_after_its_file(path):
+    cfg = load_config(path)
+    assert cfg.run_name == path.stem
+    assert cfg.model.name in MODEL_PARAMS
+
+
+def test_learning_rate_written_as_1e_minus_3_is_a_number(tmp_path):
+    # PyYAML reads `1e-3` (no dot) as the string '1e-3'.
+    cfg = load_config(write(tmp_path, "training:\n  learning_rate: 1e-3\n"))
+    assert cfg.training.learning_rate == pytest.approx(0.001)
+    assert isinstance(cfg.training.learning_rate, float)
+
+
+def test_precedence_defaults_file_set_flags(tmp_path):
+    path = write(tmp_path, "training:\n  epochs: 3\n  seed: 5\n")
+    cfg = load_config(path, ["training.epochs=4", "training.seed=6"], {"training.seed": 7, "output.dir": None})
+    assert (cfg.training.epochs, cfg.training.seed, cfg.output.dir) == (4, 7, "outputs")
+
+
+def test_set_parses_yaml_scalars_and_lists(tmp_path):
+    cfg = load_config(write(tmp_path, "model:\n  name: deep_mlp\n"),
+                      ["model.params.units=[64, 32]", "model.params.batch_norm=true", "data.subset=100"])
+    assert cfg.model.params["units"] == [64, 32]
+    assert cfg.model.params["batch_norm"] is True and cfg.data.subset == 100
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(CONFIGS[0], ["training.epochs=2"])
+    again = load_config(write(tmp_path, to_yaml(cfg), name="config.yaml"))
+    assert again == cfg  # re-running a saved config.yaml reproduces the run, name included
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["training.epochs=-1"], ["training.epochs", "-1", "greater than or equal to 1"]),
+    (["training.epochs=2.5"], ["training.epochs", "2.5", "integer"]),
+    (["training.epochs=ten"], ["training.epochs", "'ten'", "integer"]),
+    (["training.batch_size=true"], ["training.batch_size", "True", "integer"]),
+    (["training.learning_rate=fast"], ["training.learning_rate", "'fast'", "number"]),
+    (["training.learning_rate=0"], ["training.learning_rate", "greater than 0"]),
+    (["data.validation_split=1.5"], ["data.validation_split", "1.5", "less than 1"]),
+    (["data.validation_split=0"], ["data.validation_split", "greater than 0"]),
+    (["data.dataset=cifar10"], ["data.dataset", "'mnist' or 'fashion_mnist'"]),
+    (["training.optimizer=adamw"], ["training.optimizer", "'adam' or 'sgd'"]),
+    (["training.device=tpu"], ["training.device", "'auto', 'cpu' or 'gpu'"]),
+    (["model.name=resnet"], ["model.name", "'resnet'", "known models: mlp, deep_mlp, cnn"]),
+    (["model.params.dropout_rate=1.0"], ["model.params.dropout_rate", "less than 1"]),
+    (["model.params.activation=softmaxx"], ["model.params.activation", "'relu'"]),
+    (["model.params.units=0"], ["model.params.units", "greater than or equal to 1"]),
+    (["data.subset=3"], ["data.subset", "greater than or equal to 10"]),
+    (["output.name=../escape"], ["output.name", "no path separators"]),
+    (["training.epoch=3"], ["unknown key 'training.epoch'", "did you mean 'epochs'", "allowed in training"]),
+    (["model.params.unitz=3"], ["unknown key 'model.params.unitz'", "did you mean 'units'"]),
+    (["trainin.epochs=3"], ["unknown key 'trainin'", "did you mean 'training'"]),
+])
+def test_bad_values_name_field_value_and_what_is_allowed(overrides, words):
+    message = config_error(None, overrides)
+    for word in words:
+        assert word in message, message
+    assert "(from the command line)" in message or "unknown key" in message
+
+
+def test_errors_in_a_file_name_the_file(tmp_path):
+    path = write(tmp_path, "training:\n  epochs: 0\n")
+    assert config_error(path).startswith(f"{path}: training.epochs = 0")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("training: [1, 2\n", ["invalid YAML", "line"]),
+    ("- a\n- b\n", ["must be a mapping"]),
+    ("training: !!python/object/apply:os.system ['true']\n", ["YAML tag not allowed"]),
+    ("training: 5\n", ["training = 5", "valid dictionary"]),
+])
+def test_unreadable_or_unsafe_files(tmp_path, text, words):
+    message = config_error(write(tmp_path, text))
+    for word in words:
+        assert word in message, message
+
+
+def test_missing_file(tmp_path):
+    assert "not found" in config_error(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("item", ["training.epochs", "=3", "training..epochs=3", "x.y=[1,"])
+def test_malformed_set(item):
+    with pytest.raises(ConfigError, match="--set"):
+        parse_override(item)
+
+
+def test_set_into_a_value_that_is_not_a_section(tmp_path):
+    path = write(tmp_path, "training:\n  epochs: 3\n")
+    assert "training.epochs is not a section" in config_error(path, ["training.epochs.x=1"])
+
+
+def test_config_is_frozen():
+    cfg = RunConfig()
+    with pytest.raises(Exception, match="frozen"):
+        cfg.training.epochs = 3

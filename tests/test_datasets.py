@@ -1,0 +1,42 @@
+import numpy as np
+
+from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+from mnist_pipeline.models.registry import build_model
+
+
+def arrays(n=100):
+    x = np.arange(n * 784, dtype=np.float32).reshape(n, 28, 28, 1) / (n * 784)
+    return x, np.arange(n, dtype=np.int32)  # label = row index, to track examples
+
+
+def labels_of(ds):
+    return [batch[1].numpy() for batch in ds]
+
+
+def test_epochs_are_full_batches_without_repeats_in_a_seeded_order():
+    x, y = arrays()
+    batches = TrainingBatches(x, y, batch_size=32, seed=7)
+    first = labels_of(batches.epoch(0))
+    assert batches.steps_per_epoch == 3 and [len(b) for b in first] == [32, 32, 32]
+    seen = np.concatenate(first)
+    assert len(np.unique(seen)) == 96
+    np.testing.assert_array_equal(seen, np.concatenate(labels_of(batches.epoch(0))))  # same (seed, epoch)
+    assert not np.array_equal(seen, np.concatenate(labels_of(batches.epoch(1))))  # reshuffled next epoch
+    again = TrainingBatches(x, y, batch_size=32, seed=8)
+    assert not np.array_equal(seen, np.concatenate(labels_of(again.epoch(0))))
+    images, labels = next(iter(batches.epoch(0)))
+    np.testing.assert_array_equal(images.numpy(), x[labels.numpy()])  # images stay with their labels
+
+
+def test_augmentation_applies_to_training_batches_only():
+    x, y = arrays(64)
+    augmentation = build_model("cnn", filters=[4], convs_per_block=1, dense_units=4).make_augmentation(seed=1)
+    images, labels = next(iter(TrainingBatches(x, y, 32, seed=0, augmentation=augmentation).epoch(0)))
+    assert not np.allclose(images.numpy(), x[labels.numpy()])
+    evaluated = np.concatenate([b[0].numpy() for b in evaluation_batches(x, y, 32)])
+    np.testing.assert_array_equal(evaluated, x)
+
+
+def test_evaluation_keeps_every_example_in_order():
+    x, y = arrays(70)
+    np.testing.assert_array_equal(np.concatenate(labels_of(evaluation_batches(x, y, 32))), y)

@@ -1,0 +1,92 @@
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mnist_pipeline.config import MODEL_PARAMS
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.models.registry import MODELS, build_model
+from mnist_pipeline.trainer import Trainer
+
+SMALL = {
+    "mlp": {"units": 16},
+    "deep_mlp": {"units": [16, 8]},
+    "cnn": {"filters": [4, 8], "convs_per_block": 1, "dense_units": 8},
+}
+
+
+def test_registry_and_schemas_name_the_same_models():
+    assert list(MODELS) == list(MODEL_PARAMS) == ["mlp", "deep_mlp", "cnn"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_constructor_keywords_are_exactly_the_config_schema(name):
+    signature = inspect.signature(MODELS[name].__init__)
+    keywords = {p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+    assert keywords == set(MODEL_PARAMS[name].model_fields)
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown model 'vgg'; known models: mlp, deep_mlp, cnn"):
+        build_model("vgg")
+
+
+def test_bad_parameter_is_a_config_error():
+    with pytest.raises(ConfigError, match="model 'mlp': hidden"):
+        build_model("mlp", hidden=3)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("knobs", [{}, {"batch_norm": True, "dropout_rate": 0.3, "activation": "tanh"}])
+def test_output_is_batch_by_10_logits(name, knobs):
+    model = build_model(name, **SMALL[name], **knobs)
+    x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    for training in (False, True):
+        out = model(x, training=training)
+        assert tuple(out.shape) == (5, 10) and out.dtype == "float32"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_saved_model_reloads_with_same_outputs(name, tmp_path):
+    model = build_model(name, **SMALL[name], batch_norm=True)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")  # safe_mode=True by default
+    x = np.random.default_rng(1).random((3, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(again(x, training=False), model(x, training=False), atol=1e-6)
+    assert again.get_config()["activation"] == model.get_config()["activation"]
+
+
+def test_deep_mlp_has_one_dense_per_width_plus_logits():
+    model = build_model("deep_mlp", units=[32, 16, 8])
+    dense = [w for w in model.trainable_weights if w.path.endswith("kernel")]
+    assert [tuple(w.shape) for w in dense] == [(784, 32), (32, 16), (16, 8), (8, 10)]
+
+
+def test_cnn_augmentation_changes_training_images_only_when_enabled():
+    model = build_model("cnn", **SMALL["cnn"])
+    x = np.zeros((4, 28, 28, 1), np.float32)
+    x[:, 10:18, 12:16] = 1.0
+    augmented = np.asarray(model.make_augmentation(seed=0)(x, training=True))
+    assert augmented.shape == x.shape and not np.allclose(augmented, x)
+    assert build_model("cnn", **SMALL["cnn"], rotation=0, translation=0, zoom=0).make_augmentation(0) is None
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_weight_penalties_reach_the_minimized_loss(name):
+    x = np.random.default_rng(2).random((8, 28, 28, 1), dtype=np.float32)
+    y = np.arange(8, dtype=np.int32) % 10
+    losses = {}
+    for l2 in (0.0, 0.01):
+        keras.utils.set_random_seed(0)
+        model = build_model(name, **SMALL[name], l2=l2, dropout_rate=0.0,
+                            **({"dense_dropout_rate": 0.0} if name == "cnn" else {}))
+        trainer = Trainer(model, keras.optimizers.SGD(0.0), global_batch_size=8)
+        cross_entropy = float(tf.reduce_mean(trainer.loss_fn(y, model(x, training=True))))
+        penalty = float(sum(model.losses)) if model.losses else 0.0
+        losses[l2] = (float(trainer.train_step(tf.constant(x), tf.constant(y))), cross_entropy, penalty)
+    step_loss, cross_entropy, penalty = losses[0.01]
+    assert penalty > 0
+    assert step_loss == pytest.approx(cross_entropy + penalty, rel=1e-5)
+    assert losses[0.0][0] == pytest.approx(losses[0.0][1], rel=1e-5) and losses[0.0][2] == 0

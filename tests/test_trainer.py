@@ -1,0 +1,56 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_digits
+from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+from mnist_pipeline.models.registry import build_model
+from mnist_pipeline.trainer import Trainer, make_optimizer
+
+
+def data(n, seed):
+    x, y = make_digits(n, seed)
+    return (x[..., None] / 255).astype(np.float32), y.astype(np.int32)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_train_steps_lower_the_loss_on_a_fixed_batch(optimizer):
+    keras.utils.set_random_seed(0)
+    x, y = data(64, 0)
+    model = build_model("mlp", units=32)
+    trainer = Trainer(model, make_optimizer(optimizer, 0.01 if optimizer == "adam" else 0.1, 0.9), 64)
+    losses = [float(trainer.train_step(x, y)) for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+
+
+def test_eval_step_traces_once_across_a_partial_batch():
+    x, y = data(50, 1)
+    trainer = Trainer(build_model("mlp", units=8), make_optimizer("adam", 1e-3, 0.9), 16)
+    loss, accuracy = trainer.evaluate(evaluation_batches(x, y, 16), trainer.val_step, trainer.val_metrics)
+    assert trainer.val_step.experimental_get_tracing_count() == 1
+    # Epoch means over all 50 examples, not the last (partial) batch.
+    logits = trainer.model(x, training=False)
+    assert loss == pytest.approx(float(tf.reduce_mean(trainer.loss_fn(y, logits))), rel=1e-5)
+    assert accuracy == pytest.approx(float(np.mean(np.argmax(logits, axis=1) == y)))
+
+
+def test_fit_learns_keeps_the_best_weights_and_records_history():
+    keras.utils.set_random_seed(0)
+    (x, y), (xv, yv) = data(400, 1), data(100, 2)
+    model = build_model("mlp", units=32)
+    trainer = Trainer(model, make_optimizer("adam", 3e-3, 0.9), 32)
+    batches = TrainingBatches(x, y, 32, seed=0)
+    steps, epochs = [], []
+    result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 4,
+                         on_step=lambda s, n: steps.append((s, n)), on_epoch=epochs.append)
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4] and epochs == result.history
+    assert steps[-1] == (12, 12) and len(steps) == 4 * 12
+    best = result.history[result.best_epoch - 1]
+    assert best.val_loss == min(r.val_loss for r in result.history) == result.best_val_loss
+    assert result.history[-1].val_accuracy > 0.5  # 10 classes: chance is 0.1
+    # The model now holds the best epoch's weights: re-validating reproduces that epoch's numbers.
+    val_loss, val_accuracy = trainer.evaluate(evaluation_batches(xv, yv, 32), trainer.val_step, trainer.val_metrics)
+    assert (val_loss, val_accuracy) == pytest.approx((best.val_loss, best.val_accuracy), rel=1e-6)
+    assert result.history[0].learning_rate == pytest.approx(3e-3)
