@@ -113,7 +113,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
     test_loss, test_accuracy = trainer.test(evaluation_batches(splits.x_test, splits.y_test, training.batch_size))
     model.save(run_dir / rf.MODEL)
     best = history[fit.best_epoch - 1]
-    plot_curves(history, fit.best_epoch, run_dir / rf.CURVES, title=f"{cfg.run_name}: {cfg.model.name}")
+    plot_curves(history, fit.best_epoch, run_dir / rf.CURVES, title=f"{run_dir.name} ({cfg.model.name})")
     return {
         "test_loss": test_loss, "test_accuracy": test_accuracy, "best_epoch": fit.best_epoch,
         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"],

@@ -1,0 +1,176 @@
+"""`mnist` through click's runner (in-process, TF loaded once) and, where imports matter, a real subprocess."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mnist_pipeline.cli import cli
+
+ROOT = Path(__file__).parent.parent
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+RUN_FILES = {"config.yaml", "history.csv", "metrics.json", "model.keras", "curves.png", "status.json",
+             "normalization.json"}
+# Tiny and quick: 2 epochs on at most 300 generated examples, whatever the shipped config says.
+FAST = ["--epochs", "2", "--set", "data.subset=300", "--set", "training.batch_size=32", "--device", "cpu"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+def train(config, idx_dir, out, *extra):
+    result = invoke("train", "--config", config, "--data-dir", idx_dir, "--output-dir", out, *FAST, *extra)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    run_dir = Path(result.output.strip().splitlines()[-1].removeprefix("run folder: "))
+    return result, run_dir
+
+
+def python(*code_lines):
+    return subprocess.run([sys.executable, "-c", "\n".join(code_lines)], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir, tmp_path):
+    result, run_dir = train(config, idx_dir, tmp_path)
+    assert run_dir.parent == tmp_path / "runs" and run_dir.name.endswith(f"-{config.stem}")
+    assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["training"]["epochs"] == 2 and saved["data"]["subset"] == 300
+    assert saved["data"]["data_dir"] == str(idx_dir) and saved["output"]["name"] == config.stem
+
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] in (1, 2) and metrics["epochs"] == 2
+    assert metrics["best_val_loss"] == pytest.approx(float(rows[metrics["best_epoch"] - 1]["val_loss"]), rel=1e-4)
+    assert 0 <= metrics["test_loss"] and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["split_sizes"] == {"train": 300, "val": 60, "test": 200}
+    assert sum(metrics["train_class_counts"]) == 300
+    assert metrics["device"].startswith("cpu") and metrics["seed"] == saved["training"]["seed"]
+    assert metrics["data_source"] == f"idx:{idx_dir.resolve()}"
+    assert metrics["parameters"] > 0 and metrics["wall_seconds"] > 0
+    assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy"}
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    lines = result.output.strip().splitlines()
+    assert any(line.startswith("epoch 2/2  loss ") and " val_acc " in line and " lr " in line for line in lines)
+    assert f"acc {metrics['test_accuracy']:.4f}" in lines[-2]
+
+
+def test_models_learn_the_generated_digits_well_above_chance(idx_dir, tmp_path):
+    _, run_dir = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path, "--epochs", "5", "--set", "data.subset=500")
+    assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] > 0.8
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(idx_dir, tmp_path):
+    config = ROOT / "configs/smoke.yaml"  # CNN: dropout and augmentation are seeded too
+    runs = [train(config, idx_dir, tmp_path, "--seed", seed)[1] for seed in (3, 3, 4)]
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    history = [(r / "history.csv").read_text().splitlines() for r in runs]
+    assert metrics[0]["test_loss"] == metrics[1]["test_loss"]
+    assert [h.split(",")[:5] for h in history[0]] == [h.split(",")[:5] for h in history[1]]  # seconds differ
+    assert metrics[0]["test_loss"] != metrics[2]["test_loss"]
+    assert len({r.name for r in runs}) == 3  # same second, same name: still three folders
+
+
+def test_npz_data_dir_through_the_cli(npz_dir, tmp_path):
+    _, run_dir = train(ROOT / "configs/mlp.yaml", npz_dir, tmp_path)
+    assert json.loads((run_dir / "metrics.json").read_text())["data_source"].startswith("npz:")
+
+
+def test_mnist_data_dir_environment_variable(idx_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_DATA_DIR", str(idx_dir))
+    result = invoke("train", "--config", ROOT / "configs/mlp.yaml", "--output-dir", tmp_path, *FAST)
+    assert result.exit_code == 0, result.output
+    assert f"from idx:{idx_dir.resolve()}" in result.output
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--set", "training.epochs=-1"], 2, ["training.epochs = -1", "greater than or equal to 1"]),
+    (["--set", "model.name=resnet"], 2, ["model.name = 'resnet'", "known models"]),
+    (["--set", "training.epoch=3"], 2, ["unknown key 'training.epoch'", "did you mean 'epochs'"]),
+    (["--set", "nonsense"], 2, ["--set expects section.key=value"]),
+    (["--set", "data.subset=100000"], 2, ["data.subset = 100000 is larger than the 540 training examples"]),
+    (["--set", "training.batch_size=1000", "--set", "data.subset=100"], 2, ["batch_size = 1000 is larger"]),
+    (["--data-dir", "/nonexistent/mnist"], 2, ["data dir '/nonexistent/mnist' does not exist", "--data-dir"]),
+    (["--device", "gpu"], 1, ["--device gpu: TensorFlow sees no GPU", "--device cpu"]),
+])
+def test_bad_input_is_one_line_with_exit_code_and_leaves_no_run(args, code, words, idx_dir, tmp_path):
+    result = invoke("train", "--config", ROOT / "configs/mlp.yaml", "--data-dir", idx_dir,
+                    "--output-dir", tmp_path, *args)
+    assert result.exit_code == code, result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "Traceback" not in result.output
+    for word in words:
+        assert word in error_lines[0], error_lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_corrupt_data_file_exit_1_names_the_file(idx_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in idx_dir.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    (data / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    result = invoke("train", "--config", ROOT / "configs/mlp.yaml", "--data-dir", data, "--output-dir", tmp_path)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {data / 'train-images-idx3-ubyte.gz'}: cannot read the file")
+
+
+def test_earlier_runs_are_never_touched(idx_dir, tmp_path):
+    _, first = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    invoke("train", "--config", ROOT / "configs/mlp.yaml", "--output-dir", tmp_path, "--set", "training.epochs=0")
+    _, second = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
+    assert second != first
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+
+
+def test_unwritable_output_dir(idx_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke("train", "--config", ROOT / "configs/mlp.yaml", "--data-dir", idx_dir, "--output-dir", blocker)
+    assert result.exit_code == 1 and "cannot create the run folder" in result.output
+
+
+def test_models_command_lists_parameters_and_defaults():
+    result = invoke("models")
+    assert result.exit_code == 0
+    assert "cnn:" in result.output and "deep_mlp:" in result.output
+    assert any(line.split()[:2] == ["filters", "[32,"] for line in result.output.splitlines())
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["models"]])
+def test_every_command_has_help_with_an_example(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0 and "Example: mnist" in result.output
+
+
+def test_help_models_and_config_errors_do_not_import_tensorflow(tmp_path):
+    probe = python(
+        "import sys",
+        "from click.testing import CliRunner",
+        "from mnist_pipeline.cli import cli",
+        "codes = [CliRunner().invoke(cli, a).exit_code for a in",
+        "         (['--help'], ['models'], ['train', '--set', 'training.epochs=-1'])]",
+        "print(codes, 'tensorflow' in sys.modules, 'keras' in sys.modules)",
+    )
+    assert probe.stdout.strip() == "[0, 0, 2] False False", probe.stderr
+
+
+def test_console_script_and_python_dash_m():
+    exe = Path(sys.executable).parent / "mnist"
+    for command in ([str(exe), "--version"], [sys.executable, "-m", "mnist_pipeline", "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0 and result.stdout.startswith("mnist, version "), result.stderr
