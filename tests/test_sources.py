@@ -84,3 +84,18 @@ def test_several_npz_files_are_ambiguous(tmp_path):
         load_raw("mnist", str(tmp_path))
     np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
     assert len(load_raw("mnist", str(tmp_path)).y_test) == 5  # <dataset>.npz wins
+
+
+def test_offline_keras_download_says_how_to_use_local_files(monkeypatch):
+    # Only the download itself is replaced (there is no network here); the message is what we test.
+    import keras
+
+    def offline():
+        raise Exception("URL fetch failure on https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(DataError) as info:
+        load_raw("mnist", None)
+    message = str(info.value)
+    assert message.startswith("could not download mnist through Keras (URL fetch failure")
+    assert "--data-dir" in message and "MNIST_DATA_DIR" in message and "\n" not in message

@@ -27,7 +27,9 @@ class TrainingBatches:
         order = order[: self.steps_per_epoch * self.batch_size].reshape(self.steps_per_epoch, self.batch_size)
         ds = tf.data.Dataset.from_tensor_slices(order).map(self._gather)
         if self.augmentation is not None:
-            ds = ds.map(self._augment, num_parallel_calls=tf.data.AUTOTUNE)
+            # Sequential on purpose: random ops under op determinism make TF run the map sequentially anyway
+            # (and log an error about it); prefetch still overlaps augmentation with the train step.
+            ds = ds.map(self._augment)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _gather(self, index):
