@@ -66,10 +66,6 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
@@ -77,11 +73,6 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({k: _csv_value(row[k]) for k in HISTORY_COLUMNS})
     write_text(run_dir / HISTORY, buffer.getvalue())
-
-
-def read_history(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / HISTORY, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def write_status(run_dir: Path, status: str, *, started: str, error: str | None = None) -> None:
