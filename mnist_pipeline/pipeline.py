@@ -44,7 +44,7 @@ def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
     """Train, validate and test the configured model; write the run folder; return its path and metrics."""
     events = events or Events()
     wall_start = time.perf_counter()
-    runtime.quiet_tensorflow()
+    runtime.prepare_environment()
     device = runtime.select_device(cfg.training.device)
     deterministic = device.startswith("cpu")
     runtime.seed_everything(cfg.training.seed, deterministic=deterministic)

@@ -12,7 +12,7 @@ import random
 
 import numpy as np
 
-from mnist_pipeline.errors import DeviceError
+from mnist_pipeline.errors import DeviceError, PipelineError
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 
@@ -21,14 +21,22 @@ def env_data_dir() -> str | None:
     return os.environ.get(DATA_DIR_ENV) or None
 
 
-def quiet_tensorflow() -> None:
-    # Keeps TensorFlow's C++ INFO lines (oneDNN, CPU features) out of the user's terminal; errors still show.
+def prepare_environment() -> None:
+    """Settings TensorFlow and Keras read once, at import: call before importing either."""
+    # The models and trainer are written against TensorFlow; a KERAS_BACKEND=jax left in the shell would
+    # make Keras hand them JAX arrays.
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    # Keeps most of TensorFlow's C++ INFO lines out of the terminal; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def select_device(choice: str) -> str:
     """Make `choice` (auto | cpu | gpu) the device TensorFlow uses; return a description of it."""
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise PipelineError(f"TensorFlow cannot be imported ({exc}); install one build: "
+                            f"pip install -e '.[cpu]' (or '.[gpu]' for CUDA), or run `make install`") from None
 
     gpus = tf.config.list_physical_devices("GPU")
     if choice == "cpu" or (choice == "auto" and not gpus):

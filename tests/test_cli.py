@@ -194,3 +194,17 @@ def test_progress_bar_only_on_a_terminal_and_the_epoch_line_format():
         bar.epoch_done(record, 12)
     text = out.getvalue().decode()
     assert "\r  [" + "#" * 30 + "] 10/10" in text and text.endswith("4.1s\n")
+
+
+def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):
+    probe = python(
+        "import sys",
+        "sys.modules['tensorflow'] = None  # makes `import tensorflow` fail as if it were not installed",
+        "from click.testing import CliRunner",
+        "from mnist_pipeline.cli import cli",
+        f"r = CliRunner().invoke(cli, ['train', '--data-dir', {str(idx_dir)!r}, '--output-dir', {str(tmp_path)!r}])",
+        "print(r.exit_code, r.output.strip())",
+    )
+    code, _, message = probe.stdout.strip().partition(" ")
+    assert code == "1" and message.startswith("error: TensorFlow cannot be imported"), probe.stdout + probe.stderr
+    assert "pip install -e '.[cpu]'" in message
