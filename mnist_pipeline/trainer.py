@@ -125,7 +125,7 @@ class Trainer:
                 self.train_step(images, labels)
                 if on_step:
                     on_step(step, steps_per_epoch)
-            val_loss, val_accuracy = self.evaluate(val_data, self.val_step, self.val_metrics)
+            val_loss, val_accuracy = self.validate(val_data)
             loss, accuracy = self.train_metrics.result()
             record = EpochRecord(epoch + 1, loss, accuracy, val_loss, val_accuracy, self.learning_rate,
                                  time.perf_counter() - start)
@@ -138,12 +138,16 @@ class Trainer:
             self.model.set_weights(best_weights)
         return FitResult(history, best_epoch, best_loss)
 
+    def validate(self, data: Iterable) -> tuple[float, float]:
+        """(loss, accuracy) of the current weights on validation `data`."""
+        return self._evaluate(data, self.val_step, self.val_metrics)
+
     def test(self, data: Iterable) -> tuple[float, float]:
-        """(loss, accuracy) of the current weights on `data`."""
-        return self.evaluate(data, self.test_step, self.test_metrics)
+        """(loss, accuracy) of the current weights on test `data`; kept apart from validation's metrics."""
+        return self._evaluate(data, self.test_step, self.test_metrics)
 
     @staticmethod
-    def evaluate(data: Iterable, step, metrics: _PhaseMetrics) -> tuple[float, float]:
+    def _evaluate(data: Iterable, step, metrics: _PhaseMetrics) -> tuple[float, float]:
         metrics.reset()
         for images, labels in data:
             step(images, labels)

@@ -28,7 +28,7 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch(optimizer):
 def test_eval_step_traces_once_across_a_partial_batch():
     x, y = data(50, 1)
     trainer = Trainer(build_model("mlp", units=8), make_optimizer("adam", 1e-3, 0.9), 16)
-    loss, accuracy = trainer.evaluate(evaluation_batches(x, y, 16), trainer.val_step, trainer.val_metrics)
+    loss, accuracy = trainer.validate(evaluation_batches(x, y, 16))
     assert trainer.val_step.experimental_get_tracing_count() == 1
     # Epoch means over all 50 examples, not the last (partial) batch.
     logits = trainer.model(x, training=False)
@@ -51,6 +51,6 @@ def test_fit_learns_keeps_the_best_weights_and_records_history():
     assert best.val_loss == min(r.val_loss for r in result.history) == result.best_val_loss
     assert result.history[-1].val_accuracy > 0.5  # 10 classes: chance is 0.1
     # The model now holds the best epoch's weights: re-validating reproduces that epoch's numbers.
-    val_loss, val_accuracy = trainer.evaluate(evaluation_batches(xv, yv, 32), trainer.val_step, trainer.val_metrics)
+    val_loss, val_accuracy = trainer.validate(evaluation_batches(xv, yv, 32))
     assert (val_loss, val_accuracy) == pytest.approx((best.val_loss, best.val_accuracy), rel=1e-6)
     assert result.history[0].learning_rate == pytest.approx(3e-3)
