@@ -58,6 +58,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
+
+
 # ---- model parameters: the fields are exactly each model class's constructor keyword arguments ----
 
 

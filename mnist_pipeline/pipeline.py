@@ -6,19 +6,23 @@ through the `Events` callbacks it is given.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mnist_pipeline import runtime
-from mnist_pipeline.config import RunConfig, to_yaml
+from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.reports import run_folder as rf
-from mnist_pipeline.reports.plots import plot_curves
+from mnist_pipeline.reports.document import write_report
+from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table
 
 
 def _ignore(*_: Any) -> None:
@@ -77,6 +81,11 @@ def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
     except BaseException as exc:  # KeyboardInterrupt too: the folder must not look finished
         rf.write_status(run_dir, "failed", started=started, error=f"{type(exc).__name__}: {exc}")
         raise
+    try:
+        write_report(run_dir)
+    except Exception as exc:  # the run itself is complete and saved; only the report is missing
+        raise PipelineError(f"{run_dir}: the run completed but writing its report failed "
+                            f"({type(exc).__name__}: {exc}); retry with `mnist report {run_dir}`") from exc
     return RunResult(run_dir, metrics)
 
 
@@ -84,6 +93,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
     import tensorflow as tf
 
     from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+    from mnist_pipeline.models.blocks import describe_layers
     from mnist_pipeline.models.registry import build_model
     from mnist_pipeline.trainer import Trainer, make_optimizer
 
@@ -110,13 +120,44 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
 
     fit = trainer.fit(batches.epoch, batches.steps_per_epoch, val_data, training.epochs,
                       on_step=events.step, on_epoch=on_epoch)
-    test_loss, test_accuracy = trainer.test(evaluation_batches(splits.x_test, splits.y_test, training.batch_size))
+    test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size)
+    test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
     model.save(run_dir / rf.MODEL)
+    rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
+    _write_report_data(run_dir, model, splits, probabilities, augmentation, training.seed)
     best = history[fit.best_epoch - 1]
-    plot_curves(history, fit.best_epoch, run_dir / rf.CURVES, title=f"{run_dir.name} ({cfg.model.name})")
+    confusion = confusion_matrix(splits.y_test, probabilities.argmax(axis=1), len(CLASS_NAMES[cfg.data.dataset]))
     return {
         "test_loss": test_loss, "test_accuracy": test_accuracy, "best_epoch": fit.best_epoch,
         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"],
         "epochs": len(history), "parameters": int(model.count_params()),
         "train_seconds": round(sum(r["seconds"] for r in history), 2), "model": cfg.model.name,
+        "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
+        "confusion_matrix": confusion.tolist(),
     }
+
+
+SAMPLE_COUNT = 16  # the 4x4 samples grid
+MISTAKE_COUNT = 25  # the 5x5 grid of most confident mistakes
+
+
+def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.ndarray, augmentation,
+                       seed: int) -> None:
+    """Save the numbers and images the report draws, so `mnist report` needs neither TensorFlow nor data."""
+    def image_scale(x):  # (N, 28, 28, 1) normalized -> (N, 28, 28) in [0, 1]
+        return np.clip(splits.normalization.invert(np.asarray(x)), 0.0, 1.0)[..., 0]
+
+    chosen = np.random.default_rng(seed).choice(len(splits.y_train), SAMPLE_COUNT, replace=False)
+    samples = splits.x_train[chosen]
+    if augmentation is not None:
+        samples = augmentation(samples, training=True)  # what the model was fed
+    mistakes = most_confident_mistakes(splits.y_test, probabilities, MISTAKE_COUNT)
+    first_kernel = next(layer.kernel for layer in model.stack if hasattr(layer, "kernel"))
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, test_labels=splits.y_test, test_probabilities=probabilities.astype(np.float32),
+        mistake_indices=mistakes, mistake_images=image_scale(splits.x_test[mistakes]),
+        sample_images=image_scale(samples), sample_labels=splits.y_train[chosen],
+        samples_augmented=augmentation is not None, first_layer_kernel=np.asarray(first_kernel),
+    )
+    rf.write_bytes(run_dir / rf.REPORT_DATA, buffer.getvalue())

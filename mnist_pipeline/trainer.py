@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 IMAGE_SPEC = tf.TensorSpec([None, 28, 28, 1], tf.float32)
@@ -67,6 +68,40 @@ class _PhaseMetrics:
         return float(self.loss.result()), float(self.accuracy.result())
 
 
+def per_example_loss_fn() -> keras.losses.Loss:
+    # Per-example losses: averaging is ours to do (over the global batch when training, see tf.distribute).
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+
+class Evaluation:
+    """Loss, accuracy and (optionally) class probabilities of a model over a dataset, in one compiled step.
+
+    The trainer validates and tests with it, and `mnist evaluate` re-runs it on a saved model, so the
+    numbers it prints are computed exactly as the ones in metrics.json.
+    """
+
+    def __init__(self, model: keras.Model, phase: str):
+        self.model = model
+        self.loss_fn = per_example_loss_fn()
+        self.metrics = _PhaseMetrics(phase)
+        # A None batch dimension lets the partial last batch reuse the same trace.
+        self.step = tf.function(self._step, input_signature=[IMAGE_SPEC, LABEL_SPEC])
+
+    def _step(self, images, labels):
+        logits = self.model(images, training=False)
+        self.metrics.update(self.loss_fn(labels, logits), labels, logits)
+        return tf.nn.softmax(logits)  # (batch, 10) class probabilities
+
+    def __call__(self, data: Iterable, probabilities: bool = False):
+        """(loss, accuracy), or (loss, accuracy, (N, 10) probabilities) with `probabilities`."""
+        self.metrics.reset()
+        collected = [self.step(images, labels) for images, labels in data]
+        loss, accuracy = self.metrics.result()
+        if not probabilities:
+            return loss, accuracy
+        return loss, accuracy, np.concatenate([p.numpy() for p in collected]) if collected else np.zeros((0, 10))
+
+
 class Trainer:
     """Owns the model, optimizer, loss and metrics, and the compiled steps that use them."""
 
@@ -75,19 +110,23 @@ class Trainer:
         self.model = model
         self.optimizer = optimizer
         self.global_batch_size = global_batch_size
-        # Per-example losses: averaging is ours to do, over the global batch (see tf.distribute notes).
-        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        self.loss_fn = per_example_loss_fn()
         self.train_metrics = _PhaseMetrics("train")
-        self.val_metrics = _PhaseMetrics("val")
-        self.test_metrics = _PhaseMetrics("test")
+        self.validate = Evaluation(model, "val")
+        self.test = Evaluation(model, "test")  # kept apart from validation's metrics and trace
         self.optimizer.build(model.trainable_variables)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
-        # A None batch dimension lets the partial last batch reuse the same trace.
-        self.val_step = tf.function(self._make_eval_step(self.val_metrics), input_signature=[IMAGE_SPEC, LABEL_SPEC])
-        self.test_step = tf.function(self._make_eval_step(self.test_metrics),
-                                     input_signature=[IMAGE_SPEC, LABEL_SPEC])
+        # Same update, also returning each variable's gradient norm (for `mnist diagnose gradients`).
+        self.train_step_with_gradient_norms = tf.function(self._train_step_with_gradient_norms)
 
     def _train_step(self, images, labels):
+        return self._learn(images, labels)[0]
+
+    def _train_step_with_gradient_norms(self, images, labels):
+        loss, gradients = self._learn(images, labels)
+        return loss, [tf.norm(g) for g in gradients]
+
+    def _learn(self, images, labels):
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             per_example = self.loss_fn(labels, logits)
@@ -97,13 +136,7 @@ class Trainer:
         gradients = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply(gradients, self.model.trainable_variables)
         self.train_metrics.update(per_example, labels, logits)
-        return loss
-
-    def _make_eval_step(self, metrics: _PhaseMetrics):
-        def eval_step(images, labels):
-            logits = self.model(images, training=False)
-            metrics.update(self.loss_fn(labels, logits), labels, logits)
-        return eval_step
+        return loss, gradients
 
     @property
     def learning_rate(self) -> float:
@@ -137,18 +170,3 @@ class Trainer:
         if best_weights is not None:
             self.model.set_weights(best_weights)
         return FitResult(history, best_epoch, best_loss)
-
-    def validate(self, data: Iterable) -> tuple[float, float]:
-        """(loss, accuracy) of the current weights on validation `data`."""
-        return self._evaluate(data, self.val_step, self.val_metrics)
-
-    def test(self, data: Iterable) -> tuple[float, float]:
-        """(loss, accuracy) of the current weights on test `data`; kept apart from validation's metrics."""
-        return self._evaluate(data, self.test_step, self.test_metrics)
-
-    @staticmethod
-    def _evaluate(data: Iterable, step, metrics: _PhaseMetrics) -> tuple[float, float]:
-        metrics.reset()
-        for images, labels in data:
-            step(images, labels)
-        return metrics.result()

@@ -28,12 +28,13 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch(optimizer):
 def test_eval_step_traces_once_across_a_partial_batch():
     x, y = data(50, 1)
     trainer = Trainer(build_model("mlp", units=8), make_optimizer("adam", 1e-3, 0.9), 16)
-    loss, accuracy = trainer.validate(evaluation_batches(x, y, 16))
-    assert trainer.val_step.experimental_get_tracing_count() == 1
+    loss, accuracy, probabilities = trainer.validate(evaluation_batches(x, y, 16), probabilities=True)
+    assert trainer.validate.step.experimental_get_tracing_count() == 1
     # Epoch means over all 50 examples, not the last (partial) batch.
     logits = trainer.model(x, training=False)
     assert loss == pytest.approx(float(tf.reduce_mean(trainer.loss_fn(y, logits))), rel=1e-5)
     assert accuracy == pytest.approx(float(np.mean(np.argmax(logits, axis=1) == y)))
+    np.testing.assert_allclose(probabilities, tf.nn.softmax(logits).numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_fit_learns_keeps_the_best_weights_and_records_history():

@@ -50,3 +50,17 @@ def run_layers(layers: list[keras.layers.Layer], x, training: bool):
     for layer in layers:
         x = layer(x, training=training)
     return x
+
+
+def describe_layers(model: keras.Model, input_shape: tuple[int, ...]) -> list[dict]:
+    """Rows (name, type, output shape, parameters) of a model whose `call` runs `model.stack` in order.
+
+    Keras's own summary shows "?" for most output shapes of subclassed models, so walk the stack.
+    """
+    x = keras.ops.zeros((1, *input_shape))
+    rows = []
+    for layer in model.stack:
+        x = layer(x, training=False)
+        rows.append({"name": layer.name, "type": type(layer).__name__,
+                     "output_shape": [None, *x.shape[1:]], "parameters": int(layer.count_params())})
+    return rows

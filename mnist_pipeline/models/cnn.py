@@ -29,17 +29,18 @@ class CNN(keras.Model):
             kernel_initializer=kernel_initializer, rotation=rotation, translation=translation, zoom=zoom)
         shared = dict(activation=activation, batch_norm=batch_norm, l1=l1, l2=l2,
                       kernel_initializer=kernel_initializer)
-        self.features = [layer for f in filters
-                         for layer in conv_block(f, convs=convs_per_block, kernel_size=kernel_size,
-                                                 dropout_rate=dropout_rate, **shared)]
-        self.flatten = keras.layers.Flatten()
-        self.head = dense_block(dense_units, dropout_rate=dense_dropout_rate, **shared)
-        self.logits = logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer)
+        # conv blocks: (batch, 28, 28, 1) -> (batch, 28 / 2**blocks, same, filters[-1]); then flatten,
+        # the Dense head and (batch, 10) logits
+        self.stack = [
+            *(layer for f in filters for layer in conv_block(f, convs=convs_per_block, kernel_size=kernel_size,
+                                                             dropout_rate=dropout_rate, **shared)),
+            keras.layers.Flatten(),
+            *dense_block(dense_units, dropout_rate=dense_dropout_rate, **shared),
+            logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer),
+        ]
 
     def call(self, x, training=False):
-        x = run_layers(self.features, x, training)  # (batch, 28 / 2**blocks, same, filters[-1])
-        x = run_layers(self.head, self.flatten(x), training)
-        return self.logits(x)
+        return run_layers(self.stack, x, training)
 
     def make_augmentation(self, seed: int) -> keras.layers.Pipeline | None:
         """Random rotation / translation / zoom for training images, or None when all are 0."""

@@ -21,13 +21,13 @@ class DeepMLP(keras.Model):
         knobs = dict(activation=activation, dropout_rate=dropout_rate, batch_norm=batch_norm,
                      l1=l1, l2=l2, kernel_initializer=kernel_initializer)
         widths = units if isinstance(units, (list, tuple)) else [units]
-        self.flatten = keras.layers.Flatten()
-        self.hidden = [layer for width in widths for layer in dense_block(width, **knobs)]
-        self.logits = logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer)
+        # (batch, 28, 28, 1) -> (batch, 784) -> hidden blocks -> (batch, 10) logits
+        self.stack = [keras.layers.Flatten(),
+                      *(layer for width in widths for layer in dense_block(width, **knobs)),
+                      logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer)]
 
     def call(self, x, training=False):
-        x = self.flatten(x)  # (batch, 784)
-        return self.logits(run_layers(self.hidden, x, training))  # (batch, 10)
+        return run_layers(self.stack, x, training)
 
     def get_config(self):
         return {**super().get_config(), **self.hyperparameters}

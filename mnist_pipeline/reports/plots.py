@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def _pyplot():
     import matplotlib
@@ -31,5 +33,114 @@ def plot_curves(history: list[dict[str, float]], best_epoch: int, path: Path, ti
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _image_grid(plt, count: int, columns: int, cell: float = 1.6):
+    rows = max(1, -(-count // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * cell, rows * cell + 0.6), squeeze=False,
+                             constrained_layout=True)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    """Counts and row-normalized (recall per true class) side by side."""
+    plt = _pyplot()
+    support = confusion.sum(axis=1, keepdims=True)
+    normalized = np.divide(confusion, support, out=np.zeros(confusion.shape), where=support > 0)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.6), constrained_layout=True)
+    for ax, values, label, fmt in ((axes[0], confusion, "counts", "d"),
+                                   (axes[1], normalized, "row-normalized (fraction of true class)", ".2f")):
+        image = ax.imshow(values, cmap="Blues", vmin=0)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        ticks = range(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right")
+        ax.set_yticks(ticks, class_names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(label)
+        threshold = values.max() / 2 if values.max() else 1
+        for (i, j), value in np.ndenumerate(values):
+            if value:
+                ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
+                        color="white" if value > threshold else "black")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_image_grid(images: np.ndarray, titles: list[str], path: Path, title: str, columns: int) -> None:
+    """Images in [0, 1] (0 = background), shown dark on light like ink on paper."""
+    plt = _pyplot()
+    fig, cells = _image_grid(plt, max(len(images), 1), columns)
+    for ax, image, label in zip(cells, images, titles, strict=False):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(label, fontsize=9)
+    if len(images) == 0:
+        next(iter(cells)).text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64) -> None:
+    """First-layer templates: Dense kernel (784, units) as 28x28 images, or conv kernel (k, k, 1, filters)."""
+    plt = _pyplot()
+    if kernel.ndim == 2:
+        templates = kernel.T[:limit].reshape(-1, 28, 28)
+    else:
+        templates = np.moveaxis(kernel[:, :, 0, :], -1, 0)[:limit]
+    columns = min(8, len(templates))
+    fig, cells = _image_grid(plt, len(templates), columns, cell=1.3)
+    scale = float(np.abs(templates).max()) or 1.0  # one symmetric scale: colours compare across units
+    image = None
+    for i, (ax, template) in enumerate(zip(cells, templates, strict=False)):
+        image = ax.imshow(template, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        ax.set_title(f"{'unit' if kernel.ndim == 2 else 'filter'} {i}", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=list(fig.axes), shrink=0.6, label="weight (red +, blue -)")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_overlaid_curves(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
+    """Validation accuracy and loss of several runs on shared axes."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for name, history in curves.items():
+        epochs = [row["epoch"] for row in history]
+        axes[0].plot(epochs, [row["val_accuracy"] for row in history], marker=".", label=name)
+        axes[1].plot(epochs, [row["val_loss"] for row in history], marker=".", label=name)
+    for ax, label in ((axes[0], "validation accuracy"), (axes[1], "validation loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label.capitalize())
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_gradient_norms(norms: dict[str, list[float]], layer_names: dict[str, list[str]], path: Path,
+                        title: str) -> None:
+    """Mean gradient norm per layer (input side left), log scale, one line per configuration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
+    for label, values in norms.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    longest = max(layer_names.values(), key=len)
+    ax.set_xticks(range(1, len(longest) + 1), longest, rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input side left, logits right)")
+    ax.set_ylabel("gradient norm of the layer's kernel (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title(title)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -24,6 +24,14 @@ STATUS = "status.json"
 NORMALIZATION = "normalization.json"
 MODEL = "model.keras"
 CURVES = "curves.png"
+CONFUSION = "confusion_matrix.png"
+MISCLASSIFIED = "misclassified.png"
+SAMPLES = "samples.png"
+WEIGHTS = "weights.png"
+MODEL_SUMMARY = "model_summary.json"
+REPORT_DATA = "report_data.npz"  # test probabilities and the images the figures show: reports need no TF
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
@@ -51,11 +59,15 @@ def create_run_dir(output_dir: str | Path, name: str, now: datetime | None = Non
 
 
 def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so readers see the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:  # plain open: the umask's usual permissions
-            f.write(text)
+        with open(tmp, "xb") as f:  # plain open: the umask's usual permissions
+            f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -73,6 +85,15 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({k: _csv_value(row[k]) for k in HISTORY_COLUMNS})
     write_text(run_dir / HISTORY, buffer.getvalue())
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / HISTORY, newline="", encoding="utf-8") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_status(run_dir: Path, status: str, *, started: str, error: str | None = None) -> None:
