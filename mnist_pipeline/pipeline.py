@@ -48,18 +48,8 @@ def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
     """Train, validate and test the configured model; write the run folder; return its path and metrics."""
     events = events or Events()
     wall_start = time.perf_counter()
-    runtime.prepare_environment()
-    device = runtime.select_device(cfg.training.device)
-    deterministic = device.startswith("cpu")
-    runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
-
-    data_dir = cfg.data.data_dir or runtime.env_data_dir()
-    raw = load_raw(cfg.data.dataset, data_dir)
-    splits = prepare_splits(raw, validation_split=cfg.data.validation_split, subset=cfg.data.subset,
-                            normalization=cfg.data.normalization, seed=cfg.training.seed)
-    if splits.sizes["train"] < cfg.training.batch_size:
-        raise ConfigError(f"training.batch_size = {cfg.training.batch_size} is larger than the "
-                          f"{splits.sizes['train']} training examples; lower the batch size or raise data.subset")
+    device, deterministic = _start(cfg)
+    raw, splits = _load_data(cfg)
     events.log(f"data: {cfg.data.dataset} from {raw.source}; train {splits.sizes['train']}, "
                f"val {splits.sizes['val']}, test {splits.sizes['test']}; {cfg.data.normalization}")
 
@@ -89,22 +79,46 @@ def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
     return RunResult(run_dir, metrics)
 
 
-def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str) -> dict[str, Any]:
+def _start(cfg: RunConfig) -> tuple[str, bool]:
+    """Environment, device and seeds, before TensorFlow creates anything. Returns (device, deterministic)."""
+    runtime.prepare_environment()
+    device = runtime.select_device(cfg.training.device)
+    deterministic = device.startswith("cpu")
+    runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
+    return device, deterministic
+
+
+def _load_data(cfg: RunConfig):
+    raw = load_raw(cfg.data.dataset, cfg.data.data_dir or runtime.env_data_dir())
+    splits = prepare_splits(raw, validation_split=cfg.data.validation_split, subset=cfg.data.subset,
+                            normalization=cfg.data.normalization, seed=cfg.training.seed)
+    if splits.sizes["train"] < cfg.training.batch_size:
+        raise ConfigError(f"training.batch_size = {cfg.training.batch_size} is larger than the "
+                          f"{splits.sizes['train']} training examples; lower the batch size or raise data.subset")
+    return raw, splits
+
+
+def _build(cfg: RunConfig):
+    """(model, trainer), created in one scope so that a tf.distribute strategy can wrap them."""
     import tensorflow as tf
 
-    from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
-    from mnist_pipeline.models.blocks import describe_layers
     from mnist_pipeline.models.registry import build_model
     from mnist_pipeline.trainer import Trainer, make_optimizer
 
     training = cfg.training
-    # Model, optimizer and metrics are created in one scope, so a tf.distribute strategy can wrap them.
-    strategy = tf.distribute.get_strategy()
-    with strategy.scope():
+    with tf.distribute.get_strategy().scope():
         model = build_model(cfg.model.name, **cfg.model.params)
         optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum)
-        trainer = Trainer(model, optimizer, global_batch_size=training.batch_size,
-                          jit_compile=training.jit_compile)
+        trainer = Trainer(model, optimizer, global_batch_size=training.batch_size, jit_compile=training.jit_compile)
+    return model, trainer
+
+
+def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str) -> dict[str, Any]:
+    from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+    from mnist_pipeline.models.blocks import describe_layers
+
+    training = cfg.training
+    model, trainer = _build(cfg)
     augmentation = model.make_augmentation(training.seed) if hasattr(model, "make_augmentation") else None
     batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation)
     val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
@@ -161,3 +175,28 @@ def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.n
         samples_augmented=augmentation is not None, first_layer_kernel=np.asarray(first_kernel),
     )
     rf.write_bytes(run_dir / rf.REPORT_DATA, buffer.getvalue())
+
+
+def diagnose_gradients(cfg: RunConfig, steps: int) -> dict[str, Any]:
+    """Train `steps` steps (no augmentation) and record the gradient norm of every layer's kernel per step.
+
+    Returns {"layers": names from input to logits, "norms": [[norm per layer] per step], "mean": [per layer]}.
+    """
+    from mnist_pipeline.data.datasets import TrainingBatches
+
+    _start(cfg)
+    _, splits = _load_data(cfg)
+    model, trainer = _build(cfg)
+    kernels = [i for i, v in enumerate(model.trainable_variables) if v.path.endswith("kernel")]
+    batches = TrainingBatches(splits.x_train, splits.y_train, cfg.training.batch_size, cfg.training.seed)
+    norms: list[list[float]] = []
+    epoch = 0
+    while len(norms) < steps:
+        for images, labels in batches.epoch(epoch):
+            _, gradient_norms = trainer.train_step_with_gradient_norms(images, labels)
+            norms.append([float(gradient_norms[i]) for i in kernels])
+            if len(norms) == steps:
+                break
+        epoch += 1
+    return {"layers": [model.trainable_variables[i].path.split("/")[-2] for i in kernels], "norms": norms,
+            "mean": np.mean(norms, axis=0).tolist()}

@@ -58,3 +58,54 @@ def npz_dir(tmp_path_factory):
     x_test, y_test = make_digits(200, seed=2)
     np.savez(folder / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return folder
+
+
+def render_digit(digit: int, rng: np.random.Generator, canvas: int = 64, size: int | None = None) -> np.ndarray:
+    """A printed digit, dark on white, at a random size, offset and slant: (canvas, canvas) float32 0-255."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=int(size or rng.integers(28, 44)))
+    image = Image.new("L", (canvas, canvas), 255)
+    offset = tuple(int(v) for v in rng.integers(4, canvas // 3, size=2))
+    ImageDraw.Draw(image).text(offset, str(digit), font=font, fill=int(rng.integers(0, 60)))
+    image = image.rotate(float(rng.uniform(-12, 12)), fillcolor=255)
+    return np.asarray(image, dtype=np.float32)
+
+
+def make_rendered_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` MNIST-style (28, 28) uint8 images of printed digits, prepared as `mnist predict` prepares files."""
+    from mnist_pipeline.data.images import mnist_style
+
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    return np.stack([mnist_style(render_digit(int(d), rng)) for d in labels]), labels
+
+
+@pytest.fixture(scope="session")
+def rendered_dir(tmp_path_factory):
+    """IDX files of printed digits (800 train, 200 test): a model trained on them reads real digit shapes."""
+    folder = tmp_path_factory.mktemp("rendered")
+    for prefix, n, seed in (("train", 800, 3), ("t10k", 200, 4)):
+        images, labels = make_rendered_digits(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_runs(rendered_dir, tmp_path_factory):
+    """Two completed runs on the printed digits, sharing data and normalization: an MLP and a small CNN."""
+    from pathlib import Path
+
+    from mnist_pipeline.config import load_config
+    from mnist_pipeline.pipeline import run
+
+    out = tmp_path_factory.mktemp("outputs")
+    configs = Path(__file__).parent.parent / "configs"
+    runs = {}
+    for name, epochs in (("mlp", 8), ("smoke", 6)):
+        cfg = load_config(configs / f"{name}.yaml", ["data.subset=null", "training.batch_size=32"],
+                          {"training.epochs": epochs, "data.data_dir": str(rendered_dir), "output.dir": str(out),
+                           "training.device": "cpu"})
+        runs[name] = run(cfg).run_dir
+    return runs

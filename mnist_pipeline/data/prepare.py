@@ -32,6 +32,9 @@ class Normalization:
         """Model input back to [0, 1] image scale (for showing images)."""
         return x * self.std + self.mean if self.method == "standardize" else x
 
+    def describe(self) -> str:
+        return f"standardize (mean {self.mean:.4f}, std {self.std:.4f})" if self.method == "standardize" else "scale"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -41,8 +41,12 @@ def utc_now() -> datetime:
 
 def create_run_dir(output_dir: str | Path, name: str, now: datetime | None = None) -> Path:
     """Create and return a new, empty run folder; never returns one that already existed."""
+    return create_unique_dir(Path(output_dir) / "runs", name, now)
+
+
+def create_unique_dir(runs: Path, name: str, now: datetime | None = None) -> Path:
+    """A new folder `<runs>/<UTC timestamp>-<name>[-N]`, created exclusively."""
     stamp = (now or utc_now()).strftime("%Y%m%dT%H%M%SZ")
-    runs = Path(output_dir) / "runs"
     try:
         runs.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, 1000):

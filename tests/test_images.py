@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import render_digit
+from mnist_pipeline.data.images import load_digits, mnist_style
+from mnist_pipeline.errors import DataError
+
+
+def centre_of_mass(image):
+    rows, cols = np.indices(image.shape)
+    total = image.sum()
+    return (rows * image).sum() / total, (cols * image).sum() / total
+
+
+@pytest.mark.parametrize("light_background", [True, False])
+def test_any_size_image_becomes_a_centred_light_on_dark_digit(tmp_path, light_background):
+    ink = render_digit(4, np.random.default_rng(0), canvas=150, size=90)  # dark ink on white
+    pixels = ink if light_background else 255 - ink
+    Image.fromarray(pixels.astype(np.uint8)).resize((150, 110)).save(tmp_path / "d.png")
+    ((name, digit),) = load_digits(tmp_path / "d.png")
+    assert name == str(tmp_path / "d.png") and digit.shape == (28, 28) and digit.dtype == np.uint8
+    assert digit.max() == 255 and np.all(digit[0] == 0) and np.all(digit[:, 0] == 0)  # light digit, dark border
+    rows, cols = np.nonzero(digit > 25)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= 21  # fits MNIST's 20x20 box
+    assert centre_of_mass(digit.astype(float)) == pytest.approx((13.5, 13.5), abs=0.8)
+
+
+def test_rgba_jpeg_and_blank_images(tmp_path):
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:30, 18:22] = (0, 0, 0, 255)  # opaque black bar on a transparent background
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    Image.fromarray(np.full((30, 30, 3), 255, np.uint8)).save(tmp_path / "blank.jpg")
+    ((_, bar),) = load_digits(tmp_path / "t.png")
+    assert bar.max() == 255 and bar[:, 13:15].sum() > bar[:, :5].sum()
+    ((_, blank),) = load_digits(tmp_path / "blank.jpg")
+    assert not blank.any()
+
+
+def test_npy_arrays_single_batch_and_unit_scale(tmp_path):
+    digits = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)
+    np.save(tmp_path / "one.npy", digits[0])
+    np.save(tmp_path / "batch.npy", digits[..., None])
+    np.save(tmp_path / "unit.npy", digits[0] / 255.0)
+    ((_, one),) = load_digits(tmp_path / "one.npy")
+    np.testing.assert_array_equal(one, digits[0])  # already MNIST-shaped: used as it is
+    batch = load_digits(tmp_path / "batch.npy")
+    assert [name for name, _ in batch] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
+    ((_, unit),) = load_digits(tmp_path / "unit.npy")
+    assert np.abs(unit.astype(int) - digits[0]).max() <= 1
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("x.png", b"not an image", ["not a readable image"]),
+    ("x.txt", b"hello", ["unsupported file type .txt"]),
+    ("x.npy", b"nope", ["not a readable .npy"]),
+])
+def test_bad_files(tmp_path, name, content, words):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as info:
+        load_digits(tmp_path / name)
+    assert str(info.value).startswith(str(tmp_path / name))
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_npy_of_wrong_shape(tmp_path):
+    np.save(tmp_path / "w.npy", np.zeros((2, 3, 4, 5)))
+    with pytest.raises(DataError, match=r"expected shape \(H, W\)"):
+        load_digits(tmp_path / "w.npy")
+
+
+def test_mnist_style_keeps_a_28x28_digit_in_the_box():
+    image = np.zeros((28, 28), np.float32)
+    image[2:26, 12:16] = 255
+    out = mnist_style(image)
+    rows, _ = np.nonzero(out > 25)
+    assert rows.max() - rows.min() + 1 <= 21

@@ -1,0 +1,121 @@
+"""The per-run report, parsed back: its numbers must be the run's numbers."""
+
+import base64
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mnist_pipeline.cli import cli
+from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table
+
+FIGURES = ["curves.png", "confusion_matrix.png", "misclassified.png", "samples.png", "weights.png"]
+
+
+def markdown_table(text: str, heading: str) -> list[list[str]]:
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+@pytest.mark.parametrize("name", ["mlp", "smoke"])
+def test_report_holds_the_runs_numbers(trained_runs, name):
+    run_dir = trained_runs[name]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    md = (run_dir / "report.md").read_text()
+
+    summary = dict(markdown_table(md, "Summary"))
+    assert summary["test accuracy"] == f"{metrics['test_accuracy']:.4f}"
+    assert summary["test loss"] == f"{metrics['test_loss']:.4f}"
+    assert summary["status"] == "completed"
+
+    with open(run_dir / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    table = markdown_table(md, "Training history")
+    assert len(table) == len(history) == metrics["epochs"]
+    for row, csv_row in zip(table, history, strict=True):
+        assert float(row[3]) == pytest.approx(float(csv_row["val_loss"]), abs=5e-5)
+        assert row[0].rstrip(" *") == csv_row["epoch"]
+    assert table[metrics["best_epoch"] - 1][0].endswith("*")
+
+    per_class = markdown_table(md, "Per-class test metrics")
+    assert [row[0] for row in per_class] == [str(d) for d in range(10)]
+    assert sum(int(row[4]) for row in per_class) == metrics["split_sizes"]["test"]
+    layers = markdown_table(md, "Model")
+    assert sum(int(row[3].replace(",", "")) for row in layers) == metrics["parameters"]
+    assert layers[-1][2] == "(batch, 10)"
+
+
+def test_metrics_json_per_class_and_confusion_agree(trained_runs):
+    metrics = json.loads((trained_runs["mlp"] / "metrics.json").read_text())
+    confusion = np.array(metrics["confusion_matrix"])
+    test_size = metrics["split_sizes"]["test"]
+    assert confusion.shape == (10, 10) and confusion.sum() == test_size
+    assert sum(row["support"] for row in metrics["per_class"]) == test_size
+    assert np.trace(confusion) / test_size == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    for row, counts in zip(metrics["per_class"], confusion, strict=True):
+        assert row["support"] == counts.sum()
+    assert metrics["test_accuracy"] > 0.8  # printed digits are easy; chance is 0.1
+
+
+def test_html_is_self_contained_with_every_figure(trained_runs):
+    run_dir = trained_runs["mlp"]
+    page = (run_dir / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(FIGURES)
+    embedded = {base64.b64decode(data) for data in images}
+    assert embedded == {(run_dir / name).read_bytes() for name in FIGURES}
+    assert "src=\"http" not in page and "<link" not in page  # nothing fetched when opened offline
+    assert f"{json.loads((run_dir / 'metrics.json').read_text())['test_accuracy']:.4f}" in page
+
+
+def test_report_command_redraws_without_tensorflow(trained_runs, tmp_path):
+    copy = shutil.copytree(trained_runs["mlp"], tmp_path / "run")
+    for name in [*FIGURES, "report.md", "report.html"]:
+        (copy / name).unlink()
+    probe = subprocess.run([sys.executable, "-c", "\n".join([
+        "import sys",
+        "from click.testing import CliRunner",
+        "from mnist_pipeline.cli import cli",
+        f"r = CliRunner().invoke(cli, ['report', {str(copy)!r}])",
+        "print(r.exit_code, 'tensorflow' in sys.modules, r.output.strip().splitlines()[-1])"])],
+        capture_output=True, text=True)
+    assert probe.stdout.strip() == f"0 False report: {copy / 'report.html'}", probe.stdout + probe.stderr
+    assert all((copy / name).stat().st_size > 1000 for name in [*FIGURES, "report.md", "report.html"])
+
+
+def test_report_of_a_failed_run_shows_what_it_has(trained_runs, tmp_path):
+    copy = shutil.copytree(trained_runs["mlp"], tmp_path / "failed")
+    for name in ["metrics.json", "report_data.npz", "model.keras", *FIGURES]:
+        (copy / name).unlink()
+    (copy / "status.json").write_text('{"status": "failed", "error": "KeyboardInterrupt"}')
+    result = CliRunner().invoke(cli, ["report", str(copy)])
+    assert result.exit_code == 0, result.output
+    md = (copy / "report.md").read_text()
+    assert "This run is **failed**" in md and "## Training history" in md
+    assert (copy / "curves.png").exists() and not (copy / "confusion_matrix.png").exists()
+
+
+def test_report_of_a_missing_folder(tmp_path):
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run folder" in result.output
+
+
+def test_classification_numbers():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 0, 2])
+    confusion = confusion_matrix(labels, predicted, 3)
+    np.testing.assert_array_equal(confusion, [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
+    rows = per_class_table(confusion, ["a", "b", "c"])
+    assert rows[1] == {"class": "b", "precision": pytest.approx(2 / 3), "recall": 1.0,
+                       "f1": pytest.approx(0.8), "support": 2}
+    assert per_class_table(np.zeros((2, 2), int), ["x", "y"])[0]["precision"] == 0.0  # no NaN
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    np.testing.assert_array_equal(most_confident_mistakes(np.array([1, 1, 0, 0]), probabilities, 5), [0, 2])
