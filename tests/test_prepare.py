@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import make_digits
 
+from conftest import make_digits
 from mnist_pipeline.data.prepare import (
     fit_normalization,
     prepare_splits,

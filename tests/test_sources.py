@@ -2,8 +2,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import make_digits, write_idx_dir
 
+from conftest import make_digits, write_idx_dir
 from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.data.sources import load_raw
 from mnist_pipeline.errors import ConfigError, DataError

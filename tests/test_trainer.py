@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_digits
 
+from conftest import make_digits
 from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
 from mnist_pipeline.models.registry import build_model
 from mnist_pipeline.trainer import Trainer, make_optimizer
