@@ -151,7 +151,13 @@ def test_models_command_lists_parameters_and_defaults():
     assert any(line.split()[:2] == ["filters", "[32,"] for line in result.output.splitlines())
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["models"]])
+def all_commands(group=cli, prefix=()):
+    yield list(prefix)
+    for name, command in group.commands.items():
+        yield from (all_commands(command, (*prefix, name)) if hasattr(command, "commands") else [[*prefix, name]])
+
+
+@pytest.mark.parametrize("command", list(all_commands()), ids=" ".join)
 def test_every_command_has_help_with_an_example(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0 and "Example: mnist" in result.output
@@ -163,10 +169,11 @@ def test_help_models_and_config_errors_do_not_import_tensorflow(tmp_path):
         "from click.testing import CliRunner",
         "from mnist_pipeline.cli import cli",
         "codes = [CliRunner().invoke(cli, a).exit_code for a in",
-        "         (['--help'], ['models'], ['train', '--set', 'training.epochs=-1'])]",
+        "         (['--help'], ['models'], ['train', '--set', 'training.epochs=-1'], ['compare', '--all', '--output-dir', 'no-such-dir'],",
+        "          ['diagnose', 'gradients', '--set', 'x.y=1'])]",
         "print(codes, 'tensorflow' in sys.modules, 'keras' in sys.modules)",
     )
-    assert probe.stdout.strip() == "[0, 0, 2] False False", probe.stderr
+    assert probe.stdout.strip() == "[0, 0, 2, 2, 2] False False", probe.stdout + probe.stderr
 
 
 def test_console_script_and_python_dash_m():
