@@ -36,7 +36,7 @@ def test_compare_ranks_runs_and_lists_a_failed_one(trained_runs, tmp_path):
 
 
 def test_compare_all_finds_every_run_and_errors_without_any(trained_runs, tmp_path):
-    for name, path in trained_runs.items():
+    for path in trained_runs.values():
         shutil.copytree(path, tmp_path / "runs" / path.name)
     (tmp_path / "runs" / "20990101T000000Z-running").mkdir()
     (tmp_path / "runs" / "20990101T000000Z-running" / "status.json").write_text('{"status": "running"}')
