@@ -16,7 +16,7 @@ import click
 
 from mnist_pipeline import __version__
 from mnist_pipeline.config import MODEL_PARAMS, describe_model_params, load_config
-from mnist_pipeline.errors import ConfigError, PipelineError
+from mnist_pipeline.errors import ConfigError, Interrupted, PipelineError
 from mnist_pipeline.reports import run_folder as rf
 
 
@@ -69,19 +69,40 @@ def cli(ctx: click.Context, traceback: bool) -> None:
 @click.option("--seed", type=int, help="Seed for Python, NumPy, TensorFlow and the data split.")
 @click.option("--epochs", type=int, help="Number of epochs (same as --set training.epochs=N).")
 @click.option("--output-dir", type=str, metavar="DIR", help="Where runs/ goes (default: outputs).")
-def train(config_path, overrides, data_dir, device, seed, epochs, output_dir) -> None:
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Continue an interrupted run in its own folder from its last checkpoint.")
+def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir) -> None:
     """Train the configured model, validate each epoch, test the best weights, write a run folder.
+
+    A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step and
+    marks the run interrupted (exit 130 / 143); a second Ctrl-C stops at once. --resume continues it.
 
     Example: mnist train --config configs/cnn.yaml --set training.epochs=3 --device cpu
     """
+    from mnist_pipeline import runtime
+    from mnist_pipeline.pipeline import Events, check_resumable, run  # no TensorFlow until run() starts
+
     flags = {"data.data_dir": data_dir, "training.device": device, "training.seed": seed,
              "training.epochs": epochs, "output.dir": output_dir}
+    resume = None
+    if resume_dir:
+        if config_path or overrides or seed is not None or epochs is not None or output_dir:
+            raise ConfigError("--resume continues a run with its saved config; it takes only --data-dir and "
+                              "--device (drop --config, --set, --seed, --epochs, --output-dir)")
+        resume = check_resumable(resume_dir)
+        config_path = resume / "config.yaml"
     cfg = load_config(config_path, overrides, flags)
 
-    from mnist_pipeline.pipeline import Events, run  # imports TensorFlow: only now that the config is valid
-
     progress = _Progress(enabled=sys.stdout.isatty())
-    result = run(cfg, Events(log=click.echo, step=progress.update, epoch=progress.epoch_done))
+    try:
+        with runtime.StopSignals() as signals:
+            events = Events(log=click.echo, step=progress.update, epoch=progress.epoch_done,
+                            stop_requested=signals.requested)
+            result = run(cfg, events, resume=resume)
+    except Interrupted as exc:
+        interrupted = Interrupted(f"{signals.name}: {exc}")
+        interrupted.exit_code = signals.exit_code
+        raise interrupted from None
     m = result.metrics
     click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
                f"{m['parameters']:,} parameters, {m['wall_seconds']:.1f}s on {m['device']})")

@@ -140,6 +140,23 @@ class ModelConfig(_Section):
         return name
 
 
+class ScheduleConfig(_Section):
+    name: Literal["constant", "step", "cosine", "reduce_on_plateau"] = Field(
+        "constant", description="learning-rate schedule, applied per epoch")
+    step_size: Annotated[StrictInt, Field(ge=1)] = Field(10, description="step: epochs between decays")
+    factor: Number = Field(0.1, gt=0.0, lt=1.0, description="step, reduce_on_plateau: multiply the rate by this")
+    patience: Annotated[StrictInt, Field(ge=1)] = Field(
+        3, description="reduce_on_plateau: epochs without a lower val_loss before reducing")
+    min_learning_rate: Number = Field(0.0, ge=0.0, description="floor of every schedule; cosine ends there")
+
+
+class EarlyStoppingConfig(_Section):
+    enabled: StrictBool = False
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: Annotated[StrictInt, Field(ge=1)] = Field(5, description="epochs without improvement before stopping")
+    min_delta: Number = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
+
+
 class TrainingConfig(_Section):
     epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = 10
     batch_size: Annotated[StrictInt, Field(ge=1, le=65_536)] = 128
@@ -149,6 +166,8 @@ class TrainingConfig(_Section):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 42
     jit_compile: StrictBool = Field(False, description="compile the train step with XLA (fast for MLPs)")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
 class OutputConfig(_Section):

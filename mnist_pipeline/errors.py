@@ -23,3 +23,13 @@ class DeviceError(PipelineError):
 
 class OutputError(PipelineError):
     """The output folder cannot be created or written."""
+
+
+class TrainingDiverged(PipelineError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(PipelineError):
+    """Training stopped on SIGINT / SIGTERM; the exit code follows the shell convention 128 + signal."""
+
+    exit_code = 130

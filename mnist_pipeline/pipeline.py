@@ -6,7 +6,9 @@ through the `Events` callbacks it is given.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from mnist_pipeline import runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, PipelineError
+from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
 from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table
@@ -36,6 +38,7 @@ class Events:
     log: Callable[[str], None] = _ignore
     step: Callable[[int, int], None] = _ignore  # (step in epoch, steps per epoch)
     epoch: Callable[[Any, int], None] = _ignore  # (EpochRecord, total epochs)
+    stop_requested: Callable[[], bool] = lambda: False  # polled after every step (SIGINT / SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,11 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
-    """Train, validate and test the configured model; write the run folder; return its path and metrics."""
+def run(cfg: RunConfig, events: Events | None = None, resume: Path | None = None) -> RunResult:
+    """Train, validate and test the configured model; write the run folder; return its path and metrics.
+
+    With `resume`, continue that run folder from its last checkpoint (cfg is then its saved config).
+    """
     events = events or Events()
     wall_start = time.perf_counter()
     device, deterministic = _start(cfg)
@@ -53,23 +59,34 @@ def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
     events.log(f"data: {cfg.data.dataset} from {raw.source}; train {splits.sizes['train']}, "
                f"val {splits.sizes['val']}, test {splits.sizes['test']}; {cfg.data.normalization}")
 
-    run_dir = rf.create_run_dir(cfg.output.dir, cfg.run_name)
-    started = rf.utc_now().isoformat(timespec="seconds")
-    rf.write_status(run_dir, "running", started=started)
+    if resume is None:
+        run_dir = rf.create_run_dir(cfg.output.dir, cfg.run_name)
+        started = rf.utc_now().isoformat(timespec="seconds")
+    else:
+        run_dir, started = resume, rf.read_json(resume / rf.STATUS).get("started", "")
+    rf.write_status(run_dir, "running", started=started, pid=os.getpid())
     try:
-        rf.write_text(run_dir / rf.CONFIG, to_yaml(cfg))
-        rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())
-        metrics = _train_and_test(cfg, splits, run_dir, events, device)
+        if resume is None:
+            rf.write_text(run_dir / rf.CONFIG, to_yaml(cfg))
+            rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())
+        metrics = _train_and_test(cfg, splits, run_dir, events, device, resume is not None)
         metrics.update(
             wall_seconds=round(time.perf_counter() - wall_start, 2), device=device, deterministic=deterministic,
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
-            started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
+            resumed=resume is not None, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
         )
         rf.write_json(run_dir / rf.METRICS, metrics)
         rf.write_status(run_dir, "completed", started=started)
-    except BaseException as exc:  # KeyboardInterrupt too: the folder must not look finished
-        rf.write_status(run_dir, "failed", started=started, error=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:  # KeyboardInterrupt too: the folder must never look finished
+        interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+        rf.write_status(run_dir, "interrupted" if interrupted else "failed", started=started,
+                        error=f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C means: stop now, no report
+            _try_report(run_dir)
+        if isinstance(exc, PipelineError):
+            hint = f"; continue with `mnist train --resume {run_dir}`" if interrupted else ""
+            raise type(exc)(f"{exc}{hint}") from None
         raise
     try:
         write_report(run_dir)
@@ -77,6 +94,31 @@ def run(cfg: RunConfig, events: Events | None = None) -> RunResult:
         raise PipelineError(f"{run_dir}: the run completed but writing its report failed "
                             f"({type(exc).__name__}: {exc}); retry with `mnist report {run_dir}`") from exc
     return RunResult(run_dir, metrics)
+
+
+def check_resumable(run_dir: str | Path) -> Path:
+    """The run folder if it can be resumed: stopped (interrupted, failed, or killed while running) with a
+    checkpoint. Otherwise a one-line error saying why not."""
+    path = Path(run_dir)
+    if not (path / rf.STATUS).is_file() or not (path / rf.CONFIG).is_file():
+        raise ConfigError(f"--resume {path}: not a run folder (no status.json / config.yaml); "
+                          f"pass a folder under <output dir>/runs/")
+    status = rf.read_json(path / rf.STATUS)
+    state = status.get("status")
+    if state == "completed":
+        raise ConfigError(f"--resume {path}: the run is already completed; start a new run instead")
+    if state == "running" and runtime.process_alive(status.get("pid", -1)) and status.get("pid") != os.getpid():
+        raise ConfigError(f"--resume {path}: the run is still running (pid {status['pid']}); stop it first")
+    if not any((path / "checkpoints").glob("epoch-*")):
+        raise ConfigError(f"--resume {path}: no checkpoint (it stopped before its first epoch ended); "
+                          f"start it again with mnist train --config {path / rf.CONFIG}")
+    return path
+
+
+def _try_report(run_dir: Path) -> None:
+    """A partial report for a run that stopped early; its own failure must not hide the original error."""
+    with contextlib.suppress(Exception):  # best effort only; `mnist report` can redo it
+        write_report(run_dir)
 
 
 def _start(cfg: RunConfig) -> tuple[str, bool]:
@@ -113,7 +155,9 @@ def _build(cfg: RunConfig):
     return model, trainer
 
 
-def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str) -> dict[str, Any]:
+def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str,
+                    resume: bool) -> dict[str, Any]:
+    from mnist_pipeline.checkpoints import Checkpointer
     from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
     from mnist_pipeline.models.blocks import describe_layers
 
@@ -125,18 +169,31 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
     events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; device {device}; "
                f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
 
-    history: list[dict[str, Any]] = []
+    schedule, early_stopping = _policies(cfg)
+    checkpointer = Checkpointer(run_dir, model, trainer.optimizer, [augmentation], schedule, early_stopping)
+    state = None
+    if resume:
+        state = checkpointer.restore()
+        events.log(f"resuming {run_dir.name} after epoch {state.next_epoch} of {training.epochs}")
 
-    def on_epoch(record) -> None:
-        history.append(record.to_dict())
-        rf.write_history(run_dir, history)  # rewritten every epoch: a crash keeps the epochs so far
+    def on_epoch(record, state) -> None:
+        checkpointer.save(state)
+        rf.write_history(run_dir, [r.to_dict() for r in state.history])  # a crash keeps the epochs so far
         events.epoch(record, training.epochs)
+        if state.stopped_early:
+            events.log(f"early stopping: {early_stopping.monitor} did not improve for "
+                       f"{early_stopping.patience} epochs")
 
-    fit = trainer.fit(batches.epoch, batches.steps_per_epoch, val_data, training.epochs,
-                      on_step=events.step, on_epoch=on_epoch)
+    fit = trainer.fit(batches.epoch, batches.steps_per_epoch, val_data, training.epochs, schedule=schedule,
+                      early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
+                      stop_requested=events.stop_requested)
+    history = [r.to_dict() for r in fit.history]
     test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size)
     test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
-    model.save(run_dir / rf.MODEL)
+    try:
+        model.save(run_dir / rf.MODEL)
+    except OSError as exc:
+        raise OutputError(f"{run_dir / rf.MODEL}: cannot save the model ({exc}); check free space") from None
     rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
     _write_report_data(run_dir, model, splits, probabilities, augmentation, training.seed)
     best = history[fit.best_epoch - 1]
@@ -144,11 +201,25 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
     return {
         "test_loss": test_loss, "test_accuracy": test_accuracy, "best_epoch": fit.best_epoch,
         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"],
-        "epochs": len(history), "parameters": int(model.count_params()),
+        "epochs": len(history), "stopped_early": fit.stopped_early, "parameters": int(model.count_params()),
         "train_seconds": round(sum(r["seconds"] for r in history), 2), "model": cfg.model.name,
         "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def _policies(cfg: RunConfig):
+    """The learning-rate schedule and early stopping the config asks for (early stopping may be None)."""
+    from mnist_pipeline.schedules import EarlyStopping, LearningRateSchedule
+
+    t = cfg.training
+    schedule = LearningRateSchedule(t.schedule.name, t.learning_rate, t.epochs, step_size=t.schedule.step_size,
+                                    factor=t.schedule.factor, patience=t.schedule.patience,
+                                    min_learning_rate=t.schedule.min_learning_rate)
+    stopping = t.early_stopping
+    early_stopping = (EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
+                      if stopping.enabled else None)
+    return schedule, early_stopping
 
 
 SAMPLE_COUNT = 16  # the 4x4 samples grid

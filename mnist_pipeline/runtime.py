@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import signal
 
 import numpy as np
 
@@ -75,3 +76,49 @@ def library_versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__}
+
+
+class StopSignals:
+    """SIGINT / SIGTERM during training: the first asks to stop after the current step, a second stops now.
+
+    Install in the main thread. `exit_code` follows the shell convention 128 + signal number (130, 143).
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt  # second signal: unwind now, without a report
+        self.received = number
+
+    def requested(self) -> bool:
+        return self.received is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received or signal.SIGINT).name
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

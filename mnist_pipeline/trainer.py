@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mnist_pipeline.errors import Interrupted, TrainingDiverged
+from mnist_pipeline.schedules import EarlyStopping, LearningRateSchedule
 
 IMAGE_SPEC = tf.TensorSpec([None, 28, 28, 1], tf.float32)
 LABEL_SPEC = tf.TensorSpec([None], tf.int32)
@@ -41,6 +44,19 @@ class FitResult:
     history: list[EpochRecord]
     best_epoch: int  # 1-based epoch whose weights the model holds after fit
     best_val_loss: float
+    stopped_early: bool = False
+
+
+@dataclass
+class FitState:
+    """Everything `fit` needs to continue where it left off; a checkpoint saves it after every epoch."""
+
+    next_epoch: int = 0  # 0-based index of the next epoch to train
+    history: list[EpochRecord] = field(default_factory=list)
+    best_val_loss: float | None = None
+    best_epoch: int = 0
+    best_weights: list[np.ndarray] | None = None
+    stopped_early: bool = False
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float) -> keras.optimizers.Optimizer:
@@ -143,30 +159,52 @@ class Trainer:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
     def fit(self, train_epoch: Callable[[int], Iterable], steps_per_epoch: int, val_data: Iterable, epochs: int,
-            on_step: Callable[[int, int], None] | None = None,
-            on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
-        """Train `epochs` epochs; `train_epoch(e)` yields epoch e's (images, labels) batches (e is 0-based).
+            *, schedule: LearningRateSchedule | None = None, early_stopping: EarlyStopping | None = None,
+            state: FitState | None = None, on_step: Callable[[int, int], None] | None = None,
+            on_epoch: Callable[[EpochRecord, FitState], None] | None = None,
+            stop_requested: Callable[[], bool] = lambda: False) -> FitResult:
+        """Train up to `epochs` epochs; `train_epoch(e)` yields epoch e's (images, labels) batches (e 0-based).
 
-        Validates after every epoch and leaves the model holding the weights with the lowest validation loss.
+        Validates after every epoch, then calls `on_epoch(record, state)` (the moment to checkpoint), and
+        leaves the model holding the weights with the lowest validation loss. A `state` from a checkpoint
+        (with the model, optimizer and policies restored alongside) continues a run exactly.
+        Raises TrainingDiverged on a non-finite loss, and Interrupted after the step during which
+        `stop_requested()` became true.
         """
-        history: list[EpochRecord] = []
-        best_loss, best_epoch, best_weights = math.inf, 0, None
-        for epoch in range(epochs):
+        state = state or FitState()
+        schedule = schedule or LearningRateSchedule("constant", self.learning_rate, epochs)
+        for epoch in range(state.next_epoch, epochs):
+            if state.stopped_early:
+                break
             start = time.perf_counter()
+            self.optimizer.learning_rate.assign(schedule.rate(epoch))
             self.train_metrics.reset()
             for step, (images, labels) in enumerate(train_epoch(epoch), start=1):
-                self.train_step(images, labels)
+                loss = float(self.train_step(images, labels))  # CPU steps run synchronously: cheap to read
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(f"the training loss became {loss} at epoch {epoch + 1}, step {step}; "
+                                           f"lower training.learning_rate or add normalization")
                 if on_step:
                     on_step(step, steps_per_epoch)
-            val_loss, val_accuracy = self.validate(val_data)
-            loss, accuracy = self.train_metrics.result()
-            record = EpochRecord(epoch + 1, loss, accuracy, val_loss, val_accuracy, self.learning_rate,
-                                 time.perf_counter() - start)
-            history.append(record)
-            if val_loss < best_loss:
-                best_loss, best_epoch, best_weights = val_loss, epoch + 1, self.model.get_weights()
+                if stop_requested():
+                    raise Interrupted(f"stopped during epoch {epoch + 1} (step {step}); the last checkpoint "
+                                      f"holds epoch {epoch}")
+            record = self._end_epoch(epoch, val_data, time.perf_counter() - start, state)
+            schedule.observe(record.val_loss)
+            if early_stopping and early_stopping.should_stop(getattr(record, early_stopping.monitor)):
+                state.stopped_early = True
             if on_epoch:
-                on_epoch(record)
-        if best_weights is not None:
-            self.model.set_weights(best_weights)
-        return FitResult(history, best_epoch, best_loss)
+                on_epoch(record, state)
+        if state.best_weights is not None:
+            self.model.set_weights(state.best_weights)
+        return FitResult(state.history, state.best_epoch, state.best_val_loss, state.stopped_early)
+
+    def _end_epoch(self, epoch: int, val_data: Iterable, train_seconds: float, state: FitState) -> EpochRecord:
+        val_loss, val_accuracy = self.validate(val_data)
+        loss, accuracy = self.train_metrics.result()
+        record = EpochRecord(epoch + 1, loss, accuracy, val_loss, val_accuracy, self.learning_rate, train_seconds)
+        state.history.append(record)
+        state.next_epoch = epoch + 1
+        if state.best_val_loss is None or val_loss < state.best_val_loss:
+            state.best_val_loss, state.best_epoch, state.best_weights = val_loss, epoch + 1, self.model.get_weights()
+        return record

@@ -31,6 +31,11 @@ def train(config, idx_dir, out, *extra):
     return result, run_dir
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: equal snapshots mean nothing was touched."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def python(*code_lines):
     return subprocess.run([sys.executable, "-c", "\n".join(code_lines)], capture_output=True, text=True, cwd=ROOT)
 
@@ -130,11 +135,11 @@ def test_corrupt_data_file_exit_1_names_the_file(idx_dir, tmp_path):
 
 def test_earlier_runs_are_never_touched(idx_dir, tmp_path):
     _, first = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
-    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    before = snapshot(first)
     invoke("train", "--config", ROOT / "configs/mlp.yaml", "--output-dir", tmp_path, "--set", "training.epochs=0")
     _, second = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
     assert second != first
-    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    assert snapshot(first) == before
 
 
 def test_unwritable_output_dir(idx_dir, tmp_path):

@@ -11,7 +11,7 @@ def config(idx_dir, out, *extra):
                               "training.device=cpu", *extra], {"data.data_dir": str(idx_dir), "output.dir": str(out)})
 
 
-def test_a_run_stopped_midway_is_marked_failed_and_keeps_its_history(idx_dir, tmp_path):
+def test_a_run_stopped_at_once_is_marked_interrupted_and_keeps_its_history(idx_dir, tmp_path):
     def stop_after_first_epoch(record, epochs):
         raise KeyboardInterrupt
 
@@ -19,7 +19,7 @@ def test_a_run_stopped_midway_is_marked_failed_and_keeps_its_history(idx_dir, tm
         run(config(idx_dir, tmp_path), Events(epoch=stop_after_first_epoch))
     (run_dir,) = (tmp_path / "runs").iterdir()
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "failed" and status["error"].startswith("KeyboardInterrupt")
+    assert status["status"] == "interrupted" and status["error"].startswith("KeyboardInterrupt")
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.keras").exists()
     assert (run_dir / "history.csv").read_text().count("\n") == 2  # header + epoch 1
     assert (run_dir / "config.yaml").exists()

@@ -45,7 +45,8 @@ def test_fit_learns_keeps_the_best_weights_and_records_history():
     batches = TrainingBatches(x, y, 32, seed=0)
     steps, epochs = [], []
     result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 4,
-                         on_step=lambda s, n: steps.append((s, n)), on_epoch=epochs.append)
+                         on_step=lambda s, n: steps.append((s, n)),
+                         on_epoch=lambda record, state: epochs.append(record))
     assert [r.epoch for r in result.history] == [1, 2, 3, 4] and epochs == result.history
     assert steps[-1] == (12, 12) and len(steps) == 4 * 12
     best = result.history[result.best_epoch - 1]

@@ -100,9 +100,12 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_status(run_dir: Path, status: str, *, started: str, error: str | None = None) -> None:
-    """status: running | completed | failed."""
+def write_status(run_dir: Path, status: str, *, started: str, error: str | None = None,
+                 pid: int | None = None) -> None:
+    """status: running (with the pid of the process) | completed | failed | interrupted (with the error)."""
     data = {"status": status, "started": started, "updated": utc_now().isoformat(timespec="seconds")}
+    if pid is not None:
+        data["pid"] = pid
     if error:
         data["error"] = error
     write_json(run_dir / STATUS, data)
