@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from mnist_pipeline import __version__
-from mnist_pipeline.config import MODEL_PARAMS, describe_model_params, load_config
+from mnist_pipeline.config import MODEL_PARAMS, describe_fields, describe_model_params, load_config, to_yaml
 from mnist_pipeline.errors import ConfigError, Interrupted, PipelineError
 from mnist_pipeline.reports import run_folder as rf
 
@@ -109,6 +109,54 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     click.echo(f"run folder: {result.run_dir}")
 
 
+@cli.group()
+def config() -> None:
+    """Show, check and document run configs without training.
+
+    Example: mnist config validate configs/*.yaml
+    """
+
+
+@config.command("show")
+@click.argument("config_path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
+def config_show(config_path, overrides) -> None:
+    """Print the resolved config (defaults filled in, overrides applied) as YAML.
+
+    Example: mnist config show configs/cnn.yaml --set training.epochs=3
+    """
+    click.echo(to_yaml(load_config(config_path, overrides)), nl=False)
+
+
+@config.command("validate")
+@click.argument("config_paths", metavar="FILE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def config_validate(config_paths) -> None:
+    """Check config files; print one line per file; exit 0 when all are valid, 2 otherwise.
+
+    Example: mnist config validate configs/*.yaml
+    """
+    bad = 0
+    for path in config_paths:
+        try:
+            load_config(path)
+            click.echo(f"ok: {path}")
+        except ConfigError as exc:
+            bad += 1
+            click.echo(f"error: {exc}", err=True)
+    if bad:
+        sys.exit(2)
+
+
+@config.command("fields")
+def config_fields() -> None:
+    """Every config key with its type, allowed range, default and meaning (model.params: see `mnist models`).
+
+    Example: mnist config fields
+    """
+    for key, type_name, default, description in describe_fields():
+        click.echo(f"{key:<38} {type_name:<40} default {_show(default):<10} {description}")
+
+
 @cli.command()
 def models() -> None:
     """List the registered models with their parameters and defaults (the keys of model.params).
@@ -118,8 +166,7 @@ def models() -> None:
     for name, schema in MODEL_PARAMS.items():
         click.echo(f"{name}: {(schema.__doc__ or '').strip()}")
         for param, type_name, default, description in describe_model_params(name):
-            shown = list(default) if isinstance(default, tuple) else default
-            click.echo(f"  {param:<19} {shown!s:<16} {description} [{type_name}]")
+            click.echo(f"  {param:<19} {_show(default):<16} {description} [{type_name}]")
         click.echo("")
 
 
@@ -282,6 +329,10 @@ def gradients(config_path, overrides, vary, steps, data_dir, device, output_dir)
                       [[label, f"{r['mean'][0]:.3e}", f"{r['mean'][-1]:.3e}", f"{ratios[label]:.3g}"]
                        for label, r in results.items()]))
     click.echo(f"gradients: {files[1]}")
+
+
+def _show(value) -> str:
+    return "null" if value is None else str(list(value) if isinstance(value, tuple) else value)
 
 
 def _existing_dir(path: str) -> Path:

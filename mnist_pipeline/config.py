@@ -117,20 +117,21 @@ MODEL_PARAMS: dict[str, type[_Section]] = {"mlp": MLPParams, "deep_mlp": DeepMLP
 
 
 class DataConfig(_Section):
-    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
+    dataset: Literal["mnist", "fashion_mnist"] = Field("mnist", description="which dataset (sets class names)")
     data_dir: StrictStr | None = Field(
         None, description="folder with IDX or .npz files; else $MNIST_DATA_DIR; else Keras's download cache"
     )
-    normalization: Literal["scale", "standardize"] = "scale"
-    validation_split: Number = Field(0.1, gt=0.0, lt=1.0)
+    normalization: Literal["scale", "standardize"] = Field(
+        "scale", description="scale: pixels to [0, 1]; standardize: mean 0, std 1 from the training split")
+    validation_split: Number = Field(0.1, gt=0.0, lt=1.0, description="stratified fraction held out to validate")
     subset: Annotated[StrictInt, Field(ge=10)] | None = Field(
         None, description="train on this many stratified training examples (None = all)"
     )
 
 
 class ModelConfig(_Section):
-    name: StrictStr = "mlp"
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: StrictStr = Field("mlp", description="registry name: mlp, deep_mlp or cnn")
+    params: dict[str, Any] = Field(default_factory=dict, description="the model's arguments (`mnist models`)")
 
     @field_validator("name")
     @classmethod
@@ -151,20 +152,21 @@ class ScheduleConfig(_Section):
 
 
 class EarlyStoppingConfig(_Section):
-    enabled: StrictBool = False
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    enabled: StrictBool = Field(False, description="stop when the monitored value stops improving")
+    monitor: Literal["val_loss", "val_accuracy"] = Field("val_loss", description="the value watched")
     patience: Annotated[StrictInt, Field(ge=1)] = Field(5, description="epochs without improvement before stopping")
     min_delta: Number = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
 
 
 class TrainingConfig(_Section):
-    epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = 10
-    batch_size: Annotated[StrictInt, Field(ge=1, le=65_536)] = 128
-    optimizer: Literal["adam", "sgd"] = "adam"
-    learning_rate: Number = Field(1e-3, gt=0.0, le=10.0)
+    epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(10, description="epochs to train (at most)")
+    batch_size: Annotated[StrictInt, Field(ge=1, le=65_536)] = Field(128, description="global batch size")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")
+    learning_rate: Number = Field(1e-3, gt=0.0, le=10.0, description="initial learning rate")
     momentum: Fraction = Field(0.9, description="SGD momentum (ignored by adam)")
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 42
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow sees one")
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = Field(
+        42, description="seeds Python, NumPy, TensorFlow, the split and the data order")
     jit_compile: StrictBool = Field(False, description="compile the train step with XLA (fast for MLPs)")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
@@ -252,11 +254,40 @@ def to_yaml(cfg: RunConfig) -> str:
 
 
 def describe_model_params(name: str) -> list[tuple[str, str, Any, str]]:
-    """(parameter, type, default, description) rows for `mnist models`."""
+    """(parameter, type and range, default, description) rows for `mnist models`."""
+    return sorted(describe_fields(MODEL_PARAMS[name]))
+
+
+def describe_fields(schema: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type and range, default, description) of every field, for `mnist config fields`."""
     rows = []
-    for field, info in MODEL_PARAMS[name].model_fields.items():
-        rows.append((field, _type_name(info.annotation), info.default, info.description or ""))
-    return sorted(rows)
+    for name, info in schema.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += describe_fields(annotation, f"{prefix}{name}.")
+            continue
+        default = info.default_factory() if info.default_factory else info.default
+        rows.append((f"{prefix}{name}", _type_name(annotation) + _range(info), default, info.description or ""))
+    return rows
+
+
+def _range(info) -> str:
+    bounds = []
+    for item in [*info.metadata, *_nested_metadata(info.annotation)]:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                bounds.append(f"{symbol} {getattr(item, attr)}")
+    return f" ({', '.join(bounds)})" if bounds else ""
+
+
+def _nested_metadata(annotation: Any) -> list:
+    metadata = []
+    for arg in (annotation, *get_args(annotation)):
+        if get_origin(arg) is Annotated:
+            for item in get_args(arg)[1:]:
+                metadata += [item, *getattr(item, "metadata", [])]
+            metadata += _nested_metadata(get_args(arg)[0])
+    return metadata
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -327,6 +358,9 @@ def _field_names(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def _type_name(annotation: Any) -> str:
     if get_origin(annotation) is Annotated:
         return _type_name(get_args(annotation)[0])
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if type(None) in get_args(annotation) and len(args) == 1:
+        return f"{_type_name(args[0])} or null"
     if get_origin(annotation) is Literal:
         return "|".join(str(choice) for choice in get_args(annotation))
     if get_origin(annotation) is tuple:
