@@ -53,6 +53,9 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         # safe_mode (the default, kept explicit): refuses files that would run arbitrary code (lambdas).
         model = keras.models.load_model(path / rf.MODEL, safe_mode=True)
     except Exception as exc:
+        if "arbitrary code" in str(exc):
+            raise PipelineError(f"{path / rf.MODEL}: refused to load: the file holds Python code (a Lambda "
+                                f"layer) that would run on load; use only model files this pipeline wrote") from None
         raise PipelineError(f"{path / rf.MODEL}: cannot load the model ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200]})") from None
     return LoadedRun(path, config, normalization, rf.read_json(path / rf.METRICS), model)
