@@ -3,6 +3,7 @@
 import gzip
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import signal
@@ -296,3 +297,16 @@ def test_early_stopping_ends_a_run_before_its_epochs(idx_dir, tmp_path):
     assert metrics["stopped_early"] is True and metrics["epochs"] < 40
     assert "early stopping: val_loss did not improve for 1 epochs" in result.output
 
+
+
+def test_first_signal_asks_to_stop_a_second_stops_at_once():
+    from mnist_pipeline.runtime import StopSignals
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as signals:
+        assert not signals.requested()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.requested() and signals.exit_code == 143 and signals.name == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored after training
