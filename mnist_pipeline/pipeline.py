@@ -74,6 +74,7 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Path | None = None
             wall_seconds=round(time.perf_counter() - wall_start, 2), device=device, deterministic=deterministic,
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
+            jit_compile=cfg.training.jit_compile, mixed_precision=cfg.training.mixed_precision,
             resumed=resume is not None, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
         )
         rf.write_json(run_dir / rf.METRICS, metrics)
@@ -125,6 +126,7 @@ def _start(cfg: RunConfig) -> tuple[str, bool]:
     """Environment, device and seeds, before TensorFlow creates anything. Returns (device, deterministic)."""
     runtime.prepare_environment()
     device = runtime.select_device(cfg.training.device)
+    runtime.set_precision(cfg.training.mixed_precision, device)
     deterministic = device.startswith("cpu")
     runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
     return device, deterministic

@@ -54,6 +54,18 @@ def select_device(choice: str) -> str:
     return f"gpu ({len(gpus)}x {names[0]})"
 
 
+def set_precision(mixed: bool, device: str) -> None:
+    """mixed_float16 for GPU runs that ask for it; float32 otherwise (the policy is process-wide)."""
+    import keras
+
+    from mnist_pipeline.errors import ConfigError
+
+    if mixed and not device.startswith("gpu"):
+        raise ConfigError("training.mixed_precision = true needs a GPU (float16 on a CPU is slower, not faster); "
+                          "set it to false or train with --device gpu on a machine that has one")
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy, TensorFlow and Keras; with `deterministic`, make TF ops reproducible too.
 

@@ -124,6 +124,9 @@ class Trainer:
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, global_batch_size: int,
                  jit_compile: bool = False):
         self.model = model
+        if keras.mixed_precision.global_policy().compute_dtype == "float16":
+            # float16 gradients underflow without loss scaling; only compile() wraps the optimizer by itself.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         self.optimizer = optimizer
         self.global_batch_size = global_batch_size
         self.loss_fn = per_example_loss_fn()
@@ -149,7 +152,10 @@ class Trainer:
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             if self.model.losses:  # L1/L2 weight penalties
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
-        gradients = tape.gradient(loss, self.model.trainable_variables)
+            # The identity unless the optimizer scales losses (mixed precision); apply() then unscales the
+            # gradients and skips a step whose gradients overflowed.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.model.trainable_variables)
         self.optimizer.apply(gradients, self.model.trainable_variables)
         self.train_metrics.update(per_example, labels, logits)
         return loss, gradients

@@ -114,6 +114,8 @@ CATALOGUE = [
     ("output-is-a-file", lambda tmp, data: (tmp / "f").write_text("x") and
      ["train", "--config", MLP, "--data-dir", data, "--output-dir", tmp / "f"], 1, ["cannot create the run folder"]),
     ("no-gpu", flags("--device", "gpu"), 1, ["TensorFlow sees no GPU", "--device cpu"]),
+    ("mixed-on-cpu", flags("--set", "training.mixed_precision=true", "--device", "cpu"), 2,
+     ["training.mixed_precision = true needs a GPU"]),
     ("resume-not-a-run", lambda tmp, data: ["train", "--resume", tmp], 2, ["not a run folder"]),
     ("evaluate-missing", lambda tmp, data: ["evaluate", tmp / "nope"], 2, ["no such run folder"]),
     ("validate-bad-file", lambda tmp, data: (tmp / "v.yaml").write_text("model: {name: vgg}\n") and

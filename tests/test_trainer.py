@@ -56,3 +56,19 @@ def test_fit_learns_keeps_the_best_weights_and_records_history():
     val_loss, val_accuracy = trainer.validate(evaluation_batches(xv, yv, 32))
     assert (val_loss, val_accuracy) == pytest.approx((best.val_loss, best.val_accuracy), rel=1e-6)
     assert result.history[0].learning_rate == pytest.approx(3e-3)
+
+
+def test_mixed_precision_wraps_the_optimizer_and_still_learns():
+    # Runs (slowly) on CPU, which is enough to check the loss-scaling path the GPU would take.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        x, y = data(64, 0)
+        model = build_model("mlp", units=32)
+        trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9), 64)
+        assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert model.stack[1].compute_dtype == "float16" and model(x).dtype == "float32"  # logits stay float32
+        losses = [float(trainer.train_step(x, y)) for _ in range(30)]
+        assert losses[-1] < 0.5 * losses[0]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
