@@ -13,7 +13,7 @@ SUBSET ?=
 TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
-.PHONY: help install test lint smoke train-mlp train-deep-mlp train-cnn compare report diagnose clean distclean
+.PHONY: help install test lint smoke train-mlp train-deep-mlp train-cnn compare report diagnose bench clean distclean
 
 help:
 	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),dev]"
@@ -24,6 +24,7 @@ help:
 	@echo "make compare          train mlp, deep_mlp and cnn (same variables), then compare the three runs"
 	@echo "make report RUN=outputs/runs/<run>   redraw a run's figures and report"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
+	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling (DATA_DIR=..., ~5 min)"
 	@echo "make clean            remove caches and build files (never outputs/); distclean also removes $(VENV)"
 
 install: $(VENV)/.installed
@@ -75,3 +76,7 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# Custom trainer vs model.fit, side by side, plus ceiling, FLOPs, load time, CLI latency, memory (~5 min).
+bench: install
+	$(BIN)/python benchmarks/bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)

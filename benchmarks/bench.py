@@ -1,0 +1,255 @@
+"""`make bench`: our custom-step trainer vs Keras `model.fit` on the identical model, side by side in one run.
+
+Every training measurement runs in its own process (so peak resident memory is that trainer's alone) on the
+same data, model and batch size. Throughput is steady-state: the first repeat (tracing, warm-up) is dropped,
+the rest give the median and spread. Also measured in the same run: the machine's fp32 matmul ceiling
+through TensorFlow, each model's training FLOPs per image (counted from layer shapes), the time to load and
+prepare the full dataset, and `mnist --help` beside `import tensorflow`.
+
+Usage: python benchmarks/bench.py [--data-dir DIR] [--repeats 10] [--steps 20] [--output-dir outputs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
+VARIANTS = [  # (model config, augmentation on?)
+    ("mlp", False),
+    ("cnn", False),
+    ("cnn", True),
+]
+
+
+# ---------------------------------------------------------------- worker side (one trainer per process)
+
+def _worker(args) -> dict:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import keras
+    import tensorflow as tf
+
+    from mnist_pipeline.config import load_config
+    from mnist_pipeline.data.datasets import TrainingBatches
+    from mnist_pipeline.models.registry import build_model
+    from mnist_pipeline.trainer import Trainer, make_optimizer
+
+    cfg = load_config(ROOT / "configs" / f"{args.model}.yaml")
+    keras.utils.set_random_seed(0)
+    x, y = _training_arrays(args.data_dir)
+    batch = cfg.training.batch_size
+    model = build_model(cfg.model.name, **cfg.model.params)
+    augmentation = model.make_augmentation(0) if args.augment else None
+    optimizer = make_optimizer(cfg.training.optimizer, cfg.training.learning_rate, cfg.training.momentum)
+    seconds: list[float] = []
+
+    if args.worker == "custom":
+        trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile)
+        batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation)
+        for repeat in range(args.repeats + 1):
+            start = time.perf_counter()
+            for images, labels in batches.epoch(repeat).take(args.steps):
+                trainer.train_step(images, labels)
+            float(trainer.train_metrics.loss.result())  # wait for the last step
+            seconds.append(time.perf_counter() - start)
+        traces = trainer.train_step.experimental_get_tracing_count()
+    else:
+        model.compile(optimizer=optimizer, jit_compile=cfg.training.jit_compile, metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=0).repeat()
+        ds = ds.batch(batch, drop_remainder=True)
+        if augmentation is not None:
+            ds = ds.map(lambda a, b: (augmentation(a, training=True), b))
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds.append(time.perf_counter() - self.start)
+
+        model.fit(ds, epochs=args.repeats + 1, steps_per_epoch=args.steps, verbose=0, callbacks=[Timer()])
+        traces = None
+    rates = [args.steps * batch / s for s in seconds[1:]]  # first repeat: tracing and warm-up
+    return {"trainer": args.worker, "model": args.model, "augment": args.augment, "batch_size": batch,
+            "images_per_second": rates, "median": statistics.median(rates),
+            "spread": [min(rates), max(rates)], "train_flops_per_image": _training_flops(model),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "traces": traces,
+            "examples_in_memory": int(len(y))}
+
+
+def _training_arrays(data_dir: str | None):
+    import numpy as np
+
+    from mnist_pipeline.data.prepare import fit_normalization
+    from mnist_pipeline.data.sources import load_raw
+
+    if data_dir:
+        raw = load_raw("mnist", data_dir)
+        images, labels = raw.x_train, raw.y_train
+    else:  # no data here: random pixels cost the same to train on
+        rng = np.random.default_rng(0)
+        images, labels = rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 60000)
+    return fit_normalization(images, "scale").apply(images), labels.astype(np.int32)
+
+
+def _training_flops(model) -> int:
+    """Multiply-adds x 2 of the forward pass per image, times 3 for training (forward, and two matmuls of the
+    same size in the backward pass: gradients for inputs and for weights). Elementwise ops are not counted."""
+    import keras
+
+    x = keras.ops.zeros((1, 28, 28, 1))
+    forward = 0
+    for layer in model.stack:
+        inputs, x = x, layer(x, training=False)
+        if isinstance(layer, keras.layers.Dense):
+            forward += 2 * int(inputs.shape[-1]) * int(x.shape[-1])
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            forward += 2 * kh * kw * int(inputs.shape[-1]) * int(x.shape[-1]) * int(x.shape[1]) * int(x.shape[2])
+    return 3 * forward
+
+
+# ---------------------------------------------------------------- driver side
+
+def _run_worker(trainer: str, model: str, augment: bool, args) -> dict:
+    command = [sys.executable, __file__, "--worker", trainer, "--model", model, "--repeats", str(args.repeats),
+               "--steps", str(args.steps)] + (["--augment"] if augment else []) + (
+        ["--data-dir", args.data_dir] if args.data_dir else [])
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"bench worker failed: {' '.join(command)}\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _matmul_ceiling(n: int = 2048, iterations: int = 20) -> float:
+    """fp32 GFLOP/s of a large matmul through TensorFlow on this machine (best of 3)."""
+    code = f"""
+import os, time; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import tensorflow as tf
+a = tf.random.normal(({n}, {n})); b = tf.random.normal(({n}, {n})) / {n} ** 0.5
+@tf.function
+def run():
+    c = a
+    for _ in range({iterations}):  # each product depends on the last: nothing to fold or skip
+        c = tf.matmul(c, b)
+    return c
+run().numpy()
+best = min((lambda s: (run().numpy(), time.perf_counter() - s)[1])(time.perf_counter()) for _ in range(3))
+print(2 * {n} ** 3 * {iterations} / best / 1e9)
+"""
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()[-1])
+
+
+def _command_seconds(command: list[str], repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, capture_output=True, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _load_seconds(data_dir: str | None) -> float | None:
+    if not data_dir:
+        return None
+    code = ("import time; s = time.perf_counter()\n"
+            "from mnist_pipeline.data.sources import load_raw\n"
+            "from mnist_pipeline.data.prepare import prepare_splits\n"
+            f"raw = load_raw('mnist', {data_dir!r})\n"
+            "prepare_splits(raw, validation_split=0.1, subset=None, normalization='scale', seed=0)\n"
+            "print(time.perf_counter() - s)")
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+                  .stdout.split()[-1]) for _ in range(3)]
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=["custom", "fit"])
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR") or (
+        DEFAULT_DATA if Path(DEFAULT_DATA).is_dir() else None))
+    parser.add_argument("--repeats", type=int, default=10, help="measured repeats after one warm-up")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per repeat")
+    parser.add_argument("--output-dir", default="outputs")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(args)))
+        return
+
+    started = time.perf_counter()
+    ceiling = _matmul_ceiling()
+    results = []
+    for model, augment in VARIANTS:
+        pair = {trainer: _run_worker(trainer, model, augment, args) for trainer in ("custom", "fit")}
+        results.append(pair)
+    mnist = str(Path(sys.executable).parent / "mnist")
+    help_seconds = _command_seconds([mnist, "--help"])
+    import_seconds = _command_seconds([sys.executable, "-c", "import tensorflow"])
+    load_seconds = _load_seconds(args.data_dir)
+
+    rows = []
+    for pair in results:
+        custom, fit = pair["custom"], pair["fit"]
+        flops = custom["train_flops_per_image"]
+        rows.append({
+            "model": custom["model"], "augmentation": custom["augment"], "batch": custom["batch_size"],
+            "custom img/s": round(custom["median"]), "custom spread": [round(v) for v in custom["spread"]],
+            "fit img/s": round(fit["median"]), "fit spread": [round(v) for v in fit["spread"]],
+            "custom / fit": round(custom["median"] / fit["median"], 2),
+            "train MFLOP/img": round(flops / 1e6, 2),
+            "custom % of ceiling": round(100 * custom["median"] * flops / (ceiling * 1e9), 1),
+            "fit % of ceiling": round(100 * fit["median"] * flops / (ceiling * 1e9), 1),
+            "custom peak MB": round(custom["peak_rss_mb"]), "fit peak MB": round(fit["peak_rss_mb"]),
+            "custom / fit memory": round(custom["peak_rss_mb"] / fit["peak_rss_mb"], 2),
+            "custom traces": custom["traces"],
+        })
+    report = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data_dir": args.data_dir,
+        "repeats": args.repeats, "steps_per_repeat": args.steps, "matmul_gflops": round(ceiling, 1),
+        "help_seconds": round(help_seconds, 3), "import_tensorflow_seconds": round(import_seconds, 3),
+        "help_over_import": round(help_seconds / import_seconds, 3),
+        "load_and_prepare_seconds": None if load_seconds is None else round(load_seconds, 3),
+        "rows": rows, "raw": results, "bench_seconds": round(time.perf_counter() - started, 1),
+    }
+    out = ROOT / args.output_dir / "bench" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=False)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = _markdown(report)
+    (out / "bench.md").write_text(markdown)
+    print(markdown)
+    print(f"bench: {out / 'bench.json'}")
+
+
+def _markdown(report: dict) -> str:
+    columns = list(report["rows"][0])
+    lines = [f"# Benchmark {report['when']}", "",
+             f"Data: {report['data_dir'] or 'random pixels (no data dir)'}; {report['repeats']} measured repeats of "
+             f"{report['steps_per_repeat']} steps after one warm-up; medians, spread = min..max.", "",
+             "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    for row in report["rows"]:
+        cells = [f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"- fp32 matmul ceiling through TensorFlow: {report['matmul_gflops']} GFLOP/s",
+              f"- `mnist --help`: {report['help_seconds']} s; `import tensorflow`: "
+              f"{report['import_tensorflow_seconds']} s; ratio {report['help_over_import']}",
+              f"- load and prepare the full dataset (IDX .gz -> normalized splits): "
+              f"{report['load_and_prepare_seconds']} s",
+              f"- whole benchmark: {report['bench_seconds']} s", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
