@@ -189,19 +189,19 @@ def test_console_script_and_python_dash_m():
 
 
 def test_progress_bar_only_on_a_terminal_and_the_epoch_line_format():
-    from mnist_pipeline.cli import _Progress
+    from mnist_pipeline.cli.train import Progress
     from mnist_pipeline.trainer import EpochRecord
 
     record = EpochRecord(3, 0.12344, 0.96123, 0.089, 0.97312, 1e-3, 4.14)
     runner = CliRunner()
     with runner.isolation() as (out, _, _):
-        quiet = _Progress(enabled=False)
+        quiet = Progress(enabled=False)
         quiet.update(5, 10)
         quiet.epoch_done(record, 12)
     assert out.getvalue().decode() == (
         "epoch 3/12  loss 0.1234  acc 0.9612  val_loss 0.0890  val_acc 0.9731  lr 1.0e-03  4.1s\n")
     with runner.isolation() as (out, _, _):
-        bar = _Progress(enabled=True)
+        bar = Progress(enabled=True)
         bar.update(10, 10)
         bar.epoch_done(record, 12)
     text = out.getvalue().decode()

@@ -1,0 +1,79 @@
+"""`mnist config show|validate|fields` and `mnist models`: everything about configs, without TensorFlow."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mnist_pipeline.cli.common import show
+from mnist_pipeline.errors import ConfigError
+
+
+@click.group()
+def config() -> None:
+    """Show, check and document run configs without training.
+
+    Example: mnist config validate configs/*.yaml
+    """
+
+
+@config.command("show")
+@click.argument("config_path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
+def configshow(config_path, overrides) -> None:
+    """Print the resolved config (defaults filled in, overrides applied) as YAML.
+
+    Example: mnist config show configs/cnn.yaml --set training.epochs=3
+    """
+    from mnist_pipeline.config import load_config, to_yaml
+
+    click.echo(to_yaml(load_config(config_path, overrides)), nl=False)
+
+
+@config.command("validate")
+@click.argument("config_paths", metavar="FILE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def config_validate(config_paths) -> None:
+    """Check config files; print one line per file; exit 0 when all are valid, 2 otherwise.
+
+    Example: mnist config validate configs/*.yaml
+    """
+    from mnist_pipeline.config import load_config
+
+    bad = 0
+    for path in config_paths:
+        try:
+            load_config(path)
+            click.echo(f"ok: {path}")
+        except ConfigError as exc:
+            bad += 1
+            click.echo(f"error: {exc}", err=True)
+    if bad:
+        sys.exit(2)
+
+
+@config.command("fields")
+def config_fields() -> None:
+    """Every config key with its type, allowed range, default and meaning (model.params: see `mnist models`).
+
+    Example: mnist config fields
+    """
+    from mnist_pipeline.config import describe_fields
+
+    for key, type_name, default, description in describe_fields():
+        click.echo(f"{key:<38} {type_name:<40} default {show(default):<10} {description}")
+
+
+@click.command()
+def models() -> None:
+    """List the registered models with their parameters and defaults (the keys of model.params).
+
+    Example: mnist models
+    """
+    from mnist_pipeline.config import MODEL_PARAMS, describe_model_params
+
+    for name, schema in MODEL_PARAMS.items():
+        click.echo(f"{name}: {(schema.__doc__ or '').strip()}")
+        for param, type_name, default, description in describe_model_params(name):
+            click.echo(f"  {param:<19} {show(default):<16} {description} [{type_name}]")
+        click.echo("")

@@ -1,0 +1,125 @@
+"""Commands on finished runs: report, evaluate, predict, compare, ensemble."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mnist_pipeline.cli.common import existing_dir, table
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.reports import run_folder as rf
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir) -> None:
+    """Redraw a run's figures and rewrite its report.md and self-contained report.html.
+
+    Works on failed or unfinished runs too (with what they have). Needs no TensorFlow and no data.
+
+    Example: mnist report outputs/runs/20261123T120000Z-cnn
+    """
+    from mnist_pipeline.reports.document import write_report  # NumPy and matplotlib: only when drawing
+
+    path = existing_dir(run_dir)
+    for file in write_report(path):
+        click.echo(f"wrote {file}")
+    click.echo(f"report: {path / 'report.html'}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the run's data source).")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="The run's test split, or its validation split (re-derived from the run's seed).")
+def evaluate(run_dir, data_dir, split) -> None:
+    """Reload a run's model and normalization and evaluate it again; compare with metrics.json.
+
+    Example: mnist evaluate outputs/runs/20261123T120000Z-cnn --split val
+    """
+    from mnist_pipeline.inference import evaluate_run
+
+    r = evaluate_run(run_dir, split, data_dir)
+    click.echo(f"{split}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  ({r['examples']:,} examples, "
+               f"{r['data_source']})")
+    if r["recorded_accuracy"] is not None:
+        same = r["loss"] == r["recorded_loss"] and r["accuracy"] == r["recorded_accuracy"]
+        click.echo(f"metrics.json: loss {r['recorded_loss']:.4f}  acc {r['recorded_accuracy']:.4f}  "
+                   f"({'identical' if same else 'different: other data or weights?'})")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+def predict(run_dir, files, as_json) -> None:
+    """Classify image files (PNG/JPEG, any size; made MNIST-like) or .npy arrays with a run's model.
+
+    Prints the predicted class and the top-3 probabilities per image. A bad file gets one error line and
+    the others are still predicted; the exit code is then 1.
+
+    Example: mnist predict outputs/runs/20261123T120000Z-cnn digit.png more.npy
+    """
+    from mnist_pipeline.inference import predict_files
+
+    predictions = predict_files(run_dir, list(files))
+    if as_json:
+        click.echo(json.dumps([{"file": p.source, "prediction": p.top[0][0] if p.top else None,
+                                "top": [{"class": c, "probability": round(q, 6)} for c, q in p.top],
+                                **({"error": p.error} if p.error else {})} for p in predictions], indent=2))
+    for p in predictions:
+        if p.error:
+            click.echo(f"error: {p.error}", err=True)
+        elif not as_json:
+            top = ", ".join(f"{c} {q:.3f}" for c, q in p.top)
+            click.echo(f"{p.source}: {p.top[0][0]}  (top {len(p.top)}: {top})")
+    if any(p.error for p in predictions):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path())
+@click.option("--all", "all_runs", is_flag=True, help="Compare every run under OUTPUT_DIR/runs.")
+@click.option("--output-dir", default="outputs", show_default=True, metavar="DIR",
+              help="Where runs are found (--all) and comparisons/ is written.")
+def compare(run_dirs, all_runs, output_dir) -> None:
+    """Rank runs by test accuracy; write comparison.md and comparison.png (validation curves overlaid).
+
+    Failed and unfinished runs are listed with their status.
+
+    Example: mnist compare --all
+    """
+    from mnist_pipeline.reports.compare import COLUMNS, find_runs, rank, summarize_run, write_comparison
+
+    paths = find_runs(Path(output_dir)) if all_runs else [existing_dir(d) for d in run_dirs]
+    if not paths:
+        raise ConfigError(f"no runs to compare: pass RUN_DIR... or --all (found none under {output_dir}/runs)")
+    summaries = rank([summarize_run(p) for p in paths])
+    out_dir = rf.create_unique_dir(Path(output_dir) / "comparisons", "compare")
+    files = write_comparison(summaries, out_dir)
+    click.echo(table(COLUMNS, [s.cells() for s in summaries]))
+    if summaries[0].test_accuracy is not None:
+        best = summaries[0]
+        click.echo(f"best: {best.run_dir.name} ({best.model}, test accuracy {best.test_accuracy:.4f})")
+    click.echo(f"comparison: {files[0]}")
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the first run's data source).")
+def ensemble(run_dirs, data_dir) -> None:
+    """Average the members' softmax outputs on the test split; print the ensemble's accuracy and each member's.
+
+    Example: mnist ensemble outputs/runs/*-cnn outputs/runs/*-mlp
+    """
+    from mnist_pipeline.inference import ensemble as run_ensemble
+
+    result = run_ensemble(list(run_dirs), data_dir)
+    rows = [[m["run"], m["model"], f"{m['test_accuracy']:.4f}", f"{m['test_loss']:.4f}"] for m in result["members"]]
+    rows.append(["ensemble (mean softmax)", f"{len(rows)} models", f"{result['ensemble_accuracy']:.4f}",
+                 f"{result['ensemble_loss']:.4f}"])
+    click.echo(table(["run", "model", "test acc", "test loss"], rows))
+    click.echo(f"{result['examples']:,} test examples from {result['data_source']}")

@@ -1,0 +1,87 @@
+"""`mnist train`: one run from a config (or `--resume` of an interrupted one), with progress and signals."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from mnist_pipeline.errors import ConfigError, Interrupted
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="YAML run config (default: built-in defaults, an MLP).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value (YAML scalar or [list]); repeatable.")
+@click.option("--data-dir", type=str, metavar="DIR",
+              help="Folder with IDX or .npz files (default: data.data_dir, then $MNIST_DATA_DIR, then download).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), help="Where to train (default: auto).")
+@click.option("--seed", type=int, help="Seed for Python, NumPy, TensorFlow and the data split.")
+@click.option("--epochs", type=int, help="Number of epochs (same as --set training.epochs=N).")
+@click.option("--output-dir", type=str, metavar="DIR", help="Where runs/ goes (default: outputs).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Continue an interrupted run in its own folder from its last checkpoint.")
+def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir) -> None:
+    """Train the configured model, validate each epoch, test the best weights, write a run folder.
+
+    A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step and
+    marks the run interrupted (exit 130 / 143); a second Ctrl-C stops at once. --resume continues it.
+
+    Example: mnist train --config configs/cnn.yaml --set training.epochs=3 --device cpu
+    """
+    from mnist_pipeline import runtime
+    from mnist_pipeline.config import load_config  # pydantic schemas: only when used
+    from mnist_pipeline.pipeline import Events, check_resumable, run  # no TensorFlow until run() starts
+
+    flags = {"data.data_dir": data_dir, "training.device": device, "training.seed": seed,
+             "training.epochs": epochs, "output.dir": output_dir}
+    resume = None
+    if resume_dir:
+        if config_path or overrides or seed is not None or epochs is not None or output_dir:
+            raise ConfigError("--resume continues a run with its saved config; it takes only --data-dir and "
+                              "--device (drop --config, --set, --seed, --epochs, --output-dir)")
+        resume = check_resumable(resume_dir)
+        config_path = resume / "config.yaml"
+    cfg = load_config(config_path, overrides, flags)
+
+    progress = Progress(enabled=sys.stdout.isatty())
+    try:
+        with runtime.StopSignals() as signals:
+            events = Events(log=click.echo, step=progress.update, epoch=progress.epoch_done,
+                            stop_requested=signals.requested)
+            result = run(cfg, events, resume=resume)
+    except Interrupted as exc:
+        interrupted = Interrupted(f"{signals.name}: {exc}")
+        interrupted.exit_code = signals.exit_code
+        raise interrupted from None
+    m = result.metrics
+    click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
+               f"{m['parameters']:,} parameters, {m['wall_seconds']:.1f}s on {m['device']})")
+    click.echo(f"run folder: {result.run_dir}")
+
+
+class Progress:
+    """A one-line progress bar within each epoch (terminals only) and one fixed-format line per epoch."""
+
+    WIDTH = 30
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.last_draw = 0.0
+
+    def update(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last_draw < 0.1 and step != total):
+            return
+        self.last_draw = now
+        filled = self.WIDTH * step // max(total, 1)
+        click.echo(f"\r  [{'#' * filled}{'.' * (self.WIDTH - filled)}] {step}/{total}", nl=False)
+
+    def epoch_done(self, r, epochs: int) -> None:
+        if self.enabled:
+            click.echo("\r" + " " * (self.WIDTH + 20) + "\r", nl=False)
+        click.echo(f"epoch {r.epoch}/{epochs}  loss {r.loss:.4f}  acc {r.accuracy:.4f}  "
+                   f"val_loss {r.val_loss:.4f}  val_acc {r.val_accuracy:.4f}  lr {r.learning_rate:.1e}  "
+                   f"{r.seconds:.1f}s")

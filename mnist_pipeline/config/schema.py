@@ -1,0 +1,182 @@
+"""The typed, frozen run configuration and the model parameter schemas, with their defaults and ranges.
+
+The model parameter schemas live here (not in `models`) so that configs validate without TensorFlow; each
+model class's constructor takes exactly the fields of its schema (tests/test_models.py checks that).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+
+def _number(value: Any) -> Any:
+    # PyYAML reads `1e-3` (no dot) as a string; accept any numeric string, but not booleans.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got the string {value!r}") from None
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Fraction = Annotated[Number, Field(ge=0.0, lt=1.0)]
+Penalty = Annotated[Number, Field(ge=0.0)]
+Width = Annotated[StrictInt, Field(ge=1)]
+
+Activation = Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "sigmoid", "tanh", "linear"]
+Initializer = Literal[
+    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
+    "random_normal", "random_uniform", "zeros",
+]
+# Run names become folder names: no separators, no leading dot, so they cannot leave the output dir.
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
+
+
+# ---- model parameters: the fields are exactly each model class's constructor keyword arguments ----
+
+
+class _DenseKnobs(_Section):
+    activation: Activation = Field("relu", description="hidden-layer activation")
+    dropout_rate: Fraction = Field(0.0, description="dropout after each hidden layer (0 = off)")
+    batch_norm: StrictBool = Field(False, description="batch normalization before each activation")
+    l1: Penalty = Field(0.0, description="L1 weight penalty on hidden and output kernels")
+    l2: Penalty = Field(0.0, description="L2 weight penalty on hidden and output kernels")
+    kernel_initializer: Initializer = Field("glorot_uniform", description="initializer of every kernel")
+
+
+class MLPParams(_DenseKnobs):
+    """Flatten -> one hidden Dense -> 10 logits."""
+
+    units: Width = Field(128, description="hidden units")
+
+
+class DeepMLPParams(_DenseKnobs):
+    """Flatten -> several hidden Dense layers -> 10 logits."""
+
+    units: tuple[Width, ...] = Field((512, 256, 128), min_length=1, description="hidden units per layer")
+    dropout_rate: Fraction = Field(0.2, description="dropout after each hidden layer (0 = off)")
+
+
+class CNNParams(_DenseKnobs):
+    """Conv blocks (conv x N, pool, dropout) -> Dense head -> 10 logits, with training-only augmentation."""
+
+    filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
+    convs_per_block: Width = Field(2, le=4, description="conv layers before each 2x2 max-pool")
+    kernel_size: Width = Field(3, le=7, description="square conv kernel size")
+    dense_units: Width = Field(128, description="units of the Dense layer before the logits")
+    dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
+    dense_dropout_rate: Fraction = Field(0.5, description="dropout before the logits")
+    rotation: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
+        0.03, description="max random rotation, fraction of a full turn (0.03 = +-11 deg; 0 = off)"
+    )
+    translation: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
+        0.1, description="max random shift, fraction of the image size (0 = off)"
+    )
+    zoom: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
+        0.1, description="max random zoom in or out, fraction (0 = off)"
+    )
+
+
+MODEL_PARAMS: dict[str, type[_Section]] = {"mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}
+
+
+# ---- run configuration ----
+
+
+class DataConfig(_Section):
+    dataset: Literal["mnist", "fashion_mnist"] = Field("mnist", description="which dataset (sets class names)")
+    data_dir: StrictStr | None = Field(
+        None, description="folder with IDX or .npz files; else $MNIST_DATA_DIR; else Keras's download cache"
+    )
+    normalization: Literal["scale", "standardize"] = Field(
+        "scale", description="scale: pixels to [0, 1]; standardize: mean 0, std 1 from the training split")
+    validation_split: Number = Field(0.1, gt=0.0, lt=1.0, description="stratified fraction held out to validate")
+    subset: Annotated[StrictInt, Field(ge=10)] | None = Field(
+        None, description="train on this many stratified training examples (None = all)"
+    )
+
+
+class ModelConfig(_Section):
+    name: StrictStr = Field("mlp", description="registry name: mlp, deep_mlp or cnn")
+    params: dict[str, Any] = Field(default_factory=dict, description="the model's arguments (`mnist models`)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in MODEL_PARAMS:
+            raise ValueError(f"unknown model; known models: {', '.join(MODEL_PARAMS)}")
+        return name
+
+
+class ScheduleConfig(_Section):
+    name: Literal["constant", "step", "cosine", "reduce_on_plateau"] = Field(
+        "constant", description="learning-rate schedule, applied per epoch")
+    step_size: Annotated[StrictInt, Field(ge=1)] = Field(10, description="step: epochs between decays")
+    factor: Number = Field(0.1, gt=0.0, lt=1.0, description="step, reduce_on_plateau: multiply the rate by this")
+    patience: Annotated[StrictInt, Field(ge=1)] = Field(
+        3, description="reduce_on_plateau: epochs without a lower val_loss before reducing")
+    min_learning_rate: Number = Field(0.0, ge=0.0, description="floor of every schedule; cosine ends there")
+
+
+class EarlyStoppingConfig(_Section):
+    enabled: StrictBool = Field(False, description="stop when the monitored value stops improving")
+    monitor: Literal["val_loss", "val_accuracy"] = Field("val_loss", description="the value watched")
+    patience: Annotated[StrictInt, Field(ge=1)] = Field(5, description="epochs without improvement before stopping")
+    min_delta: Number = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
+
+
+class TrainingConfig(_Section):
+    epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(10, description="epochs to train (at most)")
+    batch_size: Annotated[StrictInt, Field(ge=1, le=65_536)] = Field(128, description="global batch size")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")
+    learning_rate: Number = Field(1e-3, gt=0.0, le=10.0, description="initial learning rate")
+    momentum: Fraction = Field(0.9, description="SGD momentum (ignored by adam)")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow sees one")
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = Field(
+        42, description="seeds Python, NumPy, TensorFlow, the split and the data order")
+    jit_compile: StrictBool = Field(False, description="compile the train step with XLA (fast for MLPs)")
+    mixed_precision: StrictBool = Field(
+        False, description="GPU only: mixed_float16 compute with loss scaling; logits and loss stay float32")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+
+
+class OutputConfig(_Section):
+    dir: StrictStr = Field("outputs", description="runs go to <dir>/runs/<UTC timestamp>-<name>/")
+    name: StrictStr | None = Field(None, description="run name; defaults to the config file's name")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(_NAME_PATTERN, name):
+            raise ValueError("a run name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or "
+                             "digit (no path separators)")
+        return name
+
+
+class RunConfig(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @property
+    def run_name(self) -> str:
+        return self.output.name or self.model.name
