@@ -43,7 +43,7 @@ def _worker(args) -> dict:
     from mnist_pipeline.models.registry import build_model
     from mnist_pipeline.trainer import Trainer, make_optimizer
 
-    cfg = load_config(ROOT / "configs" / f"{args.model}.yaml")
+    cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", args.set)
     keras.utils.set_random_seed(0)
     x, y = _training_arrays(args.data_dir)
     batch = cfg.training.batch_size
@@ -53,13 +53,15 @@ def _worker(args) -> dict:
     seconds: list[float] = []
 
     if args.worker == "custom":
-        trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile)
+        trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
+                          steps_per_execution=cfg.training.steps_per_execution)
         batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation)
+        group = cfg.training.steps_per_execution
         for repeat in range(args.repeats + 1):
             start = time.perf_counter()
-            for images, labels in batches.epoch(repeat).take(args.steps):
-                trainer.train_step(images, labels)
-            float(trainer.train_metrics.loss.result())  # wait for the last step
+            iterator, done = iter(batches.epoch(repeat)), 0
+            while done < args.steps:  # as Trainer.fit does, minus its bookkeeping
+                done += len(trainer.run_steps(iterator, min(group, args.steps - done)))
             seconds.append(time.perf_counter() - start)
         traces = trainer.train_step.experimental_get_tracing_count()
     else:
@@ -124,7 +126,8 @@ def _training_flops(model) -> int:
 
 def _run_worker(trainer: str, model: str, augment: bool, args) -> dict:
     command = [sys.executable, __file__, "--worker", trainer, "--model", model, "--repeats", str(args.repeats),
-               "--steps", str(args.steps)] + (["--augment"] if augment else []) + (
+               "--steps", str(args.steps)] + (["--augment"] if augment else []) + [
+        f"--set={item}" for item in args.set] + (
         ["--data-dir", args.data_dir] if args.data_dir else [])
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
@@ -184,6 +187,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="measured repeats after one warm-up")
     parser.add_argument("--steps", type=int, default=20, help="training steps per repeat")
     parser.add_argument("--output-dir", default="outputs")
+    parser.add_argument("--models", default="mlp,cnn", help="which of mlp,cnn to measure")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the shipped config for both trainers (repeatable)")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(args)))
@@ -193,6 +199,8 @@ def main() -> None:
     ceiling = _matmul_ceiling()
     results = []
     for model, augment in VARIANTS:
+        if model not in args.models.split(","):
+            continue
         pair = {trainer: _run_worker(trainer, model, augment, args) for trainer in ("custom", "fit")}
         results.append(pair)
     mnist = str(Path(sys.executable).parent / "mnist")

@@ -153,7 +153,8 @@ def _build(cfg: RunConfig):
     with tf.distribute.get_strategy().scope():
         model = build_model(cfg.model.name, **cfg.model.params)
         optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum)
-        trainer = Trainer(model, optimizer, global_batch_size=training.batch_size, jit_compile=training.jit_compile)
+        trainer = Trainer(model, optimizer, global_batch_size=training.batch_size, jit_compile=training.jit_compile,
+                          steps_per_execution=training.steps_per_execution)
     return model, trainer
 
 

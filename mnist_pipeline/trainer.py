@@ -122,7 +122,7 @@ class Trainer:
     """Owns the model, optimizer, loss and metrics, and the compiled steps that use them."""
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, global_batch_size: int,
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, steps_per_execution: int = 1):
         self.model = model
         if keras.mixed_precision.global_policy().compute_dtype == "float16":
             # float16 gradients underflow without loss scaling; only compile() wraps the optimizer by itself.
@@ -135,11 +135,22 @@ class Trainer:
         self.test = Evaluation(model, "test")  # kept apart from validation's metrics and trace
         self.optimizer.build(model.trainable_variables)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+        # Several steps per graph call: one Python round trip per group instead of per step.
+        self.steps_per_execution = steps_per_execution
+        self.train_steps = tf.function(self._train_steps)
         # Same update, also returning each variable's gradient norm (for `mnist diagnose gradients`).
         self.train_step_with_gradient_norms = tf.function(self._train_step_with_gradient_norms)
 
     def _train_step(self, images, labels):
         return self._learn(images, labels)[0]
+
+    def _train_steps(self, iterator, count):
+        """`count` train steps on batches from `iterator`; returns their losses, (count,) float32."""
+        losses = tf.TensorArray(tf.float32, size=count)
+        for i in tf.range(count):
+            images, labels = next(iterator)
+            losses = losses.write(i, tf.cast(self.train_step(images, labels), tf.float32))
+        return losses.stack()
 
     def _train_step_with_gradient_norms(self, images, labels):
         loss, gradients = self._learn(images, labels)
@@ -185,11 +196,14 @@ class Trainer:
             start = time.perf_counter()
             self.optimizer.learning_rate.assign(schedule.rate(epoch))
             self.train_metrics.reset()
-            for step, (images, labels) in enumerate(train_epoch(epoch), start=1):
-                loss = float(self.train_step(images, labels))  # CPU steps run synchronously: cheap to read
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(f"the training loss became {loss} at epoch {epoch + 1}, step {step}; "
-                                           f"lower training.learning_rate or add normalization")
+            batches, step = iter(train_epoch(epoch)), 0
+            while step < steps_per_epoch:
+                losses = self.run_steps(batches, min(self.steps_per_execution, steps_per_epoch - step))
+                for loss in losses:  # reading the losses waits for the steps: a NaN is seen at once
+                    step += 1
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(f"the training loss became {loss} at epoch {epoch + 1}, step "
+                                               f"{step}; lower training.learning_rate or add normalization")
                 if on_step:
                     on_step(step, steps_per_epoch)
                 if stop_requested():
@@ -204,6 +218,13 @@ class Trainer:
         if state.best_weights is not None:
             self.model.set_weights(state.best_weights)
         return FitResult(state.history, state.best_epoch, state.best_val_loss, state.stopped_early)
+
+    def run_steps(self, batches, count: int) -> list[float]:
+        """`count` train steps on the next batches of iterator `batches`; their losses."""
+        if self.steps_per_execution == 1:
+            images, labels = next(batches)
+            return [float(self.train_step(images, labels))]
+        return self.train_steps(batches, tf.constant(count)).numpy().tolist()  # one trace for any count
 
     def _end_epoch(self, epoch: int, val_data: Iterable, train_seconds: float, state: FitState) -> EpochRecord:
         val_loss, val_accuracy = self.validate(val_data)

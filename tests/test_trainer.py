@@ -72,3 +72,21 @@ def test_mixed_precision_wraps_the_optimizer_and_still_learns():
         assert losses[-1] < 0.5 * losses[0]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_grouped_steps_train_exactly_like_single_steps():
+    (x, y), (xv, yv) = data(300, 1), data(60, 2)
+    histories = {}
+    for group in (1, 4):  # 300 // 32 = 9 steps: groups of 4, 4 and a remainder of 1
+        keras.utils.set_random_seed(0)
+        trainer = Trainer(build_model("mlp", units=16), make_optimizer("adam", 3e-3, 0.9), 32,
+                          steps_per_execution=group)
+        batches = TrainingBatches(x, y, 32, seed=0)
+        steps: list[int] = []
+        result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 2,
+                             on_step=lambda s, n, seen=steps: seen.append(s))
+        histories[group] = [(r.loss, r.val_loss) for r in result.history]
+        if group == 4:
+            assert steps == [4, 8, 9, 4, 8, 9]
+            assert trainer.train_steps.experimental_get_tracing_count() == 1  # any group size, one trace
+    assert histories[1] == histories[4]

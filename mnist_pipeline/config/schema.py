@@ -152,6 +152,9 @@ class TrainingConfig(_Section):
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = Field(
         42, description="seeds Python, NumPy, TensorFlow, the split and the data order")
     jit_compile: StrictBool = Field(False, description="compile the train step with XLA (fast for MLPs)")
+    steps_per_execution: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
+        1, description="train steps per graph call (fewer Python round trips; progress, NaN checks and "
+                       "stop requests then act once per group)")
     mixed_precision: StrictBool = Field(
         False, description="GPU only: mixed_float16 compute with loss scaling; logits and loss stay float32")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
