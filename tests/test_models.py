@@ -90,3 +90,13 @@ def test_weight_penalties_reach_the_minimized_loss(name):
     assert penalty > 0
     assert step_loss == pytest.approx(cross_entropy + penalty, rel=1e-5)
     assert losses[0.0][0] == pytest.approx(losses[0.0][1], rel=1e-5) and losses[0.0][2] == 0
+
+
+def test_cnn_horizontal_flip_mirrors_some_training_images():
+    model = build_model("cnn", **SMALL["cnn"], rotation=0, translation=0, zoom=0, horizontal_flip=True)
+    x = np.zeros((32, 28, 28, 1), np.float32)
+    x[:, 5:20, 2:6] = 1.0  # a bar near the left edge
+    flipped = np.asarray(model.make_augmentation(seed=0)(x, training=True))
+    mirrored = [np.array_equal(f, x[0][:, ::-1]) for f in flipped]
+    unchanged = [np.array_equal(f, x[0]) for f in flipped]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True)) and any(mirrored) and any(unchanged)

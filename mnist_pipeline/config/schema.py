@@ -92,6 +92,7 @@ class CNNParams(_DenseKnobs):
     zoom: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
         0.1, description="max random zoom in or out, fraction (0 = off)"
     )
+    horizontal_flip: StrictBool = Field(False, description="random left-right flips (clothes, not digits)")
 
 
 MODEL_PARAMS: dict[str, type[_Section]] = {"mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}

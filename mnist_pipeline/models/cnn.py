@@ -20,13 +20,14 @@ class CNN(keras.Model):
 
     def __init__(self, *, filters, convs_per_block, kernel_size, dense_units, activation, dropout_rate,
                  dense_dropout_rate, batch_norm, l1, l2, kernel_initializer, rotation, translation, zoom,
-                 **kwargs):
+                 horizontal_flip, **kwargs):
         super().__init__(**kwargs)
         self.hyperparameters = dict(
             filters=list(filters), convs_per_block=convs_per_block, kernel_size=kernel_size,
             dense_units=dense_units, activation=activation, dropout_rate=dropout_rate,
             dense_dropout_rate=dense_dropout_rate, batch_norm=batch_norm, l1=l1, l2=l2,
-            kernel_initializer=kernel_initializer, rotation=rotation, translation=translation, zoom=zoom)
+            kernel_initializer=kernel_initializer, rotation=rotation, translation=translation, zoom=zoom,
+            horizontal_flip=horizontal_flip)
         shared = dict(activation=activation, batch_norm=batch_norm, l1=l1, l2=l2,
                       kernel_initializer=kernel_initializer)
         # conv blocks: (batch, 28, 28, 1) -> (batch, 28 / 2**blocks, same, filters[-1]); then flatten,
@@ -43,7 +44,7 @@ class CNN(keras.Model):
         return run_layers(self.stack, x, training)
 
     def make_augmentation(self, seed: int) -> keras.layers.Pipeline | None:
-        """Random rotation / translation / zoom for training images, or None when all are 0."""
+        """Random rotation / translation / zoom / flips for training images, or None when all are off."""
         hp = self.hyperparameters
         layers = []
         # fill_mode="constant" with 0: MNIST's background is 0 after scaling; reflecting would copy strokes.
@@ -54,6 +55,8 @@ class CNN(keras.Model):
                                                          fill_mode="constant", seed=seed + 1))
         if hp["zoom"]:
             layers.append(keras.layers.RandomZoom(hp["zoom"], fill_mode="constant", seed=seed + 2))
+        if hp["horizontal_flip"]:
+            layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 3))
         return keras.layers.Pipeline(layers) if layers else None
 
     def get_config(self):
