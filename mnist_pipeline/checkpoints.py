@@ -20,9 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_pipeline.errors import OutputError, PipelineError
+from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.trainer import EpochRecord, FitState
-
-FOLDER = "checkpoints"
 
 
 def seed_states(*layers) -> list:
@@ -40,7 +39,8 @@ def seed_states(*layers) -> list:
 
 class Checkpointer:
     def __init__(self, run_dir: Path, model, optimizer, random_layers=(), schedule=None, early_stopping=None):
-        self.folder = Path(run_dir) / FOLDER
+        self.run_dir = Path(run_dir)
+        self.folder = self.run_dir / rf.CHECKPOINTS
         self.model = model
         self.schedule = schedule
         self.early_stopping = early_stopping
@@ -77,13 +77,9 @@ class Checkpointer:
                 "schedule": self.schedule.state() if self.schedule else None,
                 "early_stopping": self.early_stopping.state() if self.early_stopping else None}
 
-    def latest(self) -> Path | None:
-        done = sorted(self.folder.glob("epoch-*")) if self.folder.is_dir() else []
-        return done[-1] if done else None
-
     def restore(self) -> FitState:
         """Load the newest checkpoint into the model, optimizer, random layers and policies."""
-        path = self.latest()
+        path = rf.latest_checkpoint(self.run_dir)
         if path is None:
             raise PipelineError(f"{self.folder}: no checkpoint; the run stopped before its first epoch ended, "
                                 f"start it again instead of resuming")
@@ -98,9 +94,4 @@ class Checkpointer:
         return FitState(next_epoch=data["next_epoch"], history=[EpochRecord(**r) for r in data["history"]],
                         best_val_loss=data["best_val_loss"], best_epoch=data["best_epoch"], best_weights=best,
                         stopped_early=data["stopped_early"])
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    return any((Path(run_dir) / FOLDER).glob("epoch-*"))
-
 

@@ -30,9 +30,7 @@ class LoadedRun:
 
 def check_run(run_dir: str | Path) -> Path:
     """The run folder, if it holds a completed run; otherwise a one-line error saying what it is."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ConfigError(f"{path}: no such run folder; runs are under <output dir>/runs/")
+    path = rf.existing_run_dir(run_dir)
     status = rf.read_json(path / rf.STATUS).get("status") if (path / rf.STATUS).exists() else None
     if status != "completed" or not (path / rf.MODEL).exists():
         raise PipelineError(f"{path}: the run is {status or 'not a run folder (no status.json)'}, "
@@ -63,7 +61,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
 def split_arrays(config: RunConfig, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     """The raw (uint8 images, labels) of a run's test or validation split, re-derived from its config."""
-    raw = load_raw(config.data.dataset, data_dir or config.data.data_dir or runtime.env_data_dir())
+    raw = load_raw(config.data.dataset, runtime.data_dir(data_dir or config.data.data_dir))
     if split == "test":
         return raw.x_test, raw.y_test.astype(np.int32), raw.source
     _, val_idx = stratified_split(raw.y_train, config.data.validation_split, config.training.seed)

@@ -85,9 +85,8 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Path | None = None
                         error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C means: stop now, no report
             _try_report(run_dir)
-        if isinstance(exc, PipelineError):
-            hint = f"; continue with `mnist train --resume {run_dir}`" if interrupted else ""
-            raise type(exc)(f"{exc}{hint}") from None
+        if isinstance(exc, Interrupted):
+            raise Interrupted(f"{exc}; continue with `mnist train --resume {run_dir}`") from None
         raise
     try:
         write_report(run_dir)
@@ -110,7 +109,7 @@ def check_resumable(run_dir: str | Path) -> Path:
         raise ConfigError(f"--resume {path}: the run is already completed; start a new run instead")
     if state == "running" and runtime.process_alive(status.get("pid", -1)) and status.get("pid") != os.getpid():
         raise ConfigError(f"--resume {path}: the run is still running (pid {status['pid']}); stop it first")
-    if not any((path / "checkpoints").glob("epoch-*")):
+    if rf.latest_checkpoint(path) is None:
         raise ConfigError(f"--resume {path}: no checkpoint (it stopped before its first epoch ended); "
                           f"start it again with mnist train --config {path / rf.CONFIG}")
     return path
@@ -133,7 +132,7 @@ def _start(cfg: RunConfig) -> tuple[str, bool]:
 
 
 def _load_data(cfg: RunConfig):
-    raw = load_raw(cfg.data.dataset, cfg.data.data_dir or runtime.env_data_dir())
+    raw = load_raw(cfg.data.dataset, runtime.data_dir(cfg.data.data_dir))
     splits = prepare_splits(raw, validation_split=cfg.data.validation_split, subset=cfg.data.subset,
                             normalization=cfg.data.normalization, seed=cfg.training.seed)
     if splits.sizes["train"] < cfg.training.batch_size:

@@ -18,8 +18,9 @@ from mnist_pipeline.errors import DeviceError, PipelineError
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 
 
-def env_data_dir() -> str | None:
-    return os.environ.get(DATA_DIR_ENV) or None
+def data_dir(configured: str | None) -> str | None:
+    """The data dir to read: the configured one (flag or config), else $MNIST_DATA_DIR, else None (download)."""
+    return configured or os.environ.get(DATA_DIR_ENV) or None
 
 
 def prepare_environment() -> None:

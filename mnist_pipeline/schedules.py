@@ -42,7 +42,8 @@ class LearningRateSchedule:
     def observe(self, val_loss: float) -> None:
         if self.name != "reduce_on_plateau":
             return
-        self.current = self.rate(0)
+        if self.current is None:
+            self.current = self.base
         if self.best is None or val_loss < self.best:
             self.best, self.wait = val_loss, 0
             return

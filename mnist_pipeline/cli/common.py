@@ -1,20 +1,10 @@
-"""Small helpers the command modules share: checking a run folder argument, showing values and tables."""
+"""Small helpers the command modules share: showing values and tables."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-from mnist_pipeline.errors import ConfigError
 
 
 def show(value) -> str:
     return "null" if value is None else str(list(value) if isinstance(value, tuple) else value)
-
-
-def existing_dir(path: str) -> Path:
-    if not Path(path).is_dir():
-        raise ConfigError(f"{path}: no such run folder; runs are under <output dir>/runs/")
-    return Path(path)
 
 
 def table(columns: list[str], rows: list[list[str]]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mnist_pipeline.cli.common import existing_dir, table
+from mnist_pipeline.cli.common import table
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.reports import run_folder as rf
 
@@ -24,7 +24,7 @@ def report(run_dir) -> None:
     """
     from mnist_pipeline.reports.document import write_report  # NumPy and matplotlib: only when drawing
 
-    path = existing_dir(run_dir)
+    path = rf.existing_run_dir(run_dir)
     for file in write_report(path):
         click.echo(f"wrote {file}")
     click.echo(f"report: {path / 'report.html'}")
@@ -94,7 +94,7 @@ def compare(run_dirs, all_runs, output_dir) -> None:
     """
     from mnist_pipeline.reports.compare import COLUMNS, find_runs, rank, summarize_run, write_comparison
 
-    paths = find_runs(Path(output_dir)) if all_runs else [existing_dir(d) for d in run_dirs]
+    paths = find_runs(Path(output_dir)) if all_runs else [rf.existing_run_dir(d) for d in run_dirs]
     if not paths:
         raise ConfigError(f"no runs to compare: pass RUN_DIR... or --all (found none under {output_dir}/runs)")
     summaries = rank([summarize_run(p) for p in paths])

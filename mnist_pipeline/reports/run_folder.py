@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.errors import OutputError
+from mnist_pipeline.errors import ConfigError, OutputError
 
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
@@ -30,6 +30,7 @@ SAMPLES = "samples.png"
 WEIGHTS = "weights.png"
 MODEL_SUMMARY = "model_summary.json"
 REPORT_DATA = "report_data.npz"  # test probabilities and the images the figures show: reports need no TF
+CHECKPOINTS = "checkpoints"  # one folder per checkpoint: epoch-NNNN (see mnist_pipeline.checkpoints)
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
@@ -89,6 +90,20 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({k: _csv_value(row[k]) for k in HISTORY_COLUMNS})
     write_text(run_dir / HISTORY, buffer.getvalue())
+
+
+def existing_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path if it is a folder; else a usage error saying where runs live."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such run folder; runs are under <output dir>/runs/")
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run (temporary ones start with a dot), or None."""
+    done = sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*"))
+    return done[-1] if done else None
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:
