@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from mnist_pipeline import runtime
 from mnist_pipeline.data.idx import write_idx
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+runtime.prepare_environment()  # before any test imports TensorFlow: the kernels and settings users get
 os.environ.pop("MNIST_DATA_DIR", None)  # tests choose their data explicitly
 
 
