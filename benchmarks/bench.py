@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
+TRAINERS = ["custom", "fit", "fit-same"]
 VARIANTS = [  # (model config, augmentation on?)
     ("mlp", False),
     ("cnn", False),
@@ -34,11 +35,19 @@ VARIANTS = [  # (model config, augmentation on?)
 # ---------------------------------------------------------------- worker side (one trainer per process)
 
 def _worker(args) -> dict:
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # Our trainer runs with the settings `mnist train` makes (runtime.prepare_environment: oneDNN kernels on);
+    # `fit` with TensorFlow's defaults, as a Keras user gets them, or with the same settings ("fit-same").
+    if args.worker == "fit":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    else:
+        from mnist_pipeline import runtime
+
+        runtime.prepare_environment()
     import keras
     import tensorflow as tf
 
     from mnist_pipeline.config import load_config
+    from mnist_pipeline.data.augment import Augmentation
     from mnist_pipeline.data.datasets import TrainingBatches
     from mnist_pipeline.models.registry import build_model
     from mnist_pipeline.trainer import Trainer, make_optimizer
@@ -48,13 +57,14 @@ def _worker(args) -> dict:
     x, y = _training_arrays(args.data_dir)
     batch = cfg.training.batch_size
     model = build_model(cfg.model.name, **cfg.model.params)
-    augmentation = model.make_augmentation(0) if args.augment else None
+    ranges = cfg.data.augmentation
     optimizer = make_optimizer(cfg.training.optimizer, cfg.training.learning_rate, cfg.training.momentum)
     seconds: list[float] = []
 
     if args.worker == "custom":
         trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
                           steps_per_execution=cfg.training.steps_per_execution)
+        augmentation = Augmentation(**ranges.model_dump()) if args.augment else None
         batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation)
         group = cfg.training.steps_per_execution
         for repeat in range(args.repeats + 1):
@@ -64,13 +74,14 @@ def _worker(args) -> dict:
                 done += len(trainer.run_steps(iterator, min(group, args.steps - done)))
             seconds.append(time.perf_counter() - start)
         traces = trainer.train_step.experimental_get_tracing_count()
-    else:
+    else:  # fit and fit-same
         model.compile(optimizer=optimizer, jit_compile=cfg.training.jit_compile, metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=0).repeat()
         ds = ds.batch(batch, drop_remainder=True)
-        if augmentation is not None:
-            ds = ds.map(lambda a, b: (augmentation(a, training=True), b))
+        if args.augment:  # the same ranges through Keras's layers, the way the Keras guides map them
+            augmentation = _keras_augmentation(ranges)
+            ds = ds.map(lambda a, b: (augmentation(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.prefetch(tf.data.AUTOTUNE)
 
         class Timer(keras.callbacks.Callback):
@@ -90,6 +101,22 @@ def _worker(args) -> dict:
             "examples_in_memory": int(len(y))}
 
 
+def _keras_augmentation(ranges):
+    import keras
+
+    layers = []
+    if ranges.rotation:
+        layers.append(keras.layers.RandomRotation(ranges.rotation, fill_mode="constant", seed=1))
+    if ranges.translation:
+        layers.append(keras.layers.RandomTranslation(ranges.translation, ranges.translation,
+                                                     fill_mode="constant", seed=2))
+    if ranges.zoom:
+        layers.append(keras.layers.RandomZoom(ranges.zoom, fill_mode="constant", seed=3))
+    if ranges.horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=4))
+    return keras.layers.Pipeline(layers)
+
+
 def _training_arrays(data_dir: str | None):
     import numpy as np
 
@@ -106,20 +133,25 @@ def _training_arrays(data_dir: str | None):
 
 
 def _training_flops(model) -> int:
-    """Multiply-adds x 2 of the forward pass per image, times 3 for training (forward, and two matmuls of the
-    same size in the backward pass: gradients for inputs and for weights). Elementwise ops are not counted."""
+    """Training FLOPs per image, counted from layer shapes: 2 x multiply-adds of each Conv2D / Dense forward,
+    the same again for its weight gradient and again for its input gradient, except the first layer's
+    (nothing needs the gradient of the images). Elementwise ops (activations, BN, pooling) are not counted."""
     import keras
 
     x = keras.ops.zeros((1, 28, 28, 1))
-    forward = 0
+    total, first = 0, True
     for layer in model.stack:
         inputs, x = x, layer(x, training=False)
         if isinstance(layer, keras.layers.Dense):
-            forward += 2 * int(inputs.shape[-1]) * int(x.shape[-1])
+            forward = 2 * int(inputs.shape[-1]) * int(x.shape[-1])
         elif isinstance(layer, keras.layers.Conv2D):
             kh, kw = layer.kernel_size
-            forward += 2 * kh * kw * int(inputs.shape[-1]) * int(x.shape[-1]) * int(x.shape[1]) * int(x.shape[2])
-    return 3 * forward
+            forward = 2 * kh * kw * int(inputs.shape[-1]) * int(x.shape[-1]) * int(x.shape[1]) * int(x.shape[2])
+        else:
+            continue
+        total += forward * (2 if first else 3)
+        first = False
+    return total
 
 
 # ---------------------------------------------------------------- driver side
@@ -179,7 +211,7 @@ def _load_seconds(data_dir: str | None) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", choices=["custom", "fit"])
+    parser.add_argument("--worker", choices=TRAINERS)
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR") or (
@@ -201,7 +233,7 @@ def main() -> None:
     for model, augment in VARIANTS:
         if model not in args.models.split(","):
             continue
-        pair = {trainer: _run_worker(trainer, model, augment, args) for trainer in ("custom", "fit")}
+        pair = {trainer: _run_worker(trainer, model, augment, args) for trainer in TRAINERS}
         results.append(pair)
     mnist = str(Path(sys.executable).parent / "mnist")
     help_seconds = _command_seconds([mnist, "--help"])
@@ -210,13 +242,15 @@ def main() -> None:
 
     rows = []
     for pair in results:
-        custom, fit = pair["custom"], pair["fit"]
+        custom, fit, same = pair["custom"], pair["fit"], pair["fit-same"]
         flops = custom["train_flops_per_image"]
         rows.append({
             "model": custom["model"], "augmentation": custom["augment"], "batch": custom["batch_size"],
             "custom img/s": round(custom["median"]), "custom spread": [round(v) for v in custom["spread"]],
             "fit img/s": round(fit["median"]), "fit spread": [round(v) for v in fit["spread"]],
             "custom / fit": round(custom["median"] / fit["median"], 2),
+            "fit-same img/s": round(same["median"]),
+            "custom / fit-same": round(custom["median"] / same["median"], 2),
             "train MFLOP/img": round(flops / 1e6, 2),
             "custom % of ceiling": round(100 * custom["median"] * flops / (ceiling * 1e9), 1),
             "fit % of ceiling": round(100 * fit["median"] * flops / (ceiling * 1e9), 1),

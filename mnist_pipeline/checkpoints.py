@@ -1,7 +1,7 @@
 """Per-epoch checkpoints of a training run, written atomically, enough to continue it exactly.
 
 A checkpoint is a folder `checkpoints/epoch-NNNN/` holding the model and optimizer variables and the
-random-generator states of every random layer (`training.*`, a tf.train.Checkpoint), the best weights so
+random-generator states of the dropout layers (`training.*`, a tf.train.Checkpoint), the best weights so
 far (`best_weights.npz`) and the loop's state (`state.json`: history, best score, schedule and
 early-stopping state). It is written under a temporary name and renamed when complete, and only the newest
 is kept (it holds the best weights too), so a kill at any moment leaves one whole checkpoint.
@@ -24,28 +24,25 @@ from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.trainer import EpochRecord, FitState
 
 
-def seed_states(*layers) -> list:
-    """The state variables of every SeedGenerator (Dropout, Random* layers) under `layers`.
+def seed_states(model) -> list:
+    """The state variables of every SeedGenerator (Dropout layers) in `model`.
 
-    Keras keeps them out of `model.weights`, but without them a resumed run draws different dropout masks
-    and augmentations.
+    Keras keeps them out of `model.weights`, but without them a resumed run draws different dropout masks.
+    (Augmentation needs nothing saved: its random numbers are keyed by seed and batch number.)
     """
-    states = []
-    for root in layers:
-        for layer in root._flatten_layers(include_self=True):
-            states += [v.state for v in vars(layer).values() if isinstance(v, keras.random.SeedGenerator)]
-    return states
+    return [v.state for layer in model._flatten_layers(include_self=True) for v in vars(layer).values()
+            if isinstance(v, keras.random.SeedGenerator)]
 
 
 class Checkpointer:
-    def __init__(self, run_dir: Path, model, optimizer, random_layers=(), schedule=None, early_stopping=None):
+    def __init__(self, run_dir: Path, model, optimizer, schedule=None, early_stopping=None):
         self.run_dir = Path(run_dir)
         self.folder = self.run_dir / rf.CHECKPOINTS
         self.model = model
         self.schedule = schedule
         self.early_stopping = early_stopping
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                              seeds=seed_states(model, *[r for r in random_layers if r]))
+                                              seeds=seed_states(model))
 
     def save(self, state: FitState) -> Path:
         final = self.folder / f"epoch-{state.next_epoch:04d}"

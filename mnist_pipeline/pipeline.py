@@ -165,14 +165,14 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
 
     training = cfg.training
     model, trainer = _build(cfg)
-    augmentation = model.make_augmentation(training.seed) if hasattr(model, "make_augmentation") else None
+    augmentation = _augmentation(cfg, splits)
     batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation)
     val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
     events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; device {device}; "
                f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
 
     schedule, early_stopping = _policies(cfg)
-    checkpointer = Checkpointer(run_dir, model, trainer.optimizer, [augmentation], schedule, early_stopping)
+    checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping)
     state = None
     if resume:
         state = checkpointer.restore()
@@ -210,6 +210,15 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
     }
 
 
+def _augmentation(cfg: RunConfig, splits: Splits):
+    """The configured training augmentation, or None when every part of it is off."""
+    from mnist_pipeline.data.augment import Augmentation
+
+    blank = float(splits.normalization.apply(np.zeros((1, 1, 1), np.uint8)).item())  # a 0 pixel, normalized
+    augmentation = Augmentation(**cfg.data.augmentation.model_dump(), fill_value=blank)
+    return augmentation if augmentation.enabled else None
+
+
 def _policies(cfg: RunConfig):
     """The learning-rate schedule and early stopping the config asks for (early stopping may be None)."""
     from mnist_pipeline.schedules import EarlyStopping, LearningRateSchedule
@@ -231,13 +240,15 @@ MISTAKE_COUNT = 25  # the 5x5 grid of most confident mistakes
 def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.ndarray, augmentation,
                        seed: int) -> None:
     """Save the numbers and images the report draws, so `mnist report` needs neither TensorFlow nor data."""
+    import tensorflow as tf
+
     def image_scale(x):  # (N, 28, 28, 1) normalized -> (N, 28, 28) in [0, 1]
         return np.clip(splits.normalization.invert(np.asarray(x)), 0.0, 1.0)[..., 0]
 
     chosen = np.random.default_rng(seed).choice(len(splits.y_train), SAMPLE_COUNT, replace=False)
     samples = splits.x_train[chosen]
     if augmentation is not None:
-        samples = augmentation(samples, training=True)  # what the model was fed
+        samples = augmentation(samples, seed=tf.constant([seed, 0], tf.int64))  # what the model was fed
     mistakes = most_confident_mistakes(splits.y_test, probabilities, MISTAKE_COUNT)
     first_kernel = next(layer.kernel for layer in model.stack if hasattr(layer, "kernel"))
     buffer = io.BytesIO()

@@ -1,7 +1,7 @@
 import numpy as np
 
+from mnist_pipeline.data.augment import Augmentation
 from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
-from mnist_pipeline.models.registry import build_model
 
 
 def arrays(n=100):
@@ -28,11 +28,22 @@ def test_epochs_are_full_batches_without_repeats_in_a_seeded_order():
     np.testing.assert_array_equal(images.numpy(), x[labels.numpy()])  # images stay with their labels
 
 
-def test_augmentation_applies_to_training_batches_only():
+def test_augmentation_applies_to_training_batches_only_and_repeats_exactly():
     x, y = arrays(64)
-    augmentation = build_model("cnn", filters=[4], convs_per_block=1, dense_units=4).make_augmentation(seed=1)
-    images, labels = next(iter(TrainingBatches(x, y, 32, seed=0, augmentation=augmentation).epoch(0)))
+    augmentation = Augmentation(rotation=0.05, translation=0.1, zoom=0.1, horizontal_flip=True)
+
+    def first_epochs(seed):
+        batches = TrainingBatches(x, y, 16, seed=seed, augmentation=augmentation)  # a parallel map
+        return [np.concatenate([b[0].numpy() for b in batches.epoch(e)]) for e in (0, 1)], batches
+
+    (epoch0, epoch1), batches = first_epochs(seed=0)
+    images, labels = next(iter(batches.epoch(0)))
     assert not np.allclose(images.numpy(), x[labels.numpy()])
+    again, _ = first_epochs(seed=0)
+    np.testing.assert_array_equal(epoch0, again[0])  # keyed by (seed, batch number): no generator state
+    np.testing.assert_array_equal(epoch1, again[1])
+    other, _ = first_epochs(seed=1)
+    assert not np.allclose(epoch0, other[0])
     evaluated = np.concatenate([b[0].numpy() for b in evaluation_batches(x, y, 32)])
     np.testing.assert_array_equal(evaluated, x)
 

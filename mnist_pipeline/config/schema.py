@@ -75,7 +75,7 @@ class DeepMLPParams(_DenseKnobs):
 
 
 class CNNParams(_DenseKnobs):
-    """Conv blocks (conv x N, pool, dropout) -> Dense head -> 10 logits, with training-only augmentation."""
+    """Conv blocks (conv x N, pool, dropout) -> Dense head -> 10 logits."""
 
     filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
     convs_per_block: Width = Field(2, le=4, description="conv layers before each 2x2 max-pool")
@@ -83,22 +83,24 @@ class CNNParams(_DenseKnobs):
     dense_units: Width = Field(128, description="units of the Dense layer before the logits")
     dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
     dense_dropout_rate: Fraction = Field(0.5, description="dropout before the logits")
-    rotation: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
-        0.03, description="max random rotation, fraction of a full turn (0.03 = +-11 deg; 0 = off)"
-    )
-    translation: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
-        0.1, description="max random shift, fraction of the image size (0 = off)"
-    )
-    zoom: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
-        0.1, description="max random zoom in or out, fraction (0 = off)"
-    )
-    horizontal_flip: StrictBool = Field(False, description="random left-right flips (clothes, not digits)")
 
 
 MODEL_PARAMS: dict[str, type[_Section]] = {"mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}
 
 
 # ---- run configuration ----
+
+
+class AugmentationConfig(_Section):
+    """Random warps of training images only (any model); validation and test images are never changed."""
+
+    rotation: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
+        0.0, description="max random rotation, fraction of a full turn (0.03 = +-11 deg; 0 = off)")
+    translation: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
+        0.0, description="max random shift, fraction of the image size (0.1 = +-2.8 px; 0 = off)")
+    zoom: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
+        0.0, description="max random zoom in or out, fraction (0 = off)")
+    horizontal_flip: StrictBool = Field(False, description="random left-right mirroring (clothes, not digits)")
 
 
 class DataConfig(_Section):
@@ -112,6 +114,7 @@ class DataConfig(_Section):
     subset: Annotated[StrictInt, Field(ge=10)] | None = Field(
         None, description="train on this many stratified training examples (None = all)"
     )
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
 
 
 class ModelConfig(_Section):

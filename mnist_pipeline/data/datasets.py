@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from mnist_pipeline.data.augment import Augmentation
+
 
 class TrainingBatches:
     """Full batches of the training split in a fresh order each epoch, optionally augmented.
@@ -15,34 +17,37 @@ class TrainingBatches:
     costs ~40 ms (it captures the whole image tensor again), a step's worth of time for small models.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augmentation=None):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+                 augmentation: Augmentation | None = None):
         self.x = tf.constant(x)  # (N, 28, 28, 1) float32
         self.y = tf.constant(y)  # (N,) int32
         self.batch_size = batch_size
         self.seed = seed
-        self.augmentation = augmentation  # keras layer(s) applied to image batches with training=True
+        self.augmentation = augmentation if augmentation and augmentation.enabled else None
         # Full batches only: one static shape means one trace of the train step, and an exact global batch.
         self.steps_per_epoch = len(y) // batch_size
         self.order = tf.Variable(tf.zeros([self.steps_per_epoch, batch_size], tf.int64), trainable=False)
-        ds = tf.data.Dataset.range(self.steps_per_epoch).map(self._gather)
-        if augmentation is not None:
-            # Sequential on purpose: random ops under op determinism make TF run the map sequentially anyway
-            # (and log an error about it); prefetch still overlaps augmentation with the train step.
-            ds = ds.map(self._augment)
-        self.dataset = ds.prefetch(tf.data.AUTOTUNE)
+        self.epoch_number = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Parallel and still deterministic: each batch's augmentation is keyed by its own number, not drawn
+        # from a shared generator, so batches may be prepared in any order. Prefetch overlaps them with training.
+        self.dataset = (tf.data.Dataset.range(self.steps_per_epoch)
+                        .map(self._batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                        .prefetch(tf.data.AUTOTUNE))
 
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """Epoch `epoch`'s batches; iterate each returned dataset fully before asking for the next epoch."""
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
         self.order.assign(order[: self.steps_per_epoch * self.batch_size].reshape(self.steps_per_epoch, -1))
+        self.epoch_number.assign(epoch)
         return self.dataset
 
-    def _gather(self, step):
+    def _batch(self, step):
         index = self.order[step]
-        return tf.gather(self.x, index), tf.gather(self.y, index)
-
-    def _augment(self, x, y):
-        return self.augmentation(x, training=True), y
+        images, labels = tf.gather(self.x, index), tf.gather(self.y, index)
+        if self.augmentation is not None:
+            batch_number = self.epoch_number * self.steps_per_epoch + step
+            images = self.augmentation(images, tf.stack([tf.constant(self.seed, tf.int64), batch_number]))
+        return images, labels
 
 
 def evaluation_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:

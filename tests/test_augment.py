@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mnist_pipeline.data.augment import Augmentation
+
+SEED = tf.constant([3, 7], tf.int64)
+
+
+def bars(n=64, rows=slice(12, 16), cols=slice(4, 24)):
+    """n copies of a horizontal bar (rows 12-15, columns 4-23)."""
+    x = np.zeros((n, 28, 28, 1), np.float32)
+    x[:, rows, cols] = 1.0
+    return x
+
+
+def centre_of_mass(images):
+    weights = images[..., 0]
+    rows, cols = np.mgrid[:28, :28]
+    total = weights.sum(axis=(1, 2))
+    return (weights * rows).sum(axis=(1, 2)) / total, (weights * cols).sum(axis=(1, 2)) / total
+
+
+def test_everything_off_is_disabled_and_returns_the_images():
+    x = bars(4)
+    assert not Augmentation().enabled
+    np.testing.assert_array_equal(np.asarray(Augmentation()(tf.constant(x), SEED)), x)
+
+
+def test_the_same_seed_gives_the_same_warps_and_another_seed_others():
+    augmentation = Augmentation(rotation=0.05, translation=0.1, zoom=0.1, horizontal_flip=True)
+    x = tf.constant(bars(16))
+    first, again = augmentation(x, SEED), augmentation(x, SEED)
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    assert not np.allclose(first.numpy(), augmentation(x, SEED + 1).numpy())
+    assert first.shape == x.shape and first.dtype == tf.float32
+
+
+def test_flip_mirrors_some_images_exactly_and_leaves_the_rest():
+    x = bars(32, cols=slice(2, 8))  # off-centre, so a mirror is visible
+    out = np.asarray(Augmentation(horizontal_flip=True)(tf.constant(x), SEED))
+    mirrored = [np.array_equal(o, x[0][:, ::-1]) for o in out]
+    unchanged = [np.array_equal(o, x[0]) for o in out]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True)) and any(mirrored) and any(unchanged)
+
+
+def test_translation_moves_the_image_within_its_range_and_keeps_its_mass():
+    x = bars(64)
+    out = np.asarray(Augmentation(translation=0.1)(tf.constant(x), SEED))
+    (r0, c0), (r1, c1) = centre_of_mass(x), centre_of_mass(out)
+    shift_r, shift_c = r1 - r0, c1 - c0
+    assert np.abs(shift_r).max() <= 2.8 + 1e-3 and np.abs(shift_c).max() <= 2.8 + 1e-3
+    assert np.abs(shift_r).max() > 1.5 and np.abs(shift_c).max() > 1.5  # the range is used
+    assert shift_r.std() > 0.5  # each image its own shift
+    np.testing.assert_allclose(out.sum(axis=(1, 2, 3)), x[0].sum(), rtol=1e-4)  # bar stays inside
+
+
+def test_rotation_tilts_a_bar_within_the_range():
+    x = bars(64)
+    out = np.asarray(Augmentation(rotation=0.03)(tf.constant(x), SEED))  # +-10.8 degrees
+    angles = []
+    for image in out[..., 0]:
+        rows, cols = np.nonzero(image > 0.5)
+        angles.append(np.degrees(np.arctan(np.polyfit(cols, rows, 1)[0])))
+    angles = np.abs(angles)
+    assert angles.max() <= 10.8 + 1.5 and angles.max() > 5
+
+
+def test_zoom_scales_the_bar_length_within_the_range():
+    x = bars(64)
+    out = np.asarray(Augmentation(zoom=0.2)(tf.constant(x), SEED))
+    lengths = (out[:, 14, :, 0] > 0.5).sum(axis=1)  # the bar is 20 px long
+    assert lengths.min() >= 20 / 1.2 - 1 and lengths.max() <= 20 / 0.8 + 1
+    assert lengths.min() < 19 and lengths.max() > 21  # both in and out
+
+
+@pytest.mark.parametrize("fill", [0.0, -0.42])
+def test_pixels_from_outside_the_image_get_the_fill_value(fill):
+    x = np.full((16, 28, 28, 1), 5.0, np.float32)
+    out = np.asarray(Augmentation(translation=0.2, fill_value=fill)(tf.constant(x), SEED))
+    values = np.unique(np.round(out, 4))
+    assert fill in values and 5.0 in values
