@@ -59,6 +59,13 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     return LoadedRun(path, config, normalization, rf.read_json(path / rf.METRICS), model)
 
 
+def evaluation(run: LoadedRun, phase: str):
+    """The Evaluation the run was validated and tested with (test-time flips included)."""
+    from mnist_pipeline.trainer import Evaluation
+
+    return Evaluation(run.model, phase, run.config.data.augmentation.test_time_flip)
+
+
 def split_arrays(config: RunConfig, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     """The raw (uint8 images, labels) of a run's test or validation split, re-derived from its config."""
     raw = load_raw(config.data.dataset, runtime.data_dir(data_dir or config.data.data_dir))
@@ -71,12 +78,11 @@ def split_arrays(config: RunConfig, split: str, data_dir: str | None) -> tuple[n
 def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None = None) -> dict:
     """Loss and accuracy of a saved model on its run's split, computed as the trainer computed them."""
     from mnist_pipeline.data.datasets import evaluation_batches
-    from mnist_pipeline.trainer import Evaluation
 
     run = load_run(run_dir)
     images, labels, source = split_arrays(run.config, split, data_dir)
     data = evaluation_batches(run.normalization.apply(images), labels, run.config.training.batch_size)
-    loss, accuracy = Evaluation(run.model, split)(data)
+    loss, accuracy = evaluation(run, split)(data)
     recorded = {"test": ("test_loss", "test_accuracy"), "val": ("best_val_loss", "best_val_accuracy")}[split]
     return {"split": split, "examples": len(labels), "loss": loss, "accuracy": accuracy, "data_source": source,
             "recorded_loss": run.metrics.get(recorded[0]), "recorded_accuracy": run.metrics.get(recorded[1])}
@@ -103,8 +109,11 @@ def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list
             entries.append((file, None, str(exc)))
     images = [image for _, image, _ in entries if image is not None]
     if images:
-        logits = run.model(run.normalization.apply(np.stack(images)), training=False)
-        probabilities = iter(np.asarray(keras.ops.softmax(logits)))
+        x = run.normalization.apply(np.stack(images))
+        probabilities = keras.ops.softmax(run.model(x, training=False))
+        if run.config.data.augmentation.test_time_flip:  # as the run was validated and tested
+            probabilities = (probabilities + keras.ops.softmax(run.model(x[:, :, ::-1], training=False))) / 2
+        probabilities = iter(np.asarray(probabilities))
     predictions = []
     for source, image, error in entries:
         if image is None:
@@ -118,7 +127,6 @@ def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list
 def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
     """Test accuracy of each member and of the average of their softmax outputs."""
     from mnist_pipeline.data.datasets import evaluation_batches
-    from mnist_pipeline.trainer import Evaluation
 
     if len(run_dirs) < 2:
         raise ConfigError("an ensemble needs at least two run folders")
@@ -135,8 +143,7 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
     x = first.normalization.apply(images)
     members, total = [], np.zeros((len(labels), 10), np.float64)
     for run in runs:
-        loss, accuracy, probabilities = Evaluation(run.model, "test")(evaluation_batches(x, labels, 256),
-                                                                      probabilities=True)
+        loss, accuracy, probabilities = evaluation(run, "test")(evaluation_batches(x, labels, 256), probabilities=True)
         members.append({"run": run.run_dir.name, "model": run.config.model.name, "test_accuracy": accuracy,
                         "test_loss": loss})
         total += probabilities

@@ -153,7 +153,9 @@ def _build(cfg: RunConfig):
         model = build_model(cfg.model.name, **cfg.model.params)
         optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum)
         trainer = Trainer(model, optimizer, global_batch_size=training.batch_size, jit_compile=training.jit_compile,
-                          steps_per_execution=training.steps_per_execution)
+                          steps_per_execution=training.steps_per_execution,
+                          label_smoothing=training.label_smoothing,
+                          test_time_flip=cfg.data.augmentation.test_time_flip)
     return model, trainer
 
 
@@ -215,7 +217,7 @@ def _augmentation(cfg: RunConfig, splits: Splits):
     from mnist_pipeline.data.augment import Augmentation
 
     blank = float(splits.normalization.apply(np.zeros((1, 1, 1), np.uint8)).item())  # a 0 pixel, normalized
-    augmentation = Augmentation(**cfg.data.augmentation.model_dump(), fill_value=blank)
+    augmentation = Augmentation(**cfg.data.augmentation.model_dump(exclude={"test_time_flip"}), fill_value=blank)
     return augmentation if augmentation.enabled else None
 
 

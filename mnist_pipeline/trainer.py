@@ -89,6 +89,17 @@ def per_example_loss_fn() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
 
+def smoothed_cross_entropy(labels, logits, smoothing: float):
+    """Per-example cross-entropy against (1 - smoothing) on the label plus smoothing spread over all classes.
+
+    Keras 3's sparse cross-entropy has no label smoothing, and one-hot labels would cost a (batch, 10) copy.
+    """
+    log_probabilities = tf.nn.log_softmax(logits)
+    label_term = -tf.gather(log_probabilities, labels, batch_dims=1)
+    uniform_term = -tf.reduce_mean(log_probabilities, axis=-1)
+    return (1.0 - smoothing) * label_term + smoothing * uniform_term
+
+
 class Evaluation:
     """Loss, accuracy and (optionally) class probabilities of a model over a dataset, in one compiled step.
 
@@ -96,8 +107,9 @@ class Evaluation:
     numbers it prints are computed exactly as the ones in metrics.json.
     """
 
-    def __init__(self, model: keras.Model, phase: str):
+    def __init__(self, model: keras.Model, phase: str, test_time_flip: bool = False):
         self.model = model
+        self.test_time_flip = test_time_flip
         self.loss_fn = per_example_loss_fn()
         self.metrics = _PhaseMetrics(phase)
         # A None batch dimension lets the partial last batch reuse the same trace.
@@ -105,8 +117,15 @@ class Evaluation:
 
     def _step(self, images, labels):
         logits = self.model(images, training=False)
-        self.metrics.update(self.loss_fn(labels, logits), labels, logits)
-        return tf.nn.softmax(logits)  # (batch, 10) class probabilities
+        probabilities = tf.nn.softmax(logits)
+        if not self.test_time_flip:
+            self.metrics.update(self.loss_fn(labels, logits), labels, logits)
+            return probabilities  # (batch, 10)
+        # Test-time flip: the mean prediction over the image and its mirror image.
+        probabilities = (probabilities + tf.nn.softmax(self.model(tf.reverse(images, axis=[2]), training=False))) / 2
+        chosen = tf.gather(probabilities, labels, batch_dims=1)
+        self.metrics.update(-tf.math.log(tf.maximum(chosen, 1e-7)), labels, probabilities)  # Keras's clip
+        return probabilities
 
     def __call__(self, data: Iterable, probabilities: bool = False):
         """(loss, accuracy), or (loss, accuracy, (N, 10) probabilities) with `probabilities`."""
@@ -122,7 +141,8 @@ class Trainer:
     """Owns the model, optimizer, loss and metrics, and the compiled steps that use them."""
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, global_batch_size: int,
-                 jit_compile: bool = False, steps_per_execution: int = 1):
+                 jit_compile: bool = False, steps_per_execution: int = 1, label_smoothing: float = 0.0,
+                 test_time_flip: bool = False):
         self.model = model
         if keras.mixed_precision.global_policy().compute_dtype == "float16":
             # float16 gradients underflow without loss scaling; only compile() wraps the optimizer by itself.
@@ -131,8 +151,9 @@ class Trainer:
         self.global_batch_size = global_batch_size
         self.loss_fn = per_example_loss_fn()
         self.train_metrics = _PhaseMetrics("train")
-        self.validate = Evaluation(model, "val")
-        self.test = Evaluation(model, "test")  # kept apart from validation's metrics and trace
+        self.label_smoothing = label_smoothing
+        self.validate = Evaluation(model, "val", test_time_flip)
+        self.test = Evaluation(model, "test", test_time_flip)  # kept apart from validation's metrics and trace
         self.optimizer.build(model.trainable_variables)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
         # Several steps per graph call: one Python round trip per group instead of per step.
@@ -159,8 +180,10 @@ class Trainer:
     def _learn(self, images, labels):
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            per_example = self.loss_fn(labels, logits)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            per_example = self.loss_fn(labels, logits)  # plain cross-entropy: what the metrics report
+            objective = (smoothed_cross_entropy(labels, logits, self.label_smoothing) if self.label_smoothing
+                         else per_example)
+            loss = tf.nn.compute_average_loss(objective, global_batch_size=self.global_batch_size)
             if self.model.losses:  # L1/L2 weight penalties
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
             # The identity unless the optimizer scales losses (mixed precision); apply() then unscales the

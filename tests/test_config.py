@@ -127,3 +127,10 @@ def test_config_is_frozen():
     cfg = RunConfig()
     with pytest.raises(Exception, match="frozen"):
         cfg.training.epochs = 3
+
+
+def test_convs_per_block_takes_one_count_or_one_per_block():
+    cfg = load_config(None, ["model.name=cnn", "model.params.filters=[8, 16]", "model.params.convs_per_block=[1, 2]"])
+    assert cfg.model.params["convs_per_block"] == [1, 2]
+    with pytest.raises(ConfigError, match=r"model.params: convs_per_block lists 3 counts for 2 blocks"):
+        load_config(None, ["model.name=cnn", "model.params.filters=[8, 16]", "model.params.convs_per_block=[1,2,3]"])

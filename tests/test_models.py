@@ -102,3 +102,10 @@ def test_fused_batch_norm_matches_keras_batch_norm_in_training_and_inference():
     for ours, theirs in zip(outputs[0] + tuple(gradients[0]), outputs[1] + tuple(gradients[1]), strict=True):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=2e-4, atol=2e-4)
     assert not np.allclose(np.asarray(fused.moving_variance), 1.0)  # the statistics did move
+
+
+def test_cnn_takes_a_conv_count_per_block():
+    model = build_model("cnn", filters=[4, 8], convs_per_block=[1, 2], dense_units=8)
+    convs = [layer for layer in model.stack if isinstance(layer, keras.layers.Conv2D)]
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    assert [c.filters for c in convs] == [4, 8, 8]

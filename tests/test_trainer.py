@@ -90,3 +90,43 @@ def test_grouped_steps_train_exactly_like_single_steps():
             assert steps == [4, 8, 9, 4, 8, 9]
             assert trainer.train_steps.experimental_get_tracing_count() == 1  # any group size, one trace
     assert histories[1] == histories[4]
+
+
+def test_smoothed_cross_entropy_matches_keras_one_hot_label_smoothing():
+    from mnist_pipeline.trainer import smoothed_cross_entropy
+
+    logits = tf.constant(np.random.default_rng(0).normal(0, 3, (6, 10)), tf.float32)
+    labels = tf.constant([0, 3, 9, 2, 2, 7])
+    for s in (0.0, 0.1, 0.3):
+        keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=s, reduction=None)
+        expected = keras_loss(tf.one_hot(labels, 10), logits)
+        np.testing.assert_allclose(smoothed_cross_entropy(labels, logits, s), expected, rtol=1e-5)
+
+
+def test_label_smoothing_changes_the_objective_but_not_the_reported_loss():
+    x, y = data(32, 3)
+    results = {}
+    for s in (0.0, 0.2):
+        keras.utils.set_random_seed(0)
+        trainer = Trainer(build_model("mlp", units=8), keras.optimizers.SGD(0.0), 32, label_smoothing=s)
+        step_loss = float(trainer.train_step(x, y))
+        results[s] = (step_loss, trainer.train_metrics.result()[0])
+    (plain_step, plain_reported), (smooth_step, smooth_reported) = results[0.0], results[0.2]
+    assert smooth_step != pytest.approx(plain_step, rel=1e-3)  # a different objective...
+    assert smooth_reported == pytest.approx(plain_reported, rel=1e-6) == plain_step  # ...the same cross-entropy
+
+
+def test_test_time_flip_averages_each_image_with_its_mirror():
+    keras.utils.set_random_seed(0)
+    x, y = data(40, 4)
+    model = build_model("cnn", filters=[4], convs_per_block=1, dense_units=8)
+    from mnist_pipeline.trainer import Evaluation
+
+    loss, accuracy, probabilities = Evaluation(model, "test", test_time_flip=True)(
+        evaluation_batches(x, y, 16), probabilities=True)
+    expected = (tf.nn.softmax(model(x)) + tf.nn.softmax(model(x[:, :, ::-1]))).numpy() / 2
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-7)
+    assert loss == pytest.approx(float(np.mean(-np.log(expected[np.arange(40), y]))), rel=1e-5)
+    assert accuracy == pytest.approx(float(np.mean(expected.argmax(axis=1) == y)))
+    plain = Evaluation(model, "test")(evaluation_batches(x, y, 16), probabilities=True)[2]
+    assert not np.allclose(plain, probabilities)  # the digits are not mirror-symmetric

@@ -9,7 +9,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 
 def _number(value: Any) -> Any:
@@ -78,7 +88,15 @@ class CNNParams(_DenseKnobs):
     """Conv blocks (conv x N, pool, dropout) -> Dense head -> 10 logits."""
 
     filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
-    convs_per_block: Width = Field(2, le=4, description="conv layers before each 2x2 max-pool")
+    convs_per_block: Annotated[StrictInt, Field(ge=1, le=4)] | tuple[Annotated[StrictInt, Field(ge=1, le=4)], ...] = (
+        Field(2, description="conv layers before each 2x2 max-pool: one number for all blocks, or one per block"))
+
+    @model_validator(mode="after")
+    def _one_count_per_block(self):
+        if isinstance(self.convs_per_block, tuple) and len(self.convs_per_block) != len(self.filters):
+            raise ValueError(f"convs_per_block lists {len(self.convs_per_block)} counts for {len(self.filters)} "
+                             f"blocks (filters); give one per block, or a single number")
+        return self
     kernel_size: Width = Field(3, le=7, description="square conv kernel size")
     dense_units: Width = Field(128, description="units of the Dense layer before the logits")
     dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
@@ -101,6 +119,8 @@ class AugmentationConfig(_Section):
     zoom: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
         0.0, description="max random zoom in or out, fraction (0 = off)")
     horizontal_flip: StrictBool = Field(False, description="random left-right mirroring (clothes, not digits)")
+    test_time_flip: StrictBool = Field(
+        False, description="validate and test on the mean prediction of each image and its mirror image")
 
 
 class DataConfig(_Section):
@@ -152,6 +172,9 @@ class TrainingConfig(_Section):
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")
     learning_rate: Number = Field(1e-3, gt=0.0, le=10.0, description="initial learning rate")
     momentum: Fraction = Field(0.9, description="SGD momentum (ignored by adam)")
+    label_smoothing: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
+        0.0, description="train toward (1 - s) on the true class plus s spread over all 10 (reported losses "
+                         "stay plain cross-entropy)")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow sees one")
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = Field(
         42, description="seeds Python, NumPy, TensorFlow, the split and the data order")

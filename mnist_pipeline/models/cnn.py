@@ -20,17 +20,20 @@ class CNN(keras.Model):
                  dense_dropout_rate, batch_norm, l1, l2, kernel_initializer, **kwargs):
         super().__init__(**kwargs)
         self.hyperparameters = dict(
-            filters=list(filters), convs_per_block=convs_per_block, kernel_size=kernel_size,
+            filters=list(filters),
+            convs_per_block=convs_per_block if isinstance(convs_per_block, int) else list(convs_per_block),
+            kernel_size=kernel_size,
             dense_units=dense_units, activation=activation, dropout_rate=dropout_rate,
             dense_dropout_rate=dense_dropout_rate, batch_norm=batch_norm, l1=l1, l2=l2,
             kernel_initializer=kernel_initializer)
         shared = dict(activation=activation, batch_norm=batch_norm, l1=l1, l2=l2,
                       kernel_initializer=kernel_initializer)
+        counts = [convs_per_block] * len(filters) if isinstance(convs_per_block, int) else list(convs_per_block)
         # conv blocks: (batch, 28, 28, 1) -> (batch, 28 / 2**blocks, same, filters[-1]); then flatten,
         # the Dense head and (batch, 10) logits
         self.stack = [
-            *(layer for f in filters for layer in conv_block(f, convs=convs_per_block, kernel_size=kernel_size,
-                                                             dropout_rate=dropout_rate, **shared)),
+            *(layer for f, convs in zip(filters, counts, strict=True)
+              for layer in conv_block(f, convs=convs, kernel_size=kernel_size, dropout_rate=dropout_rate, **shared)),
             keras.layers.Flatten(),
             *dense_block(dense_units, dropout_rate=dense_dropout_rate, **shared),
             logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer),
