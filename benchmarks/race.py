@@ -6,7 +6,7 @@ it every epoch, and run in their own process. After every epoch the clock stops 
 are scored; a racer finishes at the first epoch whose test accuracy reaches the target. The clock counts
 training and per-epoch validation, not data loading, model building or the test passes.
 
-Usage (bench.py runs it): python benchmarks/race.py --racer classic|classic-same|ours --config cnn_fast
+Usage (bench.py runs it): python benchmarks/race.py --racer classic|classic-same|ours --config cnn_fashion_fast
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _ours(args) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--racer", choices=RACERS, required=True)
-    parser.add_argument("--config", default="cnn_fast", help="config under configs/ (ours; also the split)")
+    parser.add_argument("--config", default="cnn_fashion_fast", help="config under configs/ (ours; also the split)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--target", type=float, default=0.90)
