@@ -10,10 +10,13 @@ DATA_DIR ?=
 OUTPUT_DIR ?= outputs
 EPOCHS ?=
 SUBSET ?=
+COMPARE ?= mlp deep_mlp cnn
+# Debian's full Fashion-MNIST: apt-get install dataset-fashion-mnist
+FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
-.PHONY: help install test lint smoke train-mlp train-deep-mlp train-cnn compare report diagnose bench clean distclean
+.PHONY: help install test lint smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean
 
 help:
 	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),dev]"
@@ -22,6 +25,7 @@ help:
 	@echo "make smoke            tiny CNN run on a subset (set DATA_DIR= or MNIST_DATA_DIR)"
 	@echo "make train-mlp | train-deep-mlp | train-cnn   [DATA_DIR=... EPOCHS=... SUBSET=... ARGS=...]"
 	@echo "make compare          train mlp, deep_mlp and cnn (same variables), then compare the three runs"
+	@echo "make compare-fashion  the same with the *_fashion configs on Fashion-MNIST (FASHION_DIR=$(FASHION_DIR))"
 	@echo "make report RUN=outputs/runs/<run>   redraw a run's figures and report"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
 	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling (DATA_DIR=..., ~5 min)"
@@ -38,7 +42,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check mnist_pipeline tests
+	$(BIN)/ruff check mnist_pipeline tests benchmarks
 
 smoke: install
 	$(BIN)/mnist train --config configs/smoke.yaml $(TRAIN_FLAGS)
@@ -54,11 +58,14 @@ train-cnn: install
 
 compare: install
 	@log=$$(mktemp); runs=""; \
-	for config in mlp deep_mlp cnn; do \
+	for config in $(COMPARE); do \
 	  $(BIN)/mnist train --config configs/$$config.yaml $(TRAIN_FLAGS) | tee $$log; \
 	  runs="$$runs $$(tail -n 1 $$log | sed 's/^run folder: //')"; \
 	done; rm -f $$log; \
 	$(BIN)/mnist compare $$runs --output-dir $(OUTPUT_DIR)
+
+compare-fashion: install
+	$(MAKE) compare COMPARE="mlp_fashion deep_mlp_fashion cnn_fashion" DATA_DIR=$(or $(DATA_DIR),$(FASHION_DIR))
 
 report: install
 	@test -n "$(RUN)" || { echo "usage: make report RUN=outputs/runs/<run folder>"; exit 2; }

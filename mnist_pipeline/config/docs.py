@@ -56,4 +56,6 @@ def _type_name(annotation: Any) -> str:
         return "|".join(str(choice) for choice in get_args(annotation))
     if get_origin(annotation) is tuple:
         return f"list of {_type_name(get_args(annotation)[0])}"
+    if args and type(None) not in get_args(annotation) and get_origin(annotation) not in (Literal, list, dict):
+        return " or ".join(_type_name(a) for a in args)  # a union such as int | tuple[int, ...]
     return getattr(annotation, "__name__", str(annotation))

@@ -98,7 +98,8 @@ class CNNParams(_DenseKnobs):
                              f"blocks (filters); give one per block, or a single number")
         return self
     kernel_size: Width = Field(3, le=7, description="square conv kernel size")
-    dense_units: Width = Field(128, description="units of the Dense layer before the logits")
+    dense_units: Annotated[StrictInt, Field(ge=0)] = Field(
+        128, description="units of the hidden Dense layer before the logits (0 = none: flatten to the logits)")
     dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
     dense_dropout_rate: Fraction = Field(0.5, description="dropout before the logits")
 

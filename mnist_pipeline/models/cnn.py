@@ -30,12 +30,13 @@ class CNN(keras.Model):
                       kernel_initializer=kernel_initializer)
         counts = [convs_per_block] * len(filters) if isinstance(convs_per_block, int) else list(convs_per_block)
         # conv blocks: (batch, 28, 28, 1) -> (batch, 28 / 2**blocks, same, filters[-1]); then flatten,
-        # the Dense head and (batch, 10) logits
+        # the Dense head (if any) and (batch, 10) logits
         self.stack = [
             *(layer for f, convs in zip(filters, counts, strict=True)
               for layer in conv_block(f, convs=convs, kernel_size=kernel_size, dropout_rate=dropout_rate, **shared)),
             keras.layers.Flatten(),
-            *dense_block(dense_units, dropout_rate=dense_dropout_rate, **shared),
+            *(dense_block(dense_units, dropout_rate=dense_dropout_rate, **shared) if dense_units else
+              [keras.layers.Dropout(dense_dropout_rate)] if dense_dropout_rate else []),
             logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer),
         ]
 
