@@ -109,3 +109,11 @@ def test_cnn_takes_a_conv_count_per_block():
     convs = [layer for layer in model.stack if isinstance(layer, keras.layers.Conv2D)]
     model(np.zeros((1, 28, 28, 1), np.float32))
     assert [c.filters for c in convs] == [4, 8, 8]
+
+
+def test_cnn_without_a_hidden_dense_layer_flattens_straight_to_the_logits():
+    model = build_model("cnn", filters=[4, 8], convs_per_block=1, dense_units=0, dense_dropout_rate=0.5)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    dense = [layer for layer in model.stack if isinstance(layer, keras.layers.Dense)]
+    assert [tuple(d.kernel.shape) for d in dense] == [(7 * 7 * 8, 10)]
+    assert isinstance(model.stack[-2], keras.layers.Dropout)
