@@ -64,7 +64,7 @@ def _worker(args) -> dict:
     if args.worker == "custom":
         trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
                           steps_per_execution=cfg.training.steps_per_execution)
-        augmentation = Augmentation(**ranges.model_dump(exclude={"test_time_flip"})) if args.augment else None
+        augmentation = Augmentation.from_config(ranges) if args.augment else None
         batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation)
         group = cfg.training.steps_per_execution
         for repeat in range(args.repeats + 1):

@@ -41,13 +41,11 @@ def _classic(args) -> list[dict]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from mnist_pipeline.data.prepare import prepare_splits
-    from mnist_pipeline.data.sources import load_raw
+    from mnist_pipeline import pipeline
 
     cfg = _config(args)
     keras.utils.set_random_seed(cfg.training.seed)
-    splits = prepare_splits(load_raw(cfg.data.dataset, args.data_dir), validation_split=cfg.data.validation_split,
-                            subset=None, normalization="scale", seed=cfg.training.seed)
+    _, splits = pipeline.load_data(cfg)  # the split ours trains on (data only: no runtime settings)
     model = keras.Sequential([
         keras.Input((28, 28, 1)),
         keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
@@ -77,18 +75,14 @@ def _classic(args) -> list[dict]:
 
 def _ours(args) -> list[dict]:
     from mnist_pipeline import pipeline
-    from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+    from mnist_pipeline.data.datasets import evaluation_batches
 
     cfg = _config(args)
-    pipeline._start(cfg)
-    _, splits = pipeline._load_data(cfg)
-    model, trainer = pipeline._build(cfg)
-    training = cfg.training
-    batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed,
-                              pipeline._augmentation(cfg, splits))
-    val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
+    pipeline.start_runtime(cfg)
+    _, splits = pipeline.load_data(cfg)
+    setup = pipeline.build_training(cfg, splits)
+    trainer, training = setup.trainer, cfg.training
     test_data = evaluation_batches(splits.x_test, splits.y_test, 512)
-    schedule, early_stopping = pipeline._policies(cfg)
     epochs: list[dict] = []
     clock = {"elapsed": 0.0, "start": time.perf_counter()}
 
@@ -101,8 +95,9 @@ def _ours(args) -> list[dict]:
         clock["start"] = time.perf_counter()
 
     with contextlib.suppress(Finished):
-        trainer.fit(batches.epoch, batches.steps_per_epoch, val_data, min(training.epochs, args.max_epochs),
-                    schedule=schedule, early_stopping=early_stopping, on_epoch=on_epoch)
+        trainer.fit(setup.batches.epoch, setup.batches.steps_per_epoch, setup.val_data,
+                    min(training.epochs, args.max_epochs), schedule=setup.schedule,
+                    early_stopping=setup.early_stopping, on_epoch=on_epoch)
     return epochs
 
 

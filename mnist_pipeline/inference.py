@@ -97,7 +97,6 @@ class Prediction:
 
 def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list[Prediction]:
     """Predict each image in `files`, in order; a file that cannot be read gets an error entry."""
-    import keras
 
     run = load_run(run_dir)
     names = CLASS_NAMES[run.config.data.dataset]
@@ -109,11 +108,10 @@ def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list
             entries.append((file, None, str(exc)))
     images = [image for _, image, _ in entries if image is not None]
     if images:
-        x = run.normalization.apply(np.stack(images))
-        probabilities = keras.ops.softmax(run.model(x, training=False))
-        if run.config.data.augmentation.test_time_flip:  # as the run was validated and tested
-            probabilities = (probabilities + keras.ops.softmax(run.model(x[:, :, ::-1], training=False))) / 2
-        probabilities = iter(np.asarray(probabilities))
+        from mnist_pipeline.trainer import class_probabilities
+
+        x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
+        probabilities = iter(np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip)))
     predictions = []
     for source, image, error in entries:
         if image is None:

@@ -54,8 +54,8 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Path | None = None
     """
     events = events or Events()
     wall_start = time.perf_counter()
-    device, deterministic = _start(cfg)
-    raw, splits = _load_data(cfg)
+    device, deterministic = start_runtime(cfg)
+    raw, splits = load_data(cfg)
     events.log(f"data: {cfg.data.dataset} from {raw.source}; train {splits.sizes['train']}, "
                f"val {splits.sizes['val']}, test {splits.sizes['test']}; {cfg.data.normalization}")
 
@@ -121,7 +121,7 @@ def _try_report(run_dir: Path) -> None:
         write_report(run_dir)
 
 
-def _start(cfg: RunConfig) -> tuple[str, bool]:
+def start_runtime(cfg: RunConfig) -> tuple[str, bool]:
     """Environment, device and seeds, before TensorFlow creates anything. Returns (device, deterministic)."""
     runtime.prepare_environment()
     device = runtime.select_device(cfg.training.device)
@@ -131,7 +131,7 @@ def _start(cfg: RunConfig) -> tuple[str, bool]:
     return device, deterministic
 
 
-def _load_data(cfg: RunConfig):
+def load_data(cfg: RunConfig):
     raw = load_raw(cfg.data.dataset, runtime.data_dir(cfg.data.data_dir))
     splits = prepare_splits(raw, validation_split=cfg.data.validation_split, subset=cfg.data.subset,
                             normalization=cfg.data.normalization, seed=cfg.training.seed)
@@ -159,21 +159,47 @@ def _build(cfg: RunConfig):
     return model, trainer
 
 
-def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str,
-                    resume: bool) -> dict[str, Any]:
-    from mnist_pipeline.checkpoints import Checkpointer
+@dataclass
+class TrainingSetup:
+    """What one training run works with, wired from its config (TensorFlow objects, hence `Any`)."""
+
+    model: Any
+    trainer: Any
+    augmentation: Any  # data.augment.Augmentation or None
+    batches: Any  # data.datasets.TrainingBatches
+    val_data: Any  # tf.data.Dataset
+    schedule: Any
+    early_stopping: Any  # None when off
+
+
+def build_training(cfg: RunConfig, splits: Splits) -> TrainingSetup:
+    """The model, trainer, training batches, validation data and epoch policies, as `mnist train` uses them
+    (benchmarks/race.py too). Call after `start_runtime`."""
+    from mnist_pipeline.data.augment import Augmentation
     from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
-    from mnist_pipeline.models.blocks import describe_layers
 
     training = cfg.training
     model, trainer = _build(cfg)
-    augmentation = _augmentation(cfg, splits)
+    augmentation = Augmentation.from_config(cfg.data.augmentation, fill_value=splits.normalization.background)
     batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation)
     val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
+    schedule, early_stopping = _policies(cfg)
+    return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping)
+
+
+def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str,
+                    resume: bool) -> dict[str, Any]:
+    from mnist_pipeline.checkpoints import Checkpointer
+    from mnist_pipeline.data.datasets import evaluation_batches
+    from mnist_pipeline.models.blocks import describe_layers
+
+    training = cfg.training
+    setup = build_training(cfg, splits)
+    model, trainer, batches, schedule, early_stopping = (setup.model, setup.trainer, setup.batches, setup.schedule,
+                                                         setup.early_stopping)
     events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; device {device}; "
                f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
 
-    schedule, early_stopping = _policies(cfg)
     checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping)
     state = None
     if resume:
@@ -188,7 +214,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
             events.log(f"early stopping: {early_stopping.monitor} did not improve for "
                        f"{early_stopping.patience} epochs")
 
-    fit = trainer.fit(batches.epoch, batches.steps_per_epoch, val_data, training.epochs, schedule=schedule,
+    fit = trainer.fit(batches.epoch, batches.steps_per_epoch, setup.val_data, training.epochs, schedule=schedule,
                       early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
                       stop_requested=events.stop_requested)
     history = [r.to_dict() for r in fit.history]
@@ -199,7 +225,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
     except OSError as exc:
         raise OutputError(f"{run_dir / rf.MODEL}: cannot save the model ({exc}); check free space") from None
     rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
-    _write_report_data(run_dir, model, splits, probabilities, augmentation, training.seed)
+    _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
     best = history[fit.best_epoch - 1]
     confusion = confusion_matrix(splits.y_test, probabilities.argmax(axis=1), len(CLASS_NAMES[cfg.data.dataset]))
     return {
@@ -210,15 +236,6 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
         "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
         "confusion_matrix": confusion.tolist(),
     }
-
-
-def _augmentation(cfg: RunConfig, splits: Splits):
-    """The configured training augmentation, or None when every part of it is off."""
-    from mnist_pipeline.data.augment import Augmentation
-
-    blank = float(splits.normalization.apply(np.zeros((1, 1, 1), np.uint8)).item())  # a 0 pixel, normalized
-    augmentation = Augmentation(**cfg.data.augmentation.model_dump(exclude={"test_time_flip"}), fill_value=blank)
-    return augmentation if augmentation.enabled else None
 
 
 def _policies(cfg: RunConfig):
@@ -242,15 +259,13 @@ MISTAKE_COUNT = 25  # the 5x5 grid of most confident mistakes
 def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.ndarray, augmentation,
                        seed: int) -> None:
     """Save the numbers and images the report draws, so `mnist report` needs neither TensorFlow nor data."""
-    import tensorflow as tf
-
     def image_scale(x):  # (N, 28, 28, 1) normalized -> (N, 28, 28) in [0, 1]
         return np.clip(splits.normalization.invert(np.asarray(x)), 0.0, 1.0)[..., 0]
 
     chosen = np.random.default_rng(seed).choice(len(splits.y_train), SAMPLE_COUNT, replace=False)
     samples = splits.x_train[chosen]
     if augmentation is not None:
-        samples = augmentation(samples, seed=tf.constant([seed, 0], tf.int64))  # what the model was fed
+        samples = augmentation(samples, seed=np.array([seed, 0], np.int64))  # what the model was fed
     mistakes = most_confident_mistakes(splits.y_test, probabilities, MISTAKE_COUNT)
     first_kernel = next(layer.kernel for layer in model.stack if hasattr(layer, "kernel"))
     buffer = io.BytesIO()
@@ -270,8 +285,8 @@ def diagnose_gradients(cfg: RunConfig, steps: int) -> dict[str, Any]:
     """
     from mnist_pipeline.data.datasets import TrainingBatches
 
-    _start(cfg)
-    _, splits = _load_data(cfg)
+    start_runtime(cfg)
+    _, splits = load_data(cfg)
     model, trainer = _build(cfg)
     kernels = [i for i, v in enumerate(model.trainable_variables) if v.path.endswith("kernel")]
     batches = TrainingBatches(splits.x_train, splits.y_train, cfg.training.batch_size, cfg.training.seed)

@@ -100,6 +100,14 @@ def smoothed_cross_entropy(labels, logits, smoothing: float):
     return (1.0 - smoothing) * label_term + smoothing * uniform_term
 
 
+def class_probabilities(model: keras.Model, images, test_time_flip: bool = False):
+    """(batch, 10) softmax outputs; with `test_time_flip`, the mean over each image and its mirror image."""
+    probabilities = tf.nn.softmax(model(images, training=False))
+    if test_time_flip:
+        probabilities = (probabilities + tf.nn.softmax(model(tf.reverse(images, axis=[2]), training=False))) / 2
+    return probabilities
+
+
 class Evaluation:
     """Loss, accuracy and (optionally) class probabilities of a model over a dataset, in one compiled step.
 
@@ -116,16 +124,14 @@ class Evaluation:
         self.step = tf.function(self._step, input_signature=[IMAGE_SPEC, LABEL_SPEC])
 
     def _step(self, images, labels):
+        if self.test_time_flip:  # no single set of logits: the loss comes from the averaged probabilities
+            probabilities = class_probabilities(self.model, images, test_time_flip=True)
+            chosen = tf.gather(probabilities, labels, batch_dims=1)
+            self.metrics.update(-tf.math.log(tf.maximum(chosen, 1e-7)), labels, probabilities)  # Keras's clip
+            return probabilities
         logits = self.model(images, training=False)
-        probabilities = tf.nn.softmax(logits)
-        if not self.test_time_flip:
-            self.metrics.update(self.loss_fn(labels, logits), labels, logits)
-            return probabilities  # (batch, 10)
-        # Test-time flip: the mean prediction over the image and its mirror image.
-        probabilities = (probabilities + tf.nn.softmax(self.model(tf.reverse(images, axis=[2]), training=False))) / 2
-        chosen = tf.gather(probabilities, labels, batch_dims=1)
-        self.metrics.update(-tf.math.log(tf.maximum(chosen, 1e-7)), labels, probabilities)  # Keras's clip
-        return probabilities
+        self.metrics.update(self.loss_fn(labels, logits), labels, logits)
+        return tf.nn.softmax(logits)  # (batch, 10)
 
     def __call__(self, data: Iterable, probabilities: bool = False):
         """(loss, accuracy), or (loss, accuracy, (N, 10) probabilities) with `probabilities`."""

@@ -80,3 +80,23 @@ def test_pixels_from_outside_the_image_get_the_fill_value(fill):
     out = np.asarray(Augmentation(translation=0.2, fill_value=fill)(tf.constant(x), SEED))
     values = np.unique(np.round(out, 4))
     assert fill in values and 5.0 in values
+
+
+def test_from_config_takes_the_sections_ranges_and_is_none_when_all_are_off():
+    from mnist_pipeline.config import load_config
+
+    section = load_config(None, ["data.augmentation.translation=0.1", "data.augmentation.horizontal_flip=true",
+                                 "data.augmentation.test_time_flip=true"]).data.augmentation
+    assert Augmentation.from_config(section, fill_value=-0.5) == Augmentation(
+        translation=0.1, horizontal_flip=True, fill_value=-0.5)
+    assert Augmentation.from_config(load_config(None).data.augmentation) is None
+
+
+def test_background_is_the_normalized_value_of_a_blank_pixel():
+    from mnist_pipeline.data.prepare import fit_normalization
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    for method in ("scale", "standardize"):
+        normalization = fit_normalization(images, method)
+        blank = normalization.apply(np.zeros((1, 28, 28), np.uint8))
+        np.testing.assert_allclose(blank, normalization.background, rtol=1e-6)

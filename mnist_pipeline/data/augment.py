@@ -28,6 +28,13 @@ class Augmentation:
     horizontal_flip: bool = False
     fill_value: float = 0.0
 
+    @classmethod
+    def from_config(cls, section, fill_value: float = 0.0) -> Augmentation | None:
+        """The warps a `config.AugmentationConfig` asks for, or None when they are all off."""
+        augmentation = cls(section.rotation, section.translation, section.zoom, section.horizontal_flip,
+                           fill_value)
+        return augmentation if augmentation.enabled else None
+
     @property
     def enabled(self) -> bool:
         return bool(self.rotation or self.translation or self.zoom or self.horizontal_flip)

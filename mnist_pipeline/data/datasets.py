@@ -23,7 +23,7 @@ class TrainingBatches:
         self.y = tf.constant(y)  # (N,) int32
         self.batch_size = batch_size
         self.seed = seed
-        self.augmentation = augmentation if augmentation and augmentation.enabled else None
+        self.augmentation = augmentation  # None: no augmentation
         # Full batches only: one static shape means one trace of the train step, and an exact global batch.
         self.steps_per_epoch = len(y) // batch_size
         self.order = tf.Variable(tf.zeros([self.steps_per_epoch, batch_size], tf.int64), trainable=False)
@@ -31,7 +31,7 @@ class TrainingBatches:
         # Augmenting batches in parallel is still deterministic: each batch's warps are keyed by its own number,
         # not drawn from a shared generator. A plain gather stays sequential: on 2 cores, extra map threads
         # only compete with the train step. Prefetch overlaps either with training.
-        parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) if self.augmentation else {}
+        parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) if augmentation else {}
         batches = tf.data.Dataset.range(self.steps_per_epoch).map(self._batch, **parallel)
         self.dataset = batches.prefetch(tf.data.AUTOTUNE)
 

@@ -28,6 +28,11 @@ class Normalization:
             x = (x - np.float32(self.mean)) / np.float32(self.std)
         return x
 
+    @property
+    def background(self) -> float:
+        """The model-input value of a blank (0) pixel."""
+        return -self.mean / self.std if self.method == "standardize" else 0.0
+
     def invert(self, x: np.ndarray) -> np.ndarray:
         """Model input back to [0, 1] image scale (for showing images)."""
         return x * self.std + self.mean if self.method == "standardize" else x

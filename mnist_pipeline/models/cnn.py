@@ -9,6 +9,13 @@ from mnist_pipeline.models.blocks import conv_block, dense_block, logits_layer, 
 NUM_CLASSES = 10
 
 
+def _head(dense_units: int, dropout_rate: float, shared: dict) -> list[keras.layers.Layer]:
+    """The layers between the flattened features and the logits: a hidden Dense block, or only dropout."""
+    if dense_units:
+        return dense_block(dense_units, dropout_rate=dropout_rate, **shared)
+    return [keras.layers.Dropout(dropout_rate)] if dropout_rate else []
+
+
 @keras.saving.register_keras_serializable(package="mnist_pipeline")
 class CNN(keras.Model):
     """Arguments are `config.CNNParams`. Input (batch, 28, 28, 1), output (batch, 10) logits.
@@ -35,8 +42,7 @@ class CNN(keras.Model):
             *(layer for f, convs in zip(filters, counts, strict=True)
               for layer in conv_block(f, convs=convs, kernel_size=kernel_size, dropout_rate=dropout_rate, **shared)),
             keras.layers.Flatten(),
-            *(dense_block(dense_units, dropout_rate=dense_dropout_rate, **shared) if dense_units else
-              [keras.layers.Dropout(dense_dropout_rate)] if dense_dropout_rate else []),
+            *_head(dense_units, dense_dropout_rate, shared),
             logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer),
         ]
 
