@@ -245,7 +245,8 @@ def _policies(cfg: RunConfig):
     t = cfg.training
     schedule = LearningRateSchedule(t.schedule.name, t.learning_rate, t.epochs, step_size=t.schedule.step_size,
                                     factor=t.schedule.factor, patience=t.schedule.patience,
-                                    min_learning_rate=t.schedule.min_learning_rate)
+                                    min_learning_rate=t.schedule.min_learning_rate,
+                                    warmup_epochs=t.schedule.warmup_epochs)
     stopping = t.early_stopping
     early_stopping = (EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
                       if stopping.enabled else None)

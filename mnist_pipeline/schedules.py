@@ -11,9 +11,13 @@ from dataclasses import dataclass
 
 @dataclass
 class LearningRateSchedule:
-    """The learning rate for each epoch: constant, step decay, cosine decay, or reduce-on-plateau.
+    """The learning rate through training: constant, step decay, cosine decay or reduce-on-plateau, after an
+    optional linear warm-up.
 
-    `rate(epoch)` is called before epoch `epoch` (0-based) trains; `observe(val_loss)` after it validates.
+    `rate(position)` is the rate at `position` epochs into training (fractional within an epoch: the trainer
+    asks for every step's rate before each epoch); `observe(val_loss)` after each epoch validates. Warm-up and
+    cosine move the rate every step (a per-epoch staircase wastes much of a short run); step decay and
+    reduce-on-plateau hold one rate through each epoch, as they are defined.
     """
 
     name: str
@@ -23,16 +27,22 @@ class LearningRateSchedule:
     factor: float = 0.1
     patience: int = 3
     min_learning_rate: float = 0.0
+    warmup_epochs: int = 0
     # reduce-on-plateau state
     current: float | None = None
     best: float | None = None
     wait: int = 0
 
-    def rate(self, epoch: int) -> float:
+    def rate(self, position: float) -> float:
+        if position < self.warmup_epochs:  # from 0 up to the rate the schedule proper starts at
+            return self._scheduled(self.warmup_epochs) * position / self.warmup_epochs
+        return self._scheduled(position)
+
+    def _scheduled(self, position: float) -> float:
         if self.name == "step":
-            return max(self.base * self.factor ** (epoch // self.step_size), self.min_learning_rate)
-        if self.name == "cosine":  # from base at epoch 0 down to min_learning_rate at the last epoch
-            progress = epoch / max(self.epochs - 1, 1)
+            return max(self.base * self.factor ** (int(position) // self.step_size), self.min_learning_rate)
+        if self.name == "cosine":  # from base after warm-up down to min_learning_rate at the end of training
+            progress = min((position - self.warmup_epochs) / max(self.epochs - self.warmup_epochs, 1), 1.0)
             span = self.base - self.min_learning_rate
             return self.min_learning_rate + span * 0.5 * (1 + math.cos(math.pi * progress))
         if self.name == "reduce_on_plateau":

@@ -32,7 +32,7 @@ class EpochRecord:
     accuracy: float
     val_loss: float
     val_accuracy: float
-    learning_rate: float
+    learning_rate: float  # at the epoch's first step
     seconds: float
 
     def to_dict(self) -> dict:
@@ -161,6 +161,12 @@ class Trainer:
         self.validate = Evaluation(model, "val", test_time_flip)
         self.test = Evaluation(model, "test", test_time_flip)  # kept apart from validation's metrics and trace
         self.optimizer.build(model.trainable_variables)
+        # Every step's learning rate for the current epoch, written by `fit` before the epoch: the schedule can
+        # move the rate each step with no Python round trip, inside grouped steps too. Until then, one rate.
+        self.step_rates = tf.Variable([float(self.learning_rate)], shape=tf.TensorShape([None]), trainable=False,
+                                      name="step_rates")
+        self.step_in_epoch = tf.Variable(0, trainable=False, name="step_in_epoch",
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
         # Several steps per graph call: one Python round trip per group instead of per step.
         self.steps_per_execution = steps_per_execution
@@ -196,6 +202,9 @@ class Trainer:
             # gradients and skips a step whose gradients overflowed.
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.model.trainable_variables)
+        last = tf.shape(self.step_rates)[0] - 1
+        self.optimizer.learning_rate.assign(self.step_rates[tf.minimum(self.step_in_epoch, last)])
+        self.step_in_epoch.assign_add(1)
         self.optimizer.apply(gradients, self.model.trainable_variables)
         self.train_metrics.update(per_example, labels, logits)
         return loss, gradients
@@ -223,7 +232,8 @@ class Trainer:
             if state.stopped_early:
                 break
             start = time.perf_counter()
-            self.optimizer.learning_rate.assign(schedule.rate(epoch))
+            self.step_rates.assign([schedule.rate(epoch + step / steps_per_epoch) for step in range(steps_per_epoch)])
+            self.step_in_epoch.assign(0)
             self.train_metrics.reset()
             batches, step = iter(train_epoch(epoch)), 0
             while step < steps_per_epoch:
@@ -238,7 +248,7 @@ class Trainer:
                 if stop_requested():
                     raise Interrupted(f"stopped during epoch {epoch + 1} (step {step}); the last checkpoint "
                                       f"holds epoch {epoch}")
-            record = self._end_epoch(epoch, val_data, time.perf_counter() - start, state)
+            record = self._end_epoch(epoch, val_data, time.perf_counter() - start, schedule.rate(epoch), state)
             schedule.observe(record.val_loss)
             if early_stopping and early_stopping.should_stop(getattr(record, early_stopping.monitor)):
                 state.stopped_early = True
@@ -255,10 +265,11 @@ class Trainer:
             return [float(self.train_step(images, labels))]
         return self.train_steps(batches, tf.constant(count)).numpy().tolist()  # one trace for any count
 
-    def _end_epoch(self, epoch: int, val_data: Iterable, train_seconds: float, state: FitState) -> EpochRecord:
+    def _end_epoch(self, epoch: int, val_data: Iterable, train_seconds: float, learning_rate: float,
+                   state: FitState) -> EpochRecord:
         val_loss, val_accuracy = self.validate(val_data)
         loss, accuracy = self.train_metrics.result()
-        record = EpochRecord(epoch + 1, loss, accuracy, val_loss, val_accuracy, self.learning_rate, train_seconds)
+        record = EpochRecord(epoch + 1, loss, accuracy, val_loss, val_accuracy, learning_rate, train_seconds)
         state.history.append(record)
         state.next_epoch = epoch + 1
         if state.best_val_loss is None or val_loss < state.best_val_loss:

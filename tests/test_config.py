@@ -134,3 +134,9 @@ def test_convs_per_block_takes_one_count_or_one_per_block():
     assert cfg.model.params["convs_per_block"] == [1, 2]
     with pytest.raises(ConfigError, match=r"model.params: convs_per_block lists 3 counts for 2 blocks"):
         load_config(None, ["model.name=cnn", "model.params.filters=[8, 16]", "model.params.convs_per_block=[1,2,3]"])
+
+
+def test_warm_up_must_end_before_training_does():
+    assert load_config(None, ["training.epochs=3", "training.schedule.warmup_epochs=2"]).training.schedule.warmup_epochs == 2
+    with pytest.raises(ConfigError, match=r"training: schedule.warmup_epochs \(3\) must be less than epochs \(3\)"):
+        load_config(None, ["training.epochs=3", "training.schedule.warmup_epochs=3"])

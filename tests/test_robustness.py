@@ -270,9 +270,14 @@ def test_run_folder_creation_is_exclusive_across_processes(tmp_path):
 def test_schedules():
     step = LearningRateSchedule("step", 0.1, 30, step_size=10, factor=0.5)
     assert [step.rate(e) for e in (0, 9, 10, 25)] == [0.1, 0.1, 0.05, 0.025]
-    cosine = LearningRateSchedule("cosine", 0.1, 11, min_learning_rate=0.001)
+    assert step.rate(9.99) == 0.1  # held through the epoch, whatever comes next
+    cosine = LearningRateSchedule("cosine", 0.1, 10, min_learning_rate=0.001)
     assert cosine.rate(0) == pytest.approx(0.1) and cosine.rate(10) == pytest.approx(0.001)
     assert cosine.rate(5) == pytest.approx(0.0505)
+    warm = LearningRateSchedule("cosine", 0.1, 10, warmup_epochs=2)
+    assert [warm.rate(p) for p in (0, 1, 2, 6, 10)] == pytest.approx([0.0, 0.05, 0.1, 0.05, 0.0])
+    warm_step = LearningRateSchedule("step", 0.1, 10, step_size=5, factor=0.5, warmup_epochs=1)
+    assert [warm_step.rate(p) for p in (0, 0.5, 1, 4.9, 5, 5.9)] == pytest.approx([0, 0.05, 0.1, 0.1, 0.05, 0.05])
     plateau = LearningRateSchedule("reduce_on_plateau", 0.1, 10, factor=0.5, patience=2)
     for loss in (1.0, 0.9, 0.95, 0.96):
         plateau.observe(loss)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from conftest import make_digits
 from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
 from mnist_pipeline.models.registry import build_model
+from mnist_pipeline.schedules import LearningRateSchedule
 from mnist_pipeline.trainer import Trainer, make_optimizer
 
 
@@ -83,13 +84,36 @@ def test_grouped_steps_train_exactly_like_single_steps():
                           steps_per_execution=group)
         batches = TrainingBatches(x, y, 32, seed=0)
         steps: list[int] = []
-        result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 2,
-                             on_step=lambda s, n, seen=steps: seen.append(s))
-        histories[group] = [(r.loss, r.val_loss) for r in result.history]
+        schedule = LearningRateSchedule("cosine", 3e-3, 3, warmup_epochs=1)  # the rate moves every step
+        result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 3,
+                             schedule=schedule, on_step=lambda s, n, seen=steps: seen.append(s))
+        histories[group] = [(r.loss, r.val_loss, r.learning_rate) for r in result.history]
         if group == 4:
-            assert steps == [4, 8, 9, 4, 8, 9]
+            assert steps == [4, 8, 9] * 3
             assert trainer.train_steps.experimental_get_tracing_count() == 1  # any group size, one trace
     assert histories[1] == histories[4]
+
+
+def test_warm_up_and_cosine_move_the_rate_every_step():
+    (x, y), (xv, yv) = data(320, 1), data(60, 2)
+    trainer = Trainer(build_model("mlp", units=16), make_optimizer("adam", 1.0, 0.9), 32)
+    batches = TrainingBatches(x, y, 32, seed=0)  # 10 steps an epoch
+    schedule = LearningRateSchedule("cosine", 4e-3, 3, min_learning_rate=1e-4, warmup_epochs=1)
+    seen: list[tuple[int, float]] = []
+    epoch_of = {"next": 0}
+
+    def on_step(step, steps):
+        seen.append((epoch_of["next"] + step / steps, trainer.learning_rate))
+        epoch_of["next"] += step == steps
+
+    result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 3,
+                         schedule=schedule, on_step=on_step)
+    assert len(seen) == 30
+    for position, rate in seen:  # the rate the step that ended at `position` took: warm-up from 0, then cosine
+        assert rate == pytest.approx(schedule.rate(position - 0.1), rel=1e-6, abs=1e-12)
+    assert seen[5][1] == pytest.approx(2e-3) and seen[-1][1] == pytest.approx(schedule.rate(2.9))
+    # history records each epoch's first rate
+    assert [r.learning_rate for r in result.history] == pytest.approx([0.0, 4e-3, schedule.rate(2)])
 
 
 def test_smoothed_cross_entropy_matches_keras_one_hot_label_smoothing():

@@ -123,7 +123,8 @@ def _describe(exc: ValidationError, source: str, schema: type[BaseModel], prefix
         return f"{source}: {loc} is required{more}"
     msg = err["msg"].removeprefix("Value error, ")
     msg = msg[:1].lower() + msg[1:]
-    if not err["loc"]:  # a check across fields of one section: naming the whole section's value says nothing
+    if not err["loc"] or isinstance(err.get("input"), dict):  # a check across the fields of one section:
+        # naming the whole section's value says nothing
         return f"{source}: {loc.rstrip('.')}: {msg}{more}"
     return f"{source}: {loc} = {err.get('input')!r}{origin}: {msg}{more}"
 

@@ -90,6 +90,11 @@ class CNNParams(_DenseKnobs):
     filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
     convs_per_block: Annotated[StrictInt, Field(ge=1, le=4)] | tuple[Annotated[StrictInt, Field(ge=1, le=4)], ...] = (
         Field(2, description="conv layers before each 2x2 max-pool: one number for all blocks, or one per block"))
+    kernel_size: Width = Field(3, le=7, description="square conv kernel size")
+    dense_units: Annotated[StrictInt, Field(ge=0)] = Field(
+        128, description="units of the hidden Dense layer before the logits (0 = none: flatten to the logits)")
+    dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
+    dense_dropout_rate: Fraction = Field(0.5, description="dropout before the logits")
 
     @model_validator(mode="after")
     def _one_count_per_block(self):
@@ -97,11 +102,6 @@ class CNNParams(_DenseKnobs):
             raise ValueError(f"convs_per_block lists {len(self.convs_per_block)} counts for {len(self.filters)} "
                              f"blocks (filters); give one per block, or a single number")
         return self
-    kernel_size: Width = Field(3, le=7, description="square conv kernel size")
-    dense_units: Annotated[StrictInt, Field(ge=0)] = Field(
-        128, description="units of the hidden Dense layer before the logits (0 = none: flatten to the logits)")
-    dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
-    dense_dropout_rate: Fraction = Field(0.5, description="dropout before the logits")
 
 
 MODEL_PARAMS: dict[str, type[_Section]] = {"mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}
@@ -152,12 +152,14 @@ class ModelConfig(_Section):
 
 class ScheduleConfig(_Section):
     name: Literal["constant", "step", "cosine", "reduce_on_plateau"] = Field(
-        "constant", description="learning-rate schedule, applied per epoch")
+        "constant", description="learning-rate schedule (cosine and warm-up move the rate every step)")
     step_size: Annotated[StrictInt, Field(ge=1)] = Field(10, description="step: epochs between decays")
     factor: Number = Field(0.1, gt=0.0, lt=1.0, description="step, reduce_on_plateau: multiply the rate by this")
     patience: Annotated[StrictInt, Field(ge=1)] = Field(
         3, description="reduce_on_plateau: epochs without a lower val_loss before reducing")
     min_learning_rate: Number = Field(0.0, ge=0.0, description="floor of every schedule; cosine ends there")
+    warmup_epochs: Annotated[StrictInt, Field(ge=0)] = Field(
+        0, description="epochs over which the rate rises linearly from 0 before the schedule starts")
 
 
 class EarlyStoppingConfig(_Section):
@@ -187,6 +189,13 @@ class TrainingConfig(_Section):
         False, description="GPU only: mixed_float16 compute with loss scaling; logits and loss stay float32")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self):
+        if self.schedule.warmup_epochs >= self.epochs:
+            raise ValueError(f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must be less than epochs "
+                             f"({self.epochs}); shorten the warm-up")
+        return self
 
 
 class OutputConfig(_Section):
