@@ -140,3 +140,11 @@ def test_warm_up_must_end_before_training_does():
     assert load_config(None, ["training.epochs=3", "training.schedule.warmup_epochs=2"]).training.schedule.warmup_epochs == 2
     with pytest.raises(ConfigError, match=r"training: schedule.warmup_epochs \(3\) must be less than epochs \(3\)"):
         load_config(None, ["training.epochs=3", "training.schedule.warmup_epochs=3"])
+
+
+def test_valid_padding_that_shrinks_the_image_away_is_a_config_error():
+    cfg = load_config(None, ["model.name=cnn", "model.params.padding=valid", "model.params.filters=[8, 16]"])
+    assert cfg.model.params["padding"] == "valid"
+    # 28 -(2 convs)-> 24 -> 12 -> 8 -> 4 -> 0: block 3 has nothing left to pool
+    with pytest.raises(ConfigError, match=r"shrinks to 0x0 before pooling in block 3 with padding 'valid'"):
+        load_config(None, ["model.name=cnn", "model.params.padding=valid", "model.params.filters=[8, 16, 32]"])

@@ -117,3 +117,11 @@ def test_cnn_without_a_hidden_dense_layer_flattens_straight_to_the_logits():
     dense = [layer for layer in model.stack if isinstance(layer, keras.layers.Dense)]
     assert [tuple(d.kernel.shape) for d in dense] == [(7 * 7 * 8, 10)]
     assert isinstance(model.stack[-2], keras.layers.Dropout)
+
+
+def test_cnn_valid_padding_trims_each_conv_like_the_keras_example():
+    # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5: the Keras example's 5x5x64 features
+    model = build_model("cnn", filters=[4, 8], convs_per_block=1, padding="valid", dense_units=0)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    dense = [layer for layer in model.stack if isinstance(layer, keras.layers.Dense)]
+    assert [tuple(d.kernel.shape) for d in dense] == [(5 * 5 * 8, 10)]

@@ -91,6 +91,9 @@ class CNNParams(_DenseKnobs):
     convs_per_block: Annotated[StrictInt, Field(ge=1, le=4)] | tuple[Annotated[StrictInt, Field(ge=1, le=4)], ...] = (
         Field(2, description="conv layers before each 2x2 max-pool: one number for all blocks, or one per block"))
     kernel_size: Width = Field(3, le=7, description="square conv kernel size")
+    padding: Literal["same", "valid"] = Field(
+        "same", description="'same' keeps each conv's height and width; 'valid' trims kernel_size - 1 pixels "
+                            "(fewer FLOPs, as in the Keras example CNN)")
     dense_units: Annotated[StrictInt, Field(ge=0)] = Field(
         128, description="units of the hidden Dense layer before the logits (0 = none: flatten to the logits)")
     dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
@@ -101,6 +104,20 @@ class CNNParams(_DenseKnobs):
         if isinstance(self.convs_per_block, tuple) and len(self.convs_per_block) != len(self.filters):
             raise ValueError(f"convs_per_block lists {len(self.convs_per_block)} counts for {len(self.filters)} "
                              f"blocks (filters); give one per block, or a single number")
+        return self
+
+    @model_validator(mode="after")
+    def _image_outlasts_the_blocks(self):
+        counts = ((self.convs_per_block,) * len(self.filters) if isinstance(self.convs_per_block, int)
+                  else self.convs_per_block)
+        size = 28
+        for block, convs in enumerate(counts, start=1):
+            size -= convs * (self.kernel_size - 1) if self.padding == "valid" else 0
+            if size < 2:  # the 2x2 pool needs at least 2x2
+                raise ValueError(f"a 28x28 image shrinks to {max(size, 0)}x{max(size, 0)} before pooling in block "
+                                 f"{block} with padding 'valid'; use padding 'same', fewer blocks or convs, "
+                                 f"or a smaller kernel_size")
+            size //= 2
         return self
 
 

@@ -48,12 +48,13 @@ def dense_block(units: int, *, activation: str, dropout_rate: float, batch_norm:
     return layers
 
 
-def conv_block(filters: int, *, convs: int, kernel_size: int, activation: str, dropout_rate: float,
+def conv_block(filters: int, *, convs: int, kernel_size: int, padding: str, activation: str, dropout_rate: float,
                batch_norm: bool, l1: float, l2: float, kernel_initializer: str) -> list[keras.layers.Layer]:
-    """(Conv -> [BatchNorm] -> activation) x convs -> 2x2 max-pool -> [Dropout]; halves height and width."""
+    """(Conv -> [BatchNorm] -> activation) x convs -> 2x2 max-pool -> [Dropout]; halves height and width
+    (after each 'valid' conv has trimmed kernel_size - 1)."""
     layers: list[keras.layers.Layer] = []
     for _ in range(convs):
-        layers.append(keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm,
+        layers.append(keras.layers.Conv2D(filters, kernel_size, padding=padding, use_bias=not batch_norm,
                                           kernel_initializer=kernel_initializer,
                                           kernel_regularizer=weight_penalty(l1, l2)))
         if batch_norm:
