@@ -137,7 +137,8 @@ def test_convs_per_block_takes_one_count_or_one_per_block():
 
 
 def test_warm_up_must_end_before_training_does():
-    assert load_config(None, ["training.epochs=3", "training.schedule.warmup_epochs=2"]).training.schedule.warmup_epochs == 2
+    cfg = load_config(None, ["training.epochs=3", "training.schedule.warmup_epochs=2"])
+    assert cfg.training.schedule.warmup_epochs == 2
     with pytest.raises(ConfigError, match=r"training: schedule.warmup_epochs \(3\) must be less than epochs \(3\)"):
         load_config(None, ["training.epochs=3", "training.schedule.warmup_epochs=3"])
 

@@ -41,7 +41,8 @@ class CNN(keras.Model):
         # the Dense head (if any) and (batch, 10) logits
         self.stack = [
             *(layer for f, convs in zip(filters, counts, strict=True)
-              for layer in conv_block(f, convs=convs, kernel_size=kernel_size, padding=padding, dropout_rate=dropout_rate, **shared)),
+              for layer in conv_block(f, convs=convs, kernel_size=kernel_size, padding=padding,
+                                      dropout_rate=dropout_rate, **shared)),
             keras.layers.Flatten(),
             *_head(dense_units, dense_dropout_rate, shared),
             logits_layer(NUM_CLASSES, l1=l1, l2=l2, kernel_initializer=kernel_initializer),
