@@ -1,12 +1,14 @@
 """`make bench`: our custom-step trainer vs Keras `model.fit` on the identical model, side by side in one run.
 
 Every training measurement runs in its own process (so peak resident memory is that trainer's alone) on the
-same data, model and batch size. Throughput is steady-state: the first repeat (tracing, warm-up) is dropped,
-the rest give the median and spread. Also measured in the same run: the machine's fp32 matmul ceiling
-through TensorFlow, each model's training FLOPs per image (counted from layer shapes), the time to load and
-prepare the full dataset, and `mnist --help` beside `import tensorflow`.
+same data, model and batch size. Throughput is steady-state: the first repeat of each process (tracing,
+warm-up) is dropped, the rest give the median and spread. This VM's speed drifts by up to 2x over minutes,
+so the trainers take turns: several rounds of one process each, the order rotating, their repeats pooled.
+Also measured in the same run: the machine's fp32 matmul ceiling through TensorFlow, each model's training
+FLOPs per image (counted from layer shapes), the time to load and prepare the full dataset, and
+`mnist --help` beside `import tensorflow`.
 
-Usage: python benchmarks/bench.py [--data-dir DIR] [--repeats 10] [--steps 20] [--output-dir outputs]
+Usage: python benchmarks/bench.py [--data-dir DIR] [--repeats 12] [--rounds 3] [--output-dir outputs]
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def _worker(args) -> dict:
     ranges = cfg.data.augmentation
     optimizer = make_optimizer(cfg.training.optimizer, cfg.training.learning_rate, cfg.training.momentum)
     seconds: list[float] = []
+    # An MLP step takes ~1 ms: a repeat of a few steps would time the per-call overhead, not training.
+    steps = args.steps or (len(y) // batch if cfg.model.name == "mlp" else 20)
 
     if args.worker == "custom":
         trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
@@ -70,8 +74,8 @@ def _worker(args) -> dict:
         for repeat in range(args.repeats + 1):
             start = time.perf_counter()
             iterator, done = iter(batches.epoch(repeat)), 0
-            while done < args.steps:  # as Trainer.fit does, minus its bookkeeping
-                done += len(trainer.run_steps(iterator, min(group, args.steps - done)))
+            while done < steps:  # as Trainer.fit does, minus its bookkeeping
+                done += len(trainer.run_steps(iterator, min(group, steps - done)))
             seconds.append(time.perf_counter() - start)
         traces = trainer.train_step.experimental_get_tracing_count()
     else:  # fit and fit-same
@@ -91,12 +95,11 @@ def _worker(args) -> dict:
             def on_epoch_end(self, epoch, logs=None):
                 seconds.append(time.perf_counter() - self.start)
 
-        model.fit(ds, epochs=args.repeats + 1, steps_per_epoch=args.steps, verbose=0, callbacks=[Timer()])
+        model.fit(ds, epochs=args.repeats + 1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()])
         traces = None
-    rates = [args.steps * batch / s for s in seconds[1:]]  # first repeat: tracing and warm-up
+    rates = [steps * batch / s for s in seconds[1:]]  # first repeat: tracing and warm-up
     return {"trainer": args.worker, "model": args.model, "augment": args.augment, "batch_size": batch,
-            "images_per_second": rates, "median": statistics.median(rates),
-            "spread": [min(rates), max(rates)], "train_flops_per_image": _training_flops(model),
+            "steps_per_repeat": steps, "images_per_second": rates, "train_flops_per_image": _training_flops(model),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "traces": traces,
             "examples_in_memory": int(len(y))}
 
@@ -156,15 +159,34 @@ def _training_flops(model) -> int:
 
 # ---------------------------------------------------------------- driver side
 
-def _run_worker(trainer: str, model: str, augment: bool, args) -> dict:
-    command = [sys.executable, __file__, "--worker", trainer, "--model", model, "--repeats", str(args.repeats),
-               "--steps", str(args.steps)] + (["--augment"] if augment else []) + [
+def _run_worker(trainer: str, model: str, augment: bool, repeats: int, args) -> dict:
+    command = [sys.executable, __file__, "--worker", trainer, "--model", model, "--repeats", str(repeats)] + (
+        ["--steps", str(args.steps)] if args.steps else []) + (["--augment"] if augment else []) + [
         f"--set={item}" for item in args.set] + (
         ["--data-dir", args.data_dir] if args.data_dir else [])
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         sys.exit(f"bench worker failed: {' '.join(command)}\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _run_variant(model: str, augment: bool, args) -> dict:
+    """Each trainer measured in args.rounds processes, taking turns (the order rotates every round), so a slow
+    spell of the VM falls on all of them alike; repeats pooled, peak memory the highest of any process."""
+    per_round = -(-args.repeats // args.rounds)
+    runs: dict[str, list[dict]] = {trainer: [] for trainer in TRAINERS}
+    for round_ in range(args.rounds):
+        order = TRAINERS[round_ % len(TRAINERS):] + TRAINERS[:round_ % len(TRAINERS)]
+        for trainer in order:
+            runs[trainer].append(_run_worker(trainer, model, augment, per_round, args))
+    pooled = {}
+    for trainer, results in runs.items():
+        rates = [rate for result in results for rate in result["images_per_second"]]
+        pooled[trainer] = {**results[0], "images_per_second": rates, "median": statistics.median(rates),
+                           "spread": [min(rates), max(rates)], "processes": len(results),
+                           "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                           "traces": None if trainer != "custom" else max(r["traces"] for r in results)}
+    return pooled
 
 
 def _race(args) -> dict:
@@ -233,8 +255,10 @@ def main() -> None:
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR") or (
         DEFAULT_DATA if Path(DEFAULT_DATA).is_dir() else None))
-    parser.add_argument("--repeats", type=int, default=10, help="measured repeats after one warm-up")
-    parser.add_argument("--steps", type=int, default=20, help="training steps per repeat")
+    parser.add_argument("--repeats", type=int, default=12, help="measured repeats per trainer, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per trainer, taking turns")
+    parser.add_argument("--steps", type=int, help="training steps per repeat (default: 20 for the CNN, "
+                                                  "an epoch for the MLP)")
     parser.add_argument("--output-dir", default="outputs")
     parser.add_argument("--models", default="mlp,cnn", help="which of mlp,cnn to measure")
     parser.add_argument("--race-config", default="cnn_fashion_fast",
@@ -256,8 +280,7 @@ def main() -> None:
     for model, augment in VARIANTS:
         if model not in args.models.split(","):
             continue
-        pair = {trainer: _run_worker(trainer, model, augment, args) for trainer in TRAINERS}
-        results.append(pair)
+        results.append(_run_variant(model, augment, args))
         ceilings.append(_matmul_ceiling())
     ceiling = max(ceilings)
     mnist = str(Path(sys.executable).parent / "mnist")
@@ -272,6 +295,7 @@ def main() -> None:
         flops = custom["train_flops_per_image"]
         rows.append({
             "model": custom["model"], "augmentation": custom["augment"], "batch": custom["batch_size"],
+            "steps/repeat": custom["steps_per_repeat"],
             "custom img/s": round(custom["median"]), "custom spread": [round(v) for v in custom["spread"]],
             "fit img/s": round(fit["median"]), "fit spread": [round(v) for v in fit["spread"]],
             "custom / fit": round(custom["median"] / fit["median"], 2),
@@ -286,7 +310,7 @@ def main() -> None:
         })
     report = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data_dir": args.data_dir,
-        "repeats": args.repeats, "steps_per_repeat": args.steps, "matmul_gflops": round(ceiling, 1),
+        "repeats": args.repeats, "rounds": args.rounds, "matmul_gflops": round(ceiling, 1),
         "matmul_gflops_samples": [round(c, 1) for c in ceilings],
         "help_seconds": round(help_seconds, 3), "import_tensorflow_seconds": round(import_seconds, 3),
         "help_over_import": round(help_seconds / import_seconds, 3),
@@ -305,8 +329,9 @@ def main() -> None:
 def _markdown(report: dict) -> str:
     columns = list(report["rows"][0])
     lines = [f"# Benchmark {report['when']}", "",
-             f"Data: {report['data_dir'] or 'random pixels (no data dir)'}; {report['repeats']} measured repeats of "
-             f"{report['steps_per_repeat']} steps after one warm-up; medians, spread = min..max.", "",
+             f"Data: {report['data_dir'] or 'random pixels (no data dir)'}; each trainer: {report['rounds']} "
+             f"processes taking turns with the others, {report['repeats']} measured repeats in all (each process's "
+             "warm-up repeat dropped); medians, spread = min..max.", "",
              "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
     for row in report["rows"]:
         cells = [f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v) for v in row.values()]
