@@ -71,11 +71,17 @@ def _worker(args) -> dict:
         augmentation = Augmentation.from_config(ranges) if args.augment else None
         batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation)
         group = cfg.training.steps_per_execution
-        for repeat in range(args.repeats + 1):
-            start = time.perf_counter()
-            iterator, done = iter(batches.epoch(repeat)), 0
+        # Epochs are read to their end, as Trainer.fit reads them: an iterator dropped part-way keeps
+        # prefetching in the background and takes CPU from the steps being timed.
+        epoch, iterator, left_in_epoch = 0, iter(batches.epoch(0)), batches.steps_per_epoch
+        for _ in range(args.repeats + 1):
+            start, done = time.perf_counter(), 0
             while done < steps:  # as Trainer.fit does, minus its bookkeeping
-                done += len(trainer.run_steps(iterator, min(group, steps - done)))
+                if not left_in_epoch:
+                    epoch, left_in_epoch = epoch + 1, batches.steps_per_epoch
+                    iterator = iter(batches.epoch(epoch))
+                count = len(trainer.run_steps(iterator, min(group, steps - done, left_in_epoch)))
+                done, left_in_epoch = done + count, left_in_epoch - count
             seconds.append(time.perf_counter() - start)
         traces = trainer.train_step.experimental_get_tracing_count()
     else:  # fit and fit-same
