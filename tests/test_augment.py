@@ -82,13 +82,41 @@ def test_pixels_from_outside_the_image_get_the_fill_value(fill):
     assert fill in values and 5.0 in values
 
 
+@pytest.mark.parametrize("fill", [0.0, -0.42])
+def test_erasing_blanks_one_rectangle_of_2_to_40_percent_in_the_asked_share_of_images(fill):
+    x = np.full((400, 28, 28, 1), 5.0, np.float32)
+    out = np.asarray(Augmentation(erasing=0.5, fill_value=fill)(tf.constant(x), SEED))[..., 0]
+    fill = np.float32(fill)
+    erased = out == fill
+    assert set(np.unique(out)) <= {fill, 5.0}  # every pixel kept or blanked, nothing in between
+    hit = erased.any(axis=(1, 2))
+    assert 0.4 < hit.mean() < 0.6
+    for mask in erased[hit]:
+        rows, cols = mask.any(axis=1), mask.any(axis=0)
+        assert mask.sum() == rows.sum() * cols.sum()  # one solid rectangle
+        assert 0.02 * 784 - 6 <= mask.sum() <= 0.4 * 784 + 30  # its area range, give or take the rounding
+    areas = erased[hit].sum(axis=(1, 2))
+    assert areas.min() < 60 and areas.max() > 200  # the range is used
+
+
+def test_erasing_draws_its_own_numbers_so_the_warps_of_a_seed_stay_the_same():
+    x = tf.constant(bars(64))
+    warped = Augmentation(translation=0.1, fill_value=-1.0)(x, SEED).numpy()
+    both = Augmentation(translation=0.1, erasing=1.0, fill_value=-1.0)(x, SEED).numpy()
+    kept = both != -1.0
+    assert (~kept).any(axis=(1, 2, 3)).all()  # erasing 1.0: every image has its rectangle
+    np.testing.assert_array_equal(both[kept], warped[kept])
+    assert Augmentation(erasing=0.3).enabled and not Augmentation(erasing=0.3).warps
+
+
 def test_from_config_takes_the_sections_ranges_and_is_none_when_all_are_off():
     from mnist_pipeline.config import load_config
 
     section = load_config(None, ["data.augmentation.translation=0.1", "data.augmentation.horizontal_flip=true",
+                                 "data.augmentation.erasing=0.25",
                                  "data.augmentation.test_time_flip=true"]).data.augmentation
     assert Augmentation.from_config(section, fill_value=-0.5) == Augmentation(
-        translation=0.1, horizontal_flip=True, fill_value=-0.5)
+        translation=0.1, horizontal_flip=True, erasing=0.25, fill_value=-0.5)
     assert Augmentation.from_config(load_config(None).data.augmentation) is None
 
 

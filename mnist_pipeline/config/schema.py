@@ -137,6 +137,8 @@ class AugmentationConfig(_Section):
     zoom: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
         0.0, description="max random zoom in or out, fraction (0 = off)")
     horizontal_flip: StrictBool = Field(False, description="random left-right mirroring (clothes, not digits)")
+    erasing: Annotated[Number, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="probability of blanking one random rectangle (2-40% of the image) per image (0 = off)")
     test_time_flip: StrictBool = Field(
         False, description="validate and test on the mean prediction of each image and its mirror image")
 
