@@ -71,19 +71,21 @@ def _worker(args) -> dict:
         augmentation = Augmentation.from_config(ranges) if args.augment else None
         batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation)
         group = cfg.training.steps_per_execution
-        # Epochs are read to their end, as Trainer.fit reads them: an iterator dropped part-way keeps
+        # Epochs begin and are read to their end as in Trainer.fit: an iterator dropped part-way keeps
         # prefetching in the background and takes CPU from the steps being timed.
-        epoch, iterator, left_in_epoch = 0, iter(batches.epoch(0)), batches.steps_per_epoch
+        epoch, iterator, left_in_epoch = -1, None, 0
         for _ in range(args.repeats + 1):
             start, done = time.perf_counter(), 0
             while done < steps:  # as Trainer.fit does, minus its bookkeeping
                 if not left_in_epoch:
                     epoch, left_in_epoch = epoch + 1, batches.steps_per_epoch
-                    iterator = iter(batches.epoch(epoch))
-                count = len(trainer.run_steps(iterator, min(group, steps - done, left_in_epoch)))
+                    trainer.begin_epoch([cfg.training.learning_rate])
+                    epoch_batches = batches.epoch(epoch)
+                    iterator = None if batches.in_graph else iter(epoch_batches)
+                count = len(trainer.run_steps(batches, iterator, min(group, steps - done, left_in_epoch)))
                 done, left_in_epoch = done + count, left_in_epoch - count
             seconds.append(time.perf_counter() - start)
-        traces = trainer.train_step.experimental_get_tracing_count()
+        traces = max(trainer.tracing_counts().values())
     else:  # fit and fit-same
         model.compile(optimizer=optimizer, jit_compile=cfg.training.jit_compile, metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -95,7 +95,7 @@ def _ours(args) -> list[dict]:
         clock["start"] = time.perf_counter()
 
     with contextlib.suppress(Finished):
-        trainer.fit(setup.batches.epoch, setup.batches.steps_per_epoch, setup.val_data,
+        trainer.fit(setup.batches, setup.val_data,
                     min(training.epochs, args.max_epochs), schedule=setup.schedule,
                     early_stopping=setup.early_stopping, on_epoch=on_epoch)
     return epochs

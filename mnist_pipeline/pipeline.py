@@ -214,7 +214,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
             events.log(f"early stopping: {early_stopping.monitor} did not improve for "
                        f"{early_stopping.patience} epochs")
 
-    fit = trainer.fit(batches.epoch, batches.steps_per_epoch, setup.val_data, training.epochs, schedule=schedule,
+    fit = trainer.fit(batches, setup.val_data, training.epochs, schedule=schedule,
                       early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
                       stop_requested=events.stop_requested)
     history = [r.to_dict() for r in fit.history]

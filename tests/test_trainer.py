@@ -45,7 +45,7 @@ def test_fit_learns_keeps_the_best_weights_and_records_history():
     trainer = Trainer(model, make_optimizer("adam", 3e-3, 0.9), 32)
     batches = TrainingBatches(x, y, 32, seed=0)
     steps, epochs = [], []
-    result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 4,
+    result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 4,
                          on_step=lambda s, n: steps.append((s, n)),
                          on_epoch=lambda record, state: epochs.append(record))
     assert [r.epoch for r in result.history] == [1, 2, 3, 4] and epochs == result.history
@@ -75,23 +75,45 @@ def test_mixed_precision_wraps_the_optimizer_and_still_learns():
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_grouped_steps_train_exactly_like_single_steps():
+def _grouped_history(group: int, in_graph: bool, jit_compile: bool = False):
+    """3 epochs of a small MLP on 300 examples (9 steps of 32 an epoch) under a rate that moves every step."""
     (x, y), (xv, yv) = data(300, 1), data(60, 2)
-    histories = {}
-    for group in (1, 4):  # 300 // 32 = 9 steps: groups of 4, 4 and a remainder of 1
-        keras.utils.set_random_seed(0)
-        trainer = Trainer(build_model("mlp", units=16), make_optimizer("adam", 3e-3, 0.9), 32,
-                          steps_per_execution=group)
-        batches = TrainingBatches(x, y, 32, seed=0)
-        steps: list[int] = []
-        schedule = LearningRateSchedule("cosine", 3e-3, 3, warmup_epochs=1)  # the rate moves every step
-        result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 3,
-                             schedule=schedule, on_step=lambda s, n, seen=steps: seen.append(s))
-        histories[group] = [(r.loss, r.val_loss, r.learning_rate) for r in result.history]
-        if group == 4:
-            assert steps == [4, 8, 9] * 3
-            assert trainer.train_steps.experimental_get_tracing_count() == 1  # any group size, one trace
-    assert histories[1] == histories[4]
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(build_model("mlp", units=16), make_optimizer("adam", 3e-3, 0.9), 32,
+                      steps_per_execution=group, jit_compile=jit_compile)
+    batches = TrainingBatches(x, y, 32, seed=0, in_graph=in_graph)
+    steps: list[int] = []
+    schedule = LearningRateSchedule("cosine", 3e-3, 3, warmup_epochs=1)
+    result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 3,
+                         schedule=schedule, on_step=lambda s, n, seen=steps: seen.append(s))
+    return trainer, steps, [(r.loss, r.accuracy, r.val_loss, r.learning_rate) for r in result.history]
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_grouped_steps_train_exactly_like_single_steps(in_graph):
+    _, _, single = _grouped_history(1, in_graph)
+    trainer, steps, grouped = _grouped_history(4, in_graph)  # groups of 4, 4 and a remainder of 1
+    assert steps == [4, 8, 9] * 3
+    compiled = trainer.train_steps_in_graph if in_graph else trainer.train_steps
+    assert compiled.experimental_get_tracing_count() == 1  # any group size, one trace
+    assert grouped == single
+
+
+def test_batches_gathered_in_the_graph_train_exactly_like_batches_from_tf_data():
+    _, _, from_tf_data = _grouped_history(4, in_graph=False)
+    _, _, in_graph = _grouped_history(4, in_graph=True)
+    assert in_graph == from_tf_data
+    assert TrainingBatches(*data(64, 0), 32, seed=0).in_graph  # plain batches: made in the step
+    from mnist_pipeline.data.augment import Augmentation
+    assert not TrainingBatches(*data(64, 0), 32, seed=0, augmentation=Augmentation(zoom=0.1)).in_graph
+
+
+def test_a_group_compiled_whole_with_xla_trains_like_the_plain_graph():
+    trainer, steps, xla = _grouped_history(4, in_graph=True, jit_compile=True)
+    _, _, plain = _grouped_history(4, in_graph=True)
+    assert steps == [4, 8, 9] * 3 and trainer.train_steps_in_graph.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(np.array(xla), np.array(plain), rtol=1e-4)  # XLA may fuse float ops differently
+    assert xla[-1][1] > 0.3  # and it learns (chance is 0.1)
 
 
 def test_warm_up_and_cosine_move_the_rate_every_step():
@@ -106,7 +128,7 @@ def test_warm_up_and_cosine_move_the_rate_every_step():
         seen.append((epoch_of["next"] + step / steps, trainer.learning_rate))
         epoch_of["next"] += step == steps
 
-    result = trainer.fit(batches.epoch, batches.steps_per_epoch, evaluation_batches(xv, yv, 32), 3,
+    result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 3,
                          schedule=schedule, on_step=on_step)
     assert len(seen) == 30
     for position, rate in seen:  # the rate the step that ended at `position` took: warm-up from 0, then cosine

@@ -18,12 +18,16 @@ class TrainingBatches:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                 augmentation: Augmentation | None = None):
+                 augmentation: Augmentation | None = None, in_graph: bool | None = None):
         self.x = tf.constant(x)  # (N, 28, 28, 1) float32
         self.y = tf.constant(y)  # (N,) int32
         self.batch_size = batch_size
         self.seed = seed
         self.augmentation = augmentation  # None: no augmentation
+        # Where batches are made. A plain gather is cheapest inside the train step itself (`Trainer.run_steps`;
+        # under XLA too), which saves the tf.data iterator and a graph call per step. Augmentation stays in
+        # tf.data, where it overlaps with the step (and its warp has no XLA kernel). None: decide by that.
+        self.in_graph = augmentation is None if in_graph is None else in_graph
         # Full batches only: one static shape means one trace of the train step, and an exact global batch.
         self.steps_per_epoch = len(y) // batch_size
         self.order = tf.Variable(tf.zeros([self.steps_per_epoch, batch_size], tf.int64), trainable=False)
@@ -32,17 +36,19 @@ class TrainingBatches:
         # not drawn from a shared generator. A plain gather stays sequential: on 2 cores, extra map threads
         # only compete with the train step. Prefetch overlaps either with training.
         parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) if augmentation else {}
-        batches = tf.data.Dataset.range(self.steps_per_epoch).map(self._batch, **parallel)
+        batches = tf.data.Dataset.range(self.steps_per_epoch).map(self.batch, **parallel)
         self.dataset = batches.prefetch(tf.data.AUTOTUNE)
 
     def epoch(self, epoch: int) -> tf.data.Dataset:
-        """Epoch `epoch`'s batches; iterate each returned dataset fully before asking for the next epoch."""
+        """Ready epoch `epoch` and return its batches; iterate each returned dataset fully (or not at all, when
+        the steps gather their own batches) before asking for the next epoch."""
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
         self.order.assign(order[: self.steps_per_epoch * self.batch_size].reshape(self.steps_per_epoch, -1))
         self.epoch_number.assign(epoch)
         return self.dataset
 
-    def _batch(self, step):
+    def batch(self, step):
+        """Batch number `step` (an int64 tensor) of the readied epoch, as graph ops."""
         index = self.order[step]
         images, labels = tf.gather(self.x, index), tf.gather(self.y, index)
         if self.augmentation is not None:
