@@ -70,7 +70,8 @@ def _worker(args) -> dict:
         trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
                           steps_per_execution=cfg.training.steps_per_execution)
         augmentation = Augmentation.from_config(ranges) if args.augment else None
-        batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation)
+        batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation,
+                                  jit_compile=cfg.training.jit_compile)
         group = cfg.training.steps_per_execution
         # Epochs begin and are read to their end as in Trainer.fit: an iterator dropped part-way keeps
         # prefetching in the background and takes CPU from the steps being timed.

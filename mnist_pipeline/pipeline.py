@@ -181,7 +181,8 @@ def build_training(cfg: RunConfig, splits: Splits) -> TrainingSetup:
     training = cfg.training
     model, trainer = _build(cfg)
     augmentation = Augmentation.from_config(cfg.data.augmentation, fill_value=splits.normalization.background)
-    batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation)
+    batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation,
+                              jit_compile=training.jit_compile)
     val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
     schedule, early_stopping = _policies(cfg)
     return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping)

@@ -74,6 +74,38 @@ def test_zoom_scales_the_bar_length_within_the_range():
     assert lengths.min() < 19 and lengths.max() > 21  # both in and out
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_compilable_warp_gives_the_pixels_of_tensorflows_kernel(jit_compile):
+    from mnist_pipeline.data.augment import resample_bilinear
+
+    augmentation = Augmentation(rotation=0.05, translation=0.15, zoom=0.2, horizontal_flip=True, fill_value=-0.42)
+    x = tf.constant(np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32))
+    transforms = augmentation.transforms(x, SEED)
+    kernel = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transforms, output_shape=[28, 28],
+                                                   fill_value=-0.42, interpolation="BILINEAR", fill_mode="CONSTANT")
+    resample = tf.function(lambda images, t: resample_bilinear(images, t, -0.42), jit_compile=jit_compile)
+    gathered = resample(x, transforms).numpy()
+    assert np.abs(kernel.numpy() - x.numpy()).max() > 0.5  # the warps did move pixels
+    np.testing.assert_allclose(gathered, kernel.numpy(), atol=1e-5 if not jit_compile else 1e-4)  # rounding only
+
+
+def test_augmentation_compiled_by_xla_is_reproducible_and_keeps_its_ranges():
+    def compiled(augmentation):
+        return tf.function(lambda images, seed: augmentation(images, seed, compilable=True), jit_compile=True)
+
+    warp = compiled(Augmentation(translation=0.1, horizontal_flip=True))
+    x = bars(64, cols=slice(4, 10))  # off-centre, and 2.8 px from any edge
+    first, again, other = (warp(tf.constant(x), s).numpy() for s in (SEED, SEED, SEED + 1))
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    np.testing.assert_allclose(first.sum(axis=(1, 2, 3)), x[0].sum(), rtol=1e-4)  # shifted <= 2.8 px: all inside
+    mirrored = centre_of_mass(first)[1] > 14
+    assert mirrored.any() and (~mirrored).any()
+    erase = compiled(Augmentation(erasing=0.5, fill_value=-1.0))
+    erased = (erase(tf.constant(np.ones((200, 28, 28, 1), np.float32)), SEED).numpy() == -1.0).any(axis=(1, 2, 3))
+    assert 0.35 < erased.mean() < 0.65
+
+
 @pytest.mark.parametrize("fill", [0.0, -0.42])
 def test_pixels_from_outside_the_image_get_the_fill_value(fill):
     x = np.full((16, 28, 28, 1), 5.0, np.float32)

@@ -108,6 +108,23 @@ def test_batches_gathered_in_the_graph_train_exactly_like_batches_from_tf_data()
     assert not TrainingBatches(*data(64, 0), 32, seed=0, augmentation=Augmentation(zoom=0.1)).in_graph
 
 
+def test_augmented_batches_are_made_in_an_xla_step_and_it_learns():
+    from mnist_pipeline.data.augment import Augmentation
+
+    (x, y), (xv, yv) = data(320, 1), data(100, 2)
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(build_model("mlp", units=32), make_optimizer("adam", 3e-3, 0.9), 32, jit_compile=True,
+                      steps_per_execution=4)
+    augmentation = Augmentation(rotation=0.02, translation=0.05, erasing=0.3)
+    batches = TrainingBatches(x, y, 32, seed=0, augmentation=augmentation, jit_compile=True)
+    assert batches.in_graph  # XLA compiles the warp into the step
+    result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 4)
+    assert trainer.tracing_counts() == {"train_step": 0, "train_steps": 0, "train_steps_in_graph": 1}
+    assert result.history[-1].val_accuracy > 0.4  # 10 classes: chance is 0.1
+    # Without XLA, augmented batches come from tf.data, with TensorFlow's warp kernel.
+    assert not TrainingBatches(x, y, 32, seed=0, augmentation=augmentation).in_graph
+
+
 def test_a_group_compiled_whole_with_xla_trains_like_the_plain_graph():
     trainer, steps, xla = _grouped_history(4, in_graph=True, jit_compile=True)
     _, _, plain = _grouped_history(4, in_graph=True)

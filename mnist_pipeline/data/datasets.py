@@ -18,16 +18,17 @@ class TrainingBatches:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                 augmentation: Augmentation | None = None, in_graph: bool | None = None):
+                 augmentation: Augmentation | None = None, jit_compile: bool = False, in_graph: bool | None = None):
         self.x = tf.constant(x)  # (N, 28, 28, 1) float32
         self.y = tf.constant(y)  # (N,) int32
         self.batch_size = batch_size
         self.seed = seed
         self.augmentation = augmentation  # None: no augmentation
-        # Where batches are made. A plain gather is cheapest inside the train step itself (`Trainer.run_steps`;
-        # under XLA too), which saves the tf.data iterator and a graph call per step. Augmentation stays in
-        # tf.data, where it overlaps with the step (and its warp has no XLA kernel). None: decide by that.
-        self.in_graph = augmentation is None if in_graph is None else in_graph
+        # Where batches are made (`in_graph` None: decide as follows). A plain gather is cheapest inside the
+        # train step itself (`Trainer.run_steps`), which saves the tf.data iterator and a graph call per step.
+        # So is augmentation when the step is compiled by XLA (`jit_compile`): XLA compiles the warp into it.
+        # Otherwise augmentation runs in a parallel tf.data map that overlaps with the step.
+        self.in_graph = (augmentation is None or jit_compile) if in_graph is None else in_graph
         # Full batches only: one static shape means one trace of the train step, and an exact global batch.
         self.steps_per_epoch = len(y) // batch_size
         self.order = tf.Variable(tf.zeros([self.steps_per_epoch, batch_size], tf.int64), trainable=False)
@@ -53,7 +54,8 @@ class TrainingBatches:
         images, labels = tf.gather(self.x, index), tf.gather(self.y, index)
         if self.augmentation is not None:
             batch_number = self.epoch_number * self.steps_per_epoch + step
-            images = self.augmentation(images, tf.stack([tf.constant(self.seed, tf.int64), batch_number]))
+            images = self.augmentation(images, tf.stack([tf.constant(self.seed, tf.int64), batch_number]),
+                                       compilable=self.in_graph)
         return images, labels
 
 
