@@ -234,6 +234,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"],
         "epochs": len(history), "stopped_early": fit.stopped_early, "parameters": int(model.count_params()),
         "train_seconds": round(sum(r["seconds"] for r in history), 2), "model": cfg.model.name,
+        "traces": trainer.tracing_counts(),  # 1 each for the functions used: no retracing
         "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
         "confusion_matrix": confusion.tolist(),
     }

@@ -240,9 +240,10 @@ class Trainer:
         return loss, gradients
 
     def tracing_counts(self) -> dict[str, int]:
-        """How often each compiled train function was traced: 1 if used, else 0; more means retracing."""
+        """How often each compiled function was traced: 1 if used, else 0; more means retracing."""
         functions = {"train_step": self.train_step, "train_steps": self.train_steps,
-                     "train_steps_in_graph": self.train_steps_in_graph}
+                     "train_steps_in_graph": self.train_steps_in_graph, "validate": self.validate.step,
+                     "test": self.test.step}
         return {name: f.experimental_get_tracing_count() if f else 0 for name, f in functions.items()}
 
     @property
