@@ -28,7 +28,7 @@ help:
 	@echo "make compare-fashion  the same with the *_fashion configs on Fashion-MNIST (FASHION_DIR=$(FASHION_DIR))"
 	@echo "make report RUN=outputs/runs/<run>   redraw a run's figures and report"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
-	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling, time to 90% (DATA_DIR=..., ~17 min)"
+	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling, time to 90% (DATA_DIR=..., ~16 min)"
 	@echo "make clean            remove caches and build files (never outputs/); distclean also removes $(VENV)"
 
 install: $(VENV)/.installed
