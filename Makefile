@@ -84,6 +84,6 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 
-# Custom trainer vs model.fit, side by side, plus ceiling, FLOPs, load time, CLI latency, memory (~5 min).
+# Custom trainer vs model.fit, side by side, plus ceiling, FLOPs, load time, CLI latency, memory, race (~16 min).
 bench: install
 	$(BIN)/python benchmarks/bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)
