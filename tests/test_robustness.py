@@ -201,9 +201,16 @@ def history_without_seconds(run_dir):
     return [line.rsplit(",", 1)[0] for line in (run_dir / "history.csv").read_text().splitlines()]
 
 
-def test_killed_run_resumes_to_the_same_history_and_metrics(idx_dir, tmp_path):
-    # The CNN config: dropout and augmentation draw random numbers, the schedule and best-so-far carry state.
-    args = ["train", "--config", SMOKE, "--data-dir", idx_dir, "--output-dir", tmp_path, *TINY, "--epochs", "6",
+@pytest.mark.parametrize("config, extra", [
+    # The CNN config: dropout and augmentation (in tf.data) draw random numbers, the schedule and best-so-far
+    # carry state.
+    (SMOKE, ["--epochs", "6"]),
+    # The MLP config: XLA groups of 3 steps that make their own augmented (and erased) batches; more epochs,
+    # as they are short and the kill must land mid-run.
+    (MLP, ["--epochs", "40", "--set", "training.steps_per_execution=3", "--set", "data.augmentation.erasing=0.3"]),
+])
+def test_killed_run_resumes_to_the_same_history_and_metrics(idx_dir, tmp_path, config, extra):
+    args = ["train", "--config", config, "--data-dir", idx_dir, "--output-dir", tmp_path, *TINY, *extra,
             "--set", "training.schedule.name=reduce_on_plateau", "--set", "training.schedule.patience=1"]
     whole = mnist(*args)
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
