@@ -73,17 +73,14 @@ def _worker(args) -> dict:
         batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation,
                                   jit_compile=cfg.training.jit_compile)
         group = cfg.training.steps_per_execution
-        # Epochs begin and are read to their end as in Trainer.fit: an iterator dropped part-way keeps
-        # prefetching in the background and takes CPU from the steps being timed.
+        # Epochs begin and are read to their end as in Trainer.fit, which times them with its bookkeeping.
         epoch, iterator, left_in_epoch = -1, None, 0
         for _ in range(args.repeats + 1):
             start, done = time.perf_counter(), 0
-            while done < steps:  # as Trainer.fit does, minus its bookkeeping
+            while done < steps:
                 if not left_in_epoch:
                     epoch, left_in_epoch = epoch + 1, batches.steps_per_epoch
-                    trainer.begin_epoch([cfg.training.learning_rate])
-                    epoch_batches = batches.epoch(epoch)
-                    iterator = None if batches.in_graph else iter(epoch_batches)
+                    iterator = trainer.begin_epoch(batches, epoch, [cfg.training.learning_rate])
                 count = len(trainer.run_steps(batches, iterator, min(group, steps - done, left_in_epoch)))
                 done, left_in_epoch = done + count, left_in_epoch - count
             seconds.append(time.perf_counter() - start)

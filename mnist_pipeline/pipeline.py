@@ -175,19 +175,14 @@ class TrainingSetup:
 def build_training(cfg: RunConfig, splits: Splits) -> TrainingSetup:
     """The model, trainer, training batches, validation data and epoch policies, as `mnist train` uses them
     (benchmarks/race.py too). Call after `start_runtime`."""
-    import tensorflow as tf
-
     from mnist_pipeline.data.augment import Augmentation
     from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
 
     training = cfg.training
     model, trainer = _build(cfg)
     augmentation = Augmentation.from_config(cfg.data.augmentation, fill_value=splits.normalization.background)
-    # Batches made inside the step were measured on CPU only. On a GPU the step could copy the whole split from
-    # host memory at every graph call, so GPU runs keep tf.data's prefetching until that is measured.
-    on_gpu = bool(tf.config.list_logical_devices("GPU"))
     batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation,
-                              jit_compile=training.jit_compile, in_graph=False if on_gpu else None)
+                              jit_compile=training.jit_compile, gpu=runtime.using_gpu())
     val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
     schedule, early_stopping = _policies(cfg)
     return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping)

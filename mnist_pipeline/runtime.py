@@ -59,6 +59,13 @@ def select_device(choice: str) -> str:
     return f"gpu ({len(gpus)}x {names[0]})"
 
 
+def using_gpu() -> bool:
+    """Whether TensorFlow trains on a GPU (after `select_device`)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def set_precision(mixed: bool, device: str) -> None:
     """mixed_float16 for GPU runs that ask for it; float32 otherwise (the policy is process-wide)."""
     import keras

@@ -106,6 +106,7 @@ def test_batches_gathered_in_the_graph_train_exactly_like_batches_from_tf_data()
     assert TrainingBatches(*data(64, 0), 32, seed=0).in_graph  # plain batches: made in the step
     from mnist_pipeline.data.augment import Augmentation
     assert not TrainingBatches(*data(64, 0), 32, seed=0, augmentation=Augmentation(zoom=0.1)).in_graph
+    assert not TrainingBatches(*data(64, 0), 32, seed=0, jit_compile=True, gpu=True).in_graph  # measured on CPU only
 
 
 def test_augmented_batches_are_made_in_an_xla_step_and_it_learns():

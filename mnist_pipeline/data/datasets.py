@@ -18,17 +18,22 @@ class TrainingBatches:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                 augmentation: Augmentation | None = None, jit_compile: bool = False, in_graph: bool | None = None):
+                 augmentation: Augmentation | None = None, jit_compile: bool = False, gpu: bool = False,
+                 in_graph: bool | None = None):
         self.x = tf.constant(x)  # (N, 28, 28, 1) float32
         self.y = tf.constant(y)  # (N,) int32
         self.batch_size = batch_size
         self.seed = seed
         self.augmentation = augmentation  # None: no augmentation
-        # Where batches are made (`in_graph` None: decide as follows). A plain gather is cheapest inside the
-        # train step itself (`Trainer.run_steps`), which saves the tf.data iterator and a graph call per step.
-        # So is augmentation when the step is compiled by XLA (`jit_compile`): XLA compiles the warp into it.
-        # Otherwise augmentation runs in a parallel tf.data map that overlaps with the step.
-        self.in_graph = (augmentation is None or jit_compile) if in_graph is None else in_graph
+        # Where batches are made (`in_graph` None: decide as follows). On CPU a plain gather is cheapest inside
+        # the train step itself (`Trainer.run_steps`), which saves the tf.data iterator and a graph call per
+        # step; so is augmentation when the step is compiled by XLA (`jit_compile`): XLA compiles the warp into
+        # it. Otherwise augmentation runs in a parallel tf.data map that overlaps with the step. On a GPU
+        # (measured on CPU only) the step could copy the whole split from host memory at every call, so GPU
+        # runs keep tf.data's prefetching until that is measured.
+        if in_graph is None:
+            in_graph = not gpu and (augmentation is None or jit_compile)
+        self.in_graph = in_graph
         # Full batches only: one static shape means one trace of the train step, and an exact global batch.
         self.steps_per_epoch = len(y) // batch_size
         self.order = tf.Variable(tf.zeros([self.steps_per_epoch, batch_size], tf.int64), trainable=False)
