@@ -1,89 +1,105 @@
 """Per-epoch checkpoints of a training run, written atomically, enough to continue it exactly.
 
-A checkpoint is a folder `checkpoints/epoch-NNNN/` holding the model and optimizer variables and the
-random-generator states of the dropout layers (`training.*`, a tf.train.Checkpoint), the best weights so
-far (`best_weights.npz`) and the loop's state (`state.json`: history, best score, schedule and
-early-stopping state). It is written under a temporary name and renamed when complete, and only the newest
-is kept (it holds the best weights too), so a kill at any moment leaves one whole checkpoint.
+A checkpoint is a folder `checkpoints/epoch-NNNN/` holding every variable of the model (trainable, batch
+norm's moving statistics, the dropout layers' random-generator states) and of the optimizer (`training.*`, a
+tf.train.Checkpoint), the best weights so far (`best_weights.npz`) and the loop's state (`state.json`:
+history, best score, schedule and early-stopping state, and the SHA-256 of every other file, so damage is
+caught and named before anything is loaded). It is written under a temporary name and renamed when
+complete; only the newest is kept (it holds the best weights too), so a kill at any moment leaves one whole
+checkpoint, and a full disk leaves the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import shutil
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from mnist_pipeline.errors import OutputError, PipelineError
+from mnist_pipeline.errors import DataError, OutputError, RunFolderError, brief
+from mnist_pipeline.files import MiB, load_npz
 from mnist_pipeline.reports import run_folder as rf
-from mnist_pipeline.trainer import EpochRecord, FitState
+from mnist_pipeline.reports.run_files import damaged, field, read_json
+
+STATE = "state.json"
+BEST_WEIGHTS = "best_weights.npz"
+VARIABLES = "training"  # prefix of tf.train.Checkpoint's training.index and training.data-*
 
 
-def seed_states(model) -> list:
-    """The state variables of every SeedGenerator (Dropout layers) in `model`.
+def tracked_variables(model, optimizer) -> dict[str, list]:
+    """Every variable a resumed run needs, by owner.
 
-    Keras keeps them out of `model.weights`, but without them a resumed run draws different dropout masks.
-    (Augmentation needs nothing saved: its random numbers are keyed by seed and batch number.)
+    Listed explicitly: tf.train.Checkpoint(model=model) does not see layers that a Keras 3 model keeps in a
+    Python list (`model.stack`), and so silently skipped batch norm's moving statistics. `model.variables`
+    is all of the model's state: weights, non-trainable statistics and every SeedGenerator (Dropout).
     """
-    return [v.state for layer in model._flatten_layers(include_self=True) for v in vars(layer).values()
-            if isinstance(v, keras.random.SeedGenerator)]
+    return {"model": list(model.variables), "optimizer": list(optimizer.variables)}
 
 
 class Checkpointer:
     def __init__(self, run_dir: Path, model, optimizer, schedule=None, early_stopping=None):
+        import tensorflow as tf  # here, not at the top: `read_checkpoint` checks a resume before TF loads
+
         self.run_dir = Path(run_dir)
         self.folder = self.run_dir / rf.CHECKPOINTS
-        self.model = model
         self.schedule = schedule
         self.early_stopping = early_stopping
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                              seeds=seed_states(model))
+        self.checkpoint = tf.train.Checkpoint(**tracked_variables(model, optimizer))
 
-    def save(self, state: FitState) -> Path:
+    def save(self, state) -> Path:
+        import tensorflow as tf
+
         final = self.folder / f"epoch-{state.next_epoch:04d}"
-        tmp = self.folder / f".epoch-{state.next_epoch:04d}.{os.getpid()}.tmp"
+        tmp = self.folder / f".epoch-{state.next_epoch:04d}.{os.getpid()}{rf.TEMPORARY_SUFFIX}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            self.checkpoint.write(str(tmp / "training"))
+            self.checkpoint.write(str(tmp / VARIABLES))
             buffer = io.BytesIO()
             np.savez(buffer, *(state.best_weights or []))
-            (tmp / "best_weights.npz").write_bytes(buffer.getvalue())
-            (tmp / "state.json").write_text(json.dumps(self._state_dict(state)))
+            (tmp / BEST_WEIGHTS).write_bytes(buffer.getvalue())
+            files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+            (tmp / STATE).write_text(json.dumps({**self._state_dict(state), "files": files}))
             shutil.rmtree(final, ignore_errors=True)  # only when re-saving an epoch after a resume
             os.replace(tmp, final)
-        except OSError as exc:
+        except (OSError, tf.errors.OpError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise OutputError(f"{self.folder}: cannot write the checkpoint ({exc.strerror or exc}); "
-                              f"check free space and permissions") from None
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else brief(exc)
+            raise OutputError(f"{final}: cannot write the checkpoint ({cause}); free space or fix permissions, "
+                              f"then continue with `mnist train --resume {self.run_dir}`") from None
         for old in self.folder.glob("epoch-*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def _state_dict(self, state: FitState) -> dict:
+    def _state_dict(self, state) -> dict:
         return {"next_epoch": state.next_epoch, "history": [r.to_dict() for r in state.history],
                 "best_val_loss": state.best_val_loss, "best_epoch": state.best_epoch,
                 "stopped_early": state.stopped_early,
                 "schedule": self.schedule.state() if self.schedule else None,
                 "early_stopping": self.early_stopping.state() if self.early_stopping else None}
 
-    def restore(self) -> FitState:
-        """Load the newest checkpoint into the model, optimizer, random layers and policies."""
+    def restore(self):
+        """Load the newest checkpoint into the model, optimizer, random layers and policies and return the
+        loop's `trainer.FitState`; a damaged file is named before anything is changed."""
+        import tensorflow as tf
+
+        from mnist_pipeline.trainer import EpochRecord, FitState
+
         path = rf.latest_checkpoint(self.run_dir)
         if path is None:
-            raise PipelineError(f"{self.folder}: no checkpoint; the run stopped before its first epoch ended, "
-                                f"start it again instead of resuming")
-        self.checkpoint.read(str(path / "training")).assert_existing_objects_matched()
-        data = json.loads((path / "state.json").read_text())
-        with np.load(path / "best_weights.npz") as npz:
-            best = [npz[f"arr_{i}"] for i in range(len(npz.files))] or None
+            raise RunFolderError(f"{self.folder}: no checkpoint; the run stopped before its first epoch ended, "
+                                 f"start it again instead of resuming")
+        data, best = read_checkpoint(path)
+        try:
+            self.checkpoint.read(str(path / VARIABLES)).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+            raise damaged(path / f"{VARIABLES}.index", f"its variables do not fit this model ({brief(exc)})") from None
         if self.schedule and data["schedule"]:
             self.schedule.load_state(data["schedule"])
         if self.early_stopping and data["early_stopping"]:
@@ -92,3 +108,39 @@ class Checkpointer:
                         best_val_loss=data["best_val_loss"], best_epoch=data["best_epoch"], best_weights=best,
                         stopped_early=data["stopped_early"])
 
+
+def read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray] | None]:
+    """state.json and the best weights of checkpoint folder `path`, every file checked against its hash.
+    NumPy and JSON only: `mnist train --resume` calls it before TensorFlow loads."""
+    state_path = path / STATE
+    data = read_json(state_path)
+    files = field(data, state_path, "files", dict)
+    if VARIABLES + ".index" not in files or BEST_WEIGHTS not in files:
+        raise damaged(state_path, "its list of checkpoint files is incomplete")
+    for name, digest in files.items():
+        file = path / name
+        if "/" in name or not file.is_file():
+            raise damaged(file, "missing from the checkpoint")
+        if _sha256(file) != digest:
+            raise damaged(file, "does not match the checkpoint's record of it (damaged after it was written)")
+    next_epoch = field(data, state_path, "next_epoch", int, lambda n: n >= 1)
+    history = field(data, state_path, "history", list, lambda h: len(h) == next_epoch)
+    field(data, state_path, "best_epoch", int, lambda n: 1 <= n <= next_epoch)
+    field(data, state_path, "best_val_loss", float)
+    field(data, state_path, "stopped_early", bool)
+    if not all(isinstance(r, dict) and set(r) == set(rf.HISTORY_COLUMNS) for r in history):
+        raise damaged(state_path, "its history rows are not epoch records")
+    try:
+        arrays = load_npz(path / BEST_WEIGHTS, 4096 * MiB)
+    except DataError as exc:
+        raise damaged(path / BEST_WEIGHTS, str(exc).removeprefix(f"{path / BEST_WEIGHTS}: ")) from None
+    best = [arrays[f"arr_{i}"] for i in range(len(arrays))] or None
+    return data, best
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,4 +1,11 @@
-"""The errors the CLI turns into one line and an exit code. Raised anywhere, caught only in `cli`."""
+"""The errors the CLI turns into one line and an exit code. Raised anywhere, caught only in `cli`.
+
+Messages quote user input through `quote` and foreign exceptions through `brief`, so a hostile value (a
+megabyte-long string, a multi-line library message) can never make an error longer than a line.
+"""
+
+QUOTE_LIMIT = 80  # characters of a user's value shown in a message
+BRIEF_LIMIT = 200  # characters of a library's exception message shown in ours
 
 
 class PipelineError(Exception):
@@ -8,7 +15,7 @@ class PipelineError(Exception):
 
 
 class ConfigError(PipelineError):
-    """Bad config file, override or flag: a usage error."""
+    """Bad config file, override or flag, or a refused request: a usage error."""
 
     exit_code = 2
 
@@ -25,6 +32,14 @@ class OutputError(PipelineError):
     """The output folder cannot be created or written."""
 
 
+class RunFolderError(PipelineError):
+    """A file of a run folder is missing, unreadable or not what `mnist train` wrote."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path  # the damaged file, when one is to blame
+
+
 class TrainingDiverged(PipelineError):
     """The loss became NaN or infinite."""
 
@@ -33,3 +48,29 @@ class Interrupted(PipelineError):
     """Training stopped on SIGINT / SIGTERM; the exit code follows the shell convention 128 + signal."""
 
     exit_code = 130
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT / SIGTERM: unwind at once. A KeyboardInterrupt, so no `except Exception` swallows it;
+    its exit code is the signal's (130 / 143), like the first signal's."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def quote(value, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)`, cut to `limit` characters with the total length said, for echoing user input."""
+    return clip(repr(value), limit)
+
+
+def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` cut to `limit` characters with the total length said."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def brief(exc: BaseException, limit: int = BRIEF_LIMIT) -> str:
+    """A foreign exception as a short single line: its first line, cut to `limit` characters."""
+    lines = str(exc).strip().splitlines()
+    text = " ".join(lines[0].split()) if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -12,10 +12,11 @@ import numpy as np
 
 from mnist_pipeline import runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, load_config
-from mnist_pipeline.data.images import load_digits
+from mnist_pipeline.data.images import Digit, load_digits
 from mnist_pipeline.data.prepare import Normalization, stratified_split
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, DataError, PipelineError
+from mnist_pipeline.errors import ConfigError, DataError, PipelineError, brief, clip
+from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 
 
@@ -28,25 +29,23 @@ class LoadedRun:
     model: object  # keras.Model
 
 
-def check_run(run_dir: str | Path) -> Path:
-    """The run folder, if it holds a completed run; otherwise a one-line error saying what it is."""
-    path = rf.existing_run_dir(run_dir)
-    status = rf.read_json(path / rf.STATUS).get("status") if (path / rf.STATUS).exists() else None
-    if status != "completed" or not (path / rf.MODEL).exists():
-        raise PipelineError(f"{path}: the run is {status or 'not a run folder (no status.json)'}, "
-                            f"so it has no final model to use; pick a completed run")
-    return path
-
-
 def load_run(run_dir: str | Path) -> LoadedRun:
-    path = check_run(run_dir)
+    """A completed run's config, normalization, metrics and model. Every file is checked before TensorFlow
+    loads, so a damaged run folder is named at once."""
+    path = rf.run_folder(run_dir)
+    status = run_files.read_status(path)["status"]
+    if status != "completed":
+        raise PipelineError(f"{path}: the run is {status}, so it has no final model to use; pick a completed run")
+    config = load_config(path / rf.CONFIG)
+    normalization = Normalization(**run_files.read_normalization(path))
+    metrics = run_files.read_metrics(path)
+    if not (path / rf.MODEL).is_file():
+        raise run_files.damaged(path / rf.MODEL, "missing")
     runtime.prepare_environment()
     import keras
 
     import mnist_pipeline.models.registry  # noqa: F401 - registers the model classes for deserialization
 
-    config = load_config(path / rf.CONFIG)
-    normalization = Normalization(**rf.read_json(path / rf.NORMALIZATION))
     try:
         # safe_mode (the default, kept explicit): refuses files that would run arbitrary code (lambdas).
         model = keras.models.load_model(path / rf.MODEL, safe_mode=True)
@@ -54,9 +53,16 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         if "arbitrary code" in str(exc):
             raise PipelineError(f"{path / rf.MODEL}: refused to load: the file holds Python code (a Lambda "
                                 f"layer) that would run on load; use only model files this pipeline wrote") from None
-        raise PipelineError(f"{path / rf.MODEL}: cannot load the model ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200]})") from None
-    return LoadedRun(path, config, normalization, rf.read_json(path / rf.METRICS), model)
+        raise run_files.damaged(path / rf.MODEL, f"cannot load it ({type(exc).__name__}: {brief(exc)})") from None
+    try:
+        scores = model(np.zeros((1, 28, 28, 1), np.float32), training=False)
+        fits = tuple(scores.shape) == (1, len(CLASS_NAMES[config.data.dataset]))
+    except Exception:  # any layer error means the same: not a model of this run
+        fits = False
+    if not fits:
+        raise run_files.damaged(path / rf.MODEL, "not a model of this run (it does not map a 28x28 image to "
+                                                 "10 class scores)")
+    return LoadedRun(path, config, normalization, metrics, model)
 
 
 def evaluation(run: LoadedRun, phase: str):
@@ -91,34 +97,40 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None 
 @dataclass(frozen=True)
 class Prediction:
     source: str
-    top: list[tuple[str, float]]  # (class name, probability), most likely first
-    error: str | None = None
+    top: list[tuple[str, float]]  # (class name, probability), most likely first; empty on error or warning
+    error: str | None = None  # the file could not be read
+    warning: str | None = None  # read, but nothing to classify (a blank image)
 
 
 def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list[Prediction]:
-    """Predict each image in `files`, in order; a file that cannot be read gets an error entry."""
-
+    """Predict each image in `files`, in order; each file stands alone: one that cannot be read, whatever
+    the reason, gets an error entry, and a blank image a warning, and the others are still predicted."""
     run = load_run(run_dir)
     names = CLASS_NAMES[run.config.data.dataset]
-    entries: list[tuple[str, np.ndarray | None, str | None]] = []
+    digits: list[Digit | Prediction] = []
     for file in files:
         try:
-            entries += [(source, image, None) for source, image in load_digits(file)]
+            digits += load_digits(file)
         except DataError as exc:
-            entries.append((file, None, str(exc)))
-    images = [image for _, image, _ in entries if image is not None]
+            digits.append(Prediction(file, [], error=str(exc)))
+        except Exception as exc:  # a reader's surprise must cost this file only, never the others
+            digits.append(Prediction(file, [], error=f"{clip(file)}: cannot read ({type(exc).__name__}: "
+                                                     f"{brief(exc)})"))
+    images = [d.image for d in digits if isinstance(d, Digit) and d.image is not None]
     if images:
         from mnist_pipeline.trainer import class_probabilities
 
         x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
         probabilities = iter(np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip)))
     predictions = []
-    for source, image, error in entries:
-        if image is None:
-            predictions.append(Prediction(source, [], error))
-            continue
-        p = next(probabilities)
-        predictions.append(Prediction(source, [(names[i], float(p[i])) for i in np.argsort(-p)[:top_k]]))
+    for d in digits:
+        if isinstance(d, Prediction):
+            predictions.append(d)
+        elif d.image is None:
+            predictions.append(Prediction(d.source, [], warning=d.warning))
+        else:
+            p = next(probabilities)
+            predictions.append(Prediction(d.source, [(names[i], float(p[i])) for i in np.argsort(-p)[:top_k]]))
     return predictions
 
 

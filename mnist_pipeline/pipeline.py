@@ -7,6 +7,7 @@ through the `Events` callbacks it is given.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import time
@@ -21,7 +22,8 @@ from mnist_pipeline import runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError
+from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError, StopNow
+from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
 from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table
@@ -47,72 +49,150 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def run(cfg: RunConfig, events: Events | None = None, resume: Path | None = None) -> RunResult:
+@dataclass
+class Resumable:
+    """A run folder checked for `--resume` and locked by this process (see `open_resumable`)."""
+
+    run_dir: Path
+    lock: rf.RunLock
+    started: str
+    fingerprint: dict[str, Any]
+
+
+def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None = None) -> RunResult:
     """Train, validate and test the configured model; write the run folder; return its path and metrics.
 
-    With `resume`, continue that run folder from its last checkpoint (cfg is then its saved config).
+    With `resume` (from `open_resumable`), continue that run folder from its last checkpoint (cfg is then its
+    saved config). The data is read and checked before TensorFlow loads, so bad data costs no import and no
+    folder. The folder says `completed` only once every file is written.
     """
     events = events or Events()
     wall_start = time.perf_counter()
-    device, deterministic = start_runtime(cfg)
     raw, splits = load_data(cfg)
+    data_fingerprint = fingerprint_data(raw)
+    if resume is not None:
+        check_same_data(resume, data_fingerprint, raw.source)
     events.log(f"data: {cfg.data.dataset} from {raw.source}; train {splits.sizes['train']}, "
                f"val {splits.sizes['val']}, test {splits.sizes['test']}; {cfg.data.normalization}")
+    device = start_runtime(cfg)  # TensorFlow loads here; a missing GPU is refused before any folder exists
 
     if resume is None:
         run_dir = rf.create_run_dir(cfg.output.dir, cfg.run_name)
+        lock = rf.RunLock(run_dir)
+        lock.acquire()  # a new folder: nobody else can hold it
         started = rf.utc_now().isoformat(timespec="seconds")
     else:
-        run_dir, started = resume, rf.read_json(resume / rf.STATUS).get("started", "")
-    rf.write_status(run_dir, "running", started=started, pid=os.getpid())
+        run_dir, lock, started = resume.run_dir, resume.lock, resume.started
+        rf.remove_temporaries(run_dir)  # what a killed write left behind
     try:
+        rf.write_status(run_dir, "running", started=started, pid=os.getpid())
         if resume is None:
-            rf.write_text(run_dir / rf.CONFIG, to_yaml(cfg))
-            rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())
-        metrics = _train_and_test(cfg, splits, run_dir, events, device, resume is not None)
-        metrics.update(
-            wall_seconds=round(time.perf_counter() - wall_start, 2), device=device, deterministic=deterministic,
-            seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
-            train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
-            jit_compile=cfg.training.jit_compile, mixed_precision=cfg.training.mixed_precision,
-            resumed=resume is not None, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
-        )
-        rf.write_json(run_dir / rf.METRICS, metrics)
-        rf.write_status(run_dir, "completed", started=started)
-    except BaseException as exc:  # KeyboardInterrupt too: the folder must never look finished
-        interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
-        rf.write_status(run_dir, "interrupted" if interrupted else "failed", started=started,
-                        error=f"{type(exc).__name__}: {exc}")
-        if not isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C means: stop now, no report
-            _try_report(run_dir)
-        if isinstance(exc, Interrupted):
-            raise Interrupted(f"{exc}; continue with `mnist train --resume {run_dir}`") from None
-        raise
-    try:
-        write_report(run_dir)
-    except Exception as exc:  # the run itself is complete and saved; only the report is missing
-        raise PipelineError(f"{run_dir}: the run completed but writing its report failed "
-                            f"({type(exc).__name__}: {exc}); retry with `mnist report {run_dir}`") from exc
+            config_text = to_yaml(cfg)
+            rf.write_text(run_dir / rf.CONFIG, config_text)
+            rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
+                                                     "data_sha256": data_fingerprint, "data_source": raw.source})
+        rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
+        metrics = _finish(cfg, splits, raw, run_dir, events, device, resume is not None, started, wall_start)
+    finally:
+        lock.release()
     return RunResult(run_dir, metrics)
 
 
-def check_resumable(run_dir: str | Path) -> Path:
-    """The run folder if it can be resumed: stopped (interrupted, failed, or killed while running) with a
-    checkpoint. Otherwise a one-line error saying why not."""
+def _finish(cfg, splits, raw, run_dir: Path, events: Events, device: str, resumed: bool, started: str,
+            wall_start: float) -> dict[str, Any]:
+    """Train and test, then write metrics, model and report, and only then the status `completed`; on any
+    failure or interruption mark the run as such and say what can be done with it."""
+    try:
+        if events.stop_requested():
+            raise Interrupted("stopped before training started")
+        metrics = _train_and_test(cfg, splits, run_dir, events, device, resumed)
+        metrics.update(
+            wall_seconds=round(time.perf_counter() - wall_start, 2), device=device,
+            deterministic=device.startswith("cpu"),
+            seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
+            train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
+            jit_compile=cfg.training.jit_compile, mixed_precision=cfg.training.mixed_precision,
+            resumed=resumed, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
+        )
+        rf.write_json(run_dir / rf.METRICS, metrics)
+        write_report(run_dir, status="completed")
+        rf.write_status(run_dir, "completed", started=started)
+        return metrics
+    except BaseException as exc:  # KeyboardInterrupt too: the folder must never look finished
+        interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+        with contextlib.suppress(PipelineError):  # a full disk must not hide the original error
+            rf.write_status(run_dir, "interrupted" if interrupted else "failed", started=started,
+                            error=f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, KeyboardInterrupt):  # a second signal means: stop now, no report
+            _try_report(run_dir)
+        raise _with_next_step(exc, run_dir) from None
+
+
+def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:
+    """The error, told what the user can do next: resume only if a checkpoint exists."""
+    if not isinstance(exc, (Interrupted, OutputError, StopNow)):
+        return exc
+    if rf.latest_checkpoint(run_dir) is not None:
+        step = f"continue with `mnist train --resume {run_dir}`"
+    else:
+        step = (f"no epoch had finished, so there is nothing to resume; start again with "
+                f"`mnist train --config {run_dir / rf.CONFIG}`")
+    if isinstance(exc, StopNow):
+        return StopNow(f"{exc}; {step}", exc.exit_code)
+    return type(exc)(f"{exc}; {step}")
+
+
+def open_resumable(run_dir: str | Path) -> Resumable:
+    """The run folder, locked by this process, if it can be resumed: stopped (interrupted, failed, or killed
+    while running) with an intact checkpoint and its config unchanged. Otherwise a one-line refusal (exit 2,
+    or 1 for a damaged file), with the folder left as it was. Needs no TensorFlow."""
+    from mnist_pipeline.checkpoints import read_checkpoint
+
     path = Path(run_dir)
-    if not (path / rf.STATUS).is_file() or not (path / rf.CONFIG).is_file():
-        raise ConfigError(f"--resume {path}: not a run folder (no status.json / config.yaml); "
+    if not path.is_dir() or not rf.is_run_folder(path):
+        raise ConfigError(f"--resume {path}: not a run folder (no status.json and config.yaml); "
                           f"pass a folder under <output dir>/runs/")
-    status = rf.read_json(path / rf.STATUS)
-    state = status.get("status")
-    if state == "completed":
+    lock = rf.RunLock(path)
+    if not lock.acquire():
+        pid = run_files.read_status(path).get("pid", "?")
+        raise ConfigError(f"--resume {path}: another process (pid {pid}) is training this run right now; "
+                          f"wait for it to finish or stop it first")
+    status = run_files.read_status(path)
+    if status["status"] == "completed":
         raise ConfigError(f"--resume {path}: the run is already completed; start a new run instead")
-    if state == "running" and runtime.process_alive(status.get("pid", -1)) and status.get("pid") != os.getpid():
-        raise ConfigError(f"--resume {path}: the run is still running (pid {status['pid']}); stop it first")
-    if rf.latest_checkpoint(path) is None:
-        raise ConfigError(f"--resume {path}: no checkpoint (it stopped before its first epoch ended); "
-                          f"start it again with mnist train --config {path / rf.CONFIG}")
-    return path
+    fingerprint = run_files.read_json(path / rf.FINGERPRINT)
+    recorded = run_files.field(fingerprint, path / rf.FINGERPRINT, "config_sha256", str)
+    run_files.field(fingerprint, path / rf.FINGERPRINT, "data_sha256", str)
+    if _sha256((path / rf.CONFIG).read_bytes()) != recorded:
+        raise ConfigError(f"--resume {path}: {rf.CONFIG} was changed after the run started, and a resumed run "
+                          f"must go on with the config it started with; restore the file, or start a new run "
+                          f"with `mnist train --config {path / rf.CONFIG}`")
+    checkpoint = rf.latest_checkpoint(path)
+    if checkpoint is None:
+        raise ConfigError(f"--resume {path}: no checkpoint: the run stopped before its first epoch ended; "
+                          f"start it again with `mnist train --config {path / rf.CONFIG}`")
+    read_checkpoint(checkpoint)  # every file against its hash, before anything is loaded or written
+    return Resumable(path, lock, status.get("started", ""), fingerprint)
+
+
+def check_same_data(resume: Resumable, data_fingerprint: str, source: str) -> None:
+    if data_fingerprint != resume.fingerprint["data_sha256"]:
+        was = resume.fingerprint.get("data_source", "?")
+        raise ConfigError(f"--resume {resume.run_dir}: the data ({source}) is not the data the run started with "
+                          f"({was}); resume with the same data (--data-dir), or start a new run")
+
+
+def fingerprint_data(raw) -> str:
+    """SHA-256 over the four arrays, shapes included: the same digits give the same hash from any source."""
+    digest = hashlib.sha256()
+    for array in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _try_report(run_dir: Path) -> None:
@@ -121,14 +201,15 @@ def _try_report(run_dir: Path) -> None:
         write_report(run_dir)
 
 
-def start_runtime(cfg: RunConfig) -> tuple[str, bool]:
-    """Environment, device and seeds, before TensorFlow creates anything. Returns (device, deterministic)."""
+def start_runtime(cfg: RunConfig) -> str:
+    """Environment, device and seeds, before TensorFlow creates anything. Returns the device; runs on a CPU
+    are made deterministic (op determinism)."""
     runtime.prepare_environment()
     device = runtime.select_device(cfg.training.device)
     runtime.set_precision(cfg.training.mixed_precision, device)
     deterministic = device.startswith("cpu")
     runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
-    return device, deterministic
+    return device
 
 
 def load_data(cfg: RunConfig):
@@ -221,10 +302,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
     history = [r.to_dict() for r in fit.history]
     test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size)
     test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
-    try:
-        model.save(run_dir / rf.MODEL)
-    except OSError as exc:
-        raise OutputError(f"{run_dir / rf.MODEL}: cannot save the model ({exc}); check free space") from None
+    _save_model(model, run_dir / rf.MODEL)
     rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
     _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
     best = history[fit.best_epoch - 1]
@@ -238,6 +316,17 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
         "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def _save_model(model, path: Path) -> None:
+    """model.keras, written under a temporary name and renamed: a failed save never leaves half a model."""
+    tmp = path.with_name(rf.temporary_name(path).name + ".keras")  # Keras insists on the suffix
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot save the model ({exc.strerror or exc}); free some space") from None
 
 
 def _policies(cfg: RunConfig):

@@ -6,14 +6,18 @@ is created: TensorFlow fixes its visible devices when it first initializes.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import platform
 import random
 import signal
+import sys
+import warnings
 
 import numpy as np
 
-from mnist_pipeline.errors import DeviceError, PipelineError
+from mnist_pipeline.errors import DeviceError, PipelineError, StopNow
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 
@@ -34,6 +38,31 @@ def prepare_environment() -> None:
     # cnn.yaml's train step (no BN) ran at 1103 vs 816 img/s side by side here. Results stay deterministic
     # (the bit-exact resume tests pass with it); set it to 0 to opt out.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def quiet_native_logs() -> None:
+    """Keep TensorFlow's log lines off the terminal, so an error is the only line a failing command prints.
+
+    TensorFlow's C++ side writes to file descriptor 2 directly, some of it (absl's and oneDNN's lines at
+    import) whatever TF_CPP_MIN_LOG_LEVEL says. So fd 2 goes to /dev/null and Python's `sys.stderr`, which
+    every message of ours uses, to a copy of the real stderr. Python warnings and log records from
+    TensorFlow, Keras and absl are dropped too. Nothing to do when stderr is not the process's own (tests).
+    """
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115 - for the process
+                      errors="backslashreplace")
+    warnings.filterwarnings("ignore", module=r"(tensorflow|keras|absl|tf_keras|google)(\.|$)")
+    for name in ("tensorflow", "absl", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def select_device(choice: str) -> str:
@@ -123,7 +152,7 @@ class StopSignals:
 
     def _handle(self, number, frame) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt  # second signal: unwind now, without a report
+            raise StopNow(f"{signal.Signals(number).name} again: stopped at once", 128 + number)
         self.received = number
 
     def requested(self) -> bool:
@@ -137,12 +166,3 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.received or signal.SIGINT).name
 
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True

@@ -278,8 +278,7 @@ class Trainer:
                 if on_step:
                     on_step(step, steps_per_epoch)
                 if stop_requested():
-                    raise Interrupted(f"stopped during epoch {epoch + 1} (step {step}); the last checkpoint "
-                                      f"holds epoch {epoch}")
+                    raise Interrupted(f"stopped during epoch {epoch + 1} (step {step})")
             record = self._end_epoch(epoch, val_data, time.perf_counter() - start, schedule.rate(epoch), state)
             schedule.observe(record.val_loss)
             if early_stopping and early_stopping.should_stop(getattr(record, early_stopping.monitor)):

@@ -215,8 +215,9 @@ def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):
         "from click.testing import CliRunner",
         "from mnist_pipeline.cli import cli",
         f"r = CliRunner().invoke(cli, ['train', '--data-dir', {str(idx_dir)!r}, '--output-dir', {str(tmp_path)!r}])",
-        "print(r.exit_code, r.output.strip())",
+        "print(r.exit_code, r.stderr.strip())",
     )
     code, _, message = probe.stdout.strip().partition(" ")
     assert code == "1" and message.startswith("error: TensorFlow cannot be imported"), probe.stdout + probe.stderr
+    assert "\n" not in message and not list(tmp_path.iterdir())  # one line, and no run folder
     assert "pip install -e '.[cpu]'" in message

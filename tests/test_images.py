@@ -18,8 +18,8 @@ def test_any_size_image_becomes_a_centred_light_on_dark_digit(tmp_path, light_ba
     ink = render_digit(4, np.random.default_rng(0), canvas=150, size=90)  # dark ink on white
     pixels = ink if light_background else 255 - ink
     Image.fromarray(pixels.astype(np.uint8)).resize((150, 110)).save(tmp_path / "d.png")
-    ((name, digit),) = load_digits(tmp_path / "d.png")
-    assert name == str(tmp_path / "d.png") and digit.shape == (28, 28) and digit.dtype == np.uint8
+    ((name, digit, warning),) = [(d.source, d.image, d.warning) for d in load_digits(tmp_path / "d.png")]
+    assert name == str(tmp_path / "d.png") and warning is None and digit.shape == (28, 28) and digit.dtype == np.uint8
     assert digit.max() == 255 and np.all(digit[0] == 0) and np.all(digit[:, 0] == 0)  # light digit, dark border
     rows, cols = np.nonzero(digit > 25)
     assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= 21  # fits MNIST's 20x20 box
@@ -31,10 +31,18 @@ def test_rgba_jpeg_and_blank_images(tmp_path):
     rgba[10:30, 18:22] = (0, 0, 0, 255)  # opaque black bar on a transparent background
     Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
     Image.fromarray(np.full((30, 30, 3), 255, np.uint8)).save(tmp_path / "blank.jpg")
-    ((_, bar),) = load_digits(tmp_path / "t.png")
-    assert bar.max() == 255 and bar[:, 13:15].sum() > bar[:, :5].sum()
-    ((_, blank),) = load_digits(tmp_path / "blank.jpg")
-    assert not blank.any()
+    (bar,) = load_digits(tmp_path / "t.png")
+    assert bar.image.max() == 255 and bar.image[:, 13:15].sum() > bar.image[:, :5].sum()
+    (blank,) = load_digits(tmp_path / "blank.jpg")
+    assert blank.image is None and "blank or nearly one colour" in blank.warning
+
+
+def test_near_constant_images_get_a_warning_not_an_amplified_guess(tmp_path):
+    noise = 128 + np.random.default_rng(0).integers(-5, 6, size=(60, 60))  # grey paper, no ink
+    Image.fromarray(noise.astype(np.uint8)).save(tmp_path / "paper.png")
+    np.save(tmp_path / "zeros.npy", np.zeros((2, 28, 28)))
+    assert [d.image for d in load_digits(tmp_path / "paper.png")] == [None]
+    assert [d.warning is not None for d in load_digits(tmp_path / "zeros.npy")] == [True, True]
 
 
 def test_npy_arrays_single_batch_and_unit_scale(tmp_path):
@@ -42,18 +50,18 @@ def test_npy_arrays_single_batch_and_unit_scale(tmp_path):
     np.save(tmp_path / "one.npy", digits[0])
     np.save(tmp_path / "batch.npy", digits[..., None])
     np.save(tmp_path / "unit.npy", digits[0] / 255.0)
-    ((_, one),) = load_digits(tmp_path / "one.npy")
-    np.testing.assert_array_equal(one, digits[0])  # already MNIST-shaped: used as it is
+    (one,) = load_digits(tmp_path / "one.npy")
+    np.testing.assert_array_equal(one.image, digits[0])  # already MNIST-shaped: used as it is
     batch = load_digits(tmp_path / "batch.npy")
-    assert [name for name, _ in batch] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
-    ((_, unit),) = load_digits(tmp_path / "unit.npy")
-    assert np.abs(unit.astype(int) - digits[0]).max() <= 1
+    assert [d.source for d in batch] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
+    (unit,) = load_digits(tmp_path / "unit.npy")
+    assert np.abs(unit.image.astype(int) - digits[0]).max() <= 1
 
 
 @pytest.mark.parametrize("name, content, words", [
     ("x.png", b"not an image", ["not a readable image"]),
     ("x.txt", b"hello", ["unsupported file type .txt"]),
-    ("x.npy", b"nope", ["not a readable .npy"]),
+    ("x.npy", b"nope", ["not a .npy array"]),
 ])
 def test_bad_files(tmp_path, name, content, words):
     (tmp_path / name).write_bytes(content)

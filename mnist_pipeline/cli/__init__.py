@@ -17,7 +17,7 @@ from mnist_pipeline.cli.configs import config, models
 from mnist_pipeline.cli.diagnose import diagnose
 from mnist_pipeline.cli.runs import compare, ensemble, evaluate, predict, report
 from mnist_pipeline.cli.train import train
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, StopNow
 
 
 class _Group(click.Group):
@@ -49,8 +49,11 @@ class _Group(click.Group):
         except BrokenPipeError:  # `mnist models | head`: the reader left, nothing to report
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(1)
+        except StopNow as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
+            click.echo("error: interrupted", err=True)
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -66,13 +69,18 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mnist")
 @click.option("--traceback", is_flag=True, help="Show the full Python traceback of unexpected errors.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines and warnings (hidden by default).")
 @click.pass_context
-def cli(ctx: click.Context, traceback: bool) -> None:
+def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
     """Train, evaluate and compare MNIST classifiers from YAML configs.
 
     Example: mnist train --config configs/cnn.yaml --data-dir ../shared/data/mnist-small
     """
     ctx.obj = {"traceback": traceback}
+    if not verbose:
+        from mnist_pipeline import runtime
+
+        runtime.quiet_native_logs()
 
 
 

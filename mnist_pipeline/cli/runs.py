@@ -24,7 +24,7 @@ def report(run_dir) -> None:
     """
     from mnist_pipeline.reports.document import write_report  # NumPy and matplotlib: only when drawing
 
-    path = rf.existing_run_dir(run_dir)
+    path = rf.run_folder(run_dir)  # never draws into a folder that is not a run's
     for file in write_report(path):
         click.echo(f"wrote {file}")
     click.echo(f"report: {path / 'report.html'}")
@@ -59,7 +59,7 @@ def predict(run_dir, files, as_json) -> None:
     """Classify image files (PNG/JPEG, any size; made MNIST-like) or .npy arrays with a run's model.
 
     Prints the predicted class and the top-3 probabilities per image. A bad file gets one error line and
-    the others are still predicted; the exit code is then 1.
+    the others are still predicted; the exit code is then 1. A blank image gets a warning, not an answer.
 
     Example: mnist predict outputs/runs/20261123T120000Z-cnn digit.png more.npy
     """
@@ -69,10 +69,13 @@ def predict(run_dir, files, as_json) -> None:
     if as_json:
         click.echo(json.dumps([{"file": p.source, "prediction": p.top[0][0] if p.top else None,
                                 "top": [{"class": c, "probability": round(q, 6)} for c, q in p.top],
-                                **({"error": p.error} if p.error else {})} for p in predictions], indent=2))
+                                **({"error": p.error} if p.error else {}),
+                                **({"warning": p.warning} if p.warning else {})} for p in predictions], indent=2))
     for p in predictions:
         if p.error:
             click.echo(f"error: {p.error}", err=True)
+        elif p.warning:
+            click.echo(f"warning: {p.warning}", err=True)
         elif not as_json:
             top = ", ".join(f"{c} {q:.3f}" for c, q in p.top)
             click.echo(f"{p.source}: {p.top[0][0]}  (top {len(p.top)}: {top})")
@@ -94,7 +97,7 @@ def compare(run_dirs, all_runs, output_dir) -> None:
     """
     from mnist_pipeline.reports.compare import COLUMNS, find_runs, rank, summarize_run, write_comparison
 
-    paths = find_runs(Path(output_dir)) if all_runs else [rf.existing_run_dir(d) for d in run_dirs]
+    paths = find_runs(Path(output_dir)) if all_runs else [_folder(d) for d in run_dirs]
     if not paths:
         raise ConfigError(f"no runs to compare: pass RUN_DIR... or --all (found none under {output_dir}/runs)")
     summaries = rank([summarize_run(p) for p in paths])
@@ -105,6 +108,13 @@ def compare(run_dirs, all_runs, output_dir) -> None:
         best = summaries[0]
         click.echo(f"best: {best.run_dir.name} ({best.model}, test accuracy {best.test_accuracy:.4f})")
     click.echo(f"comparison: {files[0]}")
+
+
+def _folder(run_dir: str) -> Path:
+    path = Path(run_dir)
+    if not path.is_dir():  # a damaged run is still a folder: it is listed as unreadable, not refused
+        raise ConfigError(f"{path}: no such run folder; runs are under <output dir>/runs/")
+    return path
 
 
 @click.command()

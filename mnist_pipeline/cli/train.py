@@ -33,7 +33,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     """
     from mnist_pipeline import runtime
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
-    from mnist_pipeline.pipeline import Events, check_resumable, run  # no TensorFlow until run() starts
+    from mnist_pipeline.pipeline import Events, open_resumable, run  # no TensorFlow until run() starts
 
     flags = {"data.data_dir": data_dir, "training.device": device, "training.seed": seed,
              "training.epochs": epochs, "output.dir": output_dir}
@@ -42,8 +42,8 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         if config_path or overrides or seed is not None or epochs is not None or output_dir:
             raise ConfigError("--resume continues a run with its saved config; it takes only --data-dir and "
                               "--device (drop --config, --set, --seed, --epochs, --output-dir)")
-        resume = check_resumable(resume_dir)
-        config_path = resume / "config.yaml"
+        resume = open_resumable(resume_dir)  # locks the folder: a second --resume is refused from here on
+        config_path = resume.run_dir / "config.yaml"
     cfg = load_config(config_path, overrides, flags)
 
     progress = Progress(enabled=sys.stdout.isatty())
@@ -53,9 +53,13 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
                             stop_requested=signals.requested)
             result = run(cfg, events, resume=resume)
     except Interrupted as exc:
+        progress.clear()
         interrupted = Interrupted(f"{signals.name}: {exc}")
         interrupted.exit_code = signals.exit_code
         raise interrupted from None
+    except BaseException:
+        progress.clear()  # the error line must start at the beginning of a line of its own
+        raise
     m = result.metrics
     click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
                f"{m['parameters']:,} parameters, {m['wall_seconds']:.1f}s on {m['device']})")
@@ -79,9 +83,12 @@ class Progress:
         filled = self.WIDTH * step // max(total, 1)
         click.echo(f"\r  [{'#' * filled}{'.' * (self.WIDTH - filled)}] {step}/{total}", nl=False)
 
-    def epoch_done(self, r, epochs: int) -> None:
+    def clear(self) -> None:
         if self.enabled:
             click.echo("\r" + " " * (self.WIDTH + 20) + "\r", nl=False)
+
+    def epoch_done(self, r, epochs: int) -> None:
+        self.clear()
         click.echo(f"epoch {r.epoch}/{epochs}  loss {r.loss:.4f}  acc {r.accuracy:.4f}  "
                    f"val_loss {r.val_loss:.4f}  val_acc {r.val_accuracy:.4f}  lr {r.learning_rate:.1e}  "
                    f"{r.seconds:.1f}s")

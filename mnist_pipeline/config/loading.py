@@ -10,8 +10,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mnist_pipeline.config.schema import MODEL_PARAMS, RunConfig
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.config.schema import MAX_TRAINING_BYTES, MODEL_PARAMS, RunConfig, training_memory
+from mnist_pipeline.errors import ConfigError, clip, quote
+
+# A config is a few hundred bytes of a few levels. These bounds refuse hostile YAML (a "billion laughs" of
+# nested aliases, thousands of nested brackets, a huge file) quickly and in bounded memory.
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_VALUES = 10_000  # scalars, lists and mappings, counted after expanding aliases
+MAX_DEPTH = 32
 
 
 def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] = (),
@@ -31,7 +37,7 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
     from_cli: set[str] = set()
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(raw, key, value, origin=f"--set {item}")
+        _set_dotted(raw, key, value, origin=f"--set {clip(item)}")
         from_cli.add(key)
     for key, value in (flags or {}).items():
         if value is not None:
@@ -48,6 +54,11 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
         raise ConfigError(_describe(exc, source, schema, "model.params.", from_cli)) from None
     # Store every parameter with its default filled in, so the saved config is complete.
     model = cfg.model.model_copy(update={"params": params.model_dump(mode="json")})
+    needed = training_memory(model.name, model.params, cfg.training.batch_size)
+    if needed > MAX_TRAINING_BYTES:
+        raise ConfigError(f"{source}: model.params with training.batch_size = {cfg.training.batch_size} need about "
+                          f"{needed / 2**30:,.0f} GiB to train, more than the {MAX_TRAINING_BYTES >> 30} GiB allowed; "
+                          f"use fewer or smaller layers or a smaller batch")
     return cfg.model_copy(update={"model": model})
 
 
@@ -56,12 +67,58 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set expects section.key=value (e.g. training.epochs=5), got {item!r}")
+        raise ConfigError(f"--set expects section.key=value (e.g. training.epochs=5), got {quote(item)}")
+    return key, parse_yaml(text, f"--set {quote(item)}") if text.strip() else None
+
+
+def parse_yaml(text: str, where: str):
+    """YAML's safe loader with bounds: at most MAX_CONFIG_BYTES, MAX_VALUES values after expanding aliases
+    and MAX_DEPTH levels, checked on the parsed node graph before any Python object is built."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} characters, more than a config can need "
+                          f"({MAX_CONFIG_BYTES // 1024} KiB at most)")
+    loader = yaml.SafeLoader(text)
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML; quote it or fix the syntax") from None
-    return key, value
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_bounds(node, where, 1, {})
+        return loader.construct_document(node)
+    except yaml.constructor.ConstructorError as exc:
+        raise ConfigError(f"{where}: YAML tag not allowed ({exc.problem}); configs hold plain values only") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}: invalid YAML{line}: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; a config has a few") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"{where}: a value cannot be read ({str(exc)[:80]})") from None
+    finally:
+        loader.dispose()
+
+
+def _check_bounds(node, where: str, depth: int, seen: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(values, levels) of `node` with aliases expanded; each distinct node is measured once, so an alias
+    bomb costs time linear in the file, not in its expansion."""
+    if id(node) in seen:
+        count, height = seen[id(node)]
+    else:
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; a config has a few")
+        children = ([] if isinstance(node, yaml.ScalarNode) else
+                    [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value)
+        sizes = [_check_bounds(child, where, depth + 1, seen) for child in children]
+        count = 1 + sum(c for c, _ in sizes)
+        height = 1 + max((h for _, h in sizes), default=0)
+        seen[id(node)] = (count, height)
+    if depth - 1 + height > MAX_DEPTH:
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; a config has a few")
+    if count > MAX_VALUES:
+        raise ConfigError(f"{where}: more than {MAX_VALUES:,} values once its aliases are expanded; refusing "
+                          f"it (a config has a few dozen; is it a YAML alias bomb?)")
+    return count, height
 
 
 def to_yaml(cfg: RunConfig) -> str:
@@ -70,17 +127,17 @@ def to_yaml(cfg: RunConfig) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file, e.g. configs/cnn.yaml")
+        what = "is a folder, not" if path.is_dir() else "not found; pass" if not path.exists() else "is not"
+        raise ConfigError(f"config file {quote(str(path))} {what} a YAML file (e.g. configs/cnn.yaml)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.constructor.ConstructorError as exc:
-        raise ConfigError(f"{path}: YAML tag not allowed ({exc.problem}); configs hold plain values only") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ConfigError(f"{path}: invalid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, more than a config can need")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+        raise ConfigError(f"{path}: cannot read the config file ({str(exc)[:80]}); it must be UTF-8 text") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -117,7 +174,7 @@ def _describe(exc: ValidationError, source: str, schema: type[BaseModel], prefix
         allowed = _field_names(schema, err["loc"][:-1])
         hint = difflib.get_close_matches(leaf, allowed, n=1)
         did_you_mean = f"did you mean {hint[0]!r}? " if hint else ""
-        return (f"{source}: unknown key {loc!r}{origin}; {did_you_mean}"
+        return (f"{source}: unknown key {quote(loc)}{origin}; {did_you_mean}"
                 f"allowed in {parent or 'the top level'}: {', '.join(allowed)}{more}")
     if err["type"] == "missing":
         return f"{source}: {loc} is required{more}"
@@ -126,7 +183,7 @@ def _describe(exc: ValidationError, source: str, schema: type[BaseModel], prefix
     if not err["loc"] or isinstance(err.get("input"), dict):  # a check across the fields of one section:
         # naming the whole section's value says nothing
         return f"{source}: {loc.rstrip('.')}: {msg}{more}"
-    return f"{source}: {loc} = {err.get('input')!r}{origin}: {msg}{more}"
+    return f"{source}: {clip(loc, 120)} = {quote(err.get('input'))}{origin}: {msg}{more}"
 
 
 def _field_names(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -6,6 +6,7 @@ model class's constructor takes exactly the fields of its schema (tests/test_mod
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -21,23 +22,35 @@ from pydantic import (
     model_validator,
 )
 
+from mnist_pipeline.errors import quote
+
 
 def _number(value: Any) -> Any:
-    # PyYAML reads `1e-3` (no dot) as a string; accept any numeric string, but not booleans.
+    # PyYAML reads `1e-3` (no dot) as a string; accept any numeric string, but not booleans, NaN or infinity
+    # (a rate or penalty of inf would only be found out as a NaN loss halfway through training).
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            value = float(value.strip())
         except ValueError:
-            raise ValueError(f"expected a number, got the string {value!r}") from None
+            raise ValueError(f"expected a number, got the string {quote(value)}") from None
+    if isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError("the number is too large") from None
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number, got NaN or infinity")
     return value
 
 
 Number = Annotated[float, BeforeValidator(_number)]
 Fraction = Annotated[Number, Field(ge=0.0, lt=1.0)]
-Penalty = Annotated[Number, Field(ge=0.0)]
-Width = Annotated[StrictInt, Field(ge=1)]
+Penalty = Annotated[Number, Field(ge=0.0, le=10.0)]
+# Widths far past what 28x28 digits use; `training_memory` bounds their combination with the batch size.
+Width = Annotated[StrictInt, Field(ge=1, le=16_384)]
+Filters = Annotated[StrictInt, Field(ge=1, le=2_048)]
 
 Activation = Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "sigmoid", "tanh", "linear"]
 Initializer = Literal[
@@ -80,21 +93,22 @@ class MLPParams(_DenseKnobs):
 class DeepMLPParams(_DenseKnobs):
     """Flatten -> several hidden Dense layers -> 10 logits."""
 
-    units: tuple[Width, ...] = Field((512, 256, 128), min_length=1, description="hidden units per layer")
+    units: tuple[Width, ...] = Field((512, 256, 128), min_length=1, max_length=32,
+                                     description="hidden units per layer")
     dropout_rate: Fraction = Field(0.2, description="dropout after each hidden layer (0 = off)")
 
 
 class CNNParams(_DenseKnobs):
     """Conv blocks (conv x N, pool, dropout) -> Dense head -> 10 logits."""
 
-    filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
+    filters: tuple[Filters, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
     convs_per_block: Annotated[StrictInt, Field(ge=1, le=4)] | tuple[Annotated[StrictInt, Field(ge=1, le=4)], ...] = (
         Field(2, description="conv layers before each 2x2 max-pool: one number for all blocks, or one per block"))
     kernel_size: Width = Field(3, le=7, description="square conv kernel size")
     padding: Literal["same", "valid"] = Field(
         "same", description="'same' keeps each conv's height and width; 'valid' trims kernel_size - 1 pixels "
                             "(fewer FLOPs, as in the Keras example CNN)")
-    dense_units: Annotated[StrictInt, Field(ge=0)] = Field(
+    dense_units: Annotated[StrictInt, Field(ge=0, le=16_384)] = Field(
         128, description="units of the hidden Dense layer before the logits (0 = none: flatten to the logits)")
     dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
     dense_dropout_rate: Fraction = Field(0.5, description="dropout before the logits")
@@ -123,6 +137,49 @@ class CNNParams(_DenseKnobs):
 
 MODEL_PARAMS: dict[str, type[_Section]] = {"mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}
 
+MAX_TRAINING_BYTES = 16 << 30  # refused above this estimate: more than this machine class (24 GiB) can hold
+
+
+def model_size(name: str, params: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, activation values per example) of a registry model, counted from its parameters.
+
+    Parameters match Keras's count_params (tests/test_config.py checks every shipped config); activations
+    count each layer's output once, a lower bound of what training keeps per example.
+    """
+    batch_norm = params["batch_norm"]
+
+    def dense(inputs: int, units: int) -> tuple[int, int]:  # kernel + (bias, or BN's 4 vectors), outputs
+        return inputs * units + (4 * units if batch_norm else units), units * (3 if batch_norm else 2)
+
+    if name in ("mlp", "deep_mlp"):
+        widths = [params["units"]] if isinstance(params["units"], int) else list(params["units"])
+        sizes = [dense(a, b) for a, b in zip([784, *widths], widths, strict=False)]
+        parameters, activations = sum(p for p, _ in sizes), 784 + sum(a for _, a in sizes)
+        return parameters + widths[-1] * 10 + 10, activations + 10
+    counts = params["convs_per_block"]
+    counts = [counts] * len(params["filters"]) if isinstance(counts, int) else list(counts)
+    side, channels, parameters, activations = 28, 1, 0, 784
+    for filters, convs in zip(params["filters"], counts, strict=True):
+        for _ in range(convs):
+            side -= params["kernel_size"] - 1 if params["padding"] == "valid" else 0
+            parameters += params["kernel_size"] ** 2 * channels * filters + (4 if batch_norm else 1) * filters
+            activations += side * side * filters * (3 if batch_norm else 2)
+            channels = filters
+        side //= 2
+        activations += side * side * channels
+    flat = side * side * channels
+    if params["dense_units"]:
+        p, a = dense(flat, params["dense_units"])
+        parameters, activations, flat = parameters + p, activations + a, params["dense_units"]
+    return parameters + flat * 10 + 10, activations + 10
+
+
+def training_memory(name: str, params: dict[str, Any], batch_size: int) -> int:
+    """Bytes a float32 training step needs at least: weights, gradients and two Adam slots, and every
+    activation and its gradient for the batch."""
+    parameters, activations = model_size(name, params)
+    return 4 * (4 * parameters + 2 * batch_size * activations)
+
 
 # ---- run configuration ----
 
@@ -145,7 +202,7 @@ class AugmentationConfig(_Section):
 
 class DataConfig(_Section):
     dataset: Literal["mnist", "fashion_mnist"] = Field("mnist", description="which dataset (sets class names)")
-    data_dir: StrictStr | None = Field(
+    data_dir: Annotated[StrictStr, Field(max_length=4096)] | None = Field(
         None, description="folder with IDX or .npz files; else $MNIST_DATA_DIR; else Keras's download cache"
     )
     normalization: Literal["scale", "standardize"] = Field(
@@ -176,7 +233,7 @@ class ScheduleConfig(_Section):
     factor: Number = Field(0.1, gt=0.0, lt=1.0, description="step, reduce_on_plateau: multiply the rate by this")
     patience: Annotated[StrictInt, Field(ge=1)] = Field(
         3, description="reduce_on_plateau: epochs without a lower val_loss before reducing")
-    min_learning_rate: Number = Field(0.0, ge=0.0, description="floor of every schedule; cosine ends there")
+    min_learning_rate: Number = Field(0.0, ge=0.0, le=10.0, description="floor of every schedule; cosine ends there")
     warmup_epochs: Annotated[StrictInt, Field(ge=0)] = Field(
         0, description="epochs over which the rate rises linearly from 0 before the schedule starts")
 
@@ -185,7 +242,7 @@ class EarlyStoppingConfig(_Section):
     enabled: StrictBool = Field(False, description="stop when the monitored value stops improving")
     monitor: Literal["val_loss", "val_accuracy"] = Field("val_loss", description="the value watched")
     patience: Annotated[StrictInt, Field(ge=1)] = Field(5, description="epochs without improvement before stopping")
-    min_delta: Number = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
+    min_delta: Number = Field(0.0, ge=0.0, le=10.0, description="smallest change that counts as an improvement")
 
 
 class TrainingConfig(_Section):
@@ -218,7 +275,8 @@ class TrainingConfig(_Section):
 
 
 class OutputConfig(_Section):
-    dir: StrictStr = Field("outputs", description="runs go to <dir>/runs/<UTC timestamp>-<name>/")
+    dir: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(
+        "outputs", description="runs go to <dir>/runs/<UTC timestamp>-<name>/")
     name: StrictStr | None = Field(None, description="run name; defaults to the config file's name")
 
     @field_validator("name")

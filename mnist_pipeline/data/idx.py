@@ -12,40 +12,63 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError
+from mnist_pipeline.errors import DataError, brief
 
 UNSIGNED_BYTE = 0x08
 
 
-def read_idx(path: str | Path, expected_ndim: int) -> np.ndarray:
-    """The array stored in an IDX file (`.gz` or raw); DataError naming the file on any inconsistency."""
+def read_idx(path: str | Path, expected_ndim: int, item_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The array stored in an IDX file (`.gz` or raw); DataError naming the file on any inconsistency.
+
+    The header is checked (magic number, `item_shape` of each example, a size of at most MAX_BYTES) before the
+    data is read, and no more than the promised bytes (+1, to see trailing junk) are inflated: a few kilobytes
+    of gzip claiming gigabytes are refused at once, not decompressed.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
     try:
-        raw = _read_bytes(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
+            head = stream.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: only {len(head)} bytes, too short for an IDX header; the file is truncated")
+            zeros, dtype_code, ndim = int.from_bytes(head[:2], "big"), head[2], head[3]
+            if zeros != 0 or dtype_code != UNSIGNED_BYTE or ndim != expected_ndim:
+                magic = int.from_bytes(head, "big")
+                wanted = (UNSIGNED_BYTE << 8) | expected_ndim
+                raise DataError(f"{path}: bad magic number {magic} (expected {wanted} for a {expected_ndim}-d "
+                                f"unsigned byte IDX file); is it the right file?")
+            dims = stream.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path}: header cut short; the file is truncated")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            _check_promise(path, shape, item_shape)
+            size = int(np.prod(shape, dtype=np.int64))
+            data = stream.read(size + 1)
+    except DataError:
+        raise
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read the file ({exc}); re-download it") from None
-    if len(raw) < 4:
-        raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX header; the file is truncated")
-    zeros, dtype_code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
-    if zeros != 0 or dtype_code != UNSIGNED_BYTE or ndim != expected_ndim:
-        magic = int.from_bytes(raw[:4], "big")
-        wanted = (UNSIGNED_BYTE << 8) | expected_ndim
-        raise DataError(f"{path}: bad magic number {magic} (expected {wanted} for a {expected_ndim}-d unsigned "
-                        f"byte IDX file); is it the right file?")
-    header_end = 4 + 4 * ndim
-    if len(raw) < header_end:
-        raise DataError(f"{path}: header cut short ({len(raw)} bytes); the file is truncated")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header_end + int(np.prod(shape, dtype=np.int64))
-    if len(raw) < expected:
-        raise DataError(f"{path}: header promises shape {shape} ({expected} bytes) but the file has "
-                        f"{len(raw)} bytes; the file is truncated")
-    if len(raw) > expected:
-        raise DataError(f"{path}: {len(raw) - expected} bytes after the data of shape {shape}; "
-                        f"the file is corrupt")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape)
+        raise DataError(f"{path}: cannot read the file ({brief(exc)}); re-download it") from None
+    if len(data) < size:
+        raise DataError(f"{path}: header promises shape {shape} ({size + 4 + 4 * ndim} bytes) but the file has "
+                        f"{len(data) + 4 + 4 * ndim} bytes; the file is truncated")
+    if len(data) > size:
+        # A raw file's excess is known from its size; a gzip one is not inflated further to count it.
+        extra = "more" if path.suffix == ".gz" else str(path.stat().st_size - size - 4 - 4 * ndim)
+        raise DataError(f"{path}: {extra} bytes after the data of shape {shape}; the file is corrupt")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+MAX_BYTES = 1_000_000 * 28 * 28  # a million 28x28 images: well past MNIST's 60,000 and EMNIST's 700,000
+
+
+def _check_promise(path: Path, shape: tuple[int, ...], item_shape: tuple[int, ...] | None) -> None:
+    if item_shape is not None and shape[1:] != item_shape:
+        raise DataError(f"{path}: images have shape {shape}, expected (N, {', '.join(map(str, item_shape))})")
+    size = int(np.prod(shape, dtype=np.int64))
+    if size > MAX_BYTES:
+        raise DataError(f"{path}: header promises shape {shape} ({size / 2**20:,.0f} MiB), more than the "
+                        f"{MAX_BYTES / 2**20:,.0f} MiB (1,000,000 images) read; is it the right file?")
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
@@ -56,10 +79,3 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(header + array.tobytes())
-
-
-def _read_bytes(path: Path) -> bytes:
-    if path.suffix == ".gz":
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    return path.read_bytes()

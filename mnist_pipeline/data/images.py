@@ -6,63 +6,92 @@ aspect ratio, then placed in a 28x28 field so that its centre of mass is at the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError
+from mnist_pipeline.errors import DataError, brief, clip
+from mnist_pipeline.files import load_npy
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
+MAX_PIXELS = 40_000_000  # a 40-megapixel photo; a decompression bomb claims far more
+MAX_ARRAY_BYTES = 512 << 20  # an .npy to predict: ~170,000 28x28 float32 images
+MIN_CONTRAST = 24  # grey levels (of 255) between the darkest and lightest pixel: below it, no digit to see
 
 
-def load_digits(path: str | Path) -> list[tuple[str, np.ndarray]]:
-    """(label, (28, 28) uint8) for each image in the file: one for an image, one or more for a .npy."""
+@dataclass(frozen=True)
+class Digit:
+    source: str  # the file, or file[i] for one image of an array
+    image: np.ndarray | None  # (28, 28) uint8, MNIST-style; None when blank
+    warning: str | None = None  # why there is no image to classify
+
+
+def load_digits(path: str | Path) -> list[Digit]:
+    """The images in a file, MNIST-style: one for an image file, one or more for a .npy. Any failure to read
+    is a one-line DataError naming the file; a blank image is a Digit with a warning instead."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass image files or .npy arrays")
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
     if path.suffix.lower() == ".npy":
-        return _load_npy(path)
+        return [_digit(name, image, prepared) for name, image, prepared in _load_npy(path)]
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return [(str(path), mnist_style(_read_image(path)))]
-    raise DataError(f"{path}: unsupported file type {path.suffix or '(none)'}; use PNG/JPEG or .npy")
+        return [_digit(str(path), _read_image(path), False)]
+    raise DataError(f"{path}: unsupported file type {clip(path.suffix) or '(none)'}; use PNG/JPEG or .npy")
+
+
+def _digit(source: str, gray: np.ndarray, prepared: bool) -> Digit:
+    """`gray` (H, W) 0-255; `prepared`: already MNIST-style, used as it is."""
+    if float(gray.max() - gray.min()) < MIN_CONTRAST:
+        return Digit(source, None, f"{source}: the image is blank or nearly one colour "
+                                   f"(contrast {gray.max() - gray.min():.0f} of 255); no digit to classify")
+    return Digit(source, gray.clip(0, 255).astype(np.uint8) if prepared else mnist_style(gray))
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > MAX_PIXELS:
+                raise DataError(f"{path}: {width}x{height} pixels, more than the {MAX_PIXELS // 1_000_000} "
+                                f"megapixels read; scale the image down")
             image.load()
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 # Transparent pixels are background: flatten onto white before going grey.
                 background = Image.new("RGBA", image.size, "white")
                 image = Image.alpha_composite(background, image.convert("RGBA"))
             return np.asarray(image.convert("L"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+    except DataError:
+        raise
+    except Exception as exc:  # Pillow raises many kinds (OSError, ValueError, DecompressionBombError, ...)
+        raise DataError(f"{path}: not a readable image ({brief(exc)})") from None
 
 
-def _load_npy(path: Path) -> list[tuple[str, np.ndarray]]:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or array.size == 0:
+def _load_npy(path: Path) -> list[tuple[str, np.ndarray, bool]]:
+    """(name, (H, W) float32 0-255, already MNIST-style) for each image of a .npy array."""
+    array = load_npy(path, MAX_ARRAY_BYTES)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array) \
+            or array.size == 0:
         raise DataError(f"{path}: expected a numeric image array, got dtype {array.dtype} shape {array.shape}")
     array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: holds NaN or infinite values; an image has pixel values 0-255 or 0-1")
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 2:
         array = array[None]
-    if array.ndim != 3:
+    if array.ndim != 3 or min(array.shape[1:]) < 1:
         raise DataError(f"{path}: expected shape (H, W), (N, H, W) or (N, H, W, 1), got {array.shape}")
     if array.max() <= 1.0:  # [0, 1] floats: bring to pixel scale
         array = array * 255.0
     names = [str(path)] if len(array) == 1 else [f"{path}[{i}]" for i in range(len(array))]
     # Arrays already in MNIST form (28x28, dark background) are used as they are.
-    return [(name, image.clip(0, 255).astype(np.uint8) if image.shape == (28, 28) else mnist_style(image))
-            for name, image in zip(names, array, strict=True)]
+    return [(name, image, image.shape == (28, 28)) for name, image in zip(names, array, strict=True)]
 
 
 def mnist_style(gray: np.ndarray) -> np.ndarray:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.data.idx import read_idx
-from mnist_pipeline.errors import ConfigError, DataError
+from mnist_pipeline.data.idx import MAX_BYTES, read_idx
+from mnist_pipeline.errors import ConfigError, DataError, quote
+from mnist_pipeline.files import load_npz
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -43,7 +44,7 @@ def load_raw(dataset: str, data_dir: str | None) -> RawData:
     if path.is_file() and path.suffix == ".npz":
         return _load_npz(path)
     if not path.is_dir():
-        raise ConfigError(f"data dir {str(path)!r} does not exist; {OFFLINE_HINT}")
+        raise ConfigError(f"data dir {quote(str(path))} does not exist; {OFFLINE_HINT}")
     idx_paths = {key: _find_idx(path, stem) for key, (stem, _) in IDX_FILES.items()}
     if all(idx_paths.values()):
         return _load_idx(idx_paths)
@@ -75,7 +76,8 @@ def _find_npz(folder: Path, dataset: str) -> Path | None:
 
 
 def _load_idx(paths: dict[str, Path]) -> RawData:
-    arrays = {key: read_idx(p, IDX_FILES[key][1]) for key, p in paths.items()}
+    arrays = {key: read_idx(p, IDX_FILES[key][1], IMAGE_SHAPE if key.startswith("x") else None)
+              for key, p in paths.items()}
     for split in ("train", "test"):
         _check_pair(arrays[f"x_{split}"], arrays[f"y_{split}"], str(paths[f"x_{split}"]), str(paths[f"y_{split}"]))
     folder = paths["x_train"].parent.resolve()
@@ -83,14 +85,7 @@ def _load_idx(paths: dict[str, Path]) -> RawData:
 
 
 def _load_npz(path: Path) -> RawData:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise DataError(f"{path}: missing array(s) {', '.join(missing)}; an .npz needs {', '.join(NPZ_KEYS)}")
-            arrays = {k: npz[k] for k in NPZ_KEYS}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    arrays = load_npz(path, 4 * MAX_BYTES, NPZ_KEYS)  # room for wider dtypes than uint8
     for split in ("train", "test"):
         where = f"{path}[x_{split}/y_{split}]"
         for key in (f"x_{split}", f"y_{split}"):

@@ -5,10 +5,11 @@ Reads only files (no TensorFlow). Failed or unfinished runs are listed with thei
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_pipeline.reports import plots
+from mnist_pipeline.errors import RunFolderError
+from mnist_pipeline.reports import plots, run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import Section, render_markdown
 
@@ -26,6 +27,7 @@ class RunSummary:
     best_val_accuracy: float | None = None
     test_accuracy: float | None = None
     test_loss: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
 
     def cells(self) -> list[str]:
         def show(value, fmt):
@@ -36,20 +38,22 @@ class RunSummary:
 
 
 def summarize_run(run_dir: Path) -> RunSummary:
+    """A run's row; a damaged run is listed as unreadable (naming the file), never dropped or fatal."""
     try:
-        status = rf.read_json(run_dir / rf.STATUS).get("status", "unknown") if (run_dir / rf.STATUS).exists() \
-            else "no status"
-        metrics = rf.read_json(run_dir / rf.METRICS) if (run_dir / rf.METRICS).exists() else {}
-    except (OSError, ValueError) as exc:
-        return RunSummary(run_dir, f"unreadable ({type(exc).__name__})")
+        status = run_files.read_status(run_dir)["status"]
+        if status == "running" and not rf.is_locked(run_dir):
+            status = "stale: was running, process gone (resumable)"
+        metrics = run_files.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
+        history = run_files.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
+    except RunFolderError as exc:
+        return RunSummary(run_dir, f"unreadable: {exc.path.name if exc.path else 'damaged'}")
     if status == "completed" and not metrics:
         status = "completed, metrics missing"
     if not metrics:
-        epochs = len(rf.read_history(run_dir)) if (run_dir / rf.HISTORY).exists() else None
-        return RunSummary(run_dir, status, epochs=epochs)
-    return RunSummary(run_dir, status, metrics.get("model", "?"), metrics.get("parameters"), metrics.get("epochs"),
-                      metrics.get("train_seconds"), metrics.get("best_val_accuracy"), metrics.get("test_accuracy"),
-                      metrics.get("test_loss"))
+        return RunSummary(run_dir, status, epochs=len(history) if history else None, history=history)
+    return RunSummary(run_dir, status, metrics["model"], metrics["parameters"], metrics["epochs"],
+                      metrics["train_seconds"], metrics["best_val_accuracy"], metrics["test_accuracy"],
+                      metrics["test_loss"], history)
 
 
 def rank(summaries: list[RunSummary]) -> list[RunSummary]:
@@ -64,7 +68,7 @@ def write_comparison(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
     text = (f"Best test accuracy: **{winner.run_dir.name}** ({winner.model}, {winner.test_accuracy:.4f})."
             if winner else "No completed run to rank.")
     sections = [Section("Runs", text=text, columns=COLUMNS, rows=[s.cells() for s in ranked])]
-    curves = {s.run_dir.name: rf.read_history(s.run_dir) for s in ranked if (s.run_dir / rf.HISTORY).exists()}
+    curves = {s.run_dir.name: s.history for s in ranked if s.history}
     if curves:
         plots.plot_overlaid_curves(curves, out_dir / "comparison.png", f"{len(curves)} runs compared")
         sections.append(Section("Validation curves", image="comparison.png"))

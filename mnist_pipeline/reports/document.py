@@ -1,7 +1,8 @@
 """`report.md` and a self-contained `report.html` for a run folder, with its figures, from the files in it.
 
 Needs no TensorFlow and no data: everything comes from config.yaml, metrics.json, history.csv,
-model_summary.json and report_data.npz. Parts whose files are missing (a failed run) are left out and said so.
+model_summary.json and report_data.npz. Parts whose files are missing (a failed run) are left out and said so;
+a damaged file stops the report, named, before anything is drawn or overwritten.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from mnist_pipeline.config import CLASS_NAMES
-from mnist_pipeline.reports import plots
+from mnist_pipeline.config import CLASS_NAMES, load_config
+from mnist_pipeline.reports import plots, run_files
 from mnist_pipeline.reports import run_folder as rf
 
 
@@ -29,17 +29,19 @@ class Section:
     image: str | None = None  # file name inside the run folder
 
 
-def write_report(run_dir: Path) -> list[Path]:
-    """Draw the figures and write report.md and report.html; return the files written."""
-    run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / rf.CONFIG).read_text()) if (run_dir / rf.CONFIG).exists() else {}
-    metrics = _optional_json(run_dir / rf.METRICS)
-    status = _optional_json(run_dir / rf.STATUS).get("status", "unknown")
-    history = rf.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
-    layers = _optional_json(run_dir / rf.MODEL_SUMMARY).get("layers", [])
-    data = dict(np.load(run_dir / rf.REPORT_DATA)) if (run_dir / rf.REPORT_DATA).exists() else None
-    dataset = config.get("data", {}).get("dataset", "mnist")
-    names = CLASS_NAMES.get(dataset, CLASS_NAMES["mnist"])
+def write_report(run_dir: Path, status: str | None = None) -> list[Path]:
+    """Draw the figures and write report.md and report.html of a run folder; return the files written.
+
+    `status` overrides status.json's (the trainer writes the report before it marks the run completed).
+    """
+    run_dir = rf.run_folder(run_dir)
+    config = load_config(run_dir / rf.CONFIG).model_dump(mode="json")
+    status = status or run_files.read_status(run_dir)["status"]
+    metrics = run_files.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
+    history = run_files.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
+    layers = run_files.read_model_summary(run_dir) if (run_dir / rf.MODEL_SUMMARY).exists() else []
+    names = CLASS_NAMES[config["data"]["dataset"]]
+    data = run_files.read_report_data(run_dir, len(names)) if (run_dir / rf.REPORT_DATA).exists() else None
 
     figures = _draw_figures(run_dir, history, metrics, data, names, model=config.get("model", {}).get("name", "?"))
     sections = _sections(run_dir.name, config, metrics, status, history, layers, figures)
@@ -47,10 +49,6 @@ def write_report(run_dir: Path) -> list[Path]:
     rf.write_text(run_dir / rf.REPORT_MD, render_markdown(f"Run {run_dir.name}", sections))
     rf.write_text(run_dir / rf.REPORT_HTML, render_html(f"Run {run_dir.name}", sections, run_dir))
     return [*written, run_dir / rf.REPORT_MD, run_dir / rf.REPORT_HTML]
-
-
-def _optional_json(path: Path) -> dict:
-    return rf.read_json(path) if path.exists() else {}
 
 
 def _draw_figures(run_dir: Path, history, metrics, data, names, model: str) -> dict[str, tuple[str, str]]:

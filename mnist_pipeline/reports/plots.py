@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from mnist_pipeline.reports.run_folder import write_bytes
 
 
 def _pyplot():
@@ -14,6 +17,16 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: Path) -> None:
+    """PNG through a temporary file: a full disk leaves the previous figure, not half of a new one."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    write_bytes(path, buffer.getvalue())
 
 
 def plot_curves(history: list[dict[str, float]], best_epoch: int, path: Path, title: str) -> None:
@@ -33,8 +46,7 @@ def plot_curves(history: list[dict[str, float]], best_epoch: int, path: Path, ti
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _image_grid(plt, count: int, columns: int, cell: float = 1.6):
@@ -68,8 +80,7 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, ti
                 ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
                         color="white" if value > threshold else "black")
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_image_grid(images: np.ndarray, titles: list[str], path: Path, title: str, columns: int) -> None:
@@ -82,8 +93,7 @@ def plot_image_grid(images: np.ndarray, titles: list[str], path: Path, title: st
     if len(images) == 0:
         next(iter(cells)).text(0.5, 0.5, "none", ha="center", va="center")
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64) -> None:
@@ -103,8 +113,7 @@ def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64) ->
     if image is not None:
         fig.colorbar(image, ax=list(fig.axes), shrink=0.6, label="weight (red +, blue -)")
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_overlaid_curves(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
@@ -123,8 +132,7 @@ def plot_overlaid_curves(curves: dict[str, list[dict[str, float]]], path: Path, 
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_gradient_norms(norms: dict[str, list[float]], layer_names: dict[str, list[str]], path: Path,
@@ -142,5 +150,4 @@ def plot_gradient_norms(norms: dict[str, list[float]], layer_names: dict[str, li
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     ax.set_title(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)

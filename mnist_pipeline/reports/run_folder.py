@@ -1,16 +1,20 @@
-"""The run folder: `<output dir>/runs/<UTC timestamp>-<name>/` and the files in it, each written atomically.
+"""The run folder: `<output dir>/runs/<UTC timestamp>-<name>/`, its file names, atomic writes and its lock.
 
 A folder is never reused: creation is exclusive, and a name taken in the same second gets a `-2`, `-3` suffix.
 `status.json` says whether the run is running, completed or failed, so a half-written run never looks finished.
+The process that trains a run holds a lock on its folder (`RunLock`), which the kernel drops when the process
+dies: "running" with the lock free means the process is gone. Reading the files back is `run_files`' job.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
 import secrets
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ CONFIG = "config.yaml"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 STATUS = "status.json"
+FINGERPRINT = "fingerprint.json"  # hashes of the config and data the run started with: resume checks them
 NORMALIZATION = "normalization.json"
 MODEL = "model.keras"
 CURVES = "curves.png"
@@ -34,6 +39,9 @@ CHECKPOINTS = "checkpoints"  # one folder per checkpoint: epoch-NNNN (see mnist_
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+# Written under a temporary name, then renamed: `.<name>.<pid>.<hex>.tmp[.keras]` files, `.epoch-NNNN.<pid>.tmp`
+# folders. A leading dot keeps them out of every glob that looks for results.
+TEMPORARY_SUFFIX = ".tmp"
 
 
 def utc_now() -> datetime:
@@ -63,13 +71,17 @@ def create_unique_dir(runs: Path, name: str, now: datetime | None = None) -> Pat
     raise OutputError(f"{runs}: 999 runs named {stamp}-{name}; wait a second or pick another output.name")
 
 
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
+
+
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_name(path)
     try:
         with open(tmp, "xb") as f:  # plain open: the umask's usual permissions
             f.write(data)
@@ -92,29 +104,6 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_text(run_dir / HISTORY, buffer.getvalue())
 
 
-def existing_run_dir(run_dir: str | Path) -> Path:
-    """`run_dir` as a Path if it is a folder; else a usage error saying where runs live."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ConfigError(f"{path}: no such run folder; runs are under <output dir>/runs/")
-    return path
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder of a run (temporary ones start with a dot), or None."""
-    done = sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*"))
-    return done[-1] if done else None
-
-
-def read_history(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / HISTORY, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def write_status(run_dir: Path, status: str, *, started: str, error: str | None = None,
                  pid: int | None = None) -> None:
     """status: running (with the pid of the process) | completed | failed | interrupted (with the error)."""
@@ -124,6 +113,80 @@ def write_status(run_dir: Path, status: str, *, started: str, error: str | None 
     if error:
         data["error"] = error
     write_json(run_dir / STATUS, data)
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder `mnist train` made: it writes status.json and config.yaml first."""
+    return (path / STATUS).is_file() and (path / CONFIG).is_file()
+
+
+def run_folder(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path if it is a run folder; else a usage error saying where runs live."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such run folder; runs are under <output dir>/runs/")
+    if not is_run_folder(path):
+        raise ConfigError(f"{path}: not a run folder (no status.json and config.yaml); pass a folder under "
+                          f"<output dir>/runs/")
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run (temporary ones start with a dot), or None."""
+    done = sorted((Path(run_dir) / CHECKPOINTS).glob("epoch-*"))
+    return done[-1] if done else None
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what a killed writer left: temporary files and checkpoint folders. Call holding the run's lock."""
+    pattern = f".*{TEMPORARY_SUFFIX}*"
+    found = [*Path(run_dir).glob(pattern), *(Path(run_dir) / CHECKPOINTS).glob(pattern)]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while one process trains it.
+
+    flock on the folder itself: nothing is written, so a refused request leaves the folder as it was, and the
+    kernel releases the lock when the process dies however it dies (no stale lock files after SIGKILL).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if no other process holds it; False if one does."""
+        fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor drops the flock
+            self.fd = None
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (is training it right now)."""
+    lock = RunLock(run_dir)
+    try:
+        if not lock.acquire():
+            return True
+    except OSError:
+        return False
+    lock.release()
+    return False
 
 
 def _csv_value(value: Any) -> Any:

@@ -1,0 +1,99 @@
+"""Reading array files that come from outside (data, run folders, files to predict) with bounded memory.
+
+A few bytes of gzip or zip can claim gigabytes. These readers look at what a file declares (its zip
+directory, its .npy header) and refuse a claim over the caller's limit before inflating anything; every
+failure is a one-line DataError naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.errors import DataError, brief
+
+MiB = 1 << 20
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
+    """All bytes of a regular file of at most `limit` bytes (devices, pipes and folders are refused)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a {what}")
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file (a device or pipe?); pass a {what}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or brief(exc)})") from None
+    if len(data) > limit:
+        raise DataError(f"{path}: larger than {limit / MiB:g} MiB, too large for a {what}")
+    return data
+
+
+def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (all, or `keys`, which must be present), at most `limit` bytes uncompressed."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            wanted = list(keys) if keys is not None else list(members)
+            missing = [k for k in wanted if k not in members]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {', '.join(missing)}; expected {', '.join(wanted)}")
+            declared = sum(members[k].file_size for k in wanted)
+            if declared > limit:
+                raise DataError(f"{path}: its arrays hold {declared / MiB:,.0f} MiB uncompressed, more than the "
+                                f"{limit / MiB:g} MiB allowed; is it the right file?")
+            # ZipFile.read inflates at most the declared size and checks the CRC: damage is caught here.
+            return {k: _npy_from_bytes(archive.read(members[k]), f"{path}[{k}]") for k in wanted}
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+            RuntimeError) as exc:
+        raise DataError(f"{path}: not a readable .npz (damaged or truncated: {brief(exc)})") from None
+
+
+def load_npy(path: Path, limit: int) -> np.ndarray:
+    """The array of an .npy file whose header promises at most `limit` bytes, and whose size matches."""
+    path = Path(path)
+    head = read_limited(path, limit + 4096, ".npy file")  # + room for the header
+    if head.startswith(_ZIP_MAGIC):
+        raise DataError(f"{path}: an .npz archive named .npy; rename it to .npz or save one array with np.save")
+    return _npy_from_bytes(head, str(path), limit)
+
+
+def _npy_from_bytes(data: bytes, where: str, limit: int | None = None) -> np.ndarray:
+    if not data.startswith(_NPY_MAGIC):
+        raise DataError(f"{where}: not a .npy array (no NumPy header)")
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(stream) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(stream))
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:  # NumPy's literal_eval
+        raise DataError(f"{where}: damaged .npy header ({brief(exc)})") from None
+    if dtype.hasobject:
+        raise DataError(f"{where}: holds Python objects (dtype {dtype}); only numeric arrays are read")
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if limit is not None and size > limit:
+        raise DataError(f"{where}: its header promises {size / MiB:,.0f} MiB, more than the {limit / MiB:g} MiB "
+                        f"allowed")
+    body = len(data) - stream.tell()
+    if body != size:
+        raise DataError(f"{where}: the header promises shape {shape} ({size:,} bytes) but {body:,} bytes follow; "
+                        f"the file is truncated or damaged")
+    array = np.frombuffer(data, dtype=dtype, offset=stream.tell())
+    return array.reshape(shape, order="F" if fortran else "C")
+

@@ -1,0 +1,187 @@
+"""Reading a run folder's files back, checked: every damaged, missing or foreign file is a one-line
+RunFolderError that names it and says what to do, never a KeyError three calls later.
+
+Sizes are bounded (a run's JSON is kilobytes; history has at most 10,000 epochs), so a hostile file cannot
+make a reader spend unbounded memory or time. NumPy only, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.errors import DataError, RunFolderError, brief, quote
+from mnist_pipeline.files import MiB, load_npz, read_limited
+from mnist_pipeline.reports import run_folder as rf
+
+JSON_LIMIT = 4 * MiB
+HISTORY_LIMIT = 8 * MiB
+REPORT_DATA_LIMIT = 1024 * MiB  # test probabilities of up to ~20M examples
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def damaged(path: Path, problem: str) -> RunFolderError:
+    """The error for a run file that is not what `mnist train` wrote, with what to do about it."""
+    run_dir = next((p for p in path.parents if rf.is_run_folder(p)), path.parent)
+    if path.name == rf.CONFIG:
+        fix = "the run cannot be reproduced from it; train again from the original config file"
+    else:
+        fix = f"train the run again (`mnist train --config {run_dir / rf.CONFIG}` reproduces it)"
+    return RunFolderError(f"{path}: {problem}; {fix}", path)
+
+
+def read_json(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:
+    """A JSON object from a run file."""
+    try:
+        data = json.loads(read_limited(path, limit, "JSON file").decode("utf-8"))
+    except DataError as exc:
+        raise damaged(path, str(exc).removeprefix(f"{path}: ")) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise damaged(path, f"not valid JSON ({brief(exc)})") from None
+    if not isinstance(data, dict):
+        raise damaged(path, f"expected a JSON object, found a {type(data).__name__}")
+    return data
+
+
+def field(data: dict, path: Path, key: str, kind: type | tuple[type, ...], check=None) -> Any:
+    """data[key], which must be of `kind` (bool is not a number) and pass `check`."""
+    value = data.get(key)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if key not in data or not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise damaged(path, f"'{key}' is missing or not a {'/'.join(k.__name__ for k in kinds)}")
+    if check is not None and not check(value):
+        raise damaged(path, f"'{key}' has an impossible value {quote(value)}")
+    return value
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / rf.STATUS
+    data = read_json(path)
+    field(data, path, "status", str, lambda s: s in STATUSES)
+    for key, kind in (("started", str), ("pid", int), ("error", str)):
+        if key in data:
+            field(data, path, key, kind)
+    return data
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """metrics.json with every number the commands and the report use checked."""
+    path = run_dir / rf.METRICS
+    data = read_json(path)
+    for key in ("test_loss", "best_val_loss", "train_seconds", "wall_seconds"):
+        field(data, path, key, float, lambda x: x >= 0 or math.isnan(x))
+    for key in ("test_accuracy", "best_val_accuracy"):
+        field(data, path, key, float, lambda x: 0 <= x <= 1)
+    epochs = field(data, path, "epochs", int, lambda n: 1 <= n <= 10_000)
+    field(data, path, "best_epoch", int, lambda n: 1 <= n <= epochs)
+    field(data, path, "parameters", int, lambda n: n > 0)
+    field(data, path, "seed", int)
+    for key in ("model", "device", "data_source"):
+        field(data, path, key, str)
+    field(data, path, "split_sizes", dict, lambda d: all(isinstance(v, int) and v >= 0 for v in d.values()))
+    field(data, path, "versions", dict, lambda d: all(isinstance(v, str) for v in d.values()))
+    confusion = field(data, path, "confusion_matrix", list)
+    try:
+        matrix = np.asarray(confusion, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        matrix = np.zeros((0,))
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0 or (matrix < 0).any():
+        raise damaged(path, "'confusion_matrix' is not a square matrix of counts")
+    rows = field(data, path, "per_class", list)
+    if len(rows) != len(matrix) or not all(
+            isinstance(r, dict) and isinstance(r.get("class"), str) and isinstance(r.get("support"), int)
+            and all(isinstance(r.get(k), (int, float)) for k in ("precision", "recall", "f1")) for r in rows):
+        raise damaged(path, "'per_class' does not hold one row (class, precision, recall, f1, support) per class")
+    return data
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """history.csv: the columns `mnist train` writes, epochs 1, 2, ... in order."""
+    path = run_dir / rf.HISTORY
+    try:
+        text = read_limited(path, HISTORY_LIMIT, "history file").decode("utf-8")
+    except DataError as exc:
+        raise damaged(path, str(exc).removeprefix(f"{path}: ")) from None
+    except UnicodeDecodeError:
+        raise damaged(path, "not a text file") from None
+    reader = csv.reader(io.StringIO(text))
+    if tuple(next(reader, ())) != rf.HISTORY_COLUMNS:
+        raise damaged(path, f"the header is not {','.join(rf.HISTORY_COLUMNS)}")
+    rows = []
+    for number, cells in enumerate(reader, start=1):
+        try:
+            if len(cells) != len(rf.HISTORY_COLUMNS) or int(cells[0]) != number:
+                raise ValueError
+            rows.append({"epoch": number, **{k: float(v) for k, v in zip(rf.HISTORY_COLUMNS[1:], cells[1:],
+                                                                        strict=True)}})
+        except ValueError:
+            raise damaged(path, f"row {number + 1} is not epoch {number} followed by six numbers") from None
+    return rows
+
+
+def read_normalization(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / rf.NORMALIZATION
+    data = read_json(path)
+    field(data, path, "method", str, lambda m: m in ("scale", "standardize"))
+    field(data, path, "mean", float, _finite)
+    field(data, path, "std", float, lambda s: _finite(s) and s > 0)
+    return {k: data[k] for k in ("method", "mean", "std")}
+
+
+def read_model_summary(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / rf.MODEL_SUMMARY
+    layers = field(read_json(path), path, "layers", list)
+    for layer in layers:
+        if not (isinstance(layer, dict) and isinstance(layer.get("name"), str) and isinstance(layer.get("type"), str)
+                and isinstance(layer.get("output_shape"), list) and isinstance(layer.get("parameters"), int)):
+            raise damaged(path, "a layer row lacks name, type, output_shape or parameters")
+    return layers
+
+
+REPORT_ARRAYS = ("test_labels", "test_probabilities", "mistake_indices", "mistake_images", "sample_images",
+                 "sample_labels", "samples_augmented", "first_layer_kernel")
+
+
+def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
+    """report_data.npz, with the shapes the figures rely on checked."""
+    path = run_dir / rf.REPORT_DATA
+    try:
+        data = load_npz(path, REPORT_DATA_LIMIT, REPORT_ARRAYS)
+    except DataError as exc:
+        raise damaged(path, str(exc).removeprefix(f"{path}: ")) from None
+    labels, probabilities = data["test_labels"], data["test_probabilities"]
+    n = len(labels)
+    problems = [
+        (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)
+         or (n and (labels.min() < 0 or labels.max() >= num_classes)), "test_labels"),
+        (probabilities.shape != (n, num_classes) or not np.isfinite(probabilities).all(), "test_probabilities"),
+        (data["mistake_indices"].ndim != 1 or not np.issubdtype(data["mistake_indices"].dtype, np.integer)
+         or (data["mistake_indices"].size and (data["mistake_indices"].min() < 0
+                                               or data["mistake_indices"].max() >= n)), "mistake_indices"),
+        (data["mistake_images"].shape != (len(data["mistake_indices"]), 28, 28), "mistake_images"),
+        (data["sample_images"].ndim != 3 or data["sample_images"].shape[1:] != (28, 28), "sample_images"),
+        (data["sample_labels"].shape != data["sample_images"].shape[:1]
+         or not np.issubdtype(data["sample_labels"].dtype, np.integer)
+         or (data["sample_labels"].size and (data["sample_labels"].min() < 0
+                                             or data["sample_labels"].max() >= num_classes)), "sample_labels"),
+        (data["samples_augmented"].shape != (), "samples_augmented"),
+        (data["first_layer_kernel"].ndim not in (2, 4) or (data["first_layer_kernel"].ndim == 2
+                                                           and data["first_layer_kernel"].shape[0] != 784)
+         or (data["first_layer_kernel"].ndim == 4 and data["first_layer_kernel"].shape[2] != 1), "first_layer_kernel"),
+    ]
+    bad = [name for wrong, name in problems if wrong]
+    if bad:
+        raise damaged(path, f"array {bad[0]} does not have the shape or values the report needs")
+    return data
