@@ -69,9 +69,8 @@ class Checkpointer:
             os.replace(tmp, final)
         except (OSError, tf.errors.OpError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else brief(exc)
-            raise OutputError(f"{final}: cannot write the checkpoint ({cause}); free space or fix permissions, "
-                              f"then continue with `mnist train --resume {self.run_dir}`") from None
+            raise OutputError(f"{final}: cannot write the checkpoint ({_cause(exc)}); free some space or fix "
+                              f"the permissions") from None
         for old in self.folder.glob("epoch-*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
@@ -136,6 +135,15 @@ def read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray] | None]:
         raise damaged(path / BEST_WEIGHTS, str(exc).removeprefix(f"{path / BEST_WEIGHTS}: ")) from None
     best = [arrays[f"arr_{i}"] for i in range(len(arrays))] or None
     return data, best
+
+
+def _cause(exc: BaseException) -> str:
+    """What the operating system said: an OSError's strerror, or the end of TensorFlow's message
+    ("{{function_node ...}} /path/...; No space left on device [Op:SaveV2]")."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).split(" [Op:")[0]
+    return brief(ValueError(text.rsplit("; ", 1)[-1].strip()), 120)
 
 
 def _sha256(path: Path) -> str:

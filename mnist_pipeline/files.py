@@ -41,7 +41,11 @@ def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
 
 
 def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of an .npz (all, or `keys`, which must be present), at most `limit` bytes uncompressed."""
+    """The arrays of an .npz (all, or `keys`, which must be present), at most `limit` bytes uncompressed.
+
+    Both what the zip directory declares and what each array's .npy header promises are checked before a
+    member is inflated; the inflating itself stops at the declared size and checks the CRC.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
@@ -56,8 +60,13 @@ def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dic
             if declared > limit:
                 raise DataError(f"{path}: its arrays hold {declared / MiB:,.0f} MiB uncompressed, more than the "
                                 f"{limit / MiB:g} MiB allowed; is it the right file?")
-            # ZipFile.read inflates at most the declared size and checks the CRC: damage is caught here.
-            return {k: _npy_from_bytes(archive.read(members[k]), f"{path}[{k}]") for k in wanted}
+            arrays = {}
+            for key in wanted:
+                with archive.open(members[key]) as member:
+                    head = member.read(min(members[key].file_size, 4096))
+                    _npy_header(head, f"{path}[{key}]", limit, members[key].file_size)  # before the rest
+                    arrays[key] = _npy_from_bytes(head + member.read(), f"{path}[{key}]", limit)
+            return arrays
     except DataError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
@@ -74,7 +83,9 @@ def load_npy(path: Path, limit: int) -> np.ndarray:
     return _npy_from_bytes(head, str(path), limit)
 
 
-def _npy_from_bytes(data: bytes, where: str, limit: int | None = None) -> np.ndarray:
+def _npy_header(data: bytes, where: str, limit: int | None, total: int) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran order, dtype, offset of the data) from the start of an .npy of `total` bytes; refuses
+    a header that promises more than `limit` bytes or other than the bytes that follow it."""
     if not data.startswith(_NPY_MAGIC):
         raise DataError(f"{where}: not a .npy array (no NumPy header)")
     stream = io.BytesIO(data)
@@ -90,10 +101,12 @@ def _npy_from_bytes(data: bytes, where: str, limit: int | None = None) -> np.nda
     if limit is not None and size > limit:
         raise DataError(f"{where}: its header promises {size / MiB:,.0f} MiB, more than the {limit / MiB:g} MiB "
                         f"allowed")
-    body = len(data) - stream.tell()
-    if body != size:
-        raise DataError(f"{where}: the header promises shape {shape} ({size:,} bytes) but {body:,} bytes follow; "
-                        f"the file is truncated or damaged")
-    array = np.frombuffer(data, dtype=dtype, offset=stream.tell())
-    return array.reshape(shape, order="F" if fortran else "C")
+    if total - stream.tell() != size:
+        raise DataError(f"{where}: the header promises shape {shape} ({size:,} bytes) but "
+                        f"{total - stream.tell():,} bytes follow; the file is truncated or damaged")
+    return shape, fortran, dtype, stream.tell()
 
+
+def _npy_from_bytes(data: bytes, where: str, limit: int | None = None) -> np.ndarray:
+    shape, fortran, dtype, offset = _npy_header(data, where, limit, len(data))
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape, order="F" if fortran else "C")

@@ -4,6 +4,7 @@ Faults (N is an epoch number, 1-based; FILE a path on the disk to fill):
   kill-after-epoch=N        SIGKILL this process once epoch N's checkpoint and history are written
   kill-in-checkpoint=N      SIGKILL it while checkpoint N is half written (before its rename)
   term-after-epoch=N        send it SIGTERM after epoch N (twice with term2-after-epoch=N)
+  term-in-first-epoch       send it SIGTERM at the first progress report of epoch 1: before any checkpoint
   fill-after-epoch=N:FILE   fill the disk after epoch N: the next checkpoint write finds it full
   fill-before-model=FILE    fill the disk just before model.keras is saved
   fill-before-report=FILE   fill the disk just before the report is drawn
@@ -12,6 +13,7 @@ A test tool only: it wraps the pipeline's own functions, so the product carries 
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -65,6 +67,15 @@ def install(fault: str) -> None:
     elif kind in ("term-after-epoch", "term2-after-epoch"):
         times = 2 if kind.startswith("term2") else 1
         after_epoch(int(value), lambda: [os.kill(me, signal.SIGTERM) for _ in range(times)])
+    elif kind == "term-in-first-epoch":
+        train = importlib.import_module("mnist_pipeline.cli.train")  # the module: `cli.train` is the command
+        original = train.Progress.update
+
+        def update(self, step, total):
+            os.kill(me, signal.SIGTERM)
+            return original(self, step, total)
+
+        train.Progress.update = update
     elif kind == "kill-in-checkpoint":
         prefix = f".epoch-{int(value):04d}."
         original = os.replace

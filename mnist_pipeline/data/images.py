@@ -6,6 +6,7 @@ aspect ratio, then placed in a 28x28 field so that its centre of mass is at the 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +55,16 @@ def _digit(source: str, gray: np.ndarray, prepared: bool) -> Digit:
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
+    too_large = f"{path}: more than the {MAX_PIXELS // 1_000_000} megapixels read; scale the image down"
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns (on stderr) past ~89 megapixels and refuses past ~179; ours is a lower bound.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             width, height = image.size  # from the header: nothing is decoded yet
             if width * height > MAX_PIXELS:
-                raise DataError(f"{path}: {width}x{height} pixels, more than the {MAX_PIXELS // 1_000_000} "
-                                f"megapixels read; scale the image down")
+                raise DataError(f"{too_large} ({width}x{height})")
             image.load()
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 # Transparent pixels are background: flatten onto white before going grey.
@@ -68,7 +73,9 @@ def _read_image(path: Path) -> np.ndarray:
             return np.asarray(image.convert("L"), dtype=np.float32)
     except DataError:
         raise
-    except Exception as exc:  # Pillow raises many kinds (OSError, ValueError, DecompressionBombError, ...)
+    except Image.DecompressionBombError:
+        raise DataError(too_large) from None
+    except Exception as exc:  # Pillow raises many kinds (OSError, ValueError, SyntaxError, ...)
         raise DataError(f"{path}: not a readable image ({brief(exc)})") from None
 
 
