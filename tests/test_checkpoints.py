@@ -60,11 +60,19 @@ def _history(run_dir):  # every column but the epoch's seconds
     return [line.rsplit(",", 1)[0] for line in (run_dir / "history.csv").read_text().splitlines()]
 
 
+PLATEAU = ["training.schedule.name=reduce_on_plateau", "training.schedule.patience=1"]  # state carried across epochs
+VARIANTS = [(c, []) for c in CONFIGS] + [
+    (ROOT / "configs/smoke.yaml", PLATEAU),
+    # XLA groups of 3 steps that make their own augmented and erased batches
+    (ROOT / "configs/mlp.yaml", [*PLATEAU, "training.steps_per_execution=3", "data.augmentation.erasing=0.3"]),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_shipped_config_killed_after_an_epoch_resumes_bit_for_bit(config, idx_dir, tmp_path):
+@pytest.mark.parametrize("config, extra", VARIANTS, ids=[c.stem + ("+" if e else "") for c, e in VARIANTS])
+def test_every_shipped_config_killed_after_an_epoch_resumes_bit_for_bit(config, extra, idx_dir, tmp_path):
     args = ["train", "--config", config, "--data-dir", idx_dir, "--device", "cpu",
-            *(arg for item in TINY for arg in ("--set", item))]
+            *(arg for item in [*TINY, *extra] for arg in ("--set", item))]
     reference = _mnist(*args, "--output-dir", tmp_path / "reference")
     victim = _mnist(*args, "--output-dir", tmp_path / "victim", fault="kill-after-epoch=2")
     assert reference.wait(timeout=600) == 0, reference.stderr.read()

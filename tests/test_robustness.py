@@ -201,40 +201,6 @@ def history_without_seconds(run_dir):
     return [line.rsplit(",", 1)[0] for line in (run_dir / "history.csv").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("config, extra", [
-    # The CNN config: dropout and augmentation (in tf.data) draw random numbers, the schedule and best-so-far
-    # carry state.
-    (SMOKE, ["--epochs", "6"]),
-    # The MLP config: XLA groups of 3 steps that make their own augmented (and erased) batches; more epochs,
-    # as they are short and the kill must land mid-run.
-    (MLP, ["--epochs", "40", "--set", "training.steps_per_execution=3", "--set", "data.augmentation.erasing=0.3"]),
-])
-def test_killed_run_resumes_to_the_same_history_and_metrics(idx_dir, tmp_path, config, extra):
-    args = ["train", "--config", config, "--data-dir", idx_dir, "--output-dir", tmp_path, *TINY, *extra,
-            "--set", "training.schedule.name=reduce_on_plateau", "--set", "training.schedule.patience=1"]
-    whole = mnist(*args)
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
-    (reference,) = list((tmp_path / "runs").iterdir())
-
-    victim = mnist(*args)
-    wait_for(lambda: (r := new_run(tmp_path, [reference])) and any((r / "checkpoints").glob("epoch-0002")))
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed = new_run(tmp_path, [reference])
-    assert json.loads((killed / "status.json").read_text())["status"] == "running"  # what a kill leaves
-
-    resumed = mnist("train", "--resume", killed)
-    stdout, stderr = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, stderr
-    assert "resuming" in stdout
-    # Exact, not approximate: same per-epoch losses, accuracies and learning rates, and same test metrics.
-    assert history_without_seconds(killed) == history_without_seconds(reference)
-    a, b = (json.loads((r / "metrics.json").read_text()) for r in (reference, killed))
-    assert (a["test_loss"], a["test_accuracy"], a["best_epoch"]) == (b["test_loss"], b["test_accuracy"],
-                                                                      b["best_epoch"])
-    assert b["resumed"] is True and json.loads((killed / "status.json").read_text())["status"] == "completed"
-
-
 def test_sigterm_stops_after_the_step_marks_interrupted_and_can_resume(idx_dir, tmp_path):
     process = mnist("train", "--config", SMOKE, "--data-dir", idx_dir, "--output-dir", tmp_path, *TINY,
                     "--epochs", "200")

@@ -43,6 +43,8 @@ def load_raw(dataset: str, data_dir: str | None) -> RawData:
     path = Path(data_dir).expanduser()
     if path.is_file() and path.suffix == ".npz":
         return _load_npz(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data dir {quote(str(path))} is a file, not a folder or an .npz; {OFFLINE_HINT}")
     if not path.is_dir():
         raise ConfigError(f"data dir {quote(str(path))} does not exist; {OFFLINE_HINT}")
     idx_paths = {key: _find_idx(path, stem) for key, (stem, _) in IDX_FILES.items()}
