@@ -36,7 +36,7 @@ def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or brief(exc)})") from None
     if len(data) > limit:
-        raise DataError(f"{path}: larger than {limit / MiB:g} MiB, too large for a {what}")
+        raise DataError(f"{path}: larger than {limit / MiB:,.0f} MiB, too large for a {what}")
     return data
 
 
@@ -59,7 +59,7 @@ def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dic
             declared = sum(members[k].file_size for k in wanted)
             if declared > limit:
                 raise DataError(f"{path}: its arrays hold {declared / MiB:,.0f} MiB uncompressed, more than the "
-                                f"{limit / MiB:g} MiB allowed; is it the right file?")
+                                f"{limit / MiB:,.0f} MiB allowed; is it the right file?")
             arrays = {}
             for key in wanted:
                 with archive.open(members[key]) as member:
@@ -99,7 +99,7 @@ def _npy_header(data: bytes, where: str, limit: int | None, total: int) -> tuple
         raise DataError(f"{where}: holds Python objects (dtype {dtype}); only numeric arrays are read")
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if limit is not None and size > limit:
-        raise DataError(f"{where}: its header promises {size / MiB:,.0f} MiB, more than the {limit / MiB:g} MiB "
+        raise DataError(f"{where}: its header promises {size / MiB:,.0f} MiB, more than the {limit / MiB:,.0f} MiB "
                         f"allowed")
     if total - stream.tell() != size:
         raise DataError(f"{where}: the header promises shape {shape} ({size:,} bytes) but "
