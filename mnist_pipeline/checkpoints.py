@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError, OutputError, RunFolderError, brief
+from mnist_pipeline.errors import DataError, OutputError, RunFolderError, brief, clip
 from mnist_pipeline.files import MiB, load_npz
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.run_files import damaged, field, read_json
@@ -143,7 +143,7 @@ def _cause(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).split(" [Op:")[0]
-    return brief(ValueError(text.rsplit("; ", 1)[-1].strip()), 120)
+    return clip(text.rsplit("; ", 1)[-1].strip(), 120)
 
 
 def _sha256(path: Path) -> str:

@@ -21,8 +21,8 @@ _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
-    """All bytes of a regular file of at most `limit` bytes (devices, pipes and folders are refused)."""
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """`path` if it is a regular file; folders, devices and pipes (which never end) are refused by name."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected a {what}")
@@ -30,6 +30,12 @@ def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
         raise DataError(f"{path}: file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file (a device or pipe?); pass a {what}")
+    return path
+
+
+def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
+    """All bytes of a regular file of at most `limit` bytes."""
+    path = require_file(path, what)
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
@@ -46,9 +52,7 @@ def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dic
     Both what the zip directory declares and what each array's .npy header promises are checked before a
     member is inflated; the inflating itself stops at the declared size and checks the CRC.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    path = require_file(path, ".npz file")
     try:
         with zipfile.ZipFile(path) as archive:
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}

@@ -320,13 +320,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
 
 def _save_model(model, path: Path) -> None:
     """model.keras, written under a temporary name and renamed: a failed save never leaves half a model."""
-    tmp = path.with_name(rf.temporary_name(path).name + ".keras")  # Keras insists on the suffix
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot save the model ({exc.strerror or exc}); free some space") from None
+    rf.write_atomically(path, model.save, suffix=".keras", action="save the model")  # Keras wants the suffix
 
 
 def _policies(cfg: RunConfig):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,33 @@ from mnist_pipeline.data.idx import write_idx
 
 runtime.prepare_environment()  # before any test imports TensorFlow: the kernels and settings users get
 os.environ.pop("MNIST_DATA_DIR", None)  # tests choose their data explicitly
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def start_mnist(*args, fault: str | None = None) -> subprocess.Popen:
+    """`mnist ARGS` as a real process (stdout and stderr piped, as text); with `fault`, through tests/faults.py,
+    which injects that fault at its exact moment."""
+    launcher = [str(ROOT / "tests/faults.py"), fault, "--"] if fault else ["-m", "mnist_pipeline"]
+    return subprocess.Popen([sys.executable, *launcher, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_mnist(*args, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    process = start_mnist(*args, fault=fault)
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: equal snapshots mean nothing was touched."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def history_without_seconds(run_dir: Path) -> list[str]:
+    """history.csv's lines without the epoch's seconds: what a resumed run must reproduce exactly."""
+    return [line.rsplit(",", 1)[0] for line in (run_dir / "history.csv").read_text().splitlines()]
 
 
 def make_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_idx_dir
+from conftest import run_mnist as mnist
+from conftest import snapshot, write_idx_dir
 from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.reports.run_folder import RunLock
 
@@ -32,16 +33,6 @@ ROOT = Path(__file__).parent.parent
 MLP = ROOT / "configs/mlp.yaml"
 CNN = ROOT / "configs/cnn.yaml"
 TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device", "cpu"]
-
-
-def mnist(*args, fault=None, timeout=300):
-    launcher = [str(ROOT / "tests/faults.py"), fault, "--"] if fault else ["-m", "mnist_pipeline"]
-    return subprocess.run([sys.executable, *launcher, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,12 @@
 for every shipped config."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import history_without_seconds, start_mnist
 from mnist_pipeline.checkpoints import Checkpointer, tracked_variables
 from mnist_pipeline.config import load_config
 from mnist_pipeline.data.prepare import prepare_splits
@@ -50,16 +49,6 @@ def test_a_checkpoint_restores_every_variable_of_model_optimizer_and_generators(
             np.testing.assert_array_equal(v.numpy(), expected, err_msg=f"{owner}: {v.path} not restored")
 
 
-def _mnist(*args, fault=None):
-    launcher = [str(ROOT / "tests/faults.py"), fault, "--"] if fault else ["-m", "mnist_pipeline"]
-    return subprocess.Popen([sys.executable, *launcher, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _history(run_dir):  # every column but the epoch's seconds
-    return [line.rsplit(",", 1)[0] for line in (run_dir / "history.csv").read_text().splitlines()]
-
-
 PLATEAU = ["training.schedule.name=reduce_on_plateau", "training.schedule.patience=1"]  # state carried across epochs
 VARIANTS = [(c, []) for c in CONFIGS] + [
     (ROOT / "configs/smoke.yaml", PLATEAU),
@@ -73,20 +62,20 @@ VARIANTS = [(c, []) for c in CONFIGS] + [
 def test_every_shipped_config_killed_after_an_epoch_resumes_bit_for_bit(config, extra, idx_dir, tmp_path):
     args = ["train", "--config", config, "--data-dir", idx_dir, "--device", "cpu",
             *(arg for item in [*TINY, *extra] for arg in ("--set", item))]
-    reference = _mnist(*args, "--output-dir", tmp_path / "reference")
-    victim = _mnist(*args, "--output-dir", tmp_path / "victim", fault="kill-after-epoch=2")
+    reference = start_mnist(*args, "--output-dir", tmp_path / "reference")
+    victim = start_mnist(*args, "--output-dir", tmp_path / "victim", fault="kill-after-epoch=2")
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     assert victim.wait(timeout=600) == -9, victim.stderr.read()
     (whole,) = (tmp_path / "reference/runs").iterdir()
     (killed,) = (tmp_path / "victim/runs").iterdir()
     assert json.loads((killed / "status.json").read_text())["status"] == "running"
-    assert len(_history(killed)) == 1 + 2 and not (killed / "metrics.json").exists()
+    assert len(history_without_seconds(killed)) == 1 + 2 and not (killed / "metrics.json").exists()
 
-    resumed = _mnist("train", "--resume", killed)
+    resumed = start_mnist("train", "--resume", killed)
     stdout, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr
     assert "resuming" in stdout
-    assert _history(killed) == _history(whole)
+    assert history_without_seconds(killed) == history_without_seconds(whole)
     a, b = (json.loads((r / "metrics.json").read_text()) for r in (whole, killed))
     for key in ("test_loss", "test_accuracy", "best_epoch", "best_val_loss", "confusion_matrix"):
         assert a[key] == b[key], key

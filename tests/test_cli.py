@@ -10,6 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import snapshot
 from mnist_pipeline.cli import cli
 
 ROOT = Path(__file__).parent.parent
@@ -29,11 +30,6 @@ def train(config, idx_dir, out, *extra):
     assert result.exit_code == 0, result.output + repr(result.exception)
     run_dir = Path(result.output.strip().splitlines()[-1].removeprefix("run folder: "))
     return result, run_dir
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` with its bytes: equal snapshots mean nothing was touched."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def python(*code_lines):

@@ -8,12 +8,13 @@ import contextlib
 import json
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from conftest import history_without_seconds as history
+from conftest import run_mnist as mnist
 from conftest import write_idx_dir
 from mnist_pipeline.reports.run_folder import RunLock
 
@@ -21,16 +22,6 @@ ROOT = Path(__file__).parent.parent
 MLP = ROOT / "configs/mlp.yaml"
 ARGS = ["--config", MLP, "--device", "cpu", "--epochs", "3", "--set", "data.subset=200",
         "--set", "training.batch_size=32"]
-
-
-def mnist(*args, fault=None):
-    launcher = [str(ROOT / "tests/faults.py"), fault, "--"] if fault else ["-m", "mnist_pipeline"]
-    return subprocess.run([sys.executable, *launcher, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-
-
-def history(run_dir):  # every column but the epoch's seconds
-    return [line.rsplit(",", 1)[0] for line in (run_dir / "history.csv").read_text().splitlines()]
 
 
 def status(run_dir):

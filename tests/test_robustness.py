@@ -7,8 +7,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import keras
 import pytest
 from click.testing import CliRunner
 
+from conftest import history_without_seconds, snapshot
+from conftest import start_mnist as mnist
 from mnist_pipeline.cli import cli
 from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.reports.run_folder import create_run_dir
@@ -29,10 +29,6 @@ TINY = ["--set", "data.subset=300", "--set", "training.batch_size=32", "--device
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -179,11 +175,6 @@ def test_unsafe_model_file_is_refused(earlier, tmp_path):
 
 # ---- real processes: kill, signal, concurrency ----
 
-def mnist(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "mnist_pipeline", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
 def wait_for(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -195,10 +186,6 @@ def new_run(out: Path, known=()):
     runs = [p for p in (out / "runs").glob("*")] if (out / "runs").exists() else []
     fresh = [p for p in runs if p not in known]
     return fresh[0] if fresh else None
-
-
-def history_without_seconds(run_dir):
-    return [line.rsplit(",", 1)[0] for line in (run_dir / "history.csv").read_text().splitlines()]
 
 
 def test_sigterm_stops_after_the_step_marks_interrupted_and_can_resume(idx_dir, tmp_path):

@@ -24,10 +24,10 @@ def report(run_dir) -> None:
     """
     from mnist_pipeline.reports.document import write_report  # NumPy and matplotlib: only when drawing
 
-    path = rf.run_folder(run_dir)  # never draws into a folder that is not a run's
-    for file in write_report(path):
+    files = write_report(Path(run_dir))  # refuses a folder that is not a run's before drawing anything
+    for file in files:
         click.echo(f"wrote {file}")
-    click.echo(f"report: {path / 'report.html'}")
+    click.echo(f"report: {files[-1]}")
 
 
 @click.command()

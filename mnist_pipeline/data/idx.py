@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import DataError, brief
+from mnist_pipeline.files import require_file
 
 UNSIGNED_BYTE = 0x08
 
@@ -24,9 +25,7 @@ def read_idx(path: str | Path, expected_ndim: int, item_shape: tuple[int, ...] |
     data is read, and no more than the promised bytes (+1, to see trailing junk) are inflated: a few kilobytes
     of gzip claiming gigabytes are refused at once, not decompressed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    path = require_file(path, "IDX file")
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
             head = stream.read(4)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import DataError, brief, clip
-from mnist_pipeline.files import load_npy
+from mnist_pipeline.files import load_npy, require_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
@@ -32,11 +32,7 @@ class Digit:
 def load_digits(path: str | Path) -> list[Digit]:
     """The images in a file, MNIST-style: one for an image file, one or more for a .npy. Any failure to read
     is a one-line DataError naming the file; a blank image is a Digit with a warning instead."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; pass image files or .npy arrays")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    path = require_file(path, "image file or .npy array")
     if path.suffix.lower() == ".npy":
         return [_digit(name, image, prepared) for name, image, prepared in _load_npy(path)]
     if path.suffix.lower() in IMAGE_SUFFIXES:

@@ -81,14 +81,25 @@ def write_text(path: Path, text: str) -> None:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so readers see the old file or the new one, never half."""
-    tmp = temporary_name(path)
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "xb") as f:  # plain open: the umask's usual permissions
             f.write(data)
+
+    write_atomically(path, write)
+
+
+def write_atomically(path: Path, write, suffix: str = "", action: str = "write") -> None:
+    """`write(tmp)` a temporary file beside `path` (its name ending in `suffix`), then rename it to `path`;
+    on failure, remove it and raise one OutputError: `<path>: cannot <action> (<cause>)`."""
+    tmp = temporary_name(path)
+    tmp = tmp.with_name(tmp.name + suffix)
+    try:
+        write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); check free space and permissions") from None
+        raise OutputError(f"{path}: cannot {action} ({exc.strerror or exc}); free some space or fix the "
+                          f"permissions") from None
 
 
 def write_json(path: Path, data: Any) -> None:
