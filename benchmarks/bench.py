@@ -51,7 +51,7 @@ def _worker(args) -> dict:
 
     from mnist_pipeline.config import load_config
     from mnist_pipeline.data.augment import Augmentation
-    from mnist_pipeline.data.datasets import TrainingBatches
+    from mnist_pipeline.data.datasets import training_batches
     from mnist_pipeline.models.registry import build_model
     from mnist_pipeline.trainer import Trainer, make_optimizer
 
@@ -70,21 +70,21 @@ def _worker(args) -> dict:
         trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
                           steps_per_execution=cfg.training.steps_per_execution)
         augmentation = Augmentation.from_config(ranges) if args.augment else None
-        batches = TrainingBatches(x, y, batch, seed=0, augmentation=augmentation,
-                                  jit_compile=cfg.training.jit_compile)
-        group = cfg.training.steps_per_execution
+        batches = training_batches(x, y, batch, seed=0, augmentation=augmentation,
+                                   jit_compile=cfg.training.jit_compile)
+        group, size = trainer.compile_group(batches), cfg.training.steps_per_execution
         # Epochs begin and are read to their end as in Trainer.fit, which times them with its bookkeeping.
-        epoch, iterator, left_in_epoch = -1, None, 0
+        epoch, feed, left_in_epoch = -1, None, 0
         for _ in range(args.repeats + 1):
             start, done = time.perf_counter(), 0
             while done < steps:
                 if not left_in_epoch:
                     epoch, left_in_epoch = epoch + 1, batches.steps_per_epoch
-                    iterator = trainer.begin_epoch(batches, epoch, [cfg.training.learning_rate])
-                count = len(trainer.run_steps(batches, iterator, min(group, steps - done, left_in_epoch)))
+                    feed = trainer.begin_epoch(batches, epoch, [cfg.training.learning_rate])
+                count = len(group(feed, min(size, steps - done, left_in_epoch)))
                 done, left_in_epoch = done + count, left_in_epoch - count
             seconds.append(time.perf_counter() - start)
-        traces = max(trainer.tracing_counts().values())
+        traces = group.traces
     else:  # fit and fit-same
         model.compile(optimizer=optimizer, jit_compile=cfg.training.jit_compile, metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

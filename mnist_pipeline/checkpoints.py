@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +42,38 @@ def tracked_variables(model, optimizer) -> dict[str, list]:
 
 
 class Checkpointer:
-    def __init__(self, run_dir: Path, model, optimizer, schedule=None, early_stopping=None):
+    """Saves to and restores from `run_dir`/checkpoints. A worker of a tf.distribute cluster that is not the
+    chief (`writes_folder` false) restores from the chief's folder (`run_dir`, None on a fresh run), and
+    saves its share of each checkpoint into a temporary folder that it removes at once: a strategy may need
+    every worker to take part in a save, but only the chief's copy is kept."""
+
+    def __init__(self, run_dir: Path | None, model, optimizer, schedule=None, early_stopping=None,
+                 topology: dict | None = None, writes_folder: bool = True):
         import tensorflow as tf  # here, not at the top: `read_checkpoint` checks a resume before TF loads
 
-        self.run_dir = Path(run_dir)
-        self.folder = self.run_dir / rf.CHECKPOINTS
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.folder = self.run_dir / rf.CHECKPOINTS if run_dir is not None else None
         self.schedule = schedule
         self.early_stopping = early_stopping
+        self.topology = topology
+        self.writes_folder = writes_folder
         self.checkpoint = tf.train.Checkpoint(**tracked_variables(model, optimizer))
 
-    def save(self, state) -> Path:
+    def save(self, state) -> Path | None:
         import tensorflow as tf
 
+        if not self.writes_folder:
+            scratch = None
+            try:
+                scratch = tempfile.mkdtemp(prefix="mnist-worker-checkpoint-")
+                self.checkpoint.write(os.path.join(scratch, VARIABLES))
+            except (OSError, tf.errors.OpError) as exc:
+                raise OutputError(f"cannot write this worker's share of the checkpoint to {tempfile.gettempdir()} "
+                                  f"({_cause(exc)}); free some space there or point TMPDIR elsewhere") from None
+            finally:
+                if scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            return None
         final = self.folder / f"epoch-{state.next_epoch:04d}"
         tmp = self.folder / f".epoch-{state.next_epoch:04d}.{os.getpid()}{rf.TEMPORARY_SUFFIX}"
         try:
@@ -81,7 +102,8 @@ class Checkpointer:
                 "best_val_loss": state.best_val_loss, "best_epoch": state.best_epoch,
                 "stopped_early": state.stopped_early,
                 "schedule": self.schedule.state() if self.schedule else None,
-                "early_stopping": self.early_stopping.state() if self.early_stopping else None}
+                "early_stopping": self.early_stopping.state() if self.early_stopping else None,
+                "topology": self.topology}
 
     def restore(self):
         """Load the newest checkpoint into the model, optimizer, random layers and policies and return the

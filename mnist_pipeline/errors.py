@@ -40,6 +40,10 @@ class RunFolderError(PipelineError):
         self.path = path  # the damaged file, when one is to blame
 
 
+class WorkerLost(PipelineError):
+    """Another worker of a multi-worker run died, or hung past the communication timeout."""
+
+
 class TrainingDiverged(PipelineError):
     """The loss became NaN or infinite."""
 

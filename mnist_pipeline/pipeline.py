@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline import runtime
+from mnist_pipeline import distribute, runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError, StopNow
+from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError, StopNow, WorkerLost
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
@@ -45,7 +45,7 @@ class Events:
 
 @dataclass(frozen=True)
 class RunResult:
-    run_dir: Path
+    run_dir: Path | None  # None on a worker that is not the chief: the chief writes the run folder
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,9 +54,19 @@ class Resumable:
     """A run folder checked for `--resume` and locked by this process (see `open_resumable`)."""
 
     run_dir: Path
-    lock: rf.RunLock
+    lock: rf.RunLock | None  # None on a worker that is not the chief: it reads the folder, the chief holds it
     started: str
     fingerprint: dict[str, Any]
+    topology: dict[str, Any] | None  # what the last checkpoint was trained on (None: before tf.distribute)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a run trains, from `start_runtime`."""
+
+    device: str
+    strategy: Any  # tf.distribute.Strategy, or None for one device
+    topology: distribute.Topology
 
 
 def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None = None) -> RunResult:
@@ -68,13 +78,21 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     """
     events = events or Events()
     wall_start = time.perf_counter()
+    distribute.check_environment(cfg.training.distribute.strategy)
     raw, splits = load_data(cfg)
     data_fingerprint = fingerprint_data(raw)
     if resume is not None:
         check_same_data(resume, data_fingerprint, raw.source)
     events.log(f"data: {cfg.data.dataset} from {raw.source}; train {splits.sizes['train']}, "
                f"val {splits.sizes['val']}, test {splits.sizes['test']}; {cfg.data.normalization}")
-    device = start_runtime(cfg)  # TensorFlow loads here; a missing GPU is refused before any folder exists
+    # TensorFlow loads here; a missing GPU, a cluster that does not form or another topology than the resumed
+    # run's is refused before any folder exists or changes.
+    rt = start_runtime(cfg)
+    if resume is not None:
+        rt.topology.check_same(resume.topology, resume.run_dir)
+    if not rt.topology.chief:  # the same steps, checkpoints and tests as the chief, which alone writes files
+        metrics = _train_and_test(cfg, splits, resume.run_dir if resume else None, events, rt, resume is not None)
+        return RunResult(None, metrics)
 
     if resume is None:
         run_dir = rf.create_run_dir(cfg.output.dir, cfg.run_name)
@@ -92,26 +110,26 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
             rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
                                                      "data_sha256": data_fingerprint, "data_source": raw.source})
         rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
-        metrics = _finish(cfg, splits, raw, run_dir, events, device, resume is not None, started, wall_start)
+        metrics = _finish(cfg, splits, raw, run_dir, events, rt, resume is not None, started, wall_start)
     finally:
         lock.release()
     return RunResult(run_dir, metrics)
 
 
-def _finish(cfg, splits, raw, run_dir: Path, events: Events, device: str, resumed: bool, started: str,
+def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resumed: bool, started: str,
             wall_start: float) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
     try:
         if events.stop_requested():
             raise Interrupted("stopped before training started")
-        metrics = _train_and_test(cfg, splits, run_dir, events, device, resumed)
+        metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed)
         metrics.update(
-            wall_seconds=round(time.perf_counter() - wall_start, 2), device=device,
-            deterministic=device.startswith("cpu"),
+            wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device,
+            deterministic=rt.device.startswith("cpu"),
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
-            jit_compile=cfg.training.jit_compile, mixed_precision=cfg.training.mixed_precision,
+            mixed_precision=cfg.training.mixed_precision,
             resumed=resumed, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
         )
         rf.write_json(run_dir / rf.METRICS, metrics)
@@ -130,10 +148,11 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, device: str, resume
 
 def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:
     """The error, told what the user can do next: resume only if a checkpoint exists."""
-    if not isinstance(exc, (Interrupted, OutputError, StopNow)):
+    if not isinstance(exc, (Interrupted, OutputError, StopNow, WorkerLost)):
         return exc
     if rf.latest_checkpoint(run_dir) is not None:
-        step = f"continue with `mnist train --resume {run_dir}`"
+        step = f"continue with `mnist train --resume {run_dir}`" + (" on every worker" if isinstance(
+            exc, WorkerLost) else "")
     else:
         step = (f"no epoch had finished, so there is nothing to resume; start again with "
                 f"`mnist train --config {run_dir / rf.CONFIG}`")
@@ -142,18 +161,19 @@ def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:
     return type(exc)(f"{exc}; {step}")
 
 
-def open_resumable(run_dir: str | Path) -> Resumable:
+def open_resumable(run_dir: str | Path, lock: bool = True) -> Resumable:
     """The run folder, locked by this process, if it can be resumed: stopped (interrupted, failed, or killed
     while running) with an intact checkpoint and its config unchanged. Otherwise a one-line refusal (exit 2,
-    or 1 for a damaged file), with the folder left as it was. Needs no TensorFlow."""
+    or 1 for a damaged file), with the folder left as it was. Needs no TensorFlow. Without `lock` (a worker
+    that is not the chief, which holds the lock), the same checks, reading only."""
     from mnist_pipeline.checkpoints import read_checkpoint
 
     path = Path(run_dir)
     if not path.is_dir() or not rf.is_run_folder(path):
         raise ConfigError(f"--resume {path}: not a run folder (no status.json and config.yaml); "
                           f"pass a folder under <output dir>/runs/")
-    lock = rf.RunLock(path)
-    if not lock.acquire():
+    run_lock = rf.RunLock(path) if lock else None
+    if run_lock is not None and not run_lock.acquire():
         pid = run_files.read_status(path).get("pid", "?")
         raise ConfigError(f"--resume {path}: another process (pid {pid}) is training this run right now; "
                           f"wait for it to finish or stop it first")
@@ -171,8 +191,8 @@ def open_resumable(run_dir: str | Path) -> Resumable:
     if checkpoint is None:
         raise ConfigError(f"--resume {path}: no checkpoint: the run stopped before its first epoch ended; "
                           f"start it again with `mnist train --config {path / rf.CONFIG}`")
-    read_checkpoint(checkpoint)  # every file against its hash, before anything is loaded or written
-    return Resumable(path, lock, status.get("started", ""), fingerprint)
+    state, _ = read_checkpoint(checkpoint)  # every file against its hash, before anything is loaded or written
+    return Resumable(path, run_lock, status.get("started", ""), fingerprint, state.get("topology"))
 
 
 def check_same_data(resume: Resumable, data_fingerprint: str, source: str) -> None:
@@ -201,15 +221,17 @@ def _try_report(run_dir: Path) -> None:
         write_report(run_dir)
 
 
-def start_runtime(cfg: RunConfig) -> str:
-    """Environment, device and seeds, before TensorFlow creates anything. Returns the device; runs on a CPU
-    are made deterministic (op determinism)."""
+def start_runtime(cfg: RunConfig, distributed: bool = True) -> Runtime:
+    """Environment, device, tf.distribute strategy (unless not `distributed`) and seeds, before TensorFlow
+    creates anything. Runs on a CPU are made deterministic (op determinism)."""
     runtime.prepare_environment()
     device = runtime.select_device(cfg.training.device)
+    strategy, topology = (distribute.create_strategy(cfg.training.distribute, cfg.training.batch_size, device)
+                          if distributed else (None, distribute.Topology("none", 1)))
     runtime.set_precision(cfg.training.mixed_precision, device)
     deterministic = device.startswith("cpu")
     runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
-    return device
+    return Runtime(device, strategy, topology)
 
 
 def load_data(cfg: RunConfig):
@@ -222,21 +244,27 @@ def load_data(cfg: RunConfig):
     return raw, splits
 
 
-def _build(cfg: RunConfig):
-    """(model, trainer), created in one scope so that a tf.distribute strategy can wrap them."""
+def jit_compile(cfg: RunConfig, strategy) -> bool:
+    """XLA as configured, except under a tf.distribute strategy: the step's all-reduces and per-replica
+    datasets run outside XLA clusters, and Keras's own fit() turns XLA off there too."""
+    return cfg.training.jit_compile and strategy is None
+
+
+def _build(cfg: RunConfig, strategy=None):
+    """(model, trainer), created in the strategy's scope: their variables are then mirrored on its replicas."""
     import tensorflow as tf
 
     from mnist_pipeline.models.registry import build_model
     from mnist_pipeline.trainer import Trainer, make_optimizer
 
     training = cfg.training
-    with tf.distribute.get_strategy().scope():
+    with (strategy or tf.distribute.get_strategy()).scope():
         model = build_model(cfg.model.name, **cfg.model.params)
         optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum)
-        trainer = Trainer(model, optimizer, global_batch_size=training.batch_size, jit_compile=training.jit_compile,
-                          steps_per_execution=training.steps_per_execution,
+        trainer = Trainer(model, optimizer, global_batch_size=training.batch_size,
+                          jit_compile=jit_compile(cfg, strategy), steps_per_execution=training.steps_per_execution,
                           label_smoothing=training.label_smoothing,
-                          test_time_flip=cfg.data.augmentation.test_time_flip)
+                          test_time_flip=cfg.data.augmentation.test_time_flip, strategy=strategy)
     return model, trainer
 
 
@@ -247,64 +275,77 @@ class TrainingSetup:
     model: Any
     trainer: Any
     augmentation: Any  # data.augment.Augmentation or None
-    batches: Any  # data.datasets.TrainingBatches
+    batches: Any  # data.datasets.BatchSource
     val_data: Any  # tf.data.Dataset
     schedule: Any
     early_stopping: Any  # None when off
 
 
-def build_training(cfg: RunConfig, splits: Splits) -> TrainingSetup:
+def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSetup:
     """The model, trainer, training batches, validation data and epoch policies, as `mnist train` uses them
-    (benchmarks/race.py too). Call after `start_runtime`."""
+    (benchmarks/race.py too). Call after `start_runtime`, with its strategy."""
     from mnist_pipeline.data.augment import Augmentation
-    from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+    from mnist_pipeline.data.datasets import evaluation_batches, training_batches
 
     training = cfg.training
-    model, trainer = _build(cfg)
+    model, trainer = _build(cfg, strategy)
     augmentation = Augmentation.from_config(cfg.data.augmentation, fill_value=splits.normalization.background)
-    batches = TrainingBatches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation,
-                              jit_compile=training.jit_compile, gpu=runtime.using_gpu())
-    val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size)
+    batches = training_batches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation,
+                               jit_compile=trainer.jit_compile, gpu=runtime.using_gpu(), strategy=strategy)
+    val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size, strategy)
     schedule, early_stopping = _policies(cfg)
     return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping)
 
 
-def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Events, device: str,
+def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events: Events, rt: Runtime,
                     resume: bool) -> dict[str, Any]:
+    """Train and test; on the chief, also write history, checkpoints, model and report data to `run_dir`. Other
+    workers of a cluster take part in every step, checkpoint and test, write nothing, and read `run_dir`
+    only to resume (None on a fresh run)."""
     from mnist_pipeline.checkpoints import Checkpointer
     from mnist_pipeline.data.datasets import evaluation_batches
     from mnist_pipeline.models.blocks import describe_layers
 
-    training = cfg.training
-    setup = build_training(cfg, splits)
+    training, topology, chief = cfg.training, rt.topology, rt.topology.chief
+    setup = build_training(cfg, splits, rt.strategy)
     model, trainer, batches, schedule, early_stopping = (setup.model, setup.trainer, setup.batches, setup.schedule,
                                                          setup.early_stopping)
-    events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; device {device}; "
+    where = rt.device if topology.strategy == "none" else (
+        f"{topology.strategy}, {topology.replicas} replicas ({', '.join(topology.devices)}"
+        + (f" on each of {topology.workers} workers" if topology.workers > 1 else "") + ")")
+    events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; {where}; "
                f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
+    if training.jit_compile and not trainer.jit_compile:
+        events.log("jit_compile: off under a tf.distribute strategy (its all-reduces and per-replica batches run "
+                   "outside XLA; Keras's fit() does the same)")
 
-    checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping)
+    checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping, topology.to_dict(),
+                                writes_folder=chief)
     state = None
     if resume:
         state = checkpointer.restore()
         events.log(f"resuming {run_dir.name} after epoch {state.next_epoch} of {training.epochs}")
 
     def on_epoch(record, state) -> None:
-        checkpointer.save(state)
-        rf.write_history(run_dir, [r.to_dict() for r in state.history])  # a crash keeps the epochs so far
+        checkpointer.save(state)  # on every worker: tf.distribute may need each of them to save
+        if chief:
+            rf.write_history(run_dir, [r.to_dict() for r in state.history])  # a crash keeps the epochs so far
         events.epoch(record, training.epochs)
         if state.stopped_early:
             events.log(f"early stopping: {early_stopping.monitor} did not improve for "
                        f"{early_stopping.patience} epochs")
 
-    fit = trainer.fit(batches, setup.val_data, training.epochs, schedule=schedule,
-                      early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
-                      stop_requested=events.stop_requested)
+    with distribute.lost_workers(topology):  # another worker dying or hanging: one line, not TensorFlow's
+        fit = trainer.fit(batches, setup.val_data, training.epochs, schedule=schedule,
+                          early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
+                          stop_requested=events.stop_requested)
+        test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy)
+        test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
     history = [r.to_dict() for r in fit.history]
-    test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size)
-    test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
-    _save_model(model, run_dir / rf.MODEL)
-    rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
-    _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
+    if chief:
+        _save_model(model, run_dir / rf.MODEL)
+        rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
+        _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
     best = history[fit.best_epoch - 1]
     confusion = confusion_matrix(splits.y_test, probabilities.argmax(axis=1), len(CLASS_NAMES[cfg.data.dataset]))
     return {
@@ -313,9 +354,19 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path, events: Event
         "epochs": len(history), "stopped_early": fit.stopped_early, "parameters": int(model.count_params()),
         "train_seconds": round(sum(r["seconds"] for r in history), 2), "model": cfg.model.name,
         "traces": trainer.tracing_counts(),  # 1 each for the functions used: no retracing
+        "batches": batches.placement, "jit_compile": trainer.jit_compile,
+        "replicas": topology.replicas, "distribute": topology.to_dict(),
+        "weights_sha256": _weights_digest(model),  # the same on every worker of a cluster
         "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def _weights_digest(model) -> str:
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).data)
+    return digest.hexdigest()
 
 
 def _save_model(model, path: Path) -> None:
@@ -369,18 +420,18 @@ def diagnose_gradients(cfg: RunConfig, steps: int) -> dict[str, Any]:
 
     Returns {"layers": names from input to logits, "norms": [[norm per layer] per step], "mean": [per layer]}.
     """
-    from mnist_pipeline.data.datasets import TrainingBatches
+    from mnist_pipeline.data.datasets import PipelinedBatches
 
-    start_runtime(cfg)
+    start_runtime(cfg, distributed=False)  # per-step gradient norms of one model: one device
     _, splits = load_data(cfg)
     model, trainer = _build(cfg)
     kernels = [i for i, v in enumerate(model.trainable_variables) if v.path.endswith("kernel")]
-    batches = TrainingBatches(splits.x_train, splits.y_train, cfg.training.batch_size, cfg.training.seed)
+    batches = PipelinedBatches(splits.x_train, splits.y_train, cfg.training.batch_size, cfg.training.seed)
     norms: list[list[float]] = []
     epoch = 0
     while len(norms) < steps:
         for images, labels in batches.epoch(epoch):
-            _, gradient_norms = trainer.train_step_with_gradient_norms(images, labels)
+            _, gradient_norms = trainer.learning_step_with_gradient_norms(images, labels)
             norms.append([float(gradient_norms[i]) for i in kernels])
             if len(norms) == steps:
                 break

@@ -1,7 +1,7 @@
 import numpy as np
 
 from mnist_pipeline.data.augment import Augmentation
-from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+from mnist_pipeline.data.datasets import PipelinedBatches, evaluation_batches
 
 
 def arrays(n=100):
@@ -15,14 +15,14 @@ def labels_of(ds):
 
 def test_epochs_are_full_batches_without_repeats_in_a_seeded_order():
     x, y = arrays()
-    batches = TrainingBatches(x, y, batch_size=32, seed=7)
+    batches = PipelinedBatches(x, y, batch_size=32, seed=7)
     first = labels_of(batches.epoch(0))
     assert batches.steps_per_epoch == 3 and [len(b) for b in first] == [32, 32, 32]
     seen = np.concatenate(first)
     assert len(np.unique(seen)) == 96
     np.testing.assert_array_equal(seen, np.concatenate(labels_of(batches.epoch(0))))  # same (seed, epoch)
     assert not np.array_equal(seen, np.concatenate(labels_of(batches.epoch(1))))  # reshuffled next epoch
-    again = TrainingBatches(x, y, batch_size=32, seed=8)
+    again = PipelinedBatches(x, y, batch_size=32, seed=8)
     assert not np.array_equal(seen, np.concatenate(labels_of(again.epoch(0))))
     images, labels = next(iter(batches.epoch(0)))
     np.testing.assert_array_equal(images.numpy(), x[labels.numpy()])  # images stay with their labels
@@ -33,7 +33,7 @@ def test_augmentation_applies_to_training_batches_only_and_repeats_exactly():
     augmentation = Augmentation(rotation=0.05, translation=0.1, zoom=0.1, horizontal_flip=True)
 
     def first_epochs(seed):
-        batches = TrainingBatches(x, y, 16, seed=seed, augmentation=augmentation)  # a parallel map
+        batches = PipelinedBatches(x, y, 16, seed=seed, augmentation=augmentation)  # a parallel map
         return [np.concatenate([b[0].numpy() for b in batches.epoch(e)]) for e in (0, 1)], batches
 
     (epoch0, epoch1), batches = first_epochs(seed=0)
@@ -45,9 +45,14 @@ def test_augmentation_applies_to_training_batches_only_and_repeats_exactly():
     other, _ = first_epochs(seed=1)
     assert not np.allclose(epoch0, other[0])
     evaluated = np.concatenate([b[0].numpy() for b in evaluation_batches(x, y, 32)])
-    np.testing.assert_array_equal(evaluated, x)
+    np.testing.assert_array_equal(evaluated[:len(x)], x)
 
 
-def test_evaluation_keeps_every_example_in_order():
+def test_evaluation_keeps_every_example_in_order_in_full_batches_with_the_padding_weighted_zero():
     x, y = arrays(70)
-    np.testing.assert_array_equal(np.concatenate(labels_of(evaluation_batches(x, y, 32))), y)
+    batches = list(evaluation_batches(x, y, 32))
+    assert [len(b[1]) for b in batches] == [32, 32, 32]  # one static shape: one trace
+    weights = np.concatenate([b[2].numpy() for b in batches])
+    np.testing.assert_array_equal(weights, [1.0] * 70 + [0.0] * 26)
+    np.testing.assert_array_equal(np.concatenate(labels_of(batches))[:70], y)
+    np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches])[70:], 0)

@@ -76,7 +76,7 @@ def test_weight_penalties_reach_the_minimized_loss(name):
         trainer = Trainer(model, keras.optimizers.SGD(0.0), global_batch_size=8)
         cross_entropy = float(tf.reduce_mean(trainer.loss_fn(y, model(x, training=True))))
         penalty = float(sum(model.losses)) if model.losses else 0.0
-        losses[l2] = (float(trainer.train_step(tf.constant(x), tf.constant(y))), cross_entropy, penalty)
+        losses[l2] = (float(trainer.learning_step(tf.constant(x), tf.constant(y))), cross_entropy, penalty)
     step_loss, cross_entropy, penalty = losses[0.01]
     assert penalty > 0
     assert step_loss == pytest.approx(cross_entropy + penalty, rel=1e-5)

@@ -4,7 +4,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_digits
-from mnist_pipeline.data.datasets import TrainingBatches, evaluation_batches
+from mnist_pipeline.data.augment import Augmentation
+from mnist_pipeline.data.datasets import (
+    InStepBatches,
+    PipelinedBatches,
+    evaluation_batches,
+    training_batches,
+)
 from mnist_pipeline.models.registry import build_model
 from mnist_pipeline.schedules import LearningRateSchedule
 from mnist_pipeline.trainer import Trainer, make_optimizer
@@ -21,9 +27,9 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch(optimizer):
     x, y = data(64, 0)
     model = build_model("mlp", units=32)
     trainer = Trainer(model, make_optimizer(optimizer, 0.01 if optimizer == "adam" else 0.1, 0.9), 64)
-    losses = [float(trainer.train_step(x, y)) for _ in range(30)]
+    losses = [float(trainer.learning_step(x, y)) for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
-    assert trainer.train_step.experimental_get_tracing_count() == 1
+    assert trainer.learning_step.experimental_get_tracing_count() == 1
 
 
 def test_eval_step_traces_once_across_a_partial_batch():
@@ -43,7 +49,7 @@ def test_fit_learns_keeps_the_best_weights_and_records_history():
     (x, y), (xv, yv) = data(400, 1), data(100, 2)
     model = build_model("mlp", units=32)
     trainer = Trainer(model, make_optimizer("adam", 3e-3, 0.9), 32)
-    batches = TrainingBatches(x, y, 32, seed=0)
+    batches = InStepBatches(x, y, 32, seed=0)
     steps, epochs = [], []
     result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 4,
                          on_step=lambda s, n: steps.append((s, n)),
@@ -69,7 +75,7 @@ def test_mixed_precision_wraps_the_optimizer_and_still_learns():
         trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9), 64)
         assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.stack[1].compute_dtype == "float16" and model(x).dtype == "float32"  # logits stay float32
-        losses = [float(trainer.train_step(x, y)) for _ in range(30)]
+        losses = [float(trainer.learning_step(x, y)) for _ in range(30)]
         assert losses[-1] < 0.5 * losses[0]
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -81,7 +87,7 @@ def _grouped_history(group: int, in_graph: bool, jit_compile: bool = False):
     keras.utils.set_random_seed(0)
     trainer = Trainer(build_model("mlp", units=16), make_optimizer("adam", 3e-3, 0.9), 32,
                       steps_per_execution=group, jit_compile=jit_compile)
-    batches = TrainingBatches(x, y, 32, seed=0, in_graph=in_graph)
+    batches = (InStepBatches if in_graph else PipelinedBatches)(x, y, 32, seed=0)
     steps: list[int] = []
     schedule = LearningRateSchedule("cosine", 3e-3, 3, warmup_epochs=1)
     result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 3,
@@ -94,8 +100,7 @@ def test_grouped_steps_train_exactly_like_single_steps(in_graph):
     _, _, single = _grouped_history(1, in_graph)
     trainer, steps, grouped = _grouped_history(4, in_graph)  # groups of 4, 4 and a remainder of 1
     assert steps == [4, 8, 9] * 3
-    compiled = trainer.train_steps_in_graph if in_graph else trainer.train_steps
-    assert compiled.experimental_get_tracing_count() == 1  # any group size, one trace
+    assert trainer.train_group.traces == 1  # any group size, one trace
     assert grouped == single
 
 
@@ -103,34 +108,34 @@ def test_batches_gathered_in_the_graph_train_exactly_like_batches_from_tf_data()
     _, _, from_tf_data = _grouped_history(4, in_graph=False)
     _, _, in_graph = _grouped_history(4, in_graph=True)
     assert in_graph == from_tf_data
-    assert TrainingBatches(*data(64, 0), 32, seed=0).in_graph  # plain batches: made in the step
-    from mnist_pipeline.data.augment import Augmentation
-    assert not TrainingBatches(*data(64, 0), 32, seed=0, augmentation=Augmentation(zoom=0.1)).in_graph
-    assert not TrainingBatches(*data(64, 0), 32, seed=0, jit_compile=True, gpu=True).in_graph  # measured on CPU only
+
+
+def test_the_placement_rule():
+    x, y = data(64, 0)
+    zoom = Augmentation(zoom=0.1)
+    assert type(training_batches(x, y, 32, 0)) is InStepBatches  # plain batches: made in the step
+    assert type(training_batches(x, y, 32, 0, zoom)) is PipelinedBatches  # TensorFlow's warp kernel, in tf.data
+    assert type(training_batches(x, y, 32, 0, zoom, jit_compile=True)) is InStepBatches  # XLA compiles the warp
+    assert type(training_batches(x, y, 32, 0, jit_compile=True, gpu=True)) is PipelinedBatches  # prefetched
 
 
 def test_augmented_batches_are_made_in_an_xla_step_and_it_learns():
-    from mnist_pipeline.data.augment import Augmentation
-
     (x, y), (xv, yv) = data(320, 1), data(100, 2)
     keras.utils.set_random_seed(0)
     trainer = Trainer(build_model("mlp", units=32), make_optimizer("adam", 3e-3, 0.9), 32, jit_compile=True,
                       steps_per_execution=4)
     augmentation = Augmentation(rotation=0.02, translation=0.05, erasing=0.3)
-    batches = TrainingBatches(x, y, 32, seed=0, augmentation=augmentation, jit_compile=True)
-    assert batches.in_graph  # XLA compiles the warp into the step
+    batches = training_batches(x, y, 32, seed=0, augmentation=augmentation, jit_compile=True)
+    assert batches.compilable  # XLA compiles the warp into the step
     result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 4)
-    assert trainer.tracing_counts() == {"train_step": 0, "train_steps": 0, "train_steps_in_graph": 1, "validate": 1,
-                                        "test": 0}
+    assert trainer.tracing_counts() == {"train_group": 1, "validate": 1, "test": 0}
     assert result.history[-1].val_accuracy > 0.4  # 10 classes: chance is 0.1
-    # Without XLA, augmented batches come from tf.data, with TensorFlow's warp kernel.
-    assert not TrainingBatches(x, y, 32, seed=0, augmentation=augmentation).in_graph
 
 
 def test_a_group_compiled_whole_with_xla_trains_like_the_plain_graph():
     trainer, steps, xla = _grouped_history(4, in_graph=True, jit_compile=True)
     _, _, plain = _grouped_history(4, in_graph=True)
-    assert steps == [4, 8, 9] * 3 and trainer.train_steps_in_graph.experimental_get_tracing_count() == 1
+    assert steps == [4, 8, 9] * 3 and trainer.train_group.traces == 1
     np.testing.assert_allclose(np.array(xla), np.array(plain), rtol=1e-4)  # XLA may fuse float ops differently
     assert xla[-1][1] > 0.3  # and it learns (chance is 0.1)
 
@@ -138,7 +143,7 @@ def test_a_group_compiled_whole_with_xla_trains_like_the_plain_graph():
 def test_warm_up_and_cosine_move_the_rate_every_step():
     (x, y), (xv, yv) = data(320, 1), data(60, 2)
     trainer = Trainer(build_model("mlp", units=16), make_optimizer("adam", 1.0, 0.9), 32)
-    batches = TrainingBatches(x, y, 32, seed=0)  # 10 steps an epoch
+    batches = InStepBatches(x, y, 32, seed=0)  # 10 steps an epoch
     schedule = LearningRateSchedule("cosine", 4e-3, 3, min_learning_rate=1e-4, warmup_epochs=1)
     seen: list[tuple[int, float]] = []
     epoch_of = {"next": 0}
@@ -174,7 +179,7 @@ def test_label_smoothing_changes_the_objective_but_not_the_reported_loss():
     for s in (0.0, 0.2):
         keras.utils.set_random_seed(0)
         trainer = Trainer(build_model("mlp", units=8), keras.optimizers.SGD(0.0), 32, label_smoothing=s)
-        step_loss = float(trainer.train_step(x, y))
+        step_loss = float(trainer.learning_step(x, y))
         results[s] = (step_loss, trainer.train_metrics.result()[0])
     (plain_step, plain_reported), (smooth_step, smooth_reported) = results[0.0], results[0.2]
     assert smooth_step != pytest.approx(plain_step, rel=1e-3)  # a different objective...

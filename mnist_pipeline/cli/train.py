@@ -23,26 +23,39 @@ from mnist_pipeline.errors import ConfigError, Interrupted
 @click.option("--output-dir", type=str, metavar="DIR", help="Where runs/ goes (default: outputs).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Continue an interrupted run in its own folder from its last checkpoint.")
-def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir) -> None:
+@click.option("--workers", metavar="HOST:PORT,...",
+              help="Train as one of these machines (the same list on each; the first is the chief, which writes "
+                   "the run folder): sets TF_CONFIG and training.distribute.strategy=multi_worker.")
+@click.option("--worker-index", type=int, metavar="I", help="This machine's position in --workers (0-based).")
+def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir, workers,
+          worker_index) -> None:
     """Train the configured model, validate each epoch, test the best weights, write a run folder.
 
     A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step and
     marks the run interrupted (exit 130 / 143); a second Ctrl-C stops at once. --resume continues it.
+    Several devices: --set training.distribute.strategy=mirrored; several machines: --workers (README).
 
     Example: mnist train --config configs/cnn.yaml --set training.epochs=3 --device cpu
     """
-    from mnist_pipeline import runtime
+    from mnist_pipeline import distribute, runtime
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
     from mnist_pipeline.pipeline import Events, open_resumable, run  # no TensorFlow until run() starts
 
+    if worker_index is not None and not workers:
+        raise ConfigError("--worker-index needs --workers (the list of every worker's host:port)")
+    if workers:
+        distribute.set_workers(workers, worker_index)
     flags = {"data.data_dir": data_dir, "training.device": device, "training.seed": seed,
-             "training.epochs": epochs, "output.dir": output_dir}
+             "training.epochs": epochs, "output.dir": output_dir,
+             "training.distribute.strategy": "multi_worker" if workers and not resume_dir else None}
     resume = None
     if resume_dir:
         if config_path or overrides or seed is not None or epochs is not None or output_dir:
-            raise ConfigError("--resume continues a run with its saved config; it takes only --data-dir and "
-                              "--device (drop --config, --set, --seed, --epochs, --output-dir)")
-        resume = open_resumable(resume_dir)  # locks the folder: a second --resume is refused from here on
+            raise ConfigError("--resume continues a run with its saved config; it takes only --data-dir, "
+                              "--device and --workers (drop --config, --set, --seed, --epochs, --output-dir)")
+        cluster = distribute.cluster_from_env()
+        # Locks the folder: a second --resume is refused from here on. Other workers of a cluster only read it.
+        resume = open_resumable(resume_dir, lock=cluster is None or cluster.chief)
         config_path = resume.run_dir / "config.yaml"
     cfg = load_config(config_path, overrides, flags)
 
@@ -61,6 +74,12 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         progress.clear()  # the error line must start at the beginning of a line of its own
         raise
     m = result.metrics
+    if result.run_dir is None:  # a worker that is not the chief
+        cluster = distribute.cluster_from_env()
+        click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
+                   f"weights sha256 {m['weights_sha256'][:16]})")
+        click.echo(f"{cluster.describe()} done; the chief ({cluster.workers[0]}) wrote the run folder")
+        return
     click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
                f"{m['parameters']:,} parameters, {m['wall_seconds']:.1f}s on {m['device']})")
     click.echo(f"run folder: {result.run_dir}")

@@ -245,6 +245,41 @@ class EarlyStoppingConfig(_Section):
     min_delta: Number = Field(0.0, ge=0.0, le=10.0, description="smallest change that counts as an improvement")
 
 
+DeviceName = Annotated[StrictStr, Field(pattern=r"^(CPU|GPU):[0-9]{1,2}$")]
+
+
+class DistributeConfig(_Section):
+    """One run on several devices or machines, on tf.distribute; `batch_size` stays the global batch."""
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="none: one device; mirrored: MirroredStrategy over this machine's devices; "
+                            "multi_worker: MultiWorkerMirroredStrategy over the machines TF_CONFIG (or --workers) "
+                            "names")
+    devices: tuple[DeviceName, ...] | None = Field(
+        None, min_length=1, max_length=64,
+        description="mirrored: the devices, e.g. [GPU:0, GPU:1]; [CPU:0, CPU:1] splits the CPU into logical "
+                    "devices; null = every visible GPU")
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] = Field(
+        120, description="multi_worker: how long a step may wait for the other workers before the run fails "
+                         "(a hung worker; a dead one is noticed at once)")
+    startup_timeout_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] = Field(
+        600, description="multi_worker: how long to wait for every worker to join before the run fails")
+
+    @model_validator(mode="after")
+    def _devices_fit_the_strategy(self):
+        if self.devices is None:
+            return self
+        if self.strategy != "mirrored":
+            raise ValueError(f"devices applies to strategy mirrored only (strategy is {self.strategy}); "
+                             f"multi_worker trains on each worker's visible GPUs, or its CPU")
+        if len(set(self.devices)) != len(self.devices):
+            raise ValueError("devices names a device twice; name each once")
+        if len({name.split(":")[0] for name in self.devices}) > 1:
+            raise ValueError("devices mixes CPU and GPU devices; a mirrored run keeps one kind (the slowest "
+                             "replica sets the pace of every step)")
+        return self
+
+
 class TrainingConfig(_Section):
     epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(10, description="epochs to train (at most)")
     batch_size: Annotated[StrictInt, Field(ge=1, le=65_536)] = Field(128, description="global batch size")
@@ -265,6 +300,21 @@ class TrainingConfig(_Section):
         False, description="GPU only: mixed_float16 compute with loss scaling; logits and loss stay float32")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    distribute: DistributeConfig = Field(default_factory=DistributeConfig)
+
+    @model_validator(mode="after")
+    def _devices_agree(self):
+        devices = self.distribute.devices or ()
+        if self.device == "cpu" and any(name.startswith("GPU") for name in devices):
+            raise ValueError("device is cpu but distribute.devices names GPUs; set device to auto or gpu, or name "
+                             "CPU devices")
+        if self.device == "gpu" and any(name.startswith("CPU") for name in devices):
+            raise ValueError("device is gpu but distribute.devices names CPU devices; name GPUs, or set device "
+                             "to auto or cpu")
+        if devices and self.batch_size % len(devices):
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly over {len(devices)} devices; "
+                             f"use a multiple of {len(devices)} (the batch size is the global batch)")
+        return self
 
     @model_validator(mode="after")
     def _warmup_within_training(self):

@@ -1,0 +1,226 @@
+"""tf.distribute from the config: the strategy, its replicas and workers, and which process is the chief.
+
+The only module that reads or writes TF_CONFIG. It parses it without TensorFlow, so `mnist train` knows a
+chief (which writes the run folder) from another worker before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, WorkerLost, brief, quote
+
+TF_CONFIG = "TF_CONFIG"
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")  # host:port, IPv6 in brackets
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place among the workers TF_CONFIG names (MultiWorkerMirroredStrategy's view)."""
+
+    workers: tuple[str, ...]  # host:port of every task, the chief first
+    index: int  # this process's position in `workers`
+
+    @property
+    def chief(self) -> bool:
+        return self.index == 0
+
+    def describe(self) -> str:
+        return f"worker {self.index} of {len(self.workers)}" + (" (chief)" if self.chief else "")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a run trains on; a resumed run must have the same (see `check_same`)."""
+
+    strategy: str  # none | mirrored | multi_worker
+    replicas: int
+    workers: int = 1
+    devices: tuple[str, ...] = ()
+    chief: bool = True  # this process writes the run folder
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "replicas": self.replicas, "workers": self.workers,
+                "devices": list(self.devices)}
+
+    def check_same(self, recorded: dict | None, run_dir) -> None:
+        """Refuse to resume a run that trained on another number of replicas or workers: each replica's slice
+        of a batch, and so every step, would differ."""
+        recorded = recorded or {"strategy": "none", "replicas": 1, "workers": 1}  # before tf.distribute support
+        was = (recorded.get("strategy"), recorded.get("replicas"), recorded.get("workers"))
+        if was != (self.strategy, self.replicas, self.workers):
+            raise ConfigError(f"--resume {run_dir}: the run trained with {_shape(*was)}, this process has "
+                              f"{_shape(self.strategy, self.replicas, self.workers)}; resume with the same "
+                              f"devices and workers (training.distribute), or start a new run")
+
+
+@contextlib.contextmanager
+def lost_workers(topology: Topology):
+    """Turn the errors TensorFlow raises in a step when another worker has died (a reset connection, a failed
+    health check) or hangs (a collective past its timeout) into one line naming the cause."""
+    if topology.workers == 1:
+        yield
+        return
+    import tensorflow as tf
+
+    # The chief's message gets the resume command from the pipeline; the others cannot know the folder.
+    after = "" if topology.chief else "; restart every worker with `mnist train --resume <the chief's run folder>`"
+    try:
+        yield
+    except tf.errors.DeadlineExceededError:
+        raise WorkerLost(f"{_me(topology)}: another worker did not answer within training.distribute."
+                         f"timeout_seconds (it hangs, or is far slower){after}") from None
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+            tf.errors.InternalError) as exc:
+        raise WorkerLost(f"{_me(topology)}: lost contact with another worker ({_peer_cause(exc)}){after}") from None
+
+
+def _me(topology: Topology) -> str:
+    cluster = cluster_from_env()
+    return cluster.describe() if cluster else ("the chief" if topology.chief else "a worker")
+
+
+def _peer_cause(exc) -> str:
+    """The line of TensorFlow's message that says what happened to the peer."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if "aborted by" in line or "is down" in line or "Connection" in line or "Socket closed" in line:
+            return brief(Exception(line.split("by: ", 1)[-1]), 120)
+    return brief(exc, 120)
+
+
+def _shape(strategy, replicas, workers) -> str:
+    return f"strategy {strategy}, {replicas} replica(s) on {workers} worker(s)"
+
+
+def cluster_from_env() -> Cluster | None:
+    """The cluster TF_CONFIG describes, or None when it is not set. Raises ConfigError when it is malformed."""
+    text = os.environ.get(TF_CONFIG, "").strip()
+    if not text:
+        return None
+    fix = ('; expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}} '
+           '(a "chief" list of one task is allowed too)')
+    try:
+        spec = json.loads(text)
+        cluster, task = spec["cluster"], spec["task"]
+        unknown = set(cluster) - {"chief", "worker"}
+        if unknown:
+            raise ConfigError(f"TF_CONFIG names {', '.join(sorted(unknown))} tasks, but mnist train runs "
+                              f"MultiWorkerMirroredStrategy: only 'chief' and 'worker' tasks{fix}")
+        chief, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        kind, index = task["type"], task["index"]
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"TF_CONFIG is not a cluster description{fix}") from None
+    addresses = chief + workers
+    if len(chief) > 1 or not addresses or not all(isinstance(a, str) and _ADDRESS.match(a) for a in addresses):
+        raise ConfigError(f"TF_CONFIG: the cluster must list host:port addresses, at most one chief{fix}")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("TF_CONFIG lists an address twice; give every worker its own host:port")
+    tasks = {"chief": chief, "worker": workers}
+    if kind not in tasks or isinstance(index, bool) or not isinstance(index, int) \
+            or not 0 <= index < len(tasks[kind]):
+        raise ConfigError(f"TF_CONFIG: task {quote(str(kind))} {quote(str(index))} is not in the cluster{fix}")
+    return Cluster(tuple(addresses), index + (len(chief) if kind == "worker" else 0))
+
+
+def set_workers(workers: str, index: int | None) -> None:
+    """`mnist train --workers HOST:PORT,... --worker-index I`: write the TF_CONFIG they mean."""
+    if os.environ.get(TF_CONFIG, "").strip():
+        raise ConfigError("--workers: TF_CONFIG is already set; use one of them (unset TF_CONFIG, or drop "
+                          "--workers and --worker-index)")
+    addresses = [a.strip() for a in workers.split(",") if a.strip()]
+    if not addresses or not all(_ADDRESS.match(a) for a in addresses):
+        raise ConfigError(f"--workers {quote(workers)}: expected host:port addresses separated by commas, "
+                          f"e.g. --workers node1:2222,node2:2222")
+    if index is None or not 0 <= index < len(addresses):
+        raise ConfigError(f"--worker-index: give this machine's position in --workers, 0 to {len(addresses) - 1} "
+                          f"(0 is the chief, which writes the run folder)")
+    os.environ[TF_CONFIG] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+
+
+def check_environment(strategy: str) -> Cluster | None:
+    """The cluster this process belongs to (multi_worker), after checking that TF_CONFIG agrees with the
+    configured strategy. Needs no TensorFlow."""
+    cluster = cluster_from_env()
+    if strategy == "multi_worker" and cluster is None:
+        raise ConfigError("training.distribute.strategy = multi_worker needs the list of workers: set TF_CONFIG, "
+                          "or pass --workers HOST:PORT,... --worker-index I (the same list on every worker)")
+    if strategy != "multi_worker" and cluster is not None:
+        raise ConfigError(f"TF_CONFIG is set, but training.distribute.strategy is {strategy}: set it to multi_worker "
+                          f"to train with the workers TF_CONFIG names, or unset TF_CONFIG")
+    return cluster
+
+
+def create_strategy(settings, batch_size: int, device: str):
+    """(strategy or None, Topology) for a `config.DistributeConfig`; call right after `runtime.select_device`,
+    before TensorFlow creates anything (logical CPU devices and the cluster are fixed at initialization)."""
+    import tensorflow as tf
+
+    if settings.strategy == "none":
+        return None, Topology("none", 1)
+    if settings.strategy == "mirrored":
+        strategy, topology = _mirrored(tf, settings.devices)
+    else:
+        strategy, topology = _multi_worker(tf, settings)
+    if batch_size % topology.replicas:
+        raise ConfigError(f"training.batch_size = {batch_size} does not split evenly over {topology.replicas} "
+                          f"replicas; use a multiple of {topology.replicas} (the batch size is the global batch)")
+    return strategy, topology
+
+
+def _mirrored(tf, devices):
+    gpus = tf.config.list_physical_devices("GPU")  # after select_device: the visible ones
+    if devices is None:
+        if not gpus:
+            raise DeviceError("training.distribute.strategy = mirrored: TensorFlow sees no GPU; name the devices "
+                              "(e.g. --set training.distribute.devices=[CPU:0,CPU:1] splits the CPU), or use "
+                              "strategy none")
+        devices = tuple(f"GPU:{i}" for i in range(len(gpus)))
+    elif devices[0].startswith("GPU"):
+        missing = [name for name in devices if int(name.split(":")[1]) >= len(gpus)]
+        if missing:
+            raise DeviceError(f"training.distribute.devices: TensorFlow sees {len(gpus)} GPU(s), not "
+                              f"{', '.join(missing)}; name visible GPUs, or leave devices null to use them all")
+    else:
+        # Logical CPU devices, so that MirroredStrategy can place one replica on each; they share the cores.
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        count = max(int(name.split(":")[1]) for name in devices) + 1
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError as exc:  # TensorFlow already initialized (only when called twice in one process)
+            raise PipelineError(f"cannot split the CPU into {count} devices ({brief(exc)})") from None
+    strategy = tf.distribute.MirroredStrategy([f"/{name.lower()}" for name in devices])
+    return strategy, Topology("mirrored", strategy.num_replicas_in_sync, 1, tuple(devices))
+
+
+def _multi_worker(tf, settings):
+    cluster = check_environment("multi_worker")
+    # How long the first all-reduce, which waits for every worker to start, may take: TensorFlow's own
+    # setting, which has no public option and defaults to forever. A hung worker later on is caught by the
+    # collectives' timeout, a dead one by TensorFlow's health checks (a reset connection fails at once).
+    from tensorflow.python.distribute import collective_all_reduce_strategy as collective
+
+    if hasattr(collective.CollectiveAllReduceExtended, "_check_health_initial_timeout"):
+        collective.CollectiveAllReduceExtended._check_health_initial_timeout = settings.startup_timeout_seconds
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=settings.timeout_seconds)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except RuntimeError as exc:
+        if "Timeout waiting for the cluster" in str(exc):
+            raise PipelineError(f"{cluster.describe()}: the other workers did not all join within "
+                                f"{settings.startup_timeout_seconds} s (training.distribute.startup_timeout_seconds); "
+                                f"start the same command on every worker in {', '.join(cluster.workers)}") from None
+        raise PipelineError(f"{cluster.describe()}: cannot start the cluster ({brief(exc)})") from None
+    except tf.errors.OpError as exc:
+        raise PipelineError(f"{cluster.describe()}: cannot start the cluster ({brief(exc)}); check that "
+                            f"{cluster.workers[cluster.index]} is this machine and its port is free") from None
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    devices = tuple(f"GPU:{i}" for i in range(gpus)) or ("CPU:0",)
+    topology = Topology("multi_worker", strategy.num_replicas_in_sync, len(cluster.workers), devices, cluster.chief)
+    return strategy, topology

@@ -1,0 +1,77 @@
+"""Train one model from the same weights on one device and under MirroredStrategy over 2 logical CPU devices;
+print the largest differences as JSON: `python tests/mirrored_steps.py MODEL OPTIMIZER`.
+
+Run in a process of its own: logical devices can only be set before TensorFlow initializes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from conftest import make_digits
+from mnist_pipeline import runtime
+
+runtime.prepare_environment()
+
+import keras  # noqa: E402 - after the environment is prepared
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mnist_pipeline.data.datasets import evaluation_batches, training_batches  # noqa: E402
+from mnist_pipeline.models.registry import build_model  # noqa: E402
+from mnist_pipeline.trainer import Trainer, make_optimizer  # noqa: E402
+
+MODELS = {  # batch norm (synchronized under the strategy) and L2 penalties; no dropout, whose masks differ
+    "cnn": dict(filters=[4, 8], convs_per_block=1, dense_units=16, dropout_rate=0.0, dense_dropout_rate=0.0,
+                batch_norm=True, l2=1e-3),
+    "deep_mlp": dict(units=[32, 16], dropout_rate=0.0, batch_norm=True, l2=1e-3),
+}
+
+
+def data(n, seed):
+    x, y = make_digits(n, seed)
+    return (x[..., None] / 255).astype(np.float32), y.astype(np.int32)
+
+
+def train(strategy, name: str, optimizer: str, initial, examples: int = 256, epochs: int = 2):
+    keras.utils.set_random_seed(0)
+    (x, y), (xv, yv), (xt, yt) = data(examples, 1), data(70, 2), data(90, 3)  # 70 and 90: partial last batches
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_model(name, **MODELS[name])
+        trainer = Trainer(model, make_optimizer(optimizer, 0.01 if optimizer == "adam" else 0.1, 0.9), 32,
+                          steps_per_execution=3, label_smoothing=0.1, strategy=strategy)
+    if initial is not None:
+        model.set_weights(initial)
+    start = [w.copy() for w in model.get_weights()]
+    batches = training_batches(x, y, 32, seed=0, strategy=strategy)
+    fit = trainer.fit(batches, evaluation_batches(xv, yv, 32, strategy), epochs)
+    test = trainer.test(evaluation_batches(xt, yt, 32, strategy), probabilities=True)
+    history = [[r.loss, r.accuracy, r.val_loss, r.val_accuracy] for r in fit.history]
+    return start, model.get_weights(), history, test
+
+
+def main() -> None:
+    name, optimizer = sys.argv[1], sys.argv[2]
+    examples, epochs = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (256, 2)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.experimental.enable_op_determinism()
+    start, single, single_history, single_test = train(None, name, optimizer, None, examples, epochs)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    _, distributed, distributed_history, distributed_test = train(mirrored, name, optimizer, start, examples, epochs)
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(single, start, strict=True))
+    print(json.dumps({
+        "replicas": mirrored.num_replicas_in_sync,
+        "weights_moved": moved,  # how far one device's training moved the weights: the scale of the test
+        "weights": max(float(np.max(np.abs(a - b))) for a, b in zip(single, distributed, strict=True)),
+        "history": float(np.max(np.abs(np.array(single_history) - np.array(distributed_history)))),
+        "test_loss": abs(single_test[0] - distributed_test[0]),
+        "test_accuracy": abs(single_test[1] - distributed_test[1]),
+        "test_rows": [len(single_test[2]), len(distributed_test[2])],
+        "probabilities": float(np.max(np.abs(single_test[2] - distributed_test[2]))),
+    }))
+
+
+if __name__ == "__main__":
+    main()
