@@ -7,9 +7,13 @@ chief (which writes the run folder) from another worker before TensorFlow loads.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, WorkerLost, brief, quote
@@ -24,6 +28,7 @@ class Cluster:
 
     workers: tuple[str, ...]  # host:port of every task, the chief first
     index: int  # this process's position in `workers`
+    has_chief: bool = False  # TF_CONFIG names a "chief" task (else worker 0 is the chief)
 
     @property
     def chief(self) -> bool:
@@ -86,6 +91,8 @@ def _me(topology: Topology) -> str:
 
 def _peer_cause(exc) -> str:
     """The line of TensorFlow's message that says what happened to the peer."""
+    if "stopped sending heartbeats" in str(exc):  # TensorFlow's coordination service noticed
+        return "it stopped sending heartbeats: it hangs, or its machine is unreachable"
     for line in str(exc).splitlines():
         line = line.strip()
         if "aborted by" in line or "is down" in line or "Connection" in line or "Socket closed" in line:
@@ -126,7 +133,7 @@ def cluster_from_env() -> Cluster | None:
     if kind not in tasks or isinstance(index, bool) or not isinstance(index, int) \
             or not 0 <= index < len(tasks[kind]):
         raise ConfigError(f"TF_CONFIG: task {quote(str(kind))} {quote(str(index))} is not in the cluster{fix}")
-    return Cluster(tuple(addresses), index + (len(chief) if kind == "worker" else 0))
+    return Cluster(tuple(addresses), index + (len(chief) if kind == "worker" else 0), bool(chief))
 
 
 def set_workers(workers: str, index: int | None) -> None:
@@ -199,25 +206,48 @@ def _mirrored(tf, devices):
     return strategy, Topology("mirrored", strategy.num_replicas_in_sync, 1, tuple(devices))
 
 
+# Prints the one-line error for `_while_workers_join` if faulthandler writes anything (its timeout fired).
+_WATCHER = "import sys\nif sys.stdin.buffer.read():\n    sys.stderr.write('error: ' + sys.argv[1] + '\\n')"
+
+
+@contextlib.contextmanager
+def _while_workers_join(cluster: Cluster, seconds: int):
+    """Bound the wait for the other workers, and let Ctrl-C / SIGTERM end it.
+
+    MultiWorkerMirroredStrategy() blocks in TensorFlow's C++ until every worker has registered, holding the
+    GIL, with no timeout that works (its coordination service's register timeout did not fire on TF 2.21):
+    no Python thread, signal handler or exception can act meanwhile. faulthandler's watchdog is C: it ends
+    the process (exit 1) at the timeout, writing its report into a pipe to a tiny process that prints our
+    line instead. SIGINT / SIGTERM get their default action for the wait. Nothing is written before the
+    cluster forms, so there is nothing to clean up.
+    """
+    message = (f"{cluster.describe()}: the other workers did not all join within {seconds} s "
+               f"(training.distribute.startup_timeout_seconds); start the same command on every worker in "
+               f"{', '.join(cluster.workers)}")
+    try:
+        terminal = sys.stderr.fileno()  # the real stderr (runtime.quiet_native_logs points fd 2 elsewhere)
+    except (AttributeError, ValueError, OSError):
+        terminal = None
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, message], stdin=subprocess.PIPE, stderr=terminal)
+    faulthandler.dump_traceback_later(seconds, exit=True, file=watcher.stdin)
+    handlers = {number: signal.signal(number, signal.SIG_DFL) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        watcher.stdin.close()
+        watcher.wait()
+
+
 def _multi_worker(tf, settings):
     cluster = check_environment("multi_worker")
-    # How long the first all-reduce, which waits for every worker to start, may take: TensorFlow's own
-    # setting, which has no public option and defaults to forever. A hung worker later on is caught by the
-    # collectives' timeout, a dead one by TensorFlow's health checks (a reset connection fails at once).
-    from tensorflow.python.distribute import collective_all_reduce_strategy as collective
-
-    if hasattr(collective.CollectiveAllReduceExtended, "_check_health_initial_timeout"):
-        collective.CollectiveAllReduceExtended._check_health_initial_timeout = settings.startup_timeout_seconds
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=settings.timeout_seconds)
     try:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    except RuntimeError as exc:
-        if "Timeout waiting for the cluster" in str(exc):
-            raise PipelineError(f"{cluster.describe()}: the other workers did not all join within "
-                                f"{settings.startup_timeout_seconds} s (training.distribute.startup_timeout_seconds); "
-                                f"start the same command on every worker in {', '.join(cluster.workers)}") from None
-        raise PipelineError(f"{cluster.describe()}: cannot start the cluster ({brief(exc)})") from None
-    except tf.errors.OpError as exc:
+        with _while_workers_join(cluster, settings.startup_timeout_seconds):
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except (tf.errors.OpError, RuntimeError) as exc:
         raise PipelineError(f"{cluster.describe()}: cannot start the cluster ({brief(exc)}); check that "
                             f"{cluster.workers[cluster.index]} is this machine and its port is free") from None
     gpus = len(tf.config.list_physical_devices("GPU"))

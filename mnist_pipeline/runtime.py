@@ -61,8 +61,15 @@ def quiet_native_logs() -> None:
     sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115 - for the process
                       errors="backslashreplace")
     warnings.filterwarnings("ignore", module=r"(tensorflow|keras|absl|tf_keras|google)(\.|$)")
+    # Finalizers that fail at exit print "Exception ignored in ..." with a traceback: after another worker
+    # died, TensorFlow's eager all-reduce leaves a ThreadPool whose __del__ does. Never ours to act on.
+    sys.unraisablehook = _drop_unraisable
     for name in ("tensorflow", "absl", "keras"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _drop_unraisable(unraisable) -> None:
+    return None
 
 
 def select_device(choice: str) -> str:

@@ -20,16 +20,17 @@ os.environ.pop("MNIST_DATA_DIR", None)  # tests choose their data explicitly
 ROOT = Path(__file__).parent.parent
 
 
-def start_mnist(*args, fault: str | None = None) -> subprocess.Popen:
+def start_mnist(*args, fault: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`mnist ARGS` as a real process (stdout and stderr piped, as text); with `fault`, through tests/faults.py,
-    which injects that fault at its exact moment."""
+    which injects that fault at its exact moment; `env`: variables set on top of this process's."""
     launcher = [str(ROOT / "tests/faults.py"), fault, "--"] if fault else ["-m", "mnist_pipeline"]
     return subprocess.Popen([sys.executable, *launcher, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
-def run_mnist(*args, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    process = start_mnist(*args, fault=fault)
+def run_mnist(*args, fault: str | None = None, timeout: float = 300,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    process = start_mnist(*args, fault=fault, env=env)
     stdout, stderr = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
