@@ -56,22 +56,30 @@ def _worker(args) -> dict:
     from mnist_pipeline.trainer import Trainer, make_optimizer
 
     cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", args.set)
+    strategy = None
+    if args.replicas > 1:  # MirroredStrategy over logical CPU devices, as training.distribute.devices makes them
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.replicas)
+        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.replicas)])
     keras.utils.set_random_seed(0)
     x, y = _training_arrays(args.data_dir)
     batch = cfg.training.batch_size
-    model = build_model(cfg.model.name, **cfg.model.params)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_model(cfg.model.name, **cfg.model.params)
+        optimizer = make_optimizer(cfg.training.optimizer, cfg.training.learning_rate, cfg.training.momentum)
     ranges = cfg.data.augmentation
-    optimizer = make_optimizer(cfg.training.optimizer, cfg.training.learning_rate, cfg.training.momentum)
+    jit_compile = cfg.training.jit_compile and strategy is None  # as pipeline.jit_compile decides
     seconds: list[float] = []
     # An MLP step takes ~1 ms: a repeat of a few steps would time the per-call overhead, not training.
     steps = args.steps or (len(y) // batch if cfg.model.name == "mlp" else 20)
 
     if args.worker == "custom":
-        trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
-                          steps_per_execution=cfg.training.steps_per_execution)
+        with (strategy or tf.distribute.get_strategy()).scope():
+            trainer = Trainer(model, optimizer, batch, jit_compile=jit_compile,
+                              steps_per_execution=cfg.training.steps_per_execution, strategy=strategy)
         augmentation = Augmentation.from_config(ranges) if args.augment else None
-        batches = training_batches(x, y, batch, seed=0, augmentation=augmentation,
-                                   jit_compile=cfg.training.jit_compile)
+        batches = training_batches(x, y, batch, seed=0, augmentation=augmentation, jit_compile=jit_compile,
+                                   strategy=strategy)
         group, size = trainer.compile_group(batches), cfg.training.steps_per_execution
         # Epochs begin and are read to their end as in Trainer.fit, which times them with its bookkeeping.
         epoch, feed, left_in_epoch = -1, None, 0
@@ -106,6 +114,7 @@ def _worker(args) -> dict:
         traces = None
     rates = [steps * batch / s for s in seconds[1:]]  # first repeat: tracing and warm-up
     return {"trainer": args.worker, "model": args.model, "augment": args.augment, "batch_size": batch,
+            "replicas": args.replicas,
             "steps_per_repeat": steps, "images_per_second": rates, "train_flops_per_image": _training_flops(model),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "traces": traces,
             "examples_in_memory": int(len(y))}
@@ -169,8 +178,9 @@ def _training_flops(model) -> int:
 
 # ---------------------------------------------------------------- driver side
 
-def _run_worker(trainer: str, model: str, augment: bool, repeats: int, args) -> dict:
-    command = [sys.executable, __file__, "--worker", trainer, "--model", model, "--repeats", str(repeats)] + (
+def _run_worker(trainer: str, model: str, augment: bool, repeats: int, args, replicas: int = 1) -> dict:
+    command = [sys.executable, __file__, "--worker", trainer, "--model", model, "--repeats", str(repeats),
+               "--replicas", str(replicas)] + (
         ["--steps", str(args.steps)] if args.steps else []) + (["--augment"] if augment else []) + [
         f"--set={item}" for item in args.set] + (
         ["--data-dir", args.data_dir] if args.data_dir else [])
@@ -197,6 +207,20 @@ def _run_variant(model: str, augment: bool, args) -> dict:
                            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
                            "traces": None if trainer != "custom" else max(r["traces"] for r in results)}
     return pooled
+
+
+def _replicas(model: str, args) -> dict:
+    """Our trainer on 1 device vs MirroredStrategy over 2 logical CPU devices, taking turns like the trainers:
+    the shipped config either way (under the strategy XLA is off and batches come from tf.data per replica)."""
+    per_round = -(-args.repeats // args.rounds)
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for round_ in range(args.rounds):
+        for replicas in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+            rates[replicas] += _run_worker("custom", model, False, per_round, args, replicas)["images_per_second"]
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    return {"model": model, "1 replica img/s": round(one), "2 replicas img/s": round(two),
+            "2 / 1": round(two / one, 2), "spread 1": [round(min(rates[1])), round(max(rates[1]))],
+            "spread 2": [round(min(rates[2])), round(max(rates[2]))]}
 
 
 def _race(args) -> dict:
@@ -270,6 +294,8 @@ def main() -> None:
     parser.add_argument("--worker", choices=TRAINERS)
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--replicas", type=int, default=1, help="worker: train under MirroredStrategy over this "
+                                                                 "many logical CPU devices")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR") or (
         DEFAULT_DATA if Path(DEFAULT_DATA).is_dir() else None))
     parser.add_argument("--repeats", type=int, default=12, help="measured repeats per trainer, over all rounds")
@@ -304,6 +330,7 @@ def main() -> None:
     help_seconds = _command_seconds([mnist, "--help"])
     import_seconds = _command_seconds([sys.executable, "-c", "import tensorflow"])
     load_seconds = _load_seconds(args.data_dir)
+    replicas = [_replicas(model, args) for model in args.models.split(",")]
     race = _race(args) if args.race_config and args.data_dir else None
 
     rows = []
@@ -332,7 +359,8 @@ def main() -> None:
         "help_seconds": round(help_seconds, 3), "import_tensorflow_seconds": round(import_seconds, 3),
         "help_over_import": round(help_seconds / import_seconds, 3),
         "load_and_prepare_seconds": None if load_seconds is None else round(load_seconds, 3),
-        "rows": rows, "race": race, "raw": results, "bench_seconds": round(time.perf_counter() - started, 1),
+        "rows": rows, "replicas": replicas, "race": race, "raw": results,
+        "bench_seconds": round(time.perf_counter() - started, 1),
     }
     out = ROOT / args.output_dir / "bench" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=False)
@@ -360,6 +388,16 @@ def _markdown(report: dict) -> str:
               f"- load and prepare the full dataset (IDX .gz -> normalized splits): "
               f"{report['load_and_prepare_seconds']} s",
               f"- whole benchmark: {report['bench_seconds']} s", ""]
+    if report.get("replicas"):
+        columns = list(report["replicas"][0])
+        lines += ["## One device vs two replicas (MirroredStrategy over 2 logical CPU devices)", "",
+                  "Both replicas share the same 2 cores: each step does the same arithmetic plus an all-reduce "
+                  "of the gradients, so this measures the strategy's overhead, not a speed-up.", "",
+                  "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+        for row in report["replicas"]:
+            lines.append("| " + " | ".join(f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v)
+                                           for v in row.values()) + " |")
+        lines.append("")
     race = report.get("race")
     if race:
         lines += [f"## Time to {race['target']:.0%} test accuracy (Fashion-MNIST; training + validation seconds)",

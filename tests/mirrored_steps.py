@@ -1,5 +1,6 @@
 """Train one model from the same weights on one device and under MirroredStrategy over 2 logical CPU devices;
-print the largest differences as JSON: `python tests/mirrored_steps.py MODEL OPTIMIZER`.
+print the largest differences as JSON: `python tests/mirrored_steps.py MODEL OPTIMIZER [EXAMPLES EPOCHS]`.
+`python tests/mirrored_steps.py dropout`: the two replicas' dropout masks.
 
 Run in a process of its own: logical devices can only be set before TensorFlow initializes.
 """
@@ -51,7 +52,26 @@ def train(strategy, name: str, optimizer: str, initial, examples: int = 256, epo
     return start, model.get_weights(), history, test
 
 
+def dropout_masks() -> dict:
+    from mnist_pipeline.models.blocks import dropout
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with mirrored.scope():
+        layer = dropout(0.5)
+        layer.build((64, 64))
+    masks = mirrored.run(tf.function(lambda: layer(tf.ones((64, 64)), training=True)))
+    first, second = (m.numpy() > 0 for m in mirrored.experimental_local_results(masks))
+    states = [s.numpy() for s in mirrored.experimental_local_results(layer.seed_generator.state.value)]
+    return {"layer": type(layer).__name__, "masks_differ": bool((first != second).any()),
+            "kept": float((first.mean() + second.mean()) / 2), "states_equal": bool((states[0] == states[1]).all())}
+
+
 def main() -> None:
+    if sys.argv[1] == "dropout":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        print(json.dumps(dropout_masks()))
+        return
     name, optimizer = sys.argv[1], sys.argv[2]
     examples, epochs = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (256, 2)
     cpu = tf.config.list_physical_devices("CPU")[0]

@@ -130,6 +130,17 @@ def test_two_replicas_train_like_one_device(model, optimizer, examples, epochs):
     assert differences["test_rows"] == [90, 90]  # every test example once: the padding of the last batch dropped
 
 
+def test_each_replica_drops_its_own_units():
+    result = subprocess.run([sys.executable, str(ROOT / "tests/mirrored_steps.py"), "dropout"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    dropout = json.loads(result.stdout.splitlines()[-1])
+    assert dropout["layer"] == "ReplicaDropout"
+    assert dropout["masks_differ"]  # Keras's own Dropout would give both replicas the same mask
+    assert dropout["kept"] == pytest.approx(0.5, abs=0.05)  # rate 0.5 of 2 x 64 x 64 units
+    assert dropout["states_equal"]  # the random state moved on alike: one value to checkpoint
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_idx_dir(tmp_path_factory.mktemp("distribute") / "data", n_train=600, n_test=200)
@@ -142,9 +153,11 @@ def only_run(output: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_mirrored_run_through_the_cli_writes_a_complete_run_folder(data, tmp_path):
-    # mlp.yaml asks for XLA and in-step batches: both are switched off under the strategy, and said so
-    result = run_mnist("train", "--config", ROOT / "configs/mlp.yaml", "--data-dir", data, "--output-dir", tmp_path,
-                       "--epochs", "2", *TINY, *MIRRORED)
+    # XLA and in-step batches asked for: both are switched off under the strategy, and said so. Dropout layers
+    # with a mask per replica, and batch norm synchronized, must load as plain Keras layers on one device.
+    result = run_mnist("train", "--config", SMOKE, "--data-dir", data, "--output-dir", tmp_path, "--epochs", "2",
+                       *TINY, *MIRRORED, "--set", "training.jit_compile=true", "--set",
+                       "training.steps_per_execution=4", "--set", "model.params.batch_norm=true")
     assert result.returncode == 0, result.stderr
     assert "mirrored, 2 replicas (CPU:0, CPU:1)" in result.stdout
     assert "jit_compile: off under a tf.distribute strategy" in result.stdout
@@ -275,24 +288,30 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_run_resumes_on_th
 
 
 @pytest.mark.slow
-def test_a_hung_worker_stops_the_other_within_the_timeout(data, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGSTOP, signal.SIGTERM])  # frozen (only a timeout can tell); Ctrl-C'd
+def test_a_frozen_or_stopped_worker_stops_the_chief_with_one_line(stop, data, tmp_path):
     processes = start_workers(tmp_path, data, epochs=50, timeout=10)
     deadline = time.monotonic() + 120
     while not list((tmp_path / "out0").glob("runs/*/history.csv")):
         assert time.monotonic() < deadline and processes[0].poll() is None, processes[0].communicate()
         time.sleep(0.1)
-    processes[1].send_signal(signal.SIGSTOP)  # alive but silent: only the timeout can tell
+    processes[1].send_signal(stop)
     try:
-        hung_at = time.monotonic()
+        stopped_at = time.monotonic()
         chief = finish(processes[:1], timeout=120)[0]
-        waited = time.monotonic() - hung_at
+        waited = time.monotonic() - stopped_at
     finally:
         processes[1].send_signal(signal.SIGCONT)
-        processes[1].kill()
-        finish(processes[1:])
-    assert chief.returncode == 1 and waited < 90, (waited, chief.stderr)
+        if stop == signal.SIGSTOP:
+            processes[1].kill()
+        worker = finish(processes[1:])[0]
+    assert chief.returncode == 1 and waited < 60, (waited, chief.stderr)
     lines = chief.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: worker 0 of 2 (chief): "), chief.stderr
+    assert "--resume" in lines[0]
+    if stop == signal.SIGTERM:  # the stopped worker says so in one line too
+        assert worker.returncode in (143, 1), worker.stderr
+        assert len(worker.stderr.splitlines()) == 1 and worker.stderr.startswith("error: "), worker.stderr
 
 
 @pytest.mark.slow

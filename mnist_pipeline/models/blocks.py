@@ -31,6 +31,30 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return outputs
 
 
+@keras.saving.register_keras_serializable(package="mnist_pipeline")
+class ReplicaDropout(keras.layers.Dropout):
+    """Dropout whose masks differ between the replicas of a tf.distribute strategy.
+
+    Keras's Dropout draws from one mirrored random state, so every replica would drop the same units in its
+    slice of the batch (replica 1's example i like replica 0's example i). Folding in the replica's number
+    gives each its own masks; the state itself still moves on alike everywhere, so checkpoints hold one.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or not self.rate:
+            return inputs
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.random.experimental.stateless_fold_in(self.seed_generator.next(), replica)
+        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed, noise_shape=self.noise_shape)
+
+
+def dropout(rate: float) -> keras.layers.Dropout:
+    """Keras's Dropout on one device; under a strategy of several replicas, one with masks of its own per
+    replica (see ReplicaDropout)."""
+    several = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    return (ReplicaDropout if several else keras.layers.Dropout)(rate)
+
+
 def batch_normalization(fused: bool = False) -> keras.layers.BatchNormalization:
     """Batch norm; under a tf.distribute strategy of several replicas, with statistics over the global batch.
 
@@ -56,7 +80,7 @@ def dense_block(units: int, *, activation: str, dropout_rate: float, batch_norm:
         layers.append(batch_normalization())
     layers.append(keras.layers.Activation(activation))
     if dropout_rate:
-        layers.append(keras.layers.Dropout(dropout_rate))
+        layers.append(dropout(dropout_rate))
     return layers
 
 
@@ -74,7 +98,7 @@ def conv_block(filters: int, *, convs: int, kernel_size: int, padding: str, acti
         layers.append(keras.layers.Activation(activation))
     layers.append(keras.layers.MaxPooling2D(2))
     if dropout_rate:
-        layers.append(keras.layers.Dropout(dropout_rate))
+        layers.append(dropout(dropout_rate))
     return layers
 
 

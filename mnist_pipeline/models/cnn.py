@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mnist_pipeline.models.blocks import conv_block, dense_block, logits_layer, run_layers
+from mnist_pipeline.models.blocks import conv_block, dense_block, dropout, logits_layer, run_layers
 
 NUM_CLASSES = 10
 
@@ -13,7 +13,7 @@ def _head(dense_units: int, dropout_rate: float, shared: dict) -> list[keras.lay
     """The layers between the flattened features and the logits: a hidden Dense block, or only dropout."""
     if dense_units:
         return dense_block(dense_units, dropout_rate=dropout_rate, **shared)
-    return [keras.layers.Dropout(dropout_rate)] if dropout_rate else []
+    return [dropout(dropout_rate)] if dropout_rate else []
 
 
 @keras.saving.register_keras_serializable(package="mnist_pipeline")
