@@ -44,7 +44,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     runtime.prepare_environment()
     import keras
 
-    import mnist_pipeline.models.registry  # noqa: F401 - registers the model classes for deserialization
+    import mnist_pipeline.models  # noqa: F401 - registers the model classes for deserialization
 
     try:
         # safe_mode (the default, kept explicit): refuses files that would run arbitrary code (lambdas).

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,3 +101,35 @@ def test_commands_refuse_runs_that_did_not_finish(trained_runs, tmp_path):
     for command in (["evaluate", failed], ["predict", failed, "x.png"], ["ensemble", failed, trained_runs["mlp"]]):
         result = invoke(*command)
         assert result.exit_code == 1 and "the run is failed" in result.output, result.output
+
+
+PLAIN_KERAS = """
+import json, sys
+import numpy as np
+import keras
+import mnist_pipeline.models  # the one import the README asks for: registers CNN, MLP, DeepMLP
+run = sys.argv[1]
+model = keras.models.load_model(f"{run}/model.keras")  # safe_mode stays on
+recorded = np.load(f"{run}/report_data.npz")
+normalization = json.load(open(f"{run}/normalization.json"))
+images = (np.load(sys.argv[2]).astype("float32") / 255 - normalization["mean"]) / normalization["std"]
+probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(model(images[..., None], training=False)))
+loaded = {name for name in sys.modules if name.startswith("mnist_pipeline")}
+print(json.dumps({"difference": float(np.abs(probabilities - recorded["test_probabilities"]).max()),
+                  "same_classes": bool((probabilities.argmax(1) == recorded["test_probabilities"].argmax(1)).all()),
+                  "pipeline_loaded": "mnist_pipeline.pipeline" in loaded or "mnist_pipeline.inference" in loaded}))
+"""
+
+
+@pytest.mark.parametrize("name", ["mlp", "smoke"])
+def test_model_keras_loads_in_plain_keras_after_one_import(trained_runs, rendered_dir, tmp_path, name):
+    from mnist_pipeline.data.sources import load_raw
+
+    run = trained_runs[name]  # neither uses test-time flips, which are not part of the model
+    np.save(tmp_path / "test.npy", load_raw("mnist", str(rendered_dir)).x_test)
+    result = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(run), str(tmp_path / "test.npy")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert not loaded["pipeline_loaded"]  # nothing but the model classes
+    assert loaded["same_classes"] and loaded["difference"] < 1e-5, loaded
