@@ -33,6 +33,21 @@ def test_evaluate_command(trained_runs):
     result = invoke("evaluate", trained_runs["mlp"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].endswith("(identical)")
+    as_json = invoke("evaluate", trained_runs["mlp"], "--split", "val", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    parsed = json.loads(as_json.output)  # nothing but the JSON object
+    metrics = json.loads((trained_runs["mlp"] / "metrics.json").read_text())
+    assert parsed["split"] == "val" and parsed["examples"] == metrics["split_sizes"]["val"]
+    assert parsed["accuracy"] == parsed["recorded_accuracy"] == metrics["best_val_accuracy"]  # numbers, exact
+
+
+def test_ensemble_command_as_json(trained_runs):
+    result = invoke("ensemble", trained_runs["mlp"], trained_runs["smoke"], "--json")
+    assert result.exit_code == 0, result.output
+    parsed = json.loads(result.output)
+    assert [m["model"] for m in parsed["members"]] == ["mlp", "cnn"]
+    assert all(isinstance(m["test_accuracy"], float) for m in parsed["members"])
+    assert 0.1 < parsed["ensemble_accuracy"] <= 1.0 and parsed["examples"] == 200
 
 
 def test_evaluate_on_other_data(trained_runs, idx_dir):

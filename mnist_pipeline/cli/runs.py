@@ -35,7 +35,8 @@ def report(run_dir) -> None:
 @click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the run's data source).")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="The run's test split, or its validation split (re-derived from the run's seed).")
-def evaluate(run_dir, data_dir, split) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def evaluate(run_dir, data_dir, split, as_json) -> None:
     """Reload a run's model and normalization and evaluate it again; compare with metrics.json.
 
     Example: mnist evaluate outputs/runs/20261123T120000Z-cnn --split val
@@ -43,6 +44,9 @@ def evaluate(run_dir, data_dir, split) -> None:
     from mnist_pipeline.inference import evaluate_run
 
     r = evaluate_run(run_dir, split, data_dir)
+    if as_json:
+        click.echo(json.dumps({"run": str(run_dir), **r}, indent=2))
+        return
     click.echo(f"{split}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  ({r['examples']:,} examples, "
                f"{r['data_source']})")
     if r["recorded_accuracy"] is not None:
@@ -120,7 +124,8 @@ def _folder(run_dir: str) -> Path:
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the first run's data source).")
-def ensemble(run_dirs, data_dir) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def ensemble(run_dirs, data_dir, as_json) -> None:
     """Average the members' softmax outputs on the test split; print the ensemble's accuracy and each member's.
 
     Example: mnist ensemble outputs/runs/*-cnn outputs/runs/*-mlp
@@ -128,6 +133,9 @@ def ensemble(run_dirs, data_dir) -> None:
     from mnist_pipeline.inference import ensemble as run_ensemble
 
     result = run_ensemble(list(run_dirs), data_dir)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
     rows = [[m["run"], m["model"], f"{m['test_accuracy']:.4f}", f"{m['test_loss']:.4f}"] for m in result["members"]]
     rows.append(["ensemble (mean softmax)", f"{len(rows)} models", f"{result['ensemble_accuracy']:.4f}",
                  f"{result['ensemble_loss']:.4f}"])
