@@ -52,15 +52,15 @@ def _worker(args) -> dict:
     from mnist_pipeline.config import load_config
     from mnist_pipeline.data.augment import Augmentation
     from mnist_pipeline.data.datasets import training_batches
+    from mnist_pipeline.distribute import create_strategy
     from mnist_pipeline.models.registry import build_model
     from mnist_pipeline.trainer import Trainer, make_optimizer
 
-    cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", args.set)
-    strategy = None
-    if args.replicas > 1:  # MirroredStrategy over logical CPU devices, as training.distribute.devices makes them
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.replicas)
-        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.replicas)])
+    overrides = args.set + ([] if args.replicas == 1 else [  # MirroredStrategy over logical CPU devices
+        "training.distribute.strategy=mirrored",
+        f"training.distribute.devices=[{','.join(f'CPU:{i}' for i in range(args.replicas))}]"])
+    cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", overrides)
+    strategy, _ = create_strategy(cfg.training.distribute, cfg.training.batch_size, "cpu")
     keras.utils.set_random_seed(0)
     x, y = _training_arrays(args.data_dir)
     batch = cfg.training.batch_size
@@ -68,17 +68,16 @@ def _worker(args) -> dict:
         model = build_model(cfg.model.name, **cfg.model.params)
         optimizer = make_optimizer(cfg.training.optimizer, cfg.training.learning_rate, cfg.training.momentum)
     ranges = cfg.data.augmentation
-    jit_compile = cfg.training.jit_compile and strategy is None  # as pipeline.jit_compile decides
     seconds: list[float] = []
     # An MLP step takes ~1 ms: a repeat of a few steps would time the per-call overhead, not training.
     steps = args.steps or (len(y) // batch if cfg.model.name == "mlp" else 20)
 
     if args.worker == "custom":
         with (strategy or tf.distribute.get_strategy()).scope():
-            trainer = Trainer(model, optimizer, batch, jit_compile=jit_compile,
+            trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
                               steps_per_execution=cfg.training.steps_per_execution, strategy=strategy)
         augmentation = Augmentation.from_config(ranges) if args.augment else None
-        batches = training_batches(x, y, batch, seed=0, augmentation=augmentation, jit_compile=jit_compile,
+        batches = training_batches(x, y, batch, seed=0, augmentation=augmentation, jit_compile=trainer.jit_compile,
                                    strategy=strategy)
         group, size = trainer.compile_group(batches), cfg.training.steps_per_execution
         # Epochs begin and are read to their end as in Trainer.fit, which times them with its bookkeeping.

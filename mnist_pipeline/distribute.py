@@ -52,6 +52,13 @@ class Topology:
         return {"strategy": self.strategy, "replicas": self.replicas, "workers": self.workers,
                 "devices": list(self.devices)}
 
+    def describe(self, device: str) -> str:
+        """Where training runs, for the log: the device alone, or the strategy and its replicas."""
+        if self.strategy == "none":
+            return device
+        workers = f" on each of {self.workers} workers" if self.workers > 1 else ""
+        return f"{self.strategy}, {self.replicas} replicas ({', '.join(self.devices)}{workers})"
+
     def check_same(self, recorded: dict | None, run_dir) -> None:
         """Refuse to resume a run that trained on another number of replicas or workers: each replica's slice
         of a batch, and so every step, would differ."""
@@ -77,16 +84,12 @@ def lost_workers(topology: Topology):
     try:
         yield
     except tf.errors.DeadlineExceededError:
-        raise WorkerLost(f"{_me(topology)}: another worker did not answer within training.distribute."
+        raise WorkerLost(f"{cluster_from_env().describe()}: another worker did not answer within training.distribute."
                          f"timeout_seconds (it hangs, or is far slower){after}") from None
     except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
             tf.errors.InternalError) as exc:
-        raise WorkerLost(f"{_me(topology)}: lost contact with another worker ({_peer_cause(exc)}){after}") from None
-
-
-def _me(topology: Topology) -> str:
-    cluster = cluster_from_env()
-    return cluster.describe() if cluster else ("the chief" if topology.chief else "a worker")
+        raise WorkerLost(f"{cluster_from_env().describe()}: lost contact with another worker "
+                         f"({_peer_cause(exc)}){after}") from None
 
 
 def _peer_cause(exc) -> str:

@@ -203,9 +203,14 @@ def check_same_data(resume: Resumable, data_fingerprint: str, source: str) -> No
 
 
 def fingerprint_data(raw) -> str:
-    """SHA-256 over the four arrays, shapes included: the same digits give the same hash from any source."""
+    """The same digits give the same hash from any source."""
+    return _sha256_arrays([raw.x_train, raw.y_train, raw.x_test, raw.y_test])
+
+
+def _sha256_arrays(arrays) -> str:
+    """SHA-256 over arrays, shapes and dtypes included."""
     digest = hashlib.sha256()
-    for array in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
+    for array in arrays:
         digest.update(repr((array.shape, array.dtype.str)).encode())
         digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
@@ -244,12 +249,6 @@ def load_data(cfg: RunConfig):
     return raw, splits
 
 
-def jit_compile(cfg: RunConfig, strategy) -> bool:
-    """XLA as configured, except under a tf.distribute strategy: the step's all-reduces and per-replica
-    datasets run outside XLA clusters, and Keras's own fit() turns XLA off there too."""
-    return cfg.training.jit_compile and strategy is None
-
-
 def _build(cfg: RunConfig, strategy=None):
     """(model, trainer), created in the strategy's scope: their variables are then mirrored on its replicas."""
     import tensorflow as tf
@@ -262,7 +261,7 @@ def _build(cfg: RunConfig, strategy=None):
         model = build_model(cfg.model.name, **cfg.model.params)
         optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum)
         trainer = Trainer(model, optimizer, global_batch_size=training.batch_size,
-                          jit_compile=jit_compile(cfg, strategy), steps_per_execution=training.steps_per_execution,
+                          jit_compile=training.jit_compile, steps_per_execution=training.steps_per_execution,
                           label_smoothing=training.label_smoothing,
                           test_time_flip=cfg.data.augmentation.test_time_flip, strategy=strategy)
     return model, trainer
@@ -310,10 +309,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     setup = build_training(cfg, splits, rt.strategy)
     model, trainer, batches, schedule, early_stopping = (setup.model, setup.trainer, setup.batches, setup.schedule,
                                                          setup.early_stopping)
-    where = rt.device if topology.strategy == "none" else (
-        f"{topology.strategy}, {topology.replicas} replicas ({', '.join(topology.devices)}"
-        + (f" on each of {topology.workers} workers" if topology.workers > 1 else "") + ")")
-    events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; {where}; "
+    events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; {topology.describe(rt.device)}; "
                f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
     if training.jit_compile and not trainer.jit_compile:
         events.log("jit_compile: off under a tf.distribute strategy (its all-reduces and per-replica batches run "
@@ -356,17 +352,10 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         "traces": trainer.tracing_counts(),  # 1 each for the functions used: no retracing
         "batches": batches.placement, "jit_compile": trainer.jit_compile,
         "replicas": topology.replicas, "distribute": topology.to_dict(),
-        "weights_sha256": _weights_digest(model),  # the same on every worker of a cluster
+        "weights_sha256": _sha256_arrays(model.get_weights()),  # the same on every worker of a cluster
         "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
         "confusion_matrix": confusion.tolist(),
     }
-
-
-def _weights_digest(model) -> str:
-    digest = hashlib.sha256()
-    for weights in model.get_weights():
-        digest.update(np.ascontiguousarray(weights).data)
-    return digest.hexdigest()
 
 
 def _save_model(model, path: Path) -> None:

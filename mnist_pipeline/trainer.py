@@ -194,12 +194,14 @@ class Trainer:
         self.step_rates = tf.Variable([float(self.learning_rate)], shape=tf.TensorShape([None]), trainable=False,
                                       name="step_rates")
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
-        self.jit_compile = jit_compile
+        # No XLA under a strategy: its all-reduces and per-replica datasets run outside XLA clusters (Keras's
+        # own fit() turns XLA off there too). `jit_compile` says what was really used.
+        self.jit_compile = jit_compile and strategy is None and not tf.distribute.has_strategy()
         self.steps_per_execution = steps_per_execution
         # One learning step on one replica's batch, compiled by XLA when asked: the group around it is too,
         # when its batches are made in the graph (see `compile_group`).
         self.learning_step = tf.function(lambda images, labels: self._learning_step(images, labels)[0],
-                                         jit_compile=jit_compile)
+                                         jit_compile=self.jit_compile)
         self.train_group: StepGroup | None = None  # built by `fit` for its batch source
         # The same update, also returning each variable's gradient norm (for `mnist diagnose gradients`).
         self.learning_step_with_gradient_norms = tf.function(self._learning_step_with_gradient_norms)

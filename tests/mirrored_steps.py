@@ -19,7 +19,9 @@ import keras  # noqa: E402 - after the environment is prepared
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from mnist_pipeline.config.schema import DistributeConfig  # noqa: E402
 from mnist_pipeline.data.datasets import evaluation_batches, training_batches  # noqa: E402
+from mnist_pipeline.distribute import create_strategy  # noqa: E402
 from mnist_pipeline.models.registry import build_model  # noqa: E402
 from mnist_pipeline.trainer import Trainer, make_optimizer  # noqa: E402
 
@@ -52,10 +54,16 @@ def train(strategy, name: str, optimizer: str, initial, examples: int = 256, epo
     return start, model.get_weights(), history, test
 
 
+def mirrored_over_two_cpus():
+    """The strategy `mnist train` makes for training.distribute.devices = [CPU:0, CPU:1]."""
+    strategy, _ = create_strategy(DistributeConfig(strategy="mirrored", devices=("CPU:0", "CPU:1")), 32, "cpu")
+    return strategy
+
+
 def dropout_masks() -> dict:
     from mnist_pipeline.models.blocks import dropout
 
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored = mirrored_over_two_cpus()
     with mirrored.scope():
         layer = dropout(0.5)
         layer.build((64, 64))
@@ -68,17 +76,13 @@ def dropout_masks() -> dict:
 
 def main() -> None:
     if sys.argv[1] == "dropout":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         print(json.dumps(dropout_masks()))
         return
     name, optimizer = sys.argv[1], sys.argv[2]
     examples, epochs = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (256, 2)
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    mirrored = mirrored_over_two_cpus()  # before anything runs: logical devices are fixed at initialization
     tf.config.experimental.enable_op_determinism()
     start, single, single_history, single_test = train(None, name, optimizer, None, examples, epochs)
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     _, distributed, distributed_history, distributed_test = train(mirrored, name, optimizer, start, examples, epochs)
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(single, start, strict=True))
     print(json.dumps({

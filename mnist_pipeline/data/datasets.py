@@ -75,11 +75,11 @@ class _ShuffledSplit:
         self.order = tf.Variable(tf.zeros([self.steps_per_epoch, batch_size], tf.int64), trainable=False)
         self.epoch_number = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def start_epoch(self, epoch: int) -> Any:
+    def ready(self, epoch: int) -> None:
+        """Make epoch `epoch` (0-based) the one `batch` reads."""
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
         self.order.assign(order[: self.steps_per_epoch * self.batch_size].reshape(self.steps_per_epoch, -1))
         self.epoch_number.assign(epoch)
-        return None
 
     def batch(self, step, part=0, parts: int = 1):
         """Slice `part` of `parts` equal slices of batch `step` (int64 tensors) of the readied epoch."""
@@ -109,13 +109,29 @@ class InStepBatches(_ShuffledSplit):
     compilable = True
     placement = "in the step"
 
+    def start_epoch(self, epoch: int) -> None:
+        self.ready(epoch)
+
     def next_batch(self, feed: None, step):
         return self.batch(step)
 
 
-class PipelinedBatches(_ShuffledSplit):
-    """Batches made in a tf.data map ahead of the steps; `start_epoch` returns the epoch's iterator, to be
+class _DatasetBatches(_ShuffledSplit):
+    """Batches from `self.dataset`, made ahead of the steps; `start_epoch` returns the epoch's iterator, to be
     read to its end (an abandoned iterator keeps prefetching and takes CPU from the steps)."""
+
+    dataset: tf.data.Dataset | tf.distribute.DistributedDataset
+
+    def start_epoch(self, epoch: int):
+        self.ready(epoch)
+        return iter(self.dataset)
+
+    def next_batch(self, feed, step):
+        return next(feed)
+
+
+class PipelinedBatches(_DatasetBatches):
+    """Batches made in a tf.data map that overlaps with the steps."""
 
     placement = "tf.data"
 
@@ -123,20 +139,13 @@ class PipelinedBatches(_ShuffledSplit):
         super().__init__(*args, **kwargs)
         self.dataset = self._map(tf.data.Dataset.range(self.steps_per_epoch), self.batch)
 
-    def start_epoch(self, epoch: int):
-        super().start_epoch(epoch)
-        return iter(self.dataset)
-
-    def next_batch(self, feed, step):
-        return next(feed)
-
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """Epoch `epoch`'s batches as a dataset, to read in Python (tests, `mnist diagnose`)."""
-        super().start_epoch(epoch)
+        self.ready(epoch)
         return self.dataset
 
 
-class ReplicaBatches(_ShuffledSplit):
+class ReplicaBatches(_DatasetBatches):
     """Batches for a tf.distribute strategy: replica r of R gets slice r of each global batch (batch_size / R
     examples), so the replicas together train on exactly the batches of a single device. Each worker builds
     its own pipeline (`distribute_datasets_from_function`) and makes only its own replicas' slices."""
@@ -149,19 +158,17 @@ class ReplicaBatches(_ShuffledSplit):
         self.dataset = strategy.distribute_datasets_from_function(self._replica_slices)
 
     def _replica_slices(self, context: tf.distribute.InputContext) -> tf.data.Dataset:
-        parts = context.num_replicas_in_sync
-        local = parts // context.num_input_pipelines  # this worker's replicas: global ids first .. first + local
-        first = context.input_pipeline_id * local
+        parts, first, local = _local_replicas(context)
         # Element k goes to local replica k % local (the strategy deals a worker's elements out in turn).
         slices = tf.data.Dataset.range(self.steps_per_epoch * local)
         return self._map(slices, lambda k: self.batch(k // local, first + k % local, parts))
 
-    def start_epoch(self, epoch: int):
-        super().start_epoch(epoch)
-        return iter(self.dataset)
 
-    def next_batch(self, feed, step):
-        return next(feed)
+def _local_replicas(context: tf.distribute.InputContext) -> tuple[int, int, int]:
+    """(replicas in all, global id of this worker's first replica, replicas on this worker)."""
+    parts = context.num_replicas_in_sync
+    local = parts // context.num_input_pipelines
+    return parts, context.input_pipeline_id * local, local
 
 
 def evaluation_batches(x: np.ndarray, y: np.ndarray, batch_size: int,
@@ -180,9 +187,7 @@ def evaluation_batches(x: np.ndarray, y: np.ndarray, batch_size: int,
         return batches.prefetch(tf.data.AUTOTUNE)
 
     def replica_slices(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        parts = context.num_replicas_in_sync
-        local = parts // context.num_input_pipelines
-        first = context.input_pipeline_id * local
+        parts, first, local = _local_replicas(context)
 
         def split(*tensors):  # (batch, ...) -> this worker's (local, batch / parts, ...)
             return tuple(tf.reshape(t, [parts, batch_size // parts, *t.shape[1:]])[first:first + local]

@@ -51,8 +51,7 @@ class ReplicaDropout(keras.layers.Dropout):
 def dropout(rate: float) -> keras.layers.Dropout:
     """Keras's Dropout on one device; under a strategy of several replicas, one with masks of its own per
     replica (see ReplicaDropout)."""
-    several = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return (ReplicaDropout if several else keras.layers.Dropout)(rate)
+    return (ReplicaDropout if _several_replicas() else keras.layers.Dropout)(rate)
 
 
 def batch_normalization(fused: bool = False) -> keras.layers.BatchNormalization:
@@ -62,8 +61,12 @@ def batch_normalization(fused: bool = False) -> keras.layers.BatchNormalization:
     with its own slice's statistics, so the replicas' copies drift apart (and the chief saves one of them).
     Synchronized, every replica computes the same statistics, from the same examples a single device sees.
     """
-    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return (FusedBatchNormalization if fused else keras.layers.BatchNormalization)(synchronized=synchronized)
+    return (FusedBatchNormalization if fused else keras.layers.BatchNormalization)(synchronized=_several_replicas())
+
+
+def _several_replicas() -> bool:
+    """Whether the layer is built for a strategy of several replicas (models are built in its scope)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync > 1
 
 
 def weight_penalty(l1: float, l2: float) -> keras.regularizers.Regularizer | None:
