@@ -16,7 +16,7 @@ FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
-.PHONY: help install test lint smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean
+.PHONY: help install test lint smoke tensorboard train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean
 
 help:
 	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),dev]"
@@ -27,6 +27,7 @@ help:
 	@echo "make compare          train mlp, deep_mlp and cnn (same variables), then compare the three runs"
 	@echo "make compare-fashion  the same with the *_fashion configs on Fashion-MNIST (FASHION_DIR=$(FASHION_DIR))"
 	@echo "make report RUN=outputs/runs/<run>   redraw a run's figures and report"
+	@echo "make tensorboard      serve $(OUTPUT_DIR)/runs on TensorBoard, every run side by side (PORT=$(PORT))"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
 	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling, time to 90% (DATA_DIR=..., ~16 min)"
 	@echo "make clean            remove caches and build files (never outputs/); distclean also removes $(VENV)"
@@ -66,6 +67,11 @@ compare: install
 
 compare-fashion: install
 	$(MAKE) compare COMPARE="mlp_fashion deep_mlp_fashion cnn_fashion" DATA_DIR=$(or $(DATA_DIR),$(FASHION_DIR))
+
+# Every run folder holds tensorboard/{train,validation,test}: the board lists them as <run>/tensorboard/<phase>.
+PORT ?= 6006
+tensorboard: install
+	$(BIN)/tensorboard --logdir $(OUTPUT_DIR)/runs --host 127.0.0.1 --port $(PORT)
 
 report: install
 	@test -n "$(RUN)" || { echo "usage: make report RUN=outputs/runs/<run folder>"; exit 2; }

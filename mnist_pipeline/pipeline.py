@@ -120,10 +120,12 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
             wall_start: float) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
+    summaries = None
     try:
+        summaries = _open_summaries(cfg, run_dir)
         if events.stop_requested():
             raise Interrupted("stopped before training started")
-        metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed)
+        metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries)
         metrics.update(
             wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device,
             deterministic=rt.device.startswith("cpu"),
@@ -134,16 +136,34 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
         )
         rf.write_json(run_dir / rf.METRICS, metrics)
         write_report(run_dir, status="completed")
+        if summaries:
+            summaries.figures({"confusion_matrix": ("test", run_dir / rf.CONFUSION),
+                               "most_confident_mistakes": ("test", run_dir / rf.MISCLASSIFIED),
+                               "samples": ("train", run_dir / rf.SAMPLES)}, step=metrics["best_epoch"] - 1)
+            summaries.close()
         rf.write_status(run_dir, "completed", started=started)
         return metrics
     except BaseException as exc:  # KeyboardInterrupt too: the folder must never look finished
         interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+        if summaries:
+            with contextlib.suppress(Exception):  # the steps seen so far; never hides the original error
+                summaries.close()
         with contextlib.suppress(PipelineError):  # a full disk must not hide the original error
             rf.write_status(run_dir, "interrupted" if interrupted else "failed", started=started,
                             error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, KeyboardInterrupt):  # a second signal means: stop now, no report
             _try_report(run_dir)
         raise _with_next_step(exc, run_dir) from None
+
+
+def _open_summaries(cfg: RunConfig, run_dir: Path):
+    """The run's TensorBoard writers, or None when the config turns them off."""
+    board = cfg.output.tensorboard
+    if not board.enabled:
+        return None
+    from mnist_pipeline.summaries import RunSummaries
+
+    return RunSummaries(run_dir, board.loss_every_steps, board.histograms_every_epochs)
 
 
 def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:
@@ -297,10 +317,11 @@ def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSet
 
 
 def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events: Events, rt: Runtime,
-                    resume: bool) -> dict[str, Any]:
-    """Train and test; on the chief, also write history, checkpoints, model and report data to `run_dir`. Other
-    workers of a cluster take part in every step, checkpoint and test, write nothing, and read `run_dir`
-    only to resume (None on a fresh run)."""
+                    resume: bool, summaries=None) -> dict[str, Any]:
+    """Train and test; on the chief, also write history, checkpoints, model and report data to `run_dir`, and
+    TensorBoard events to `summaries` (a `summaries.RunSummaries`, or None). Other workers of a cluster take
+    part in every step, checkpoint and test, write nothing, and read `run_dir` only to resume (None on a
+    fresh run)."""
     from mnist_pipeline.checkpoints import Checkpointer
     from mnist_pipeline.data.datasets import evaluation_batches
     from mnist_pipeline.models.blocks import describe_layers
@@ -326,6 +347,8 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         checkpointer.save(state)  # on every worker: tf.distribute may need each of them to save
         if chief:
             rf.write_history(run_dir, [r.to_dict() for r in state.history])  # a crash keeps the epochs so far
+        if summaries:
+            summaries.epoch(record, model)
         events.epoch(record, training.epochs)
         if state.stopped_early:
             events.log(f"early stopping: {early_stopping.monitor} did not improve for "
@@ -334,9 +357,12 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     with distribute.lost_workers(topology):  # another worker dying or hanging: one line, not TensorFlow's
         fit = trainer.fit(batches, setup.val_data, training.epochs, schedule=schedule,
                           early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
+                          on_losses=summaries.step_losses if summaries else None,
                           stop_requested=events.stop_requested)
         test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy)
         test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
+    if summaries:
+        summaries.test(test_loss, test_accuracy, fit.best_epoch)
     history = [r.to_dict() for r in fit.history]
     if chief:
         _save_model(model, run_dir / rf.MODEL)

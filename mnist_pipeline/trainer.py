@@ -209,13 +209,16 @@ class Trainer:
     def fit(self, batches, val_data: Iterable, epochs: int, *, schedule: LearningRateSchedule | None = None,
             early_stopping: EarlyStopping | None = None, state: FitState | None = None,
             on_step: Callable[[int, int], None] | None = None,
+            on_losses: Callable[[int, list[float]], None] | None = None,
             on_epoch: Callable[[EpochRecord, FitState], None] | None = None,
             stop_requested: Callable[[], bool] = lambda: False) -> FitResult:
         """Train up to `epochs` epochs on `batches` (a `data.datasets.BatchSource`).
 
         Validates after every epoch, then calls `on_epoch(record, state)` (the moment to checkpoint), and
-        leaves the model holding the weights with the lowest validation loss. A `state` from a checkpoint
-        (with the model, optimizer and policies restored alongside) continues a run exactly.
+        leaves the model holding the weights with the lowest validation loss. `on_losses(first, losses)` gets
+        each group's per-step losses (the objective minimized), `first` being the first one's 1-based global
+        step. A `state` from a checkpoint (with the model, optimizer and policies restored alongside)
+        continues a run exactly.
         Raises TrainingDiverged on a non-finite loss, and Interrupted after the group of steps during which
         `stop_requested()` became true.
         """
@@ -230,7 +233,10 @@ class Trainer:
             rates = [schedule.rate(epoch + step / steps_per_epoch) for step in range(steps_per_epoch)]
             feed, step = self.begin_epoch(batches, epoch, rates), 0
             while step < steps_per_epoch:
-                for loss in group(feed, min(self.steps_per_execution, steps_per_epoch - step)):
+                losses = group(feed, min(self.steps_per_execution, steps_per_epoch - step))
+                if on_losses:
+                    on_losses(epoch * steps_per_epoch + step + 1, losses)
+                for loss in losses:
                     step += 1  # reading the losses waits for the steps: a NaN is seen at once
                     if not math.isfinite(loss):
                         raise TrainingDiverged(f"the training loss became {loss} at epoch {epoch + 1}, step "

@@ -333,6 +333,11 @@ CATALOGUE = [
     ("workers-not-addresses", train("--workers", "node1;rm -rf /", "--worker-index", "0"), 2, ["host:port"]),
     ("workers-index-outside", train("--workers", "a:1,b:2", "--worker-index", "2"), 2, ["0 to 1"]),
     ("worker-index-alone", train("--worker-index", "1"), 2, ["needs --workers"]),
+    # -- TensorBoard settings --
+    ("tensorboard-negative-every", train("--set", "output.tensorboard.loss_every_steps=-1"), 2,
+     ["output.tensorboard.loss_every_steps", "greater than or equal to 0"]),
+    ("tensorboard-unknown-key", train("--set", "output.tensorboard.histogram_freq=1"), 2,
+     ["unknown key", "histograms_every_epochs"]),
     # -- data files (exit 1, refused before any folder exists) --
     ("idx-gz-header-bomb", bad_data(lambda d: gz(d / "train-images-idx3-ubyte.gz",
                                                  idx_header(2051, 50_000_000, 28, 28) + bytes(100))), 1,

@@ -324,10 +324,21 @@ class TrainingConfig(_Section):
         return self
 
 
+class TensorBoardConfig(_Section):
+    """Event files in <run>/tensorboard/ (train, validation, test), named as Keras's TensorBoard callback does."""
+
+    enabled: StrictBool = Field(True, description="write TensorBoard event files (`make tensorboard` shows them)")
+    loss_every_steps: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = Field(
+        10, description="write the training loss of every N-th step as batch_loss (0 = off)")
+    histograms_every_epochs: Annotated[StrictInt, Field(ge=0, le=10_000)] = Field(
+        0, description="write histograms of every weight every N epochs (0 = off)")
+
+
 class OutputConfig(_Section):
     dir: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(
         "outputs", description="runs go to <dir>/runs/<UTC timestamp>-<name>/")
     name: StrictStr | None = Field(None, description="run name; defaults to the config file's name")
+    tensorboard: TensorBoardConfig = Field(default_factory=TensorBoardConfig)
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,85 @@
+"""TensorBoard event files of a run, written from plain numbers between steps (never inside a compiled step).
+
+Names follow Keras's own TensorBoard callback, so a board shows our runs and `model.fit` runs alike:
+`<run>/tensorboard/train` holds `epoch_loss`, `epoch_accuracy`, `epoch_learning_rate` (step = 0-based epoch),
+`batch_loss` (step = 1-based global step) and weight histograms `<variable path>/histogram`;
+`<run>/tensorboard/validation` holds `epoch_loss` and `epoch_accuracy`. Ours alone: `<run>/tensorboard/test`
+holds the test `epoch_loss` and `epoch_accuracy` once, at the step of the epoch whose weights were tested, and
+the report's figures as images. Imports TensorFlow: the pipeline imports it only while training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+TENSORBOARD = "tensorboard"  # the folder inside a run folder
+
+
+class RunSummaries:
+    """The event writers of one run folder. Per-step losses are kept in memory and written once per epoch:
+    one batch of small eager writes between epochs instead of a write after every group of steps."""
+
+    def __init__(self, run_dir: Path, loss_every_steps: int, histograms_every_epochs: int):
+        root = run_dir / TENSORBOARD
+        # A resumed run appends event files, which TensorBoard reads in name order, i.e. by creation second.
+        # Only finished epochs are written (after their checkpoint), so no step is ever written twice.
+        self.writers = {phase: tf.summary.create_file_writer(str(root / phase))
+                        for phase in ("train", "validation", "test")}
+        self.loss_every_steps = loss_every_steps
+        self.histograms_every_epochs = histograms_every_epochs
+        self.pending: list[tuple[int, float]] = []  # (global step, loss) not yet written
+
+    def step_losses(self, first_step: int, losses: list[float]) -> None:
+        """The losses of global steps `first_step`, `first_step + 1`, ... (1-based); keeps every N-th."""
+        if self.loss_every_steps:
+            self.pending += [(first_step + i, loss) for i, loss in enumerate(losses)
+                             if (first_step + i) % self.loss_every_steps == 0]
+
+    def epoch(self, record, model) -> None:
+        """One `EpochRecord`'s values (and the weights' histograms when due), then everything to disk."""
+        step = record.epoch - 1  # Keras's callback counts epochs from 0
+        with self.writers["train"].as_default():
+            self._write_pending()
+            tf.summary.scalar("epoch_loss", record.loss, step=step)
+            tf.summary.scalar("epoch_accuracy", record.accuracy, step=step)
+            tf.summary.scalar("epoch_learning_rate", record.learning_rate, step=step)
+            if self.histograms_every_epochs and step % self.histograms_every_epochs == 0:
+                for variable in model.weights:  # as Keras: every weight, under its path
+                    tf.summary.histogram(f"{variable.path.replace(':', '_')}/histogram", variable, step=step)
+        with self.writers["validation"].as_default():
+            tf.summary.scalar("epoch_loss", record.val_loss, step=step)
+            tf.summary.scalar("epoch_accuracy", record.val_accuracy, step=step)
+        self.flush()
+
+    def test(self, loss: float, accuracy: float, best_epoch: int) -> None:
+        with self.writers["test"].as_default():
+            tf.summary.scalar("epoch_loss", loss, step=best_epoch - 1)
+            tf.summary.scalar("epoch_accuracy", accuracy, step=best_epoch - 1)
+        self.flush()
+
+    def figures(self, figures: dict[str, tuple[str, Path]], step: int) -> None:
+        """PNG figures of the report as images: {tag: (phase, file)}; a missing file is skipped."""
+        for tag, (phase, path) in figures.items():
+            if path.is_file():
+                image = tf.io.decode_png(path.read_bytes(), channels=3)
+                with self.writers[phase].as_default():
+                    tf.summary.image(tag, image[None], step=step)
+        self.flush()
+
+    def _write_pending(self) -> None:
+        for step, loss in self.pending:
+            tf.summary.scalar("batch_loss", loss, step=step)
+        self.pending.clear()
+
+    def flush(self) -> None:
+        for writer in self.writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        """Close the files. The steps of an epoch that did not finish are dropped, as history.csv drops them:
+        a resumed run trains them again, and TensorBoard would draw both values of a step written twice."""
+        self.pending.clear()
+        for writer in self.writers.values():
+            writer.close()
