@@ -19,7 +19,7 @@ TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR
 .PHONY: help install test lint smoke tensorboard train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean
 
 help:
-	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),dev]"
+	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),export,dev]"
 	@echo "make test             run the test suite (no network, nothing outside the repo)"
 	@echo "make lint             ruff"
 	@echo "make smoke            tiny CNN run on a subset (set DATA_DIR= or MNIST_DATA_DIR)"
@@ -36,7 +36,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(TF_EXTRA),dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(TF_EXTRA),export,dev]"
 	@touch $@
 
 test: install

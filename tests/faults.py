@@ -8,6 +8,7 @@ Faults (N is an epoch number, 1-based; FILE a path on the disk to fill):
   fill-after-epoch=N:FILE   fill the disk after epoch N: the next checkpoint write finds it full
   fill-before-model=FILE    fill the disk just before model.keras is saved
   fill-before-report=FILE   fill the disk just before the report is drawn
+  without-module=NAME       the Python package NAME is not installed (its import fails)
 A test tool only: it wraps the pipeline's own functions, so the product carries no hooks for it.
 """
 
@@ -93,6 +94,8 @@ def install(fault: str) -> None:
         from mnist_pipeline import pipeline
 
         before(pipeline, "_save_model" if kind == "fill-before-model" else "write_report", lambda: fill_disk(value))
+    elif kind == "without-module":  # as if the package were not installed: importing it fails
+        sys.modules[value] = None
     else:
         sys.exit(f"faults.py: unknown fault {fault!r}")
 

@@ -141,3 +141,27 @@ def ensemble(run_dirs, data_dir, as_json) -> None:
                  f"{result['ensemble_loss']:.4f}"])
     click.echo(table(["run", "model", "test acc", "test loss"], rows))
     click.echo(f"{result['examples']:,} test examples from {result['data_source']}")
+
+
+@click.command(name="export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "formats", type=click.Choice(["savedmodel", "tflite", "onnx"]), multiple=True,
+              required=True, help="savedmodel (folder), tflite (LiteRT) or onnx; repeatable.")
+@click.option("--output", type=click.Path(), metavar="PATH",
+              help="Where to write (one --format only; default: <run>/export/savedmodel, model.tflite, model.onnx).")
+def export(run_dir, formats, output) -> None:
+    """Export a completed run's model for use without this package: raw 28x28 images (float32 pixel values
+    0-255, any batch size) in, the 10 class probabilities out, the run's normalization (and test-time
+    flips) inside. onnx needs the export extra: pip install -e '.[export]'.
+
+    Example: mnist export outputs/runs/20261123T120000Z-cnn --format tflite --format onnx
+    """
+    from mnist_pipeline.export import check_format, export_run
+
+    formats = list(dict.fromkeys(formats))
+    if output and len(formats) > 1:
+        raise ConfigError("--output names one file or folder; give one --format with it, or drop --output")
+    for fmt in formats:
+        check_format(fmt)  # every converter present before the first export starts
+    for fmt in formats:
+        click.echo(f"{fmt}: {export_run(run_dir, fmt, output)}")

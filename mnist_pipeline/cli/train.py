@@ -27,8 +27,10 @@ from mnist_pipeline.errors import ConfigError, Interrupted
               help="Train as one of these machines (the same list on each; the first is the chief, which writes "
                    "the run folder): sets TF_CONFIG and training.distribute.strategy=multi_worker.")
 @click.option("--worker-index", type=int, metavar="I", help="This machine's position in --workers (0-based).")
+@click.option("--export", "exports", type=click.Choice(["savedmodel", "tflite", "onnx"]), multiple=True,
+              help="Also export the finished model (as `mnist export`, into <run>/export/); repeatable.")
 def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir, workers,
-          worker_index) -> None:
+          worker_index, exports) -> None:
     """Train the configured model, validate each epoch, test the best weights, write a run folder.
 
     A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step and
@@ -41,6 +43,10 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
     from mnist_pipeline.pipeline import Events, open_resumable, run  # no TensorFlow until run() starts
 
+    for fmt in dict.fromkeys(exports):  # a missing converter is said before training, not after
+        from mnist_pipeline.export import check_format
+
+        check_format(fmt)
     if worker_index is not None and not workers:
         raise ConfigError("--worker-index needs --workers (the list of every worker's host:port)")
     if workers:
@@ -82,6 +88,10 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         return
     click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
                f"{m['parameters']:,} parameters, {m['wall_seconds']:.1f}s on {m['device']})")
+    for fmt in dict.fromkeys(exports):
+        from mnist_pipeline.export import export_run
+
+        click.echo(f"{fmt}: {export_run(result.run_dir, fmt)}")
     click.echo(f"run folder: {result.run_dir}")
 
 

@@ -1,0 +1,130 @@
+"""`mnist export`: each format is loaded by its own runtime in a fresh process that never imports mnist_pipeline,
+fed raw pixels, and must give the probabilities the run's test recorded (what `mnist evaluate` recomputes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_mnist as mnist
+from mnist_pipeline.data.idx import read_idx
+from mnist_pipeline.inference import load_run
+from mnist_pipeline.trainer import class_probabilities
+
+FORMATS = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
+TOLERANCE = 1e-5  # float32 graphs of the same operations; measured up to 3e-7 (see the README)
+
+# Each client reads raw pixels from images.npy, writes probabilities.npy for the whole batch and for the first
+# three images alone (any batch size), and proves it ran without our package.
+CLIENTS = {
+    "savedmodel": """
+        import tensorflow as tf
+        model = tf.saved_model.load(path)
+        serving = model.signatures["serving_default"]  # what TF Serving calls
+        (output,) = serving(images=tf.constant(images)).values()
+        whole, first = output.numpy(), model.serve(images[:3]).numpy()
+    """,
+    "tflite": """
+        from ai_edge_litert.interpreter import Interpreter
+        runner = Interpreter(model_path=path).get_signature_runner()
+        (whole,) = runner(images=images).values()
+        (first,) = runner(images=images[:3]).values()
+    """,
+    "onnx": """
+        import onnxruntime
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        whole, first = (session.run(None, {name: batch})[0] for batch in (images, images[:3]))
+    """,
+}
+
+
+def run_client(fmt: str, path: Path, images: np.ndarray, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    np.save(tmp_path / "images.npy", images.astype(np.float32))  # raw pixel values 0-255
+    script = "\n".join([
+        "import sys", "import numpy as np", f"path = {str(path)!r}",
+        f"images = np.load({str(tmp_path / 'images.npy')!r})",
+        textwrap.dedent(CLIENTS[fmt]),
+        f"np.savez({str(tmp_path / 'out.npz')!r}, whole=whole, first=first)",
+        "assert not any(m.startswith('mnist_pipeline') for m in sys.modules), 'imported mnist_pipeline'",
+    ])
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    return out["whole"], out["first"]
+
+
+def recorded(run_dir: Path) -> np.ndarray:
+    """The test probabilities the run recorded, in test-split order."""
+    return np.load(run_dir / "report_data.npz")["test_probabilities"]
+
+
+@pytest.fixture(scope="module")
+def flipped_run(rendered_dir, tmp_path_factory):
+    """An MLP run with standardized inputs and test-time flips: both must be inside the export."""
+    out = tmp_path_factory.mktemp("flipped")
+    done = mnist("train", "--config", Path(__file__).parent.parent / "configs/mlp.yaml", "--data-dir", rendered_dir,
+                 "--output-dir", out, "--epochs", "2", "--device", "cpu", "--set", "data.normalization=standardize",
+                 "--set", "data.augmentation.test_time_flip=true", "--export", "onnx", "--export", "tflite")
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = (out / "runs").iterdir()
+    return run_dir, done.stdout
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_each_format_gives_the_recorded_probabilities_in_its_own_runtime(fmt, trained_runs, rendered_dir, tmp_path):
+    run_dir = trained_runs["smoke"]  # a CNN with batch norm and dropout
+    target = tmp_path / FORMATS[fmt]
+    done = mnist("export", run_dir, "--format", fmt, "--output", target)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout == f"{fmt}: {target}\n"
+    images = read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3)
+    labels = read_idx(rendered_dir / "t10k-labels-idx1-ubyte.gz", 1)
+    whole, first = run_client(fmt, target, images, tmp_path)
+    expected = recorded(run_dir)
+    assert whole.shape == (len(images), 10) and first.shape == (3, 10)
+    assert np.abs(whole - expected).max() < TOLERANCE
+    assert np.array_equal(whole.argmax(axis=1), expected.argmax(axis=1))
+    assert np.abs(first - whole[:3]).max() < TOLERANCE
+    accuracy = json.loads((run_dir / "metrics.json").read_text())["test_accuracy"]
+    assert np.mean(whole.argmax(axis=1) == labels) == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_normalization_and_test_time_flips_are_inside_the_export(fmt, flipped_run, rendered_dir, tmp_path):
+    run_dir, stdout = flipped_run
+    path = run_dir / "export" / FORMATS[fmt]  # written by `mnist train --export`, in the run folder
+    assert f"{fmt}: {path}" in stdout and path.is_file()
+    images = read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3)
+    whole, _ = run_client(fmt, path, images, tmp_path)
+    assert np.abs(whole - recorded(run_dir)).max() < TOLERANCE
+    # The same model without the flips, or without standardization, is far off: the check above would see it.
+    run = load_run(run_dir)
+    for x, flip in ((run.normalization.apply(images), False), (images[..., None] / np.float32(255), True)):
+        assert np.abs(np.asarray(class_probabilities(run.model, x, flip)) - whole).max() > 100 * TOLERANCE
+
+
+def test_a_second_export_to_the_same_place_is_refused_and_keeps_the_first(flipped_run):
+    run_dir, _ = flipped_run
+    path = run_dir / "export/model.onnx"
+    before = path.read_bytes()
+    done = mnist("export", run_dir, "--format", "onnx")
+    assert done.returncode == 2
+    assert done.stderr == f"error: {path} already exists; remove it or pass another --output\n"
+    assert path.read_bytes() == before
+
+
+def test_a_missing_converter_names_the_extra_before_training(rendered_dir, tmp_path):
+    for args in (["export", tmp_path, "--format", "onnx"],
+                 ["train", "--data-dir", rendered_dir, "--output-dir", tmp_path / "out", "--export", "onnx"]):
+        done = mnist(*args, fault="without-module=tf2onnx")
+        assert done.returncode == 2
+        assert done.stderr == ("error: export to onnx needs tf2onnx, from the export extra: "
+                               "pip install -e '.[export]'\n")
+    assert not (tmp_path / "out").exists()
