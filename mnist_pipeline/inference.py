@@ -97,7 +97,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None 
 @dataclass(frozen=True)
 class Prediction:
     source: str
-    top: list[tuple[str, float]]  # (class name, probability), most likely first; empty on error or warning
+    top: list[tuple[int, str, float]]  # (class, class name, probability), most likely first; empty on error/warning
     error: str | None = None  # the file could not be read
     warning: str | None = None  # read, but nothing to classify (a blank image)
 
@@ -130,7 +130,7 @@ def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list
             predictions.append(Prediction(d.source, [], warning=d.warning))
         else:
             p = next(probabilities)
-            predictions.append(Prediction(d.source, [(names[i], float(p[i])) for i in np.argsort(-p)[:top_k]]))
+            predictions.append(Prediction(d.source, [(int(i), names[i], float(p[i])) for i in np.argsort(-p)[:top_k]]))
     return predictions
 
 

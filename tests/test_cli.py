@@ -152,6 +152,24 @@ def test_models_command_lists_parameters_and_defaults():
     assert any(line.split()[:2] == ["filters", "[32,"] for line in result.output.splitlines())
 
 
+def test_models_and_config_fields_json_give_the_schema_defaults():
+    from mnist_pipeline.config import MODEL_PARAMS, RunConfig
+
+    models = json.loads(invoke("models", "--json").output)
+    assert list(models) == list(MODEL_PARAMS)
+    for name, schema in MODEL_PARAMS.items():
+        defaults = json.loads(schema().model_dump_json())
+        assert {param: entry["default"] for param, entry in models[name]["params"].items()} == defaults
+    assert models["cnn"]["params"]["filters"]["default"] == [32, 64]
+    fields = json.loads(invoke("config", "fields", "--json").output)
+    by_key = {f["key"]: f for f in fields}
+    assert by_key["training.epochs"]["default"] == RunConfig().training.epochs
+    assert by_key["training.epochs"]["type"].startswith("int")
+    assert by_key["training.learning_rate"]["default"] == 1e-3
+    assert by_key["output.tensorboard.enabled"]["default"] is True and by_key["data.subset"]["default"] is None
+    assert len(fields) == len(by_key)  # one entry per key
+
+
 def all_commands(group=cli, prefix=()):
     yield list(prefix)
     for name, command in group.commands.items():

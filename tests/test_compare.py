@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -33,6 +34,26 @@ def test_compare_ranks_runs_and_lists_a_failed_one(trained_runs, tmp_path):
     assert md.index(trained_runs[order[0]].name) < md.index(trained_runs[order[1]].name) < md.index(failed.name)
     assert (out_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert result.output.splitlines()[-1] == f"comparison: {out_dir / 'comparison.md'}"
+
+
+def test_compare_json_has_the_ranked_runs_with_numbers_as_numbers(trained_runs, tmp_path):
+    failed = shutil.copytree(trained_runs["mlp"], tmp_path / "runs" / "20990101T000000Z-broken")
+    (failed / "metrics.json").unlink()
+    (failed / "status.json").write_text('{"status": "failed", "error": "FloatingPointError: nan"}')
+    result = invoke("compare", failed, trained_runs["smoke"], trained_runs["mlp"], "--output-dir", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    recorded = {path.name: json.loads((path / "metrics.json").read_text()) for path in trained_runs.values()}
+    completed = sorted(recorded, key=lambda name: -recorded[name]["test_accuracy"])
+    assert [r["run"] for r in payload["runs"]] == [*completed, failed.name]
+    for row in payload["runs"][:2]:
+        metrics = recorded[row["run"]]
+        assert row["status"] == "completed" and row["test_accuracy"] == metrics["test_accuracy"]
+        assert type(row["parameters"]) is int and row["parameters"] == metrics["parameters"]
+        assert row["test_loss"] == metrics["test_loss"] and row["epochs"] == metrics["epochs"]
+    assert payload["runs"][2]["status"] == "failed" and payload["runs"][2]["test_accuracy"] is None
+    assert payload["best"] == completed[0]
+    assert Path(payload["comparison"]).is_file()
 
 
 def test_compare_all_finds_every_run_and_errors_without_any(trained_runs, tmp_path):

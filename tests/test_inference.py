@@ -64,11 +64,11 @@ def test_predict_printed_digit_pictures_of_any_size(trained_runs, tmp_path):
         Image.fromarray(ink.astype(np.uint8)).convert("RGB").save(path)  # dark on white, colour PNG
         files.append(str(path))
     predictions = predict_files(trained_runs["mlp"], files)
-    correct = sum(p.top[0][0] == str(digit) for digit, p in enumerate(predictions))
+    correct = sum(p.top[0][:2] == (digit, str(digit)) for digit, p in enumerate(predictions))
     assert correct >= 8, [(p.source, p.top[0]) for p in predictions]
     for p in predictions:
-        assert len(p.top) == 3 and p.top[0][1] >= p.top[1][1] >= p.top[2][1]
-        assert sum(q for _, q in p.top) <= 1.0 + 1e-6
+        assert len(p.top) == 3 and p.top[0][2] >= p.top[1][2] >= p.top[2][2]
+        assert sum(q for _, _, q in p.top) <= 1.0 + 1e-6
 
 
 def test_predict_npy_and_bad_files_through_the_cli(trained_runs, tmp_path):
@@ -85,7 +85,9 @@ def test_predict_npy_and_bad_files_through_the_cli(trained_runs, tmp_path):
     assert [p["file"] for p in payload] == [str(tmp_path / "broken.png"),
                                            *(f"{tmp_path / 'batch.npy'}[{i}]" for i in range(20)),
                                            str(tmp_path / "missing.png")]
-    predicted = [int(p["prediction"]) for p in payload[1:-1]]
+    predicted = [p["prediction"] for p in payload[1:-1]]
+    assert all(type(c) is int and p["name"] == str(c) for c, p in zip(predicted, payload[1:-1], strict=True))
+    assert all(type(t["class"]) is int and type(t["probability"]) is float for p in payload[1:-1] for t in p["top"])
     assert np.mean(np.array(predicted) == labels) >= 0.8
     assert "error" in payload[0] and payload[0]["prediction"] is None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -53,25 +54,39 @@ def config_validate(config_paths) -> None:
 
 
 @config.command("fields")
-def config_fields() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the fields as a JSON list.")
+def config_fields(as_json) -> None:
     """Every config key with its type, allowed range, default and meaning (model.params: see `mnist models`).
 
     Example: mnist config fields
     """
     from mnist_pipeline.config import describe_fields
 
+    if as_json:
+        click.echo(json.dumps([{"key": key, "type": type_name, "default": default, "description": description}
+                               for key, type_name, default, description in describe_fields()], indent=2))
+        return
     for key, type_name, default, description in describe_fields():
         click.echo(f"{key:<38} {type_name:<40} default {show(default):<10} {description}")
 
 
 @click.command()
-def models() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the models and their parameters as one JSON object.")
+def models(as_json) -> None:
     """List the registered models with their parameters and defaults (the keys of model.params).
 
     Example: mnist models
     """
     from mnist_pipeline.config import MODEL_PARAMS, describe_model_params
 
+    if as_json:
+        click.echo(json.dumps({name: {"description": (schema.__doc__ or "").strip(),
+                                      "params": {param: {"type": type_name, "default": default,
+                                                         "description": description}
+                                                 for param, type_name, default, description
+                                                 in describe_model_params(name)}}
+                               for name, schema in MODEL_PARAMS.items()}, indent=2))
+        return
     for name, schema in MODEL_PARAMS.items():
         click.echo(f"{name}: {(schema.__doc__ or '').strip()}")
         for param, type_name, default, description in describe_model_params(name):

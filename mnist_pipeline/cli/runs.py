@@ -72,7 +72,8 @@ def predict(run_dir, files, as_json) -> None:
     predictions = predict_files(run_dir, list(files))
     if as_json:
         click.echo(json.dumps([{"file": p.source, "prediction": p.top[0][0] if p.top else None,
-                                "top": [{"class": c, "probability": round(q, 6)} for c, q in p.top],
+                                "name": p.top[0][1] if p.top else None,
+                                "top": [{"class": c, "name": name, "probability": q} for c, name, q in p.top],
                                 **({"error": p.error} if p.error else {}),
                                 **({"warning": p.warning} if p.warning else {})} for p in predictions], indent=2))
     for p in predictions:
@@ -81,8 +82,8 @@ def predict(run_dir, files, as_json) -> None:
         elif p.warning:
             click.echo(f"warning: {p.warning}", err=True)
         elif not as_json:
-            top = ", ".join(f"{c} {q:.3f}" for c, q in p.top)
-            click.echo(f"{p.source}: {p.top[0][0]}  (top {len(p.top)}: {top})")
+            top = ", ".join(f"{name} {q:.3f}" for _, name, q in p.top)
+            click.echo(f"{p.source}: {p.top[0][1]}  (top {len(p.top)}: {top})")
     if any(p.error for p in predictions):
         sys.exit(1)
 
@@ -92,7 +93,8 @@ def predict(run_dir, files, as_json) -> None:
 @click.option("--all", "all_runs", is_flag=True, help="Compare every run under OUTPUT_DIR/runs.")
 @click.option("--output-dir", default="outputs", show_default=True, metavar="DIR",
               help="Where runs are found (--all) and comparisons/ is written.")
-def compare(run_dirs, all_runs, output_dir) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the ranked runs as one JSON object.")
+def compare(run_dirs, all_runs, output_dir, as_json) -> None:
     """Rank runs by test accuracy; write comparison.md and comparison.png (validation curves overlaid).
 
     Failed and unfinished runs are listed with their status.
@@ -107,6 +109,11 @@ def compare(run_dirs, all_runs, output_dir) -> None:
     summaries = rank([summarize_run(p) for p in paths])
     out_dir = rf.create_unique_dir(Path(output_dir) / "comparisons", "compare")
     files = write_comparison(summaries, out_dir)
+    if as_json:
+        best = summaries[0].run_dir.name if summaries[0].test_accuracy is not None else None
+        click.echo(json.dumps({"runs": [s.to_dict() for s in summaries], "best": best,
+                               "comparison": str(files[0])}, indent=2))
+        return
     click.echo(table(COLUMNS, [s.cells() for s in summaries]))
     if summaries[0].test_accuracy is not None:
         best = summaries[0]

@@ -29,6 +29,13 @@ class RunSummary:
     test_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
 
+    def to_dict(self) -> dict:
+        """The row for `mnist compare --json`: numbers as numbers, null where the run has none."""
+        return {"run": self.run_dir.name, "path": str(self.run_dir), "status": self.status, "model": self.model,
+                "parameters": self.parameters, "epochs": self.epochs, "train_seconds": self.train_seconds,
+                "best_val_accuracy": self.best_val_accuracy, "test_accuracy": self.test_accuracy,
+                "test_loss": self.test_loss}
+
     def cells(self) -> list[str]:
         def show(value, fmt):
             return "-" if value is None else format(value, fmt)
