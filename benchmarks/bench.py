@@ -222,6 +222,41 @@ def _replicas(model: str, args) -> dict:
             "spread 2": [round(min(rates[2])), round(max(rates[2]))]}
 
 
+def _tensorboard_cost(args) -> list[dict]:
+    """Whole `mnist train` runs of the shipped MLP (the fastest steps, so the most exposed to per-step costs),
+    3 epochs, TensorBoard off vs on (default every 10th step's loss, and every step's), taking turns.
+    train s: the epochs' training time (metrics.json train_seconds); wall s: the whole run, report included."""
+    import tempfile
+
+    settings = {"off": ["output.tensorboard.enabled=false"], "on (every 10 steps)": [],
+                "on (every step)": ["output.tensorboard.loss_every_steps=1"]}
+    seconds: dict[str, dict[str, list[float]]] = {name: {"train": [], "wall": []} for name in settings}
+    mnist = str(Path(sys.executable).parent / "mnist")
+    names = list(settings)
+    with tempfile.TemporaryDirectory() as out:
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                command = [mnist, "train", "--config", str(ROOT / "configs/mlp.yaml"), "--epochs", "3", "--device",
+                           "cpu", "--output-dir", out, *(["--data-dir", args.data_dir] if args.data_dir else []),
+                           *[f"--set={item}" for item in settings[name]]]
+                result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+                if result.returncode != 0:
+                    sys.exit(f"bench run failed: {' '.join(command)}\n{result.stderr[-2000:]}")
+                run_dir = result.stdout.strip().splitlines()[-1].removeprefix("run folder: ")
+                metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+                seconds[name]["train"].append(metrics["train_seconds"])
+                seconds[name]["wall"].append(metrics["wall_seconds"])
+    off = {kind: statistics.median(values) for kind, values in seconds["off"].items()}
+    rows = []
+    for name in names:
+        median = {kind: statistics.median(values) for kind, values in seconds[name].items()}
+        rows.append({"tensorboard": name, "train s": round(median["train"], 2), "wall s": round(median["wall"], 2),
+                     "train / off": round(median["train"] / off["train"], 3),
+                     "wall / off": round(median["wall"] / off["wall"], 3),
+                     "train spread": [round(min(seconds[name]["train"]), 2), round(max(seconds[name]["train"]), 2)]})
+    return rows
+
+
 def _race(args) -> dict:
     """benchmarks/race.py for each racer, one process each: time to the target test accuracy."""
     from race import RACERS
@@ -330,6 +365,7 @@ def main() -> None:
     import_seconds = _command_seconds([sys.executable, "-c", "import tensorflow"])
     load_seconds = _load_seconds(args.data_dir)
     replicas = [_replicas(model, args) for model in args.models.split(",")]
+    tensorboard = _tensorboard_cost(args)
     race = _race(args) if args.race_config and args.data_dir else None
 
     rows = []
@@ -358,7 +394,7 @@ def main() -> None:
         "help_seconds": round(help_seconds, 3), "import_tensorflow_seconds": round(import_seconds, 3),
         "help_over_import": round(help_seconds / import_seconds, 3),
         "load_and_prepare_seconds": None if load_seconds is None else round(load_seconds, 3),
-        "rows": rows, "replicas": replicas, "race": race, "raw": results,
+        "rows": rows, "replicas": replicas, "tensorboard": tensorboard, "race": race, "raw": results,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
     out = ROOT / args.output_dir / "bench" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -370,17 +406,22 @@ def main() -> None:
     print(f"bench: {out / 'bench.json'}")
 
 
+def _table(rows: list[dict]) -> list[str]:
+    """Markdown lines of a table of dicts (a [low, high] pair shows as low..high), then a blank line."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v)
+                                       for v in row.values()) + " |")
+    return [*lines, ""]
+
+
 def _markdown(report: dict) -> str:
-    columns = list(report["rows"][0])
     lines = [f"# Benchmark {report['when']}", "",
              f"Data: {report['data_dir'] or 'random pixels (no data dir)'}; each trainer: {report['rounds']} "
              f"processes taking turns with the others, {report['repeats']} measured repeats in all (each process's "
-             "warm-up repeat dropped); medians, spread = min..max.", "",
-             "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    for row in report["rows"]:
-        cells = [f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v) for v in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"- fp32 matmul ceiling through TensorFlow: {report['matmul_gflops']} GFLOP/s (the highest of "
+             "warm-up repeat dropped); medians, spread = min..max.", "", *_table(report["rows"])]
+    lines += [f"- fp32 matmul ceiling through TensorFlow: {report['matmul_gflops']} GFLOP/s (the highest of "
                   f"{report['matmul_gflops_samples']}, sampled between the variants)",
               f"- `mnist --help`: {report['help_seconds']} s; `import tensorflow`: "
               f"{report['import_tensorflow_seconds']} s; ratio {report['help_over_import']}",
@@ -388,15 +429,14 @@ def _markdown(report: dict) -> str:
               f"{report['load_and_prepare_seconds']} s",
               f"- whole benchmark: {report['bench_seconds']} s", ""]
     if report.get("replicas"):
-        columns = list(report["replicas"][0])
         lines += ["## One device vs two replicas (MirroredStrategy over 2 logical CPU devices)", "",
                   "Both replicas share the same 2 cores: each step does the same arithmetic plus an all-reduce "
-                  "of the gradients, so this measures the strategy's overhead, not a speed-up.", "",
-                  "| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-        for row in report["replicas"]:
-            lines.append("| " + " | ".join(f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v)
-                                           for v in row.values()) + " |")
-        lines.append("")
+                  "of the gradients, so this measures the strategy's overhead, not a speed-up.", ""]
+        lines += _table(report["replicas"])
+    if report.get("tensorboard"):
+        lines += ["## TensorBoard off vs on (`mnist train --config configs/mlp.yaml --epochs 3`, "
+                  f"{report['rounds']} runs each, taking turns; medians)", ""]
+        lines += _table(report["tensorboard"])
     race = report.get("race")
     if race:
         lines += [f"## Time to {race['target']:.0%} test accuracy (Fashion-MNIST; training + validation seconds)",
