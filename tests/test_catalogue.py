@@ -212,6 +212,12 @@ def resume_other_data(tmp, data, completed, resumable):
     return ["train", "--resume", folder, "--data-dir", other], folder
 
 
+def taken_file(tmp: Path) -> Path:
+    """An --output that already holds something: an export must never replace it."""
+    (tmp / "taken.onnx").write_bytes(b"an earlier export")
+    return tmp / "taken.onnx"
+
+
 def predict(*files):
     """`mnist predict` on the completed run with files written by `files` (name, bytes or a writer)."""
     def make(tmp, data, completed, resumable):
@@ -399,6 +405,19 @@ CATALOGUE = [
     ("evaluate-config-garbage", on_run("evaluate", "completed", write("config.yaml", "model: [")), 2,
      ["config.yaml", "invalid YAML"]),
     ("evaluate-status-missing", on_run("evaluate", "completed", remove("status.json")), 2, ["not a run folder"]),
+    # -- export --
+    ("export-unfinished", on_run("export", "resumable", None, "--format", "onnx"), 1,
+     ["the run is running", "pick a completed run"]),
+    ("export-model-truncated", on_run("export", "completed", truncate("model.keras", 300), "--format", "tflite"), 1,
+     ["model.keras"]),
+    ("export-output-taken", on_run("export", "completed", None, "--format", "onnx", "--output", taken_file), 2,
+     ["already exists", "another --output"]),
+    ("export-output-folder-missing", on_run("export", "completed", None, "--format", "onnx", "--output",
+                                            lambda tmp: tmp / "no" / "model.onnx"), 2, ["no such folder"]),
+    ("export-output-two-formats", on_run("export", "completed", None, "--format", "onnx", "--format", "tflite",
+                                         "--output", lambda tmp: tmp / "m"), 2, ["one --format"]),
+    ("export-unknown-format", on_run("export", "completed", None, "--format", "pt"), 2, ["'pt' is not one of"]),
+    ("export-not-a-run", lambda tmp, *_: (["export", tmp, "--format", "savedmodel"], tmp), 2, ["not a run folder"]),
     # -- predict: every file on its own; here each case has one bad file --
     ("predict-png-bomb", predict(("bomb.png", png_bomb)), 1, ["bomb.png", "megapixels"]),
     ("predict-png-truncated", predict(("cut.png", png_truncated)), 1, ["cut.png", "not a readable image"]),
