@@ -92,7 +92,7 @@ CATALOGUE = [
     ("set-syntax", flags("--set", "training.epochs"), 2, ["--set expects section.key=value"]),
     ("bad-device-flag", flags("--device", "tpu"), 2, ["Invalid value for '--device'", "train --help"]),
     ("bad-seed-flag", flags("--seed", "abc"), 2, ["Invalid value for '--seed'"]),
-    ("unknown-option", flags("--epoch", "3"), 2, ["No such option '--epoch'", "Did you mean '--epochs'"]),
+    ("unknown-option", flags("--epoch", "3"), 2, ["No such option '--epoch'", "Did you mean", "'--epochs'"]),
     ("subset-too-big", flags("--set", "data.subset=100000"), 2, ["data.subset = 100000 is larger"]),
     ("missing-data-dir", lambda tmp, data: ["train", "--config", MLP, "--data-dir", tmp / "nowhere"], 2,
      ["does not exist", "--data-dir"]),
