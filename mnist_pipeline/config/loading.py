@@ -125,10 +125,11 @@ def to_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, what: str = "config file", example: str = "configs/cnn.yaml") -> dict[str, Any]:
+    """A YAML mapping read within the bounds of `parse_yaml`; `what` and `example` word the errors."""
     if not path.is_file():
-        what = "is a folder, not" if path.is_dir() else "not found; pass" if not path.exists() else "is not"
-        raise ConfigError(f"config file {quote(str(path))} {what} a YAML file (e.g. configs/cnn.yaml)")
+        problem = "is a folder, not" if path.is_dir() else "not found; pass" if not path.exists() else "is not"
+        raise ConfigError(f"{what} {quote(str(path))} {problem} a YAML file (e.g. {example})")
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
@@ -136,13 +137,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, more than a config can need")
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({str(exc)[:80]}); it must be UTF-8 text") from None
+        raise ConfigError(f"{path}: cannot read the {what} ({str(exc)[:80]}); it must be UTF-8 text") from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections (data, model, training, output), "
-                          f"got a {type(data).__name__}")
+        raise ConfigError(f"{path}: a {what} must be a mapping of sections (e.g. {example}), got a "
+                          f"{type(data).__name__}")
     return data
 
 
