@@ -69,12 +69,15 @@ class Runtime:
     topology: distribute.Topology
 
 
-def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None = None) -> RunResult:
+def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None = None,
+        test: bool = True) -> RunResult:
     """Train, validate and test the configured model; write the run folder; return its path and metrics.
 
     With `resume` (from `open_resumable`), continue that run folder from its last checkpoint (cfg is then its
     saved config). The data is read and checked before TensorFlow loads, so bad data costs no import and no
-    folder. The folder says `completed` only once every file is written.
+    folder. The folder says `completed` only once every file is written. Without `test` (a sweep's trial,
+    chosen on validation only), the test split is never evaluated: metrics.json says `"tested": false` and
+    holds no test numbers.
     """
     events = events or Events()
     wall_start = time.perf_counter()
@@ -91,7 +94,8 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     if resume is not None:
         rt.topology.check_same(resume.topology, resume.run_dir)
     if not rt.topology.chief:  # the same steps, checkpoints and tests as the chief, which alone writes files
-        metrics = _train_and_test(cfg, splits, resume.run_dir if resume else None, events, rt, resume is not None)
+        metrics = _train_and_test(cfg, splits, resume.run_dir if resume else None, events, rt, resume is not None,
+                                  test=test)
         return RunResult(None, metrics)
 
     if resume is None:
@@ -110,14 +114,14 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
             rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
                                                      "data_sha256": data_fingerprint, "data_source": raw.source})
         rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
-        metrics = _finish(cfg, splits, raw, run_dir, events, rt, resume is not None, started, wall_start)
+        metrics = _finish(cfg, splits, raw, run_dir, events, rt, resume is not None, started, wall_start, test)
     finally:
         lock.release()
     return RunResult(run_dir, metrics)
 
 
 def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resumed: bool, started: str,
-            wall_start: float) -> dict[str, Any]:
+            wall_start: float, test: bool = True) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
     summaries = None
@@ -125,7 +129,7 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
         summaries = _open_summaries(cfg, run_dir)
         if events.stop_requested():
             raise Interrupted("stopped before training started")
-        metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries)
+        metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries, test)
         metrics.update(
             wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device,
             deterministic=rt.device.startswith("cpu"),
@@ -317,7 +321,7 @@ def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSet
 
 
 def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events: Events, rt: Runtime,
-                    resume: bool, summaries=None) -> dict[str, Any]:
+                    resume: bool, summaries=None, test: bool = True) -> dict[str, Any]:
     """Train and test; on the chief, also write history, checkpoints, model and report data to `run_dir`, and
     TensorBoard events to `summaries` (a `summaries.RunSummaries`, or None). Other workers of a cluster take
     part in every step, checkpoint and test, write nothing, and read `run_dir` only to resume (None on a
@@ -359,19 +363,21 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
                           early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
                           on_losses=summaries.step_losses if summaries else None,
                           stop_requested=events.stop_requested)
-        test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy)
-        test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
-    if summaries:
+        if test:
+            test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy)
+            test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
+    if summaries and test:
         summaries.test(test_loss, test_accuracy, fit.best_epoch)
     history = [r.to_dict() for r in fit.history]
     if chief:
         _save_model(model, run_dir / rf.MODEL)
         rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
-        _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
+        if test:
+            _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
     best = history[fit.best_epoch - 1]
-    confusion = confusion_matrix(splits.y_test, probabilities.argmax(axis=1), len(CLASS_NAMES[cfg.data.dataset]))
-    return {
-        "test_loss": test_loss, "test_accuracy": test_accuracy, "best_epoch": fit.best_epoch,
+    metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy} if test else {}
+    metrics.update({
+        "tested": test, "best_epoch": fit.best_epoch,
         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"],
         "epochs": len(history), "stopped_early": fit.stopped_early, "parameters": int(model.count_params()),
         "train_seconds": round(sum(r["seconds"] for r in history), 2), "model": cfg.model.name,
@@ -379,9 +385,12 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         "batches": batches.placement, "jit_compile": trainer.jit_compile,
         "replicas": topology.replicas, "distribute": topology.to_dict(),
         "weights_sha256": _sha256_arrays(model.get_weights()),  # the same on every worker of a cluster
-        "per_class": per_class_table(confusion, CLASS_NAMES[cfg.data.dataset]),
-        "confusion_matrix": confusion.tolist(),
-    }
+    })
+    if test:
+        names = CLASS_NAMES[cfg.data.dataset]
+        confusion = confusion_matrix(splits.y_test, probabilities.argmax(axis=1), len(names))
+        metrics.update(per_class=per_class_table(confusion, names), confusion_matrix=confusion.tolist())
+    return metrics
 
 
 def _save_model(model, path: Path) -> None:

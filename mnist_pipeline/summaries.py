@@ -11,6 +11,7 @@ the report's figures as images. Imports TensorFlow: the pipeline imports it only
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
@@ -22,11 +23,10 @@ class RunSummaries:
     one batch of small eager writes between epochs instead of a write after every group of steps."""
 
     def __init__(self, run_dir: Path, loss_every_steps: int, histograms_every_epochs: int):
-        root = run_dir / TENSORBOARD
         # A resumed run appends event files, which TensorBoard reads in name order, i.e. by creation second.
         # Only finished epochs are written (after their checkpoint), so no step is ever written twice.
-        self.writers = {phase: tf.summary.create_file_writer(str(root / phase))
-                        for phase in ("train", "validation", "test")}
+        self.root = run_dir / TENSORBOARD
+        self.writers: dict[str, Any] = {}  # phase -> tf.summary writer, made when first written to
         self.loss_every_steps = loss_every_steps
         self.histograms_every_epochs = histograms_every_epochs
         self.pending: list[tuple[int, float]] = []  # (global step, loss) not yet written
@@ -37,10 +37,15 @@ class RunSummaries:
             self.pending += [(first_step + i, loss) for i, loss in enumerate(losses)
                              if (first_step + i) % self.loss_every_steps == 0]
 
+    def writer(self, phase: str):
+        if phase not in self.writers:
+            self.writers[phase] = tf.summary.create_file_writer(str(self.root / phase))
+        return self.writers[phase]
+
     def epoch(self, record, model) -> None:
         """One `EpochRecord`'s values (and the weights' histograms when due), then everything to disk."""
         step = record.epoch - 1  # Keras's callback counts epochs from 0
-        with self.writers["train"].as_default():
+        with self.writer("train").as_default():
             self._write_pending()
             tf.summary.scalar("epoch_loss", record.loss, step=step)
             tf.summary.scalar("epoch_accuracy", record.accuracy, step=step)
@@ -48,13 +53,13 @@ class RunSummaries:
             if self.histograms_every_epochs and step % self.histograms_every_epochs == 0:
                 for variable in model.weights:  # as Keras: every weight, under its path
                     tf.summary.histogram(f"{variable.path.replace(':', '_')}/histogram", variable, step=step)
-        with self.writers["validation"].as_default():
+        with self.writer("validation").as_default():
             tf.summary.scalar("epoch_loss", record.val_loss, step=step)
             tf.summary.scalar("epoch_accuracy", record.val_accuracy, step=step)
         self.flush()
 
     def test(self, loss: float, accuracy: float, best_epoch: int) -> None:
-        with self.writers["test"].as_default():
+        with self.writer("test").as_default():
             tf.summary.scalar("epoch_loss", loss, step=best_epoch - 1)
             tf.summary.scalar("epoch_accuracy", accuracy, step=best_epoch - 1)
         self.flush()
@@ -64,7 +69,7 @@ class RunSummaries:
         for tag, (phase, path) in figures.items():
             if path.is_file():
                 image = tf.io.decode_png(path.read_bytes(), channels=3)
-                with self.writers[phase].as_default():
+                with self.writer(phase).as_default():
                     tf.summary.image(tag, image[None], step=step)
         self.flush()
 

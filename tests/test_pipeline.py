@@ -45,3 +45,27 @@ def test_events_report_data_model_steps_and_epochs(idx_dir, tmp_path):
 def test_every_compiled_function_is_traced_once_per_run(idx_dir, tmp_path, extra):
     traces = run(config(idx_dir, tmp_path, *extra)).metrics["traces"]
     assert traces == {"train_group": 1, "validate": 1, "test": 1}
+
+
+def test_a_run_without_test_never_touches_the_test_split_and_is_complete(idx_dir, tmp_path):
+    """A sweep's trial: chosen on validation only, so its test split is never evaluated, yet the folder is a
+    completed run that reports, compares and evaluates (the test numbers come only when asked for)."""
+    from click.testing import CliRunner
+
+    from mnist_pipeline.cli import cli
+    from mnist_pipeline.reports import run_files
+
+    result = run(config(idx_dir, tmp_path, "training.epochs=2"), test=False)
+    metrics = run_files.read_metrics(result.run_dir)  # the checked reader accepts it
+    assert metrics["tested"] is False and not any(key.startswith("test_") for key in metrics)
+    assert "confusion_matrix" not in metrics and "per_class" not in metrics
+    assert metrics["best_val_accuracy"] > 0.3 and metrics["traces"]["test"] == 0  # the test step never ran
+    assert json.loads((result.run_dir / "status.json").read_text())["status"] == "completed"
+    assert not (result.run_dir / "report_data.npz").exists() and not (result.run_dir / "tensorboard/test").exists()
+    assert "not evaluated: a sweep trial" in (result.run_dir / "report.md").read_text()
+    compared = CliRunner().invoke(cli, ["compare", str(result.run_dir), "--output-dir", str(tmp_path), "--json"])
+    (row,) = json.loads(compared.output)["runs"]
+    assert row["status"] == "completed" and row["test_accuracy"] is None
+    evaluated = CliRunner().invoke(cli, ["evaluate", str(result.run_dir), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["recorded_accuracy"] is None

@@ -59,8 +59,8 @@ def summarize_run(run_dir: Path) -> RunSummary:
     if not metrics:
         return RunSummary(run_dir, status, epochs=len(history) if history else None, history=history)
     return RunSummary(run_dir, status, metrics["model"], metrics["parameters"], metrics["epochs"],
-                      metrics["train_seconds"], metrics["best_val_accuracy"], metrics["test_accuracy"],
-                      metrics["test_loss"], history)
+                      metrics["train_seconds"], metrics["best_val_accuracy"], metrics.get("test_accuracy"),
+                      metrics.get("test_loss"), history)  # no test numbers: a sweep trial
 
 
 def rank(summaries: list[RunSummary]) -> list[RunSummary]:

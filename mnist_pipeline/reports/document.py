@@ -122,8 +122,11 @@ def _summary_rows(config, metrics, status) -> list[list[str]]:
     rows = [["status", status], ["model", config.get("model", {}).get("name", "?")],
             ["dataset", config.get("data", {}).get("dataset", "?")]]
     if "test_accuracy" in metrics:
-        rows += [["test accuracy", f"{metrics['test_accuracy']:.4f}"], ["test loss", f"{metrics['test_loss']:.4f}"],
-                 ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs']}"],
+        rows += [["test accuracy", f"{metrics['test_accuracy']:.4f}"], ["test loss", f"{metrics['test_loss']:.4f}"]]
+    elif metrics.get("tested") is False:
+        rows += [["test", "not evaluated: a sweep trial, chosen on validation only"]]
+    if "best_epoch" in metrics:
+        rows += [["best epoch", f"{metrics['best_epoch']} of {metrics['epochs']}"],
                  ["best validation accuracy", f"{metrics['best_val_accuracy']:.4f}"],
                  ["parameters", f"{metrics['parameters']:,}"],
                  ["training time", f"{metrics['train_seconds']:.1f} s (wall {metrics['wall_seconds']:.1f} s)"],

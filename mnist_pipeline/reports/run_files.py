@@ -80,9 +80,10 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     """metrics.json with every number the commands and the report use checked."""
     path = run_dir / rf.METRICS
     data = read_json(path)
-    for key in ("test_loss", "best_val_loss", "train_seconds", "wall_seconds"):
+    tested = field(data, path, "tested", bool) if "tested" in data else True  # runs before sweeps: always tested
+    for key in ("test_loss", "best_val_loss", "train_seconds", "wall_seconds")[0 if tested else 1:]:
         field(data, path, key, float, lambda x: x >= 0 or math.isnan(x))
-    for key in ("test_accuracy", "best_val_accuracy"):
+    for key in ("test_accuracy", "best_val_accuracy")[0 if tested else 1:]:
         field(data, path, key, float, lambda x: 0 <= x <= 1)
     epochs = field(data, path, "epochs", int, lambda n: 1 <= n <= 10_000)
     field(data, path, "best_epoch", int, lambda n: 1 <= n <= epochs)
@@ -92,6 +93,8 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
         field(data, path, key, str)
     field(data, path, "split_sizes", dict, lambda d: all(isinstance(v, int) and v >= 0 for v in d.values()))
     field(data, path, "versions", dict, lambda d: all(isinstance(v, str) for v in d.values()))
+    if not tested:  # no test split, so no confusion matrix or per-class table either
+        return data
     confusion = field(data, path, "confusion_matrix", list)
     try:
         matrix = np.asarray(confusion, dtype=np.int64)
