@@ -15,8 +15,10 @@ COMPARE ?= mlp deep_mlp cnn
 FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
+SWEEP_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
+	$(if $(EPOCHS),--set training.epochs=$(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
-.PHONY: help install test lint smoke tensorboard train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean
+.PHONY: help install test lint smoke tensorboard sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean
 
 help:
 	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),export,dev]"
@@ -27,6 +29,8 @@ help:
 	@echo "make compare          train mlp, deep_mlp and cnn (same variables), then compare the three runs"
 	@echo "make compare-fashion  the same with the *_fashion configs on Fashion-MNIST (FASHION_DIR=$(FASHION_DIR))"
 	@echo "make report RUN=outputs/runs/<run>   redraw a run's figures and report"
+	@echo "make sweep SPACE=mlp  tune configs/SPACE.yaml over configs/sweeps/SPACE.yaml (WORKERS=2, TRIALS=, DATA_DIR=...)"
+	@echo "make sweep-smoke      a 4-trial grid sweep of the smoke CNN (2 epochs each)"
 	@echo "make tensorboard      serve $(OUTPUT_DIR)/runs on TensorBoard, every run side by side (PORT=$(PORT))"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
 	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling, time to 90% (DATA_DIR=..., ~16 min)"
@@ -67,6 +71,18 @@ compare: install
 
 compare-fashion: install
 	$(MAKE) compare COMPARE="mlp_fashion deep_mlp_fashion cnn_fashion" DATA_DIR=$(or $(DATA_DIR),$(FASHION_DIR))
+
+# Optuna sweeps (README "Sweeps"): re-running the same command continues the sweep.
+SPACE ?= mlp
+WORKERS ?= 2
+TRIALS ?=
+sweep: install
+	$(BIN)/mnist sweep --config configs/$(SPACE).yaml --space configs/sweeps/$(SPACE).yaml --workers $(WORKERS) \
+	  $(if $(TRIALS),--trials $(TRIALS)) $(SWEEP_FLAGS)
+
+sweep-smoke: install
+	$(BIN)/mnist sweep --config configs/smoke.yaml --space configs/sweeps/smoke.yaml --set training.epochs=2 \
+	  --name sweep-smoke $(SWEEP_FLAGS)
 
 # Every run folder holds tensorboard/{train,validation,test}: the board lists them as <run>/tensorboard/<phase>.
 PORT ?= 6006

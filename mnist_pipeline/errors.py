@@ -54,6 +54,10 @@ class Interrupted(PipelineError):
     exit_code = 130
 
 
+class Pruned(PipelineError):
+    """A sweep's pruner stopped this trial's run after an epoch: not a failure, a hopeless trial."""
+
+
 class StopNow(KeyboardInterrupt):
     """A second SIGINT / SIGTERM: unwind at once. A KeyboardInterrupt, so no `except Exception` swallows it;
     its exit code is the signal's (130 / 143), like the first signal's."""

@@ -22,7 +22,7 @@ from mnist_pipeline import distribute, runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError, StopNow, WorkerLost
+from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError, Pruned, StopNow, WorkerLost
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
@@ -152,9 +152,9 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
         if summaries:
             with contextlib.suppress(Exception):  # the steps seen so far; never hides the original error
                 summaries.close()
+        status = "pruned" if isinstance(exc, Pruned) else "interrupted" if interrupted else "failed"
         with contextlib.suppress(PipelineError):  # a full disk must not hide the original error
-            rf.write_status(run_dir, "interrupted" if interrupted else "failed", started=started,
-                            error=f"{type(exc).__name__}: {exc}")
+            rf.write_status(run_dir, status, started=started, error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, KeyboardInterrupt):  # a second signal means: stop now, no report
             _try_report(run_dir)
         raise _with_next_step(exc, run_dir) from None

@@ -107,3 +107,8 @@ def test_keys_the_sweep_sets_itself_cannot_be_swept(tmp_path):
     path = space_file(tmp_path, {"params": {"training.seed": {"choices": [1, 2]}}})
     with pytest.raises(ConfigError, match="params.training.seed is set by the sweep itself"):
         check_space(load_space(path), path, MLP, reserved=("training.seed",))
+
+
+@pytest.mark.parametrize("space", sorted((ROOT / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_space_fits_its_config(space):
+    check_space(load_space(space), space, ROOT / "configs" / f"{space.stem}.yaml", reserved=("training.seed",))

@@ -16,6 +16,7 @@ from mnist_pipeline import __version__
 from mnist_pipeline.cli.configs import config, models
 from mnist_pipeline.cli.diagnose import diagnose
 from mnist_pipeline.cli.runs import compare, ensemble, evaluate, export, predict, report
+from mnist_pipeline.cli.sweep import sweep
 from mnist_pipeline.cli.train import train
 from mnist_pipeline.errors import PipelineError, StopNow
 
@@ -84,7 +85,7 @@ def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
 
 
 
-for command in (train, config, models, report, evaluate, predict, export, compare, ensemble, diagnose):
+for command in (train, sweep, config, models, report, evaluate, predict, export, compare, ensemble, diagnose):
     cli.add_command(command)
 
 

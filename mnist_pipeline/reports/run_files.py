@@ -23,7 +23,7 @@ from mnist_pipeline.reports import run_folder as rf
 JSON_LIMIT = 4 * MiB
 HISTORY_LIMIT = 8 * MiB
 REPORT_DATA_LIMIT = 1024 * MiB  # test probabilities of up to ~20M examples
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted", "pruned")  # pruned: a sweep trial stopped early
 
 
 def damaged(path: Path, problem: str) -> RunFolderError:

@@ -1,0 +1,147 @@
+"""`mnist sweep` (run or continue a sweep) and `mnist sweep report NAME`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from mnist_pipeline.errors import ConfigError
+
+
+@click.group(invoke_without_command=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Base run config that every trial starts from (default: built-in defaults).")
+@click.option("--space", "space_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Search space: config keys and their values (configs/sweeps/*.yaml).")
+@click.option("--trials", type=click.IntRange(1, 10_000), help="Trials in the study, in all (default: the space's).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Trial processes on this machine, sharing its cores.")
+@click.option("--storage", metavar="URL", help="Optuna storage shared by every machine (e.g. postgresql://...); "
+                                               "default: a journal file in the sweep's folder.")
+@click.option("--name", help="Study name and folder (<output dir>/sweeps/NAME); default: <config>-<space>.")
+@click.option("--seeds", metavar="S,S,...", help="Train each trial once per seed; the objective is the mean.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Stop trials whose validation curve falls behind the earlier trials' median.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a base config value.")
+@click.option("--data-dir", metavar="DIR", help="Folder with IDX or .npz files.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), help="Where trials train.")
+@click.option("--output-dir", default="outputs", show_default=True, metavar="DIR", help="Where sweeps/ goes.")
+@click.option("--quota", type=int, hidden=True)  # a worker process of --workers: its share of the trials
+@click.option("--worker-index", type=int, hidden=True)
+@click.pass_context
+def sweep(ctx, config_path, space_path, trials, workers, storage, name, seeds, prune, overrides, data_dir, device,
+          output_dir, quota, worker_index) -> None:
+    """Tune a config over a search space on an Optuna study; each trial is a run folder, chosen on validation.
+
+    Re-running the same command continues the sweep; other machines join it with the same --storage and --name.
+    At the end: trials ranked, best.yaml to re-run, the best trial's test accuracy (measured once), figures,
+    report.html, all in <output dir>/sweeps/NAME/.
+
+    Example: mnist sweep --config configs/mlp.yaml --space configs/sweeps/mlp.yaml --trials 30 --workers 2
+    """
+    if ctx.invoked_subcommand:
+        return
+    if not space_path:
+        raise ConfigError("mnist sweep needs --space FILE (e.g. configs/sweeps/mlp.yaml); see `mnist sweep --help`")
+    from mnist_pipeline.sweep import make_sweep
+
+    plan = make_sweep(config_path, space_path, trials, storage, name, seeds, prune, overrides, data_dir, device,
+                      output_dir)
+    if workers > 1 and quota is None:
+        _run_workers(plan, workers, _worker_command(ctx.params))
+    else:
+        _run_here(plan, quota, worker_index)
+    if quota is None:  # the command a user typed (not one of its worker processes) reports
+        _report(plan)
+
+
+def _worker_command(params: dict) -> list[str]:
+    """This command's options for a worker process (which gets --quota and --worker-index on top)."""
+    args = ["sweep"]
+    for key, value in params.items():
+        option = "--" + key.replace("_path", "").replace("_", "-")
+        if key in ("workers", "quota", "worker_index") or value is None:
+            continue
+        if key == "overrides":
+            args += [item for override in value for item in ("--set", override)]
+        elif key == "prune":
+            args.append("--prune" if value else "--no-prune")
+        else:
+            args += [option, str(value)]
+    return args
+
+
+def _run_here(sweep, quota, worker_index) -> None:
+    from mnist_pipeline import runtime
+    from mnist_pipeline.sweep import open_study, requeue_dead_trials, work
+
+    study = open_study(sweep, sampler_seed=sweep.sampler_seed + (worker_index or 0))
+    requeued = requeue_dead_trials(study)
+    if requeued:
+        click.echo(f"re-queued trial(s) {', '.join(map(str, requeued))}: their process had died")
+    with runtime.StopSignals() as signals:
+        work(sweep, study, quota, click.echo, signals.requested)
+
+
+def _run_workers(sweep, workers: int, command: list[str]) -> None:
+    """K copies of this command, each running its share of the trials with its share of the cores."""
+    from mnist_pipeline.sweep import counted_trials, open_study, requeue_dead_trials
+
+    study = open_study(sweep)  # created once, before the workers race for it
+    requeued = requeue_dead_trials(study)
+    if requeued:
+        click.echo(f"re-queued trial(s) {', '.join(map(str, requeued))}: their process had died")
+    left = max(sweep.trials - counted_trials(study), 0)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
+           "OMP_NUM_THREADS": str(threads)}
+    processes = []
+    for index in range(workers):
+        share = left // workers + (index < left % workers)
+        if share:
+            processes.append(subprocess.Popen([sys.executable, "-m", "mnist_pipeline", *command, "--quota",
+                                               str(share), "--worker-index", str(index)], env=env))
+    codes = [p.wait() for p in processes]
+    if any(codes):
+        raise click.exceptions.Exit(max(codes))
+
+
+def _report(sweep) -> None:
+    from mnist_pipeline.sweep import open_study, write_report
+
+    result = write_report(sweep, open_study(sweep))
+    _print_summary(sweep, result)
+
+
+def _print_summary(sweep, result) -> None:
+    from mnist_pipeline.sweep import show_value
+
+    rows = result["rows"][:10]
+    click.echo(f"{'trial':>5}  {'state':<8}  {sweep.space.objective:>12}  params")
+    for r in rows:
+        value = "-" if r["value"] is None else f"{r['value']:.4f}"
+        click.echo(f"{r['trial']:>5}  {r['state']:<8}  {value:>12}  "
+                   f"{', '.join(f'{k}={show_value(v)}' for k, v in r['params'].items())}")
+    best = result["best"]
+    if best:
+        click.echo(f"best: trial {best['trial']} ({sweep.space.objective} {best['value']:.4f}; test accuracy "
+                   f"{best['test_accuracy']:.4f}, measured once); config: {sweep.folder / 'best.yaml'}")
+    click.echo(f"report: {sweep.folder / 'report.html'}")
+
+
+@sweep.command("report")
+@click.argument("name")
+@click.option("--output-dir", default="outputs", show_default=True, metavar="DIR", help="Where sweeps/ is.")
+@click.option("--storage", metavar="URL", help="The study's storage, if not the sweep folder's journal file.")
+def sweep_report(name, output_dir, storage) -> None:
+    """Rewrite a sweep's report (ranked trials, best.yaml, figures, report.html) from its study.
+
+    Example: mnist sweep report mlp-mlp
+    """
+    from mnist_pipeline.sweep import reopen_sweep
+
+    _report(reopen_sweep(Path(output_dir) / "sweeps" / name, storage))

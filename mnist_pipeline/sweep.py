@@ -1,0 +1,423 @@
+"""`mnist sweep`: trials of one base config over a search space, on an Optuna study.
+
+Optuna owns the sampling, the pruning and the study's storage, from which any number of processes on any number
+of machines pull trials. Each trial is an ordinary run folder under the sweep's folder, trained by
+`pipeline.run` without its test split: trials are chosen on validation only, and the sweep tests its best
+trial once, at the end. Imports Optuna and (through the pipeline) TensorFlow: the CLI imports it only to sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import socket
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.config import load_config, to_yaml
+from mnist_pipeline.config.space import Choice, FloatRange, SweepSpace, grid, override
+from mnist_pipeline.errors import ConfigError, PipelineError, Pruned
+from mnist_pipeline.reports import run_folder as rf
+
+SWEEP_FILE = "sweep.json"  # what the sweep is; a re-run of the same name must be the same sweep
+BASE_CONFIG = "base.yaml"  # the resolved base config every trial starts from: the folder needs nothing else
+JOURNAL = "study.journal"  # the embedded default storage: Optuna's journal file (no server)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep: its folder, space and settings."""
+
+    name: str
+    folder: Path  # <output dir>/sweeps/<name>/: sweep.json, base.yaml, the study journal, runs/, the report
+    space: SweepSpace
+    trials: int  # in the study, over every worker and machine
+    seeds: tuple[int, ...] | None  # None: the base config's seed, once per trial
+    prune: bool
+    storage: str | None  # an SQLAlchemy URL; None: the journal file in the folder
+    sampler_seed: int = 0
+
+    @property
+    def base(self) -> Path:
+        return self.folder / BASE_CONFIG
+
+    @property
+    def objective_key(self) -> str:
+        return f"best_{self.space.objective}"  # in metrics.json: the best epoch's validation value
+
+    def describe(self, base: dict[str, Any]) -> dict[str, Any]:
+        """What makes two commands the same sweep (sweep.json, compared on every start)."""
+        space = {**self.space.model_dump(mode="json", exclude={"params"}),
+                 "params": {key: d.model_dump(mode="json") for key, d in self.space.params.items()}}
+        return {"base": base, "space": space,
+                "seeds": list(self.seeds) if self.seeds else None, "trials": self.trials, "prune": self.prune}
+
+
+def make_sweep(config_path, space_path, trials, storage, name, seeds, prune, overrides, data_dir, device,
+               output_dir) -> Sweep:
+    """A sweep from the command line, every input checked (space values against the base config too) before
+    anything is written or imported; its folder gets sweep.json and base.yaml, or must already hold the same."""
+    from mnist_pipeline.config import to_yaml
+    from mnist_pipeline.config.schema import _NAME_PATTERN
+    from mnist_pipeline.config.space import check_space, load_space
+
+    flags = [override(k, v) for k, v in (("data.data_dir", data_dir), ("training.device", device)) if v is not None]
+    cfg = load_config(config_path, [*overrides, *flags])
+    space = load_space(space_path)
+    seed_list = _parse_seeds(seeds)
+    check_space(space, space_path, config_path, [*overrides, *flags],
+                reserved=("training.seed",) if seed_list else ())
+    name = name or f"{Path(config_path).stem if config_path else 'defaults'}-{Path(space_path).stem}"
+    if not re.fullmatch(_NAME_PATTERN, name):
+        raise ConfigError(f"--name {name!r}: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    total = trials or (len(list(itertools.product(*grid(space).values()))) if space.sampler == "grid"
+                       else space.trials)
+    sweep = Sweep(name, Path(output_dir) / "sweeps" / name, space, total, seed_list, prune, storage,
+                  sampler_seed=cfg.training.seed)
+    described = sweep.describe(cfg.model_dump(mode="json"))
+    path = sweep.folder / SWEEP_FILE
+    if path.exists():
+        recorded = _read_sweep_file(path)
+        if recorded.get("describe") != described:
+            changed = [key for key in described if recorded.get("describe", {}).get(key) != described[key]]
+            raise ConfigError(f"sweep {name!r} ({sweep.folder}) was started with another "
+                              f"{', '.join(changed) or 'setting'}; run it with the same config, space, seeds, "
+                              f"trials and pruning, or pick another --name")
+    else:
+        sweep.folder.mkdir(parents=True, exist_ok=True)
+        rf.write_text(sweep.base, to_yaml(cfg))
+        rf.write_json(path, {"describe": described, "storage": storage, "sampler_seed": sweep.sampler_seed})
+    return sweep
+
+
+def reopen_sweep(folder: Path, storage: str | None) -> Sweep:
+    """The sweep a folder holds (for `mnist sweep report`)."""
+    path = folder / SWEEP_FILE
+    if not path.is_file():
+        raise ConfigError(f"{folder}: not a sweep folder (no {SWEEP_FILE}); sweeps are under <output dir>/sweeps/")
+    recorded = _read_sweep_file(path)
+    described = recorded["describe"]
+    space = SweepSpace.model_validate(described["space"])
+    return Sweep(folder.name, folder, space, described["trials"], tuple(described["seeds"] or ()) or None,
+                 described["prune"], storage or recorded.get("storage"), recorded.get("sampler_seed", 0))
+
+
+def _read_sweep_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("describe"), dict):
+            return data
+    except (OSError, ValueError):
+        pass
+    raise PipelineError(f"{path}: damaged (not the JSON a sweep writes); start the sweep under another --name")
+
+
+def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds expects integers separated by commas (e.g. 0,1,2), got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or not all(0 <= s < 2**31 for s in seeds) or len(seeds) > 100:
+        raise ConfigError(f"--seeds: give 1-100 different seeds from 0 to {2**31 - 1}, got {text!r}")
+    return seeds
+
+
+def open_study(sweep: Sweep, sampler_seed: int | None = None):
+    """The sweep's Optuna study, created or loaded (a re-run continues it)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines, not Optuna's per-trial INFO
+    if sweep.storage:
+        storage = sweep.storage
+    else:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        storage = JournalStorage(JournalFileBackend(str(sweep.folder / JOURNAL)))
+    return optuna.create_study(study_name=sweep.name, storage=storage, load_if_exists=True,
+                               direction=sweep.space.direction, sampler=_sampler(sweep.space, sampler_seed),
+                               pruner=_pruner(sweep.prune))
+
+
+def _sampler(space: SweepSpace, seed: int | None):
+    import optuna
+
+    if space.sampler == "grid":
+        return optuna.samplers.GridSampler(grid(space), seed=seed)
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(prune: bool):
+    import optuna
+
+    if not prune:
+        return optuna.pruners.NopPruner()
+    # Median rule: a trial whose best-so-far value at an epoch is worse than the median of earlier trials at that
+    # epoch stops; never before 3 trials have finished, nor in the first epoch.
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def suggest(trial, key: str, distribution) -> Any:
+    """The trial's value for one config key (the key is the Optuna parameter name)."""
+    if isinstance(distribution, Choice):
+        # Optuna stores choices that are None, bool, int, float or str; lists (e.g. filters) go as JSON text.
+        plain = all(v is None or isinstance(v, (bool, int, float, str)) for v in distribution.choices)
+        choices = list(distribution.choices) if plain else [json.dumps(v) for v in distribution.choices]
+        value = trial.suggest_categorical(key, choices)
+        return value if plain else json.loads(value)
+    if isinstance(distribution, FloatRange):
+        return trial.suggest_float(key, distribution.low, distribution.high, step=distribution.step,
+                                   log=distribution.log)
+    return trial.suggest_int(key, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+
+
+def run_trial(sweep: Sweep, trial, events_factory) -> float:
+    """Train the trial's config once per seed (the first seed's epochs go to the pruner); return the mean of the
+    objective over the seeds, and keep each seed's value, their standard deviation and run folders on the trial.
+    Raises Pruned, or the run's error (the trial then fails)."""
+    from mnist_pipeline.pipeline import run
+
+    values = {key: suggest(trial, key, d) for key, d in sweep.space.params.items()}
+    seeds = sweep.seeds or (None,)
+    results, runs = [], []
+    for index, seed in enumerate(seeds):
+        name = f"trial-{trial.number:04d}" + (f"-seed{seed}" if seed is not None and len(seeds) > 1 else "")
+        extra = [override(key, value) for key, value in values.items()]
+        if seed is not None:
+            extra.append(f"training.seed={seed}")
+        cfg = load_config(sweep.base, extra, {"output.dir": str(sweep.folder), "output.name": name})
+        result = run(cfg, events_factory(trial, report=index == 0), test=False)
+        results.append(float(result.metrics[sweep.objective_key]))
+        runs.append(result.run_dir.name)
+        trial.set_user_attr("runs", runs)
+        trial.set_user_attr("values", results)
+    if len(results) > 1:
+        trial.set_user_attr("std", statistics.stdev(results))
+    return statistics.fmean(results)
+
+
+def pruning_reporter(trial, objective: str):
+    """An `Events.epoch` callback: each epoch's validation value to the trial; Pruned when the pruner says so."""
+    def on_epoch(record, epochs: int) -> None:
+        trial.report(getattr(record, objective), record.epoch - 1)
+        if trial.should_prune():
+            raise Pruned(f"pruned after epoch {record.epoch}: {objective} {getattr(record, objective):.4f} is "
+                         f"behind the earlier trials at that epoch")
+    return on_epoch
+
+
+def counted_trials(study) -> int:
+    """Trials that count toward the sweep's total: every trial, except those a re-queued copy replaces
+    (a trial whose process died or was stopped is run again, once, under a new number)."""
+    trials = study.get_trials(deepcopy=False)
+    replaced = {t.user_attrs["replaces"] for t in trials if "replaces" in t.user_attrs}
+    return sum(t.number not in replaced for t in trials)
+
+
+def requeue(study, trial) -> None:
+    """Run a stopped trial's values again later, as a new trial that replaces it."""
+    study.enqueue_trial(trial.params, user_attrs={"replaces": trial.number}, skip_if_exists=False)
+
+
+def requeue_dead_trials(study) -> list[int]:
+    """Trials left running by a process of this machine that is gone (killed): failed, and re-queued.
+    (Dead workers of other machines need a database storage, whose heartbeat does the same.)"""
+    from optuna.trial import TrialState
+
+    host, numbers = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            requeue(study, trial)
+            numbers.append(trial.number)
+    return numbers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def work(sweep: Sweep, study, quota: int | None, log, stop_requested) -> int:
+    """Pull trials from the study and run them until the sweep has its trials (or this worker its `quota`);
+    return how many this worker ran. A pruned or failed trial is recorded and the next one starts; a stop
+    (SIGINT / SIGTERM) re-queues the trial it interrupted and ends the loop by raising."""
+    from optuna.trial import TrialState
+
+    from mnist_pipeline.errors import Interrupted, brief
+    from mnist_pipeline.pipeline import Events
+
+    def events(trial, report: bool) -> Events:
+        reporter = pruning_reporter(trial, sweep.space.objective) if report else Events().epoch
+        return Events(epoch=reporter, stop_requested=stop_requested)
+
+    ran = 0
+    while (quota is None or ran < quota) and counted_trials(study) < sweep.trials:
+        trial = study.ask()
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # a re-run finds dead ones
+        ran += 1
+        try:
+            value = run_trial(sweep, trial, events)
+        except Pruned as exc:
+            trial.set_user_attr("outcome", str(exc))
+            study.tell(trial, state=TrialState.PRUNED)
+            log(f"trial {trial.number}: {exc}")
+        except (Interrupted, KeyboardInterrupt):
+            study.tell(trial, state=TrialState.FAIL)
+            requeue(study, trial)
+            raise
+        except Exception as exc:  # a NaN, a combination the config refuses, a full disk: this trial only
+            message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {brief(exc)}"
+            trial.set_user_attr("outcome", f"failed: {message}")
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"trial {trial.number}: failed: {message}")
+        else:
+            study.tell(trial, value)
+            std = trial.user_attrs.get("std")
+            spread = f" (sd {std:.4f} over {len(sweep.seeds)} seeds)" if std is not None else ""
+            log(f"trial {trial.number}: {sweep.space.objective} {value:.4f}{spread}  "
+                f"{', '.join(f'{k}={show_value(v)}' for k, v in trial.params.items())}")
+    return ran
+
+
+def show_value(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+BEST_CONFIG = "best.yaml"
+BEST = "best.json"
+FIGURES = {  # file -> (heading, Optuna's matplotlib function)
+    "optimization_history.png": ("Optimization history", "plot_optimization_history"),
+    "param_importances.png": ("Parameter importances", "plot_param_importances"),
+    "parallel_coordinate.png": ("Parallel coordinates", "plot_parallel_coordinate"),
+    "slice.png": ("Slices", "plot_slice"),
+}
+
+
+def trial_rows(sweep: Sweep, study) -> list[dict[str, Any]]:
+    """Every trial (replaced ones left out), best first: completed by the objective, then pruned, then the rest."""
+    trials = study.get_trials(deepcopy=False)
+    replaced = {t.user_attrs["replaces"] for t in trials if "replaces" in t.user_attrs}
+    rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value, "std": t.user_attrs.get("std"),
+             "params": dict(t.params), "runs": t.user_attrs.get("runs", []), "outcome": t.user_attrs.get("outcome"),
+             "seconds": t.duration.total_seconds() if t.duration else None}
+            for t in trials if t.number not in replaced]
+    sign = -1 if sweep.space.direction == "maximize" else 1
+    order = {"complete": 0, "pruned": 1}
+    return sorted(rows, key=lambda r: (order.get(r["state"], 2), r["value"] is None,
+                                       sign * (r["value"] or 0), r["trial"]))
+
+
+def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
+    """The best trial's runs on the test split, computed once: kept in best.json for this trial."""
+    from mnist_pipeline.inference import evaluate_run
+
+    path = sweep.folder / BEST
+    if path.exists():
+        with_test = json.loads(path.read_text())
+        if with_test.get("trial") == best["trial"] and with_test.get("test"):
+            return with_test
+    tests = [{"run": run, **{k: evaluate_run(sweep.folder / "runs" / run, "test")[k] for k in ("loss", "accuracy")}}
+             for run in best["runs"]]
+    accuracies = [t["accuracy"] for t in tests]
+    with_test = {**best, "test": tests, "test_accuracy": statistics.fmean(accuracies),
+                 "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}
+    rf.write_json(path, with_test)
+    return with_test
+
+
+def write_report(sweep: Sweep, study) -> dict[str, Any]:
+    """Ranked trials, best.yaml, best.json (with the best trial's test accuracy, computed once), Optuna's
+    figures, report.md and report.html in the sweep's folder; returns {rows, best, files}."""
+    from mnist_pipeline.reports.document import Section, render_html, render_markdown
+
+    rows = trial_rows(sweep, study)
+    best = rows[0] if rows and rows[0]["state"] == "complete" else None
+    sections = [Section("Sweep", columns=["", "value"], rows=[
+        ["objective", f"{sweep.space.objective} ({sweep.space.direction}), best epoch of each run; validation only"],
+        ["trials", _count_states(rows)],
+        ["seeds per trial", ", ".join(map(str, sweep.seeds)) if sweep.seeds else "the base config's"],
+        ["sampler, pruning", f"{sweep.space.sampler}, {'median pruner' if sweep.prune else 'off'}"]])]
+    files = []
+    if best:
+        cfg = load_config(sweep.base, [override(k, v) for k, v in _values(sweep, best).items()],
+                          {"output.name": f"{sweep.name}-best"})
+        rf.write_text(sweep.folder / BEST_CONFIG, to_yaml(cfg))
+        best = best_on_test(sweep, best)
+        files.append(sweep.folder / BEST_CONFIG)
+        spread = f" (sd {best['test_accuracy_std']:.4f})" if best.get("test_accuracy_std") is not None else ""
+        sections.append(Section("Best trial", text=(
+            f"Trial {best['trial']}: {sweep.space.objective} {best['value']:.4f}; test accuracy "
+            f"{best['test_accuracy']:.4f}{spread}, measured once, after the sweep. Re-run it with "
+            f"`mnist train --config {sweep.folder / BEST_CONFIG}`.")))
+    sections.append(Section("Trials", columns=["trial", "state", sweep.space.objective, "sd", "seconds",
+                                               *sweep.space.params, "outcome"],
+                            rows=[[r["trial"], r["state"], _cell(r["value"]), _cell(r["std"]), _cell(r["seconds"], 1),
+                                   *[show_value(r["params"].get(k, "-")) for k in sweep.space.params],
+                                   r["outcome"] or ""] for r in rows]))
+    for file, heading in _draw_figures(sweep, study).items():
+        sections.append(Section(heading, image=file))
+        files.append(sweep.folder / file)
+    rf.write_text(sweep.folder / "report.md", render_markdown(f"Sweep {sweep.name}", sections))
+    rf.write_text(sweep.folder / "report.html", render_html(f"Sweep {sweep.name}", sections, sweep.folder))
+    return {"rows": rows, "best": best, "files": [*files, sweep.folder / "report.md", sweep.folder / "report.html"]}
+
+
+def _count_states(rows: list[dict[str, Any]]) -> str:
+    states = [r["state"] for r in rows]
+    return ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "running", "waiting")
+                     if s in states)
+
+
+def _values(sweep: Sweep, row: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config values from its Optuna params (list choices are stored as JSON text)."""
+    values = {}
+    for key, value in row["params"].items():
+        choice = sweep.space.params.get(key)
+        listed = isinstance(choice, Choice) and any(isinstance(v, (list, dict)) for v in choice.choices)
+        values[key] = json.loads(value) if listed else value
+    return values
+
+
+def _cell(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _draw_figures(sweep: Sweep, study) -> dict[str, str]:
+    """Optuna's own figures (matplotlib) as PNG; one that needs more finished trials than there are is skipped."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    drawn = {}
+    for file, (heading, function) in FIGURES.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib figures experimental; layout notes
+            try:
+                axes = getattr(optuna_plots, function)(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue  # e.g. importances need two finished trials
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+            figure.set_size_inches(9, 5)
+            figure.tight_layout()
+            figure.savefig(sweep.folder / file, dpi=100)
+        plt.close(figure)
+        drawn[file] = heading
+    return drawn

@@ -1,0 +1,124 @@
+"""`mnist sweep` end to end on generated digits, as real processes: trials are run folders chosen on validation,
+the study (read back with Optuna itself) ranks them, the best config re-runs, workers share one study, and a
+killed sweep continues where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import run_mnist as mnist
+from conftest import start_mnist
+from mnist_pipeline.config import load_config
+
+ROOT = Path(__file__).parent.parent
+TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--set", "training.epochs=2",
+        "--set", "training.jit_compile=false", "--set", "training.steps_per_execution=1", "--device", "cpu"]
+
+
+def space(tmp_path, **extra) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"sampler": "random", "trials": 4, "params": {
+        "training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+        "model.params.units": {"choices": [16, 64]}}, **extra}))
+    return path
+
+
+def sweep_args(idx_dir, tmp_path, *extra):
+    return ["sweep", "--config", ROOT / "configs/mlp.yaml", "--space", space(tmp_path), "--name", "tiny",
+            "--data-dir", idx_dir, "--output-dir", tmp_path / "out", *TINY, *extra]
+
+
+def study_of(folder: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
+    return optuna.load_study(study_name=folder.name, storage=storage)
+
+
+def test_a_tiny_sweep_ranks_its_trials_and_writes_a_best_config_to_rerun(idx_dir, tmp_path):
+    done = mnist(*sweep_args(idx_dir, tmp_path, "--no-prune"))
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out/sweeps/tiny"
+    study = study_of(folder)
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for trial in trials:  # each trial is a completed run folder, chosen on validation only
+        (run,) = trial.user_attrs["runs"]
+        metrics = json.loads((folder / "runs" / run / "metrics.json").read_text())
+        assert metrics["tested"] is False and "test_accuracy" not in metrics
+        assert trial.value == metrics["best_val_accuracy"]
+        cfg = load_config(folder / "runs" / run / "config.yaml")
+        assert cfg.model.params["units"] == trial.params["model.params.units"]
+        assert cfg.training.learning_rate == pytest.approx(trial.params["training.learning_rate"])
+    best = max(trials, key=lambda t: t.value)
+    lines = done.stdout.splitlines()
+    assert lines[-2].startswith(f"best: trial {best.number} (val_accuracy {best.value:.4f}; test accuracy ")
+    assert lines[-1] == f"report: {folder / 'report.html'}"
+    best_cfg = load_config(folder / "best.yaml")
+    assert best_cfg.model.params["units"] == best.params["model.params.units"]
+    recorded = json.loads((folder / "best.json").read_text())
+    assert recorded["trial"] == best.number and 0.1 < recorded["test_accuracy"] <= 1
+    (best_run,) = best.user_attrs["runs"]
+    evaluated = mnist("evaluate", folder / "runs" / best_run, "--data-dir", idx_dir, "--json")
+    assert json.loads(evaluated.stdout)["accuracy"] == recorded["test_accuracy"]
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2 and f"Trial {best.number}:" in html
+    # The same command again continues the finished study: no new trial, the test not measured again.
+    before = (folder / "best.json").read_bytes()
+    again = mnist(*sweep_args(idx_dir, tmp_path, "--no-prune"))
+    assert again.returncode == 0, again.stderr
+    assert len(study_of(folder).get_trials()) == 4 and (folder / "best.json").read_bytes() == before
+    # The best config trains as an ordinary run.
+    rerun = mnist("train", "--config", folder / "best.yaml", "--output-dir", tmp_path / "rerun", "--epochs", "1")
+    assert rerun.returncode == 0, rerun.stderr
+
+
+def test_two_workers_share_one_study_and_no_trial_runs_twice(idx_dir, tmp_path):
+    done = mnist(*sweep_args(idx_dir, tmp_path, "--workers", "2", "--trials", "5", "--no-prune"))
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out/sweeps/tiny"
+    trials = study_of(folder).get_trials()
+    assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
+    runs = [run for t in trials for run in t.user_attrs["runs"]]
+    assert len(set(runs)) == 5 and sorted(runs) == sorted(p.name for p in (folder / "runs").iterdir())
+
+
+def test_seeds_repeat_each_trial_and_report_mean_and_spread(idx_dir, tmp_path):
+    done = mnist(*sweep_args(idx_dir, tmp_path, "--seeds", "0,1", "--trials", "2", "--no-prune"))
+    assert done.returncode == 0, done.stderr
+    for trial in study_of(tmp_path / "out/sweeps/tiny").get_trials():
+        values = trial.user_attrs["values"]
+        assert len(trial.user_attrs["runs"]) == 2 and trial.value == pytest.approx(sum(values) / 2)
+        assert trial.user_attrs["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+        seeds = [load_config(tmp_path / "out/sweeps/tiny/runs" / run / "config.yaml").training.seed
+                 for run in trial.user_attrs["runs"]]
+        assert seeds == [0, 1]
+
+
+def test_a_killed_sweep_continues_and_accounts_for_the_killed_trial(idx_dir, tmp_path):
+    args = sweep_args(idx_dir, tmp_path, "--trials", "3", "--no-prune", "--set", "training.epochs=3")
+    folder = tmp_path / "out/sweeps/tiny"
+    process = start_mnist(*args)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill it inside trial 1, after its first epoch
+        histories = list((folder / "runs").glob("*-trial-0001/history.csv")) if (folder / "runs").exists() else []
+        if histories and histories[0].read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    resumed = mnist(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "re-queued trial(s) 1: their process had died" in resumed.stdout
+    trials = study_of(folder).get_trials()
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # 1 killed; 2 re-runs its values; then 3
+    assert trials[2].user_attrs["replaces"] == 1 and trials[2].params == trials[1].params
+    assert "best: trial" in resumed.stdout
