@@ -14,13 +14,15 @@ import os
 import re
 import socket
 import statistics
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.config import load_config, to_yaml
 from mnist_pipeline.config.space import Choice, FloatRange, SweepSpace, grid, override
-from mnist_pipeline.errors import ConfigError, PipelineError, Pruned
+from mnist_pipeline.errors import ConfigError, PipelineError, Pruned, brief
 from mnist_pipeline.reports import run_folder as rf
 
 SWEEP_FILE = "sweep.json"  # what the sweep is; a re-run of the same name must be the same sweep
@@ -132,9 +134,11 @@ def open_study(sweep: Sweep, sampler_seed: int | None = None):
     """The sweep's Optuna study, created or loaded (a re-run continues it)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines, not Optuna's per-trial INFO
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our one line per trial, not Optuna's INFO and WARNING
     if sweep.storage:
-        storage = sweep.storage
+        # A database shared by machines: each running trial beats every 30 s; a trial silent for 2 minutes (its
+        # machine died) is failed by the next worker that starts a trial, and re-queued once.
+        storage = _database(sweep.storage)
     else:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -142,6 +146,30 @@ def open_study(sweep: Sweep, sampler_seed: int | None = None):
     return optuna.create_study(study_name=sweep.name, storage=storage, load_if_exists=True,
                                direction=sweep.space.direction, sampler=_sampler(sweep.space, sampler_seed),
                                pruner=_pruner(sweep.prune))
+
+
+def _database(url: str):
+    """Optuna's RDBStorage on `url`. Machines that start together race to create its tables, and all but one
+    get a duplicate-key error from the database: the next attempt finds the tables made."""
+    import optuna
+
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the heartbeat callback is marked experimental
+                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                                                  heartbeat_stale_trial_callback=requeue)
+        except Exception as exc:
+            if attempt == 3 or "ModuleNotFoundError" in type(exc).__name__ or isinstance(exc, ImportError):
+                raise PipelineError(f"--storage {_masked(url)}: cannot open the study there ({type(exc).__name__}: "
+                                    f"{brief(exc)}); check the URL, the server and the database driver (e.g. "
+                                    f"pip install psycopg2-binary for postgresql://)") from None
+            time.sleep(0.5 + attempt)
+
+
+def _masked(url: str) -> str:
+    """A storage URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def _sampler(space: SweepSpace, seed: int | None):
@@ -213,12 +241,17 @@ def pruning_reporter(trial, objective: str):
     return on_epoch
 
 
-def counted_trials(study) -> int:
-    """Trials that count toward the sweep's total: every trial, except those a re-queued copy replaces
-    (a trial whose process died or was stopped is run again, once, under a new number)."""
-    trials = study.get_trials(deepcopy=False)
+def counted_trials(study, up_to: int | None = None) -> int:
+    """Trials that count toward the sweep's total (numbered up to `up_to`, if given): every trial, except those
+    a re-queued copy replaces (a trial whose process died or was stopped runs again, once, under a new number)
+    and those skipped for being over the total."""
+    return len(_counted(study.get_trials(deepcopy=False), up_to))
+
+
+def _counted(trials, up_to: int | None = None) -> list:
     replaced = {t.user_attrs["replaces"] for t in trials if "replaces" in t.user_attrs}
-    return sum(t.number not in replaced for t in trials)
+    return [t for t in trials if t.number not in replaced and "skipped" not in t.user_attrs
+            and (up_to is None or t.number <= up_to)]
 
 
 def requeue(study, trial) -> None:
@@ -251,46 +284,73 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _TrialFailed(Exception):
+    """A trial's run failed (its message is on the trial): recorded, and the sweep goes on."""
+
+
+class _OverTotal(Exception):
+    """Another worker took the sweep's last trial at the same moment: this one steps back, unrun."""
+
+
 def work(sweep: Sweep, study, quota: int | None, log, stop_requested) -> int:
     """Pull trials from the study and run them until the sweep has its trials (or this worker its `quota`);
     return how many this worker ran. A pruned or failed trial is recorded and the next one starts; a stop
-    (SIGINT / SIGTERM) re-queues the trial it interrupted and ends the loop by raising."""
+    (SIGINT / SIGTERM) re-queues the trial it interrupted and ends the loop by raising. Each trial goes through
+    Optuna's own `study.optimize`, which also keeps a database storage's heartbeat for it."""
+    import optuna
     from optuna.trial import TrialState
 
-    from mnist_pipeline.errors import Interrupted, brief
+    from mnist_pipeline.errors import Interrupted
     from mnist_pipeline.pipeline import Events
 
     def events(trial, report: bool) -> Events:
         reporter = pruning_reporter(trial, sweep.space.objective) if report else Events().epoch
         return Events(epoch=reporter, stop_requested=stop_requested)
 
-    ran = 0
-    while (quota is None or ran < quota) and counted_trials(study) < sweep.trials:
-        trial = study.ask()
+    def objective(trial) -> float:
+        started.append(trial)
+        if counted_trials(study, up_to=trial.number) > sweep.trials:
+            # Trial numbers are given out in order: exactly the ones past the total step back, unrun, uncounted.
+            trial.set_user_attr("skipped", "over the sweep's total: another worker took the last trial")
+            raise _OverTotal
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # a re-run finds dead ones
-        ran += 1
         try:
-            value = run_trial(sweep, trial, events)
+            return run_trial(sweep, trial, events)
         except Pruned as exc:
             trial.set_user_attr("outcome", str(exc))
-            study.tell(trial, state=TrialState.PRUNED)
-            log(f"trial {trial.number}: {exc}")
+            raise optuna.TrialPruned(str(exc)) from None
         except (Interrupted, KeyboardInterrupt):
-            study.tell(trial, state=TrialState.FAIL)
-            requeue(study, trial)
             raise
         except Exception as exc:  # a NaN, a combination the config refuses, a full disk: this trial only
             message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {brief(exc)}"
             trial.set_user_attr("outcome", f"failed: {message}")
-            study.tell(trial, state=TrialState.FAIL)
-            log(f"trial {trial.number}: failed: {message}")
-        else:
-            study.tell(trial, value)
-            std = trial.user_attrs.get("std")
-            spread = f" (sd {std:.4f} over {len(sweep.seeds)} seeds)" if std is not None else ""
-            log(f"trial {trial.number}: {sweep.space.objective} {value:.4f}{spread}  "
-                f"{', '.join(f'{k}={show_value(v)}' for k, v in trial.params.items())}")
+            raise _TrialFailed(message) from None
+
+    ran, started = 0, []
+    while (quota is None or ran < quota) and counted_trials(study) < sweep.trials:
+        try:
+            study.optimize(objective, n_trials=1, catch=(_TrialFailed, _OverTotal))
+        except (Interrupted, KeyboardInterrupt):
+            trial = study.get_trials(deepcopy=False)[started[-1].number]
+            if trial.state == TrialState.RUNNING:
+                study.tell(trial.number, state=TrialState.FAIL)
+            requeue(study, trial)
+            raise
+        trial = study.get_trials(deepcopy=False)[started[-1].number]
+        if "skipped" in trial.user_attrs:
+            break
+        ran += 1
+        log(_outcome_line(sweep, trial))
     return ran
+
+
+def _outcome_line(sweep: Sweep, trial) -> str:
+    if trial.value is None or trial.state.name != "COMPLETE":
+        return f"trial {trial.number}: {trial.user_attrs.get('outcome', trial.state.name.lower())}"
+    std = trial.user_attrs.get("std")
+    spread = f" (sd {std:.4f} over {len(sweep.seeds)} seeds)" if std is not None else ""
+    return (f"trial {trial.number}: {sweep.space.objective} {trial.value:.4f}{spread}  "
+            f"{', '.join(f'{k}={show_value(v)}' for k, v in trial.params.items())}")
 
 
 def show_value(value) -> str:
@@ -309,12 +369,10 @@ FIGURES = {  # file -> (heading, Optuna's matplotlib function)
 
 def trial_rows(sweep: Sweep, study) -> list[dict[str, Any]]:
     """Every trial (replaced ones left out), best first: completed by the objective, then pruned, then the rest."""
-    trials = study.get_trials(deepcopy=False)
-    replaced = {t.user_attrs["replaces"] for t in trials if "replaces" in t.user_attrs}
     rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value, "std": t.user_attrs.get("std"),
              "params": dict(t.params), "runs": t.user_attrs.get("runs", []), "outcome": t.user_attrs.get("outcome"),
              "seconds": t.duration.total_seconds() if t.duration else None}
-            for t in trials if t.number not in replaced]
+            for t in _counted(study.get_trials(deepcopy=False))]
     sign = -1 if sweep.space.direction == "maximize" else 1
     order = {"complete": 0, "pruned": 1}
     return sorted(rows, key=lambda r: (order.get(r["state"], 2), r["value"] is None,
@@ -398,8 +456,6 @@ def _cell(value, digits: int = 4) -> str:
 
 def _draw_figures(sweep: Sweep, study) -> dict[str, str]:
     """Optuna's own figures (matplotlib) as PNG; one that needs more finished trials than there are is skipped."""
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg")

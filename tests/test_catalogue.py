@@ -212,6 +212,35 @@ def resume_other_data(tmp, data, completed, resumable):
     return ["train", "--resume", folder, "--data-dir", other], folder
 
 
+SPACE = {"params": {"training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}}
+
+
+def sweep_with(space, *extra):
+    """`mnist sweep` on the MLP config with this space (None: a space file that does not exist)."""
+    def make(tmp, data, completed, resumable):
+        path = tmp / "space.yaml"
+        if space is not None:
+            path.write_text(json.dumps(space))  # JSON is YAML
+        return ["sweep", "--config", MLP, "--space", path, "--data-dir", data, "--output-dir", tmp / "out",
+                "--name", "s", *extra], None
+    return make
+
+
+def existing_sweep(extra, damage=False):
+    """A sweep folder made by the same command without `extra`; the command with it must be refused."""
+    def make(tmp, data, completed, resumable):
+        from mnist_pipeline.sweep import make_sweep
+
+        (tmp / "space.yaml").write_text(json.dumps(SPACE))
+        sweep = make_sweep(MLP, tmp / "space.yaml", 3, None, "s", None, True, (), str(data), None, tmp / "out")
+        if damage:
+            (sweep.folder / "sweep.json").write_text("{not json")
+        args = ["sweep", "--config", MLP, "--space", tmp / "space.yaml", "--trials", "3", "--data-dir", data,
+                "--output-dir", tmp / "out", "--name", "s", *extra]
+        return args, sweep.folder
+    return make
+
+
 def taken_file(tmp: Path) -> Path:
     """An --output that already holds something: an export must never replace it."""
     (tmp / "taken.onnx").write_bytes(b"an earlier export")
@@ -418,6 +447,28 @@ CATALOGUE = [
                                          "--output", lambda tmp: tmp / "m"), 2, ["one --format"]),
     ("export-unknown-format", on_run("export", "completed", None, "--format", "pt"), 2, ["'pt' is not one of"]),
     ("export-not-a-run", lambda tmp, *_: (["export", tmp, "--format", "savedmodel"], tmp), 2, ["not a run folder"]),
+    # -- sweep (refused before any trial, or any folder, is made) --
+    ("sweep-without-space", lambda tmp, *_: (["sweep", "--config", MLP], None), 2, ["needs --space"]),
+    ("sweep-space-missing", sweep_with(None), 2, ["space file", "not found"]),
+    ("sweep-space-unknown-key", sweep_with({"params": {"model.params.unit": {"choices": [64]}}}), 2,
+     ["unknown key 'model.params.unit'", "did you mean 'units'"]),
+    ("sweep-space-refused-value", sweep_with({"params": {"training.batch_size": {"low": 0, "high": 64}}}), 2,
+     ["training.batch_size=0", "greater than or equal to 1"]),
+    ("sweep-space-inverted-range", sweep_with({"params": {"training.epochs": {"low": 9, "high": 2}}}), 2,
+     ["low (9) must be less than high (2)"]),
+    ("sweep-space-is-a-list", sweep_with([1, 2]), 2, ["must be a mapping"]),
+    ("sweep-seeds-not-numbers", sweep_with(SPACE, "--seeds", "a,b"), 2, ["--seeds expects integers"]),
+    ("sweep-seeds-twice", sweep_with(SPACE, "--seeds", "1,1"), 2, ["different seeds"]),
+    ("sweep-seed-swept-and-seeded", sweep_with({"params": {"training.seed": {"choices": [1, 2]}}}, "--seeds", "0,1"),
+     2, ["params.training.seed is set by the sweep itself"]),
+    ("sweep-name-path", sweep_with(SPACE, "--name", "../escape"), 2, ["--name", "letters, digits"]),
+    ("sweep-other-config-same-name", existing_sweep(["--set", "training.epochs=7"]), 2,
+     ["was started with another base", "another --name"]),
+    ("sweep-file-damaged", existing_sweep([], damage=True), 1, ["sweep.json", "damaged"]),
+    ("sweep-storage-unknown-scheme", sweep_with(SPACE, "--storage", "nosuchdb://nowhere/x"), 1,
+     ["--storage nosuchdb://nowhere/x", "cannot open the study"]),
+    ("sweep-report-not-a-sweep", lambda tmp, *_: (["sweep", "report", "nope", "--output-dir", tmp], None), 2,
+     ["not a sweep folder"]),
     # -- predict: every file on its own; here each case has one bad file --
     ("predict-png-bomb", predict(("bomb.png", png_bomb)), 1, ["bomb.png", "megapixels"]),
     ("predict-png-truncated", predict(("cut.png", png_truncated)), 1, ["cut.png", "not a readable image"]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,3 +123,76 @@ def test_a_killed_sweep_continues_and_accounts_for_the_killed_trial(idx_dir, tmp
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # 1 killed; 2 re-runs its values; then 3
     assert trials[2].user_attrs["replaces"] == 1 and trials[2].params == trials[1].params
     assert "best: trial" in resumed.stdout
+
+
+def test_a_stopped_sweep_says_how_to_continue_and_requeues_its_trial(idx_dir, tmp_path):
+    args = sweep_args(idx_dir, tmp_path, "--trials", "2", "--no-prune", "--set", "training.epochs=3")
+    folder = tmp_path / "out/sweeps/tiny"
+    process = start_mnist(*args)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(folder.glob("runs/*-trial-0000/history.csv")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143
+    assert stderr == ("error: SIGTERM: the sweep stopped during a trial, which is re-queued; run the same command "
+                      "again to continue\n")
+    (stopped,) = study_of(folder).get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert json.loads((folder / "runs" / stopped.user_attrs["runs"][0] / "status.json").read_text())["status"] \
+        == "interrupted" if "runs" in stopped.user_attrs else True
+    again = mnist(*args)
+    assert again.returncode == 0, again.stderr
+    completed = study_of(folder).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(completed) == 2 and completed[0].user_attrs["replaces"] == stopped.number
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on a Unix socket in a temp dir, started and stopped here."""
+    import pwd
+    import shutil
+    import subprocess
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed here (Debian: apt-get install postgresql; .ci/run installs it)")
+    # Not under pytest's temp dirs: those are private to root, and the server runs as postgres.
+    root = Path(tempfile.mkdtemp(prefix="mnist-pg-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: as the postgres user that the package creates
+        user = pwd.getpwnam("postgres")
+        for path in (root, sockets):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        as_user = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "server.log"),
+                    "-o", f"-k {sockets} -c listen_addresses=''", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@/postgres?host={sockets}"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_processes_share_a_postgresql_study(idx_dir, tmp_path, postgres_url):
+    """Two machines in miniature: the same command, the same --storage URL and --name, started together; the
+    study gets exactly its 4 trials, each run once, and both commands finish."""
+    args = sweep_args(idx_dir, tmp_path, "--no-prune", "--storage", postgres_url)
+    processes = [start_mnist(*args) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
+    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    ran = [t for t in study.get_trials() if "skipped" not in t.user_attrs]
+    assert len(ran) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ran)
+    runs = [run for t in ran for run in t.user_attrs["runs"]]
+    assert len(set(runs)) == 4
+    assert {t.user_attrs["worker"] for t in ran} <= {f"{os.uname().nodename}:{p.pid}" for p in processes}

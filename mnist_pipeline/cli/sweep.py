@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, Interrupted
 
 
 @click.group(invoke_without_command=True)
@@ -83,8 +83,14 @@ def _run_here(sweep, quota, worker_index) -> None:
     requeued = requeue_dead_trials(study)
     if requeued:
         click.echo(f"re-queued trial(s) {', '.join(map(str, requeued))}: their process had died")
-    with runtime.StopSignals() as signals:
-        work(sweep, study, quota, click.echo, signals.requested)
+    try:
+        with runtime.StopSignals() as signals:
+            work(sweep, study, quota, click.echo, signals.requested)
+    except Interrupted:
+        stopped = Interrupted(f"{signals.name}: the sweep stopped during a trial, which is re-queued; run the same "
+                              f"command again to continue")
+        stopped.exit_code = signals.exit_code
+        raise stopped from None
 
 
 def _run_workers(sweep, workers: int, command: list[str]) -> None:
