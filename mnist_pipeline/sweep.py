@@ -371,12 +371,42 @@ def trial_rows(sweep: Sweep, study) -> list[dict[str, Any]]:
     """Every trial (replaced ones left out), best first: completed by the objective, then pruned, then the rest."""
     rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value, "std": t.user_attrs.get("std"),
              "params": dict(t.params), "runs": t.user_attrs.get("runs", []), "outcome": t.user_attrs.get("outcome"),
-             "seconds": t.duration.total_seconds() if t.duration else None}
+             "seconds": t.duration.total_seconds() if t.duration else None, **_epochs(sweep, t.number)}
             for t in _counted(study.get_trials(deepcopy=False))]
     sign = -1 if sweep.space.direction == "maximize" else 1
     order = {"complete": 0, "pruned": 1}
     return sorted(rows, key=lambda r: (order.get(r["state"], 2), r["value"] is None,
                                        sign * (r["value"] or 0), r["trial"]))
+
+
+def _epochs(sweep: Sweep, number: int) -> dict[str, Any]:
+    """{epochs: trained, planned: configured, epoch_seconds: [...]} over a trial's run folders (pruned and
+    failed ones too: they are found by name, `<timestamp>-trial-NNNN[-seedS]`)."""
+    import yaml
+
+    from mnist_pipeline.reports import run_files
+
+    trained, planned, seconds = 0, 0, []
+    for run in sorted((sweep.folder / "runs").glob(f"*-trial-{number:04d}*")):
+        try:
+            history = run_files.read_history(run) if (run / rf.HISTORY).exists() else []
+            planned += int(yaml.safe_load((run / rf.CONFIG).read_text())["training"]["epochs"])
+        except (PipelineError, OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged run folder: left out of the counts, the report still lists the trial
+        trained += len(history)
+        seconds += [row["seconds"] for row in history]
+    return {"epochs": trained, "planned": planned, "epoch_seconds": seconds}
+
+
+def pruning_savings(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the pruner saved: the epochs pruned trials did not train, in epochs and (at the sweep's mean epoch
+    time) seconds."""
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    all_seconds = [s for r in rows for s in r["epoch_seconds"]]
+    epochs = sum(r["planned"] - r["epochs"] for r in pruned)
+    mean = statistics.median(all_seconds) if all_seconds else 0.0  # the median: first epochs also compile
+    return {"pruned": len(pruned), "epochs_saved": epochs, "epochs_planned": sum(r["planned"] for r in rows),
+            "seconds_saved": epochs * mean}
 
 
 def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
@@ -408,6 +438,7 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
         ["objective", f"{sweep.space.objective} ({sweep.space.direction}), best epoch of each run; validation only"],
         ["trials", _count_states(rows)],
         ["seeds per trial", ", ".join(map(str, sweep.seeds)) if sweep.seeds else "the base config's"],
+        ["pruning saved", savings_text(pruning_savings(rows))],
         ["sampler, pruning", f"{sweep.space.sampler}, {'median pruner' if sweep.prune else 'off'}"]])]
     files = []
     if best:
@@ -431,7 +462,13 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
         files.append(sweep.folder / file)
     rf.write_text(sweep.folder / "report.md", render_markdown(f"Sweep {sweep.name}", sections))
     rf.write_text(sweep.folder / "report.html", render_html(f"Sweep {sweep.name}", sections, sweep.folder))
-    return {"rows": rows, "best": best, "files": [*files, sweep.folder / "report.md", sweep.folder / "report.html"]}
+    return {"rows": rows, "best": best, "savings": pruning_savings(rows),
+            "files": [*files, sweep.folder / "report.md", sweep.folder / "report.html"]}
+
+
+def savings_text(saved: dict[str, Any]) -> str:
+    return (f"{saved['pruned']} trials pruned: {saved['epochs_saved']} of {saved['epochs_planned']} planned epochs "
+            f"not trained (about {saved['seconds_saved']:.0f} s of training)")
 
 
 def _count_states(rows: list[dict[str, Any]]) -> str:

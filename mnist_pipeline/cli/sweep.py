@@ -124,7 +124,7 @@ def _report(sweep) -> None:
 
 
 def _print_summary(sweep, result) -> None:
-    from mnist_pipeline.sweep import show_value
+    from mnist_pipeline.sweep import savings_text, show_value
 
     rows = result["rows"][:10]
     click.echo(f"{'trial':>5}  {'state':<8}  {sweep.space.objective:>12}  params")
@@ -132,6 +132,8 @@ def _print_summary(sweep, result) -> None:
         value = "-" if r["value"] is None else f"{r['value']:.4f}"
         click.echo(f"{r['trial']:>5}  {r['state']:<8}  {value:>12}  "
                    f"{', '.join(f'{k}={show_value(v)}' for k, v in r['params'].items())}")
+    if sweep.prune:
+        click.echo(f"pruning: {savings_text(result['savings'])}")
     best = result["best"]
     if best:
         click.echo(f"best: trial {best['trial']} ({sweep.space.objective} {best['value']:.4f}; test accuracy "
