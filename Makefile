@@ -31,7 +31,7 @@ help:
 	@echo "make report RUN=outputs/runs/<run>   redraw a run's figures and report"
 	@echo "make sweep SPACE=mlp  tune configs/SPACE.yaml over configs/sweeps/SPACE.yaml (WORKERS=2, TRIALS=, DATA_DIR=...)"
 	@echo "make sweep-smoke      a 4-trial grid sweep of the smoke CNN (2 epochs each)"
-	@echo "make tensorboard      serve $(OUTPUT_DIR)/runs on TensorBoard, every run side by side (PORT=$(PORT))"
+	@echo "make tensorboard      serve $(OUTPUT_DIR) on TensorBoard: every run and sweep trial side by side (PORT=$(PORT))"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
 	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling, time to 90% (DATA_DIR=..., ~16 min)"
 	@echo "make clean            remove caches and build files (never outputs/); distclean also removes $(VENV)"
@@ -84,10 +84,11 @@ sweep-smoke: install
 	$(BIN)/mnist sweep --config configs/smoke.yaml --space configs/sweeps/smoke.yaml --set training.epochs=2 \
 	  --name sweep-smoke $(SWEEP_FLAGS)
 
-# Every run folder holds tensorboard/{train,validation,test}: the board lists them as <run>/tensorboard/<phase>.
+# Every run folder holds tensorboard/{train,validation,test}: the board lists each as runs/<run>/tensorboard/<phase>,
+# and a sweep's trials as sweeps/<name>/runs/<run>/tensorboard/<phase>.
 PORT ?= 6006
 tensorboard: install
-	$(BIN)/tensorboard --logdir $(OUTPUT_DIR)/runs --host 127.0.0.1 --port $(PORT)
+	$(BIN)/tensorboard --logdir $(OUTPUT_DIR) --host 127.0.0.1 --port $(PORT)
 
 report: install
 	@test -n "$(RUN)" || { echo "usage: make report RUN=outputs/runs/<run folder>"; exit 2; }

@@ -390,7 +390,9 @@ def _epochs(sweep: Sweep, number: int) -> dict[str, Any]:
     for run in sorted((sweep.folder / "runs").glob(f"*-trial-{number:04d}*")):
         try:
             history = run_files.read_history(run) if (run / rf.HISTORY).exists() else []
-            planned += int(yaml.safe_load((run / rf.CONFIG).read_text())["training"]["epochs"])
+            # every seed's run would have had as many epochs (a pruned trial stops before its other seeds)
+            planned = int(yaml.safe_load((run / rf.CONFIG).read_text())["training"]["epochs"]) * len(
+                sweep.seeds or (None,))
         except (PipelineError, OSError, ValueError, KeyError, TypeError):
             continue  # a damaged run folder: left out of the counts, the report still lists the trial
         trained += len(history)
@@ -399,14 +401,15 @@ def _epochs(sweep: Sweep, number: int) -> dict[str, Any]:
 
 
 def pruning_savings(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the pruner saved: the epochs pruned trials did not train, in epochs and (at the sweep's mean epoch
-    time) seconds."""
+    """What the pruner saved: the epochs pruned trials did not train, and the time, estimated as what the
+    pruned trials would have taken at the mean duration of a complete trial minus what they took."""
     pruned = [r for r in rows if r["state"] == "pruned"]
-    all_seconds = [s for r in rows for s in r["epoch_seconds"]]
-    epochs = sum(r["planned"] - r["epochs"] for r in pruned)
-    mean = statistics.median(all_seconds) if all_seconds else 0.0  # the median: first epochs also compile
-    return {"pruned": len(pruned), "epochs_saved": epochs, "epochs_planned": sum(r["planned"] for r in rows),
-            "seconds_saved": epochs * mean}
+    complete = [r["seconds"] for r in rows if r["state"] == "complete" and r["seconds"] is not None]
+    took = sum(r["seconds"] or 0 for r in pruned)
+    saved = max(len(pruned) * statistics.fmean(complete) - took, 0.0) if complete and pruned else 0.0
+    return {"pruned": len(pruned), "epochs_saved": sum(r["planned"] - r["epochs"] for r in pruned),
+            "epochs_planned": sum(r["planned"] for r in rows), "seconds_saved": saved,
+            "seconds_total": sum(r["seconds"] or 0 for r in rows)}
 
 
 def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
@@ -468,7 +471,8 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
 
 def savings_text(saved: dict[str, Any]) -> str:
     return (f"{saved['pruned']} trials pruned: {saved['epochs_saved']} of {saved['epochs_planned']} planned epochs "
-            f"not trained (about {saved['seconds_saved']:.0f} s of training)")
+            f"not trained, about {saved['seconds_saved']:.0f} s of trial time saved (trials took "
+            f"{saved['seconds_total']:.0f} s in all)")
 
 
 def _count_states(rows: list[dict[str, Any]]) -> str:
@@ -510,7 +514,7 @@ def _draw_figures(sweep: Sweep, study) -> dict[str, str]:
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
             figure.set_size_inches(9, 5)
             figure.tight_layout()
-            figure.savefig(sweep.folder / file, dpi=100)
+            figure.savefig(sweep.folder / file, dpi=100, bbox_inches="tight")  # legends sit outside the axes
         plt.close(figure)
         drawn[file] = heading
     return drawn

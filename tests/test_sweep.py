@@ -196,3 +196,15 @@ def test_two_processes_share_a_postgresql_study(idx_dir, tmp_path, postgres_url)
     runs = [run for t in ran for run in t.user_attrs["runs"]]
     assert len(set(runs)) == 4
     assert {t.user_attrs["worker"] for t in ran} <= {f"{os.uname().nodename}:{p.pid}" for p in processes}
+
+
+def test_a_grid_sweep_tries_every_combination_once(idx_dir, tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"sampler": "grid", "params": {
+        "model.params.units": {"choices": [16, 32]}, "model.params.activation": {"choices": ["relu", "tanh"]}}}))
+    done = mnist("sweep", "--config", ROOT / "configs/mlp.yaml", "--space", path, "--name", "grid", "--data-dir",
+                 idx_dir, "--output-dir", tmp_path / "out", *TINY, "--set", "training.epochs=1")
+    assert done.returncode == 0, done.stderr
+    trials = study_of(tmp_path / "out/sweeps/grid").get_trials()
+    tried = sorted((t.params["model.params.units"], t.params["model.params.activation"]) for t in trials)
+    assert tried == [(16, "relu"), (16, "tanh"), (32, "relu"), (32, "tanh")]  # the trial count: the grid's size
