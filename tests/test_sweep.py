@@ -208,3 +208,23 @@ def test_a_grid_sweep_tries_every_combination_once(idx_dir, tmp_path):
     trials = study_of(tmp_path / "out/sweeps/grid").get_trials()
     tried = sorted((t.params["model.params.units"], t.params["model.params.activation"]) for t in trials)
     assert tried == [(16, "relu"), (16, "tanh"), (32, "relu"), (32, "tanh")]  # the trial count: the grid's size
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
+    """Values that pass one by one but not together (a warm-up as long as the training) fail their trial only."""
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump({"sampler": "random", "trials": 6, "params": {
+        "training.epochs": {"choices": [1, 2]}, "training.schedule.warmup_epochs": {"choices": [0, 1]}}}))
+    done = mnist("sweep", "--config", ROOT / "configs/mlp.yaml", "--space", path, "--name", "clash", "--data-dir",
+                 idx_dir, "--output-dir", tmp_path / "out", *TINY, "--no-prune")  # the trial's epochs win
+    assert done.returncode == 0, done.stderr
+    trials = study_of(tmp_path / "out/sweeps/clash").get_trials()
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(trials) == 6 and failed and len(failed) < 6
+    for trial in failed:
+        assert trial.params == {"training.epochs": 1, "training.schedule.warmup_epochs": 1}
+        assert "warmup_epochs (1) must be less than epochs (1)" in trial.user_attrs["outcome"]
+        assert f"trial {trial.number}: failed: " in done.stdout
+    report = mnist("sweep", "report", "clash", "--output-dir", tmp_path / "out")
+    assert report.returncode == 0 and report.stdout.splitlines()[-1].startswith("report: ")
+    assert report.stdout.count(" fail ") == len(failed)
