@@ -235,7 +235,7 @@ def pruning_reporter(trial, objective: str):
     """An `Events.epoch` callback: each epoch's validation value to the trial; Pruned when the pruner says so."""
     def on_epoch(record, epochs: int) -> None:
         trial.report(getattr(record, objective), record.epoch - 1)
-        if trial.should_prune():
+        if record.epoch < epochs and trial.should_prune():  # after the last epoch there is nothing left to save
             raise Pruned(f"pruned after epoch {record.epoch}: {objective} {getattr(record, objective):.4f} is "
                          f"behind the earlier trials at that epoch")
     return on_epoch

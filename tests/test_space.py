@@ -43,6 +43,8 @@ params:
     assert (space.sampler, space.trials, space.direction) == ("random", 7, "minimize")
     assert space.params["training.learning_rate"] == FloatRange(low=1e-4, high=1e-2, log=True)
     assert space.params["model.params.units"] == Choice(choices=(64, 128))
+    assert load_space(space_file(tmp_path, "params:\n  training.learning_rate: {choices: [1e-3, 3e-3]}\n")).params[
+        "training.learning_rate"] == Choice(choices=(1e-3, 3e-3))  # numbers, though PyYAML read strings
     assert space.params["training.epochs"] == IntRange(low=1, high=3)
     assert space.params["model.params.dropout_rate"] == FloatRange(low=0.0, high=0.5, step=0.25)
     check_space(space, path, MLP)  # every end and choice passes as --set on the MLP config

@@ -16,20 +16,29 @@ import difflib
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, StrictBool, StrictInt, Tag, ValidationError, model_validator
+from pydantic import Discriminator, Field, StrictBool, StrictInt, Tag, ValidationError, field_validator, model_validator
 
 from mnist_pipeline.config.loading import _describe, _read_yaml, load_config
 from mnist_pipeline.config.schema import Number, _Section
 from mnist_pipeline.errors import ConfigError, quote
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 MAX_GRID = 10_000  # combinations a grid may have: more would never finish on this kind of machine
 
 
 class Choice(_Section):
     choices: tuple[Any, ...] = Field(min_length=1, max_length=1000, description="the values to try")
+
+    @field_validator("choices")
+    @classmethod
+    def _numbers_as_numbers(cls, choices: tuple[Any, ...]) -> tuple[Any, ...]:
+        # PyYAML reads 1e-3 (no dot) as a string; a trial would still pass it, but Optuna would treat the
+        # learning rates as labels (and plot them so). No config value is a string that reads as a number.
+        return tuple(float(v) if isinstance(v, str) and _NUMBER.fullmatch(v.strip()) else v for v in choices)
 
 
 class IntRange(_Section):
