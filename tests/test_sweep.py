@@ -228,3 +228,19 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
     report = mnist("sweep", "report", "clash", "--output-dir", tmp_path / "out")
     assert report.returncode == 0 and report.stdout.splitlines()[-1].startswith("report: ")
     assert report.stdout.count(" fail ") == len(failed)
+
+
+def test_list_choices_reach_the_trials_and_the_best_config_as_lists(idx_dir, tmp_path):
+    path = tmp_path / "widths.yaml"
+    path.write_text(yaml.safe_dump({"sampler": "grid", "params": {"model.params.units": {"choices": [[16], [32, 16]]}}}))
+    done = mnist("sweep", "--config", ROOT / "configs/deep_mlp.yaml", "--space", path, "--name", "widths",
+                 "--data-dir", idx_dir, "--output-dir", tmp_path / "out", *TINY, "--set", "training.epochs=1")
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out/sweeps/widths"
+    widths = []
+    for trial in study_of(folder).get_trials():
+        (run,) = trial.user_attrs["runs"]
+        widths.append(load_config(folder / "runs" / run / "config.yaml").model.params["units"])
+        assert json.loads(trial.params["model.params.units"]) == widths[-1]  # Optuna keeps a list as JSON text
+    assert sorted(widths) == [[16], [32, 16]]
+    assert load_config(folder / "best.yaml").model.params["units"] in widths
