@@ -232,7 +232,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
 
 def test_list_choices_reach_the_trials_and_the_best_config_as_lists(idx_dir, tmp_path):
     path = tmp_path / "widths.yaml"
-    path.write_text(yaml.safe_dump({"sampler": "grid", "params": {"model.params.units": {"choices": [[16], [32, 16]]}}}))
+    widths = {"choices": [[16], [32, 16]]}
+    path.write_text(yaml.safe_dump({"sampler": "grid", "params": {"model.params.units": widths}}))
     done = mnist("sweep", "--config", ROOT / "configs/deep_mlp.yaml", "--space", path, "--name", "widths",
                  "--data-dir", idx_dir, "--output-dir", tmp_path / "out", *TINY, "--set", "training.epochs=1")
     assert done.returncode == 0, done.stderr
