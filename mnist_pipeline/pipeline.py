@@ -126,7 +126,7 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
     failure or interruption mark the run as such and say what can be done with it."""
     summaries = None
     try:
-        summaries = _open_summaries(cfg, run_dir)
+        summaries = _open_summaries(cfg, run_dir, events.log)
         if events.stop_requested():
             raise Interrupted("stopped before training started")
         metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries, test)
@@ -160,14 +160,14 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
         raise _with_next_step(exc, run_dir) from None
 
 
-def _open_summaries(cfg: RunConfig, run_dir: Path):
+def _open_summaries(cfg: RunConfig, run_dir: Path, log):
     """The run's TensorBoard writers, or None when the config turns them off."""
     board = cfg.output.tensorboard
     if not board.enabled:
         return None
     from mnist_pipeline.summaries import RunSummaries
 
-    return RunSummaries(run_dir, board.loss_every_steps, board.histograms_every_epochs)
+    return RunSummaries(run_dir, board.loss_every_steps, board.histograms_every_epochs, log)
 
 
 def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:

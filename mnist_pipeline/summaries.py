@@ -10,19 +10,27 @@ the report's figures as images. Imports TensorFlow: the pipeline imports it only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+
+from mnist_pipeline.errors import brief
 
 TENSORBOARD = "tensorboard"  # the folder inside a run folder
 
 
 class RunSummaries:
     """The event writers of one run folder. Per-step losses are kept in memory and written once per epoch:
-    one batch of small eager writes between epochs instead of a write after every group of steps."""
+    one batch of small eager writes between epochs instead of a write after every group of steps.
 
-    def __init__(self, run_dir: Path, loss_every_steps: int, histograms_every_epochs: int):
+    Events are a view of the run, never a reason for it to fail: the first write that fails (a full disk, a
+    folder it may not write) stops the events with one `log` line, and training goes on (a full disk then
+    stops the run where its own files are written, with their error)."""
+
+    def __init__(self, run_dir: Path, loss_every_steps: int, histograms_every_epochs: int,
+                 log: Callable[[str], None] = lambda line: None):
         # A resumed run appends event files, which TensorBoard reads in name order, i.e. by creation second.
         # Only finished epochs are written (after their checkpoint), so no step is ever written twice.
         self.root = run_dir / TENSORBOARD
@@ -30,6 +38,8 @@ class RunSummaries:
         self.loss_every_steps = loss_every_steps
         self.histograms_every_epochs = histograms_every_epochs
         self.pending: list[tuple[int, float]] = []  # (global step, loss) not yet written
+        self.log = log
+        self.failed: str | None = None  # why the events stopped
 
     def step_losses(self, first_step: int, losses: list[float]) -> None:
         """The losses of global steps `first_step`, `first_step + 1`, ... (1-based); keeps every N-th."""
@@ -42,8 +52,21 @@ class RunSummaries:
             self.writers[phase] = tf.summary.create_file_writer(str(self.root / phase))
         return self.writers[phase]
 
+    def _safely(self, action: Callable[[], None]) -> None:
+        if self.failed is not None:
+            return
+        try:
+            action()
+        except Exception as exc:  # tf.errors.OpError (e.g. ResourceExhaustedError on a full disk), OSError
+            self.failed = f"{type(exc).__name__}: {brief(exc)}"
+            self.pending.clear()
+            self.log(f"warning: TensorBoard events stopped ({self.failed}); training goes on without them")
+
     def epoch(self, record, model) -> None:
         """One `EpochRecord`'s values (and the weights' histograms when due), then everything to disk."""
+        self._safely(lambda: self._epoch(record, model))
+
+    def _epoch(self, record, model) -> None:
         step = record.epoch - 1  # Keras's callback counts epochs from 0
         with self.writer("train").as_default():
             self._write_pending()
@@ -59,6 +82,9 @@ class RunSummaries:
         self.flush()
 
     def test(self, loss: float, accuracy: float, best_epoch: int) -> None:
+        self._safely(lambda: self._test(loss, accuracy, best_epoch))
+
+    def _test(self, loss: float, accuracy: float, best_epoch: int) -> None:
         with self.writer("test").as_default():
             tf.summary.scalar("epoch_loss", loss, step=best_epoch - 1)
             tf.summary.scalar("epoch_accuracy", accuracy, step=best_epoch - 1)
@@ -66,6 +92,9 @@ class RunSummaries:
 
     def figures(self, figures: dict[str, tuple[str, Path]], step: int) -> None:
         """PNG figures of the report as images: {tag: (phase, file)}; a missing file is skipped."""
+        self._safely(lambda: self._figures(figures, step))
+
+    def _figures(self, figures: dict[str, tuple[str, Path]], step: int) -> None:
         for tag, (phase, path) in figures.items():
             if path.is_file():
                 image = tf.io.decode_png(path.read_bytes(), channels=3)
@@ -86,5 +115,9 @@ class RunSummaries:
         """Close the files. The steps of an epoch that did not finish are dropped, as history.csv drops them:
         a resumed run trains them again, and TensorBoard would draw both values of a step written twice."""
         self.pending.clear()
-        for writer in self.writers.values():
-            writer.close()
+
+        def close_all() -> None:
+            for writer in self.writers.values():
+                writer.close()
+
+        self._safely(close_all)
