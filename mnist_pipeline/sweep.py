@@ -176,7 +176,7 @@ def _sampler(space: SweepSpace, seed: int | None):
     import optuna
 
     if space.sampler == "grid":
-        return optuna.samplers.GridSampler(grid(space), seed=seed)
+        return optuna.samplers.GridSampler({key: _stored(values) for key, values in grid(space).items()}, seed=seed)
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -195,15 +195,20 @@ def _pruner(prune: bool):
 def suggest(trial, key: str, distribution) -> Any:
     """The trial's value for one config key (the key is the Optuna parameter name)."""
     if isinstance(distribution, Choice):
-        # Optuna stores choices that are None, bool, int, float or str; lists (e.g. filters) go as JSON text.
-        plain = all(v is None or isinstance(v, (bool, int, float, str)) for v in distribution.choices)
-        choices = list(distribution.choices) if plain else [json.dumps(v) for v in distribution.choices]
+        choices = _stored(list(distribution.choices))
         value = trial.suggest_categorical(key, choices)
-        return value if plain else json.loads(value)
+        return value if choices == list(distribution.choices) else json.loads(value)
     if isinstance(distribution, FloatRange):
         return trial.suggest_float(key, distribution.low, distribution.high, step=distribution.step,
                                    log=distribution.log)
     return trial.suggest_int(key, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+
+
+def _stored(values: list[Any]) -> list[Any]:
+    """Choices as Optuna stores them: None, bool, int, float and str as they are; if any is a list (e.g. layer
+    widths), all as JSON text."""
+    plain = all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
+    return list(values) if plain else [json.dumps(v) for v in values]
 
 
 def run_trial(sweep: Sweep, trial, events_factory) -> float:
