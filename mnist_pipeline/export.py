@@ -88,22 +88,19 @@ def _signature():
 
 
 def _serving_model(run):
-    """The run's model wrapped as raw pixels -> probabilities, mirroring `Normalization.apply` and
-    `trainer.class_probabilities` step by step (same float32 operations, so the same numbers)."""
+    """The run's model wrapped as raw pixels -> probabilities: `Normalization.standardize` and
+    `trainer.class_probabilities`, the code the run was tested with, inside the graph."""
     import keras
+    import tensorflow as tf
+
+    from mnist_pipeline.trainer import class_probabilities
 
     normalization, flip, model = run.normalization, run.config.data.augmentation.test_time_flip, run.model
 
     class Serving(keras.Model):
         def call(self, images):  # (batch, 28, 28) float32, 0-255
-            x = keras.ops.expand_dims(images, -1) / 255.0
-            if normalization.method == "standardize":
-                x = (x - normalization.mean) / normalization.std
-            probabilities = keras.ops.softmax(model(x, training=False))
-            if flip:
-                mirrored = keras.ops.softmax(model(keras.ops.flip(x, axis=2), training=False))
-                probabilities = (probabilities + mirrored) / 2
-            return probabilities
+            x = normalization.standardize(tf.expand_dims(images, -1) / 255.0)
+            return class_probabilities(model, x, flip)
 
     serving = Serving()
     serving(keras.ops.zeros((1, 28, 28)))  # builds it: Keras exports only built models

@@ -23,7 +23,11 @@ class Normalization:
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 -> (N, 28, 28, 1) float32."""
-        x = images.astype(np.float32)[..., None] / np.float32(255.0)
+        return self.standardize(images.astype(np.float32)[..., None] / np.float32(255.0))
+
+    def standardize(self, x):
+        """Pixels scaled to [0, 1] -> model input, in float32: a NumPy array, or a tensor inside a graph (the
+        exported models apply the run's normalization with this very code)."""
         if self.method == "standardize":
             x = (x - np.float32(self.mean)) / np.float32(self.std)
         return x
