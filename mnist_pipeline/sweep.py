@@ -195,9 +195,7 @@ def _pruner(prune: bool):
 def suggest(trial, key: str, distribution) -> Any:
     """The trial's value for one config key (the key is the Optuna parameter name)."""
     if isinstance(distribution, Choice):
-        choices = _stored(list(distribution.choices))
-        value = trial.suggest_categorical(key, choices)
-        return value if choices == list(distribution.choices) else json.loads(value)
+        return config_value(distribution, trial.suggest_categorical(key, _stored(list(distribution.choices))))
     if isinstance(distribution, FloatRange):
         return trial.suggest_float(key, distribution.low, distribution.high, step=distribution.step,
                                    log=distribution.log)
@@ -209,6 +207,13 @@ def _stored(values: list[Any]) -> list[Any]:
     widths), all as JSON text."""
     plain = all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
     return list(values) if plain else [json.dumps(v) for v in values]
+
+
+def config_value(distribution, stored: Any) -> Any:
+    """A value as Optuna stored it (see `_stored`) -> the config value."""
+    if isinstance(distribution, Choice) and _stored(list(distribution.choices)) != list(distribution.choices):
+        return json.loads(stored)
+    return stored
 
 
 def run_trial(sweep: Sweep, trial, events_factory) -> float:
@@ -450,7 +455,8 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
         ["sampler, pruning", f"{sweep.space.sampler}, {'median pruner' if sweep.prune else 'off'}"]])]
     files = []
     if best:
-        cfg = load_config(sweep.base, [override(k, v) for k, v in _values(sweep, best).items()],
+        cfg = load_config(sweep.base, [override(k, config_value(sweep.space.params[k], v))
+                                       for k, v in best["params"].items()],
                           {"output.name": f"{sweep.name}-best"})
         rf.write_text(sweep.folder / BEST_CONFIG, to_yaml(cfg))
         best = best_on_test(sweep, best)
@@ -484,16 +490,6 @@ def _count_states(rows: list[dict[str, Any]]) -> str:
     states = [r["state"] for r in rows]
     return ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "running", "waiting")
                      if s in states)
-
-
-def _values(sweep: Sweep, row: dict[str, Any]) -> dict[str, Any]:
-    """A trial's config values from its Optuna params (list choices are stored as JSON text)."""
-    values = {}
-    for key, value in row["params"].items():
-        choice = sweep.space.params.get(key)
-        listed = isinstance(choice, Choice) and any(isinstance(v, (list, dict)) for v in choice.choices)
-        values[key] = json.loads(value) if listed else value
-    return values
 
 
 def _cell(value, digits: int = 4) -> str:

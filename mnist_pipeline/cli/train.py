@@ -41,11 +41,11 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     """
     from mnist_pipeline import distribute, runtime
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
+    from mnist_pipeline.export import check_format, export_run  # no TensorFlow until an export runs
     from mnist_pipeline.pipeline import Events, open_resumable, run  # no TensorFlow until run() starts
 
-    for fmt in dict.fromkeys(exports):  # a missing converter is said before training, not after
-        from mnist_pipeline.export import check_format
-
+    exports = list(dict.fromkeys(exports))
+    for fmt in exports:  # a missing converter is said before training, not after
         check_format(fmt)
     if worker_index is not None and not workers:
         raise ConfigError("--worker-index needs --workers (the list of every worker's host:port)")
@@ -88,9 +88,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         return
     click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
                f"{m['parameters']:,} parameters, {m['wall_seconds']:.1f}s on {m['device']})")
-    for fmt in dict.fromkeys(exports):
-        from mnist_pipeline.export import export_run
-
+    for fmt in exports:
         click.echo(f"{fmt}: {export_run(result.run_dir, fmt)}")
     click.echo(f"run folder: {result.run_dir}")
 

@@ -81,9 +81,10 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / rf.METRICS
     data = read_json(path)
     tested = field(data, path, "tested", bool) if "tested" in data else True  # runs before sweeps: always tested
-    for key in ("test_loss", "best_val_loss", "train_seconds", "wall_seconds")[0 if tested else 1:]:
+    test = ("test",) if tested else ()  # a sweep's trial has no test numbers
+    for key in (*(f"{t}_loss" for t in test), "best_val_loss", "train_seconds", "wall_seconds"):
         field(data, path, key, float, lambda x: x >= 0 or math.isnan(x))
-    for key in ("test_accuracy", "best_val_accuracy")[0 if tested else 1:]:
+    for key in (*(f"{t}_accuracy" for t in test), "best_val_accuracy"):
         field(data, path, key, float, lambda x: 0 <= x <= 1)
     epochs = field(data, path, "epochs", int, lambda n: 1 <= n <= 10_000)
     field(data, path, "best_epoch", int, lambda n: 1 <= n <= epochs)
