@@ -230,6 +230,8 @@ def _tensorboard_cost(args) -> list[dict]:
     per-step losses are collected; wall s: the whole run (metrics.json), where the events are written."""
     import tempfile
 
+    from mnist_pipeline.reports import run_files
+
     settings = {"off": ["output.tensorboard.enabled=false"], "on (every 10 steps)": [],
                 "on (every step)": ["output.tensorboard.loss_every_steps=1"]}
     seconds: dict[str, dict[str, list[float]]] = {name: {"steady": [], "wall": []} for name in settings}
@@ -246,8 +248,8 @@ def _tensorboard_cost(args) -> list[dict]:
                     sys.exit(f"bench run failed: {' '.join(command)}\n{result.stderr[-2000:]}")
                 run_dir = result.stdout.strip().splitlines()[-1].removeprefix("run folder: ")
                 metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-                epochs = (Path(run_dir) / "history.csv").read_text().splitlines()[2:]  # header, epoch 1
-                seconds[name]["steady"].append(sum(float(row.split(",")[-1]) for row in epochs))
+                history = run_files.read_history(Path(run_dir))[1:]  # epoch 1 is mostly XLA compiling
+                seconds[name]["steady"].append(sum(row["seconds"] for row in history))
                 seconds[name]["wall"].append(metrics["wall_seconds"])
     off = {kind: statistics.median(values) for kind, values in seconds["off"].items()}
     rows = []

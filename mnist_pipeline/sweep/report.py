@@ -11,6 +11,7 @@ from typing import Any
 from mnist_pipeline.config import load_config, to_yaml
 from mnist_pipeline.config.space import override
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.sweep.setup import Sweep
 from mnist_pipeline.sweep.study import _counted, config_value, show_value
@@ -40,18 +41,13 @@ def trial_rows(sweep: Sweep, study) -> list[dict[str, Any]]:
 def _epochs(sweep: Sweep, number: int) -> dict[str, Any]:
     """{epochs: trained, planned: configured, epoch_seconds: [...]} over a trial's run folders (pruned and
     failed ones too: they are found by name, `<timestamp>-trial-NNNN[-seedS]`)."""
-    import yaml
-
-    from mnist_pipeline.reports import run_files
-
     trained, planned, seconds = 0, 0, []
     for run in sorted((sweep.folder / "runs").glob(f"*-trial-{number:04d}*")):
         try:
             history = run_files.read_history(run) if (run / rf.HISTORY).exists() else []
             # every seed's run would have had as many epochs (a pruned trial stops before its other seeds)
-            planned = int(yaml.safe_load((run / rf.CONFIG).read_text())["training"]["epochs"]) * len(
-                sweep.seeds or (None,))
-        except (PipelineError, OSError, ValueError, KeyError, TypeError):
+            planned = load_config(run / rf.CONFIG).training.epochs * len(sweep.seeds or (None,))
+        except PipelineError:
             continue  # a damaged run folder: left out of the counts, the report still lists the trial
         trained += len(history)
         seconds += [row["seconds"] for row in history]
