@@ -38,7 +38,7 @@ class Events:
     """How a run reports progress; the CLI prints, tests can collect."""
 
     log: Callable[[str], None] = _ignore
-    step: Callable[[int, int], None] = _ignore  # (step in epoch, steps per epoch)
+    step: Callable[[Any], None] = _ignore  # a trainer.StepProgress after each group of steps
     epoch: Callable[[Any, int], None] = _ignore  # (EpochRecord, total epochs)
     stop_requested: Callable[[], bool] = lambda: False  # polled after every step (SIGINT / SIGTERM)
 
@@ -86,8 +86,8 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     data_fingerprint = fingerprint_data(raw)
     if resume is not None:
         check_same_data(resume, data_fingerprint, raw.source)
-    events.log(f"data: {cfg.data.dataset} from {raw.source}; train {splits.sizes['train']}, "
-               f"val {splits.sizes['val']}, test {splits.sizes['test']}; {cfg.data.normalization}")
+    events.log(f"data: {cfg.data.dataset}, train {splits.sizes['train']}, val {splits.sizes['val']}, "
+               f"test {splits.sizes['test']}, {cfg.data.normalization}; from {raw.source}")
     # TensorFlow loads here; a missing GPU, a cluster that does not form or another topology than the resumed
     # run's is refused before any folder exists or changes.
     rt = start_runtime(cfg)
@@ -363,9 +363,16 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
                           early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
                           on_losses=summaries.step_losses if summaries else None,
                           stop_requested=events.stop_requested)
+        # A stop asked for after the last step must not be lost: the run is then resumable with every epoch
+        # done, and `--resume` only tests and writes the files. Once those are being written, finishing is
+        # quicker than stopping (the CLI says so).
+        if events.stop_requested():
+            raise Interrupted("stopped after the last epoch, before the test")
         if test:
             test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy)
             test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
+            if events.stop_requested():
+                raise Interrupted("stopped during the test, after the last epoch")
     if summaries and test:
         summaries.test(test_loss, test_accuracy, fit.best_epoch)
     history = [r.to_dict() for r in fit.history]

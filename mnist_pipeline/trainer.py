@@ -46,6 +46,18 @@ class FitResult:
     stopped_early: bool = False
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Where `fit` is, after each group of steps (for progress bars)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # steps done in this epoch
+    steps: int  # steps per epoch
+    seconds: float  # since the epoch began
+    running: Callable[[], tuple[float, float]]  # the epoch's mean (loss, accuracy) so far; waits for the device
+
+
 @dataclass
 class FitState:
     """Everything `fit` needs to continue where it left off; a checkpoint saves it after every epoch."""
@@ -208,14 +220,15 @@ class Trainer:
 
     def fit(self, batches, val_data: Iterable, epochs: int, *, schedule: LearningRateSchedule | None = None,
             early_stopping: EarlyStopping | None = None, state: FitState | None = None,
-            on_step: Callable[[int, int], None] | None = None,
+            on_step: Callable[[StepProgress], None] | None = None,
             on_losses: Callable[[int, list[float]], None] | None = None,
             on_epoch: Callable[[EpochRecord, FitState], None] | None = None,
             stop_requested: Callable[[], bool] = lambda: False) -> FitResult:
         """Train up to `epochs` epochs on `batches` (a `data.datasets.BatchSource`).
 
         Validates after every epoch, then calls `on_epoch(record, state)` (the moment to checkpoint), and
-        leaves the model holding the weights with the lowest validation loss. `on_losses(first, losses)` gets
+        leaves the model holding the weights with the lowest validation loss. `on_step` gets a `StepProgress`
+        after each group of steps. `on_losses(first, losses)` gets
         each group's per-step losses (the objective minimized), `first` being the first one's 1-based global
         step. A `state` from a checkpoint (with the model, optimizer and policies restored alongside)
         continues a run exactly.
@@ -229,6 +242,8 @@ class Trainer:
         for epoch in range(state.next_epoch, epochs):
             if state.stopped_early:
                 break
+            if stop_requested():  # asked during the last validation or checkpoint: no step of a new epoch
+                raise Interrupted(f"stopped after epoch {epoch}" if epoch else "stopped before the first epoch")
             start = time.perf_counter()
             rates = [schedule.rate(epoch + step / steps_per_epoch) for step in range(steps_per_epoch)]
             feed, step = self.begin_epoch(batches, epoch, rates), 0
@@ -242,7 +257,8 @@ class Trainer:
                         raise TrainingDiverged(f"the training loss became {loss} at epoch {epoch + 1}, step "
                                                f"{step}; lower training.learning_rate or add normalization")
                 if on_step:
-                    on_step(step, steps_per_epoch)
+                    on_step(StepProgress(epoch + 1, epochs, step, steps_per_epoch, time.perf_counter() - start,
+                                         self.train_metrics.result))
                 if stop_requested():
                     raise Interrupted(f"stopped during epoch {epoch + 1} (step {step})")
             record = self._end_epoch(epoch, val_data, time.perf_counter() - start, schedule.rate(epoch), state)

@@ -69,14 +69,14 @@ def install(fault: str) -> None:
         times = 2 if kind.startswith("term2") else 1
         after_epoch(int(value), lambda: [os.kill(me, signal.SIGTERM) for _ in range(times)])
     elif kind == "term-in-first-epoch":
-        train = importlib.import_module("mnist_pipeline.cli.train")  # the module: `cli.train` is the command
-        original = train.Progress.update
+        progress = importlib.import_module("mnist_pipeline.cli.progress")
+        original = progress.TrainingProgress.step
 
-        def update(self, step, total):
+        def step(self, where):
             os.kill(me, signal.SIGTERM)
-            return original(self, step, total)
+            return original(self, where)
 
-        train.Progress.update = update
+        progress.TrainingProgress.step = step
     elif kind == "kill-in-checkpoint":
         prefix = f".epoch-{int(value):04d}."
         original = os.replace

@@ -65,7 +65,7 @@ def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir,
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     lines = result.output.strip().splitlines()
-    assert any(line.startswith("epoch 2/2  loss ") and " val_acc " in line and " lr " in line for line in lines)
+    assert any(line.split()[0] == "2/2" for line in lines)
     assert f"acc {metrics['test_accuracy']:.4f}" in lines[-2]
 
 
@@ -182,6 +182,18 @@ def test_every_command_has_help_with_an_example(command):
     assert result.exit_code == 0 and "Example: mnist" in result.output
 
 
+@pytest.mark.parametrize("group", [[], ["config"], ["diagnose"]], ids=lambda g: " ".join(["mnist", *g]))
+def test_a_bare_group_prints_its_help_with_whole_summaries(group):
+    result = CliRunner().invoke(cli, group, prog_name="mnist")
+    assert result.exit_code == 2 and result.stderr == ""  # click's exit code for a missing command
+    assert result.stdout.startswith(f"Usage: {' '.join(['mnist', *group])} ") and "error:" not in result.stdout
+    listed = result.stdout.split("Commands:\n")[1].splitlines()
+    command = cli if not group else cli.commands[group[0]]
+    assert [line.split()[0] for line in listed] == list(command.commands)  # workflow order, every command
+    for line in listed:
+        assert not line.endswith("...") and line.endswith(".") and len(line) <= 80, line
+
+
 def test_help_models_and_config_errors_do_not_import_tensorflow(tmp_path):
     probe = python(
         "import sys",
@@ -202,24 +214,75 @@ def test_console_script_and_python_dash_m():
         assert result.returncode == 0 and result.stdout.startswith("mnist, version "), result.stderr
 
 
-def test_progress_bar_only_on_a_terminal_and_the_epoch_line_format():
-    from mnist_pipeline.cli.train import Progress
+def run_in_terminal(args, columns=80, timeout=300):
+    """`mnist ARGS` with its stdout and stderr on a pseudo-terminal of `columns` columns: what it draws there."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm"}
+    process = subprocess.Popen([sys.executable, "-m", "mnist_pipeline", *map(str, args)], stdin=subprocess.DEVNULL,
+                               stdout=follower, stderr=follower, cwd=ROOT, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=timeout) == 0
+    return b"".join(chunks).decode()
+
+
+def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(idx_dir, tmp_path):
+    import re
+
+    drawn = run_in_terminal(["train", "--config", ROOT / "configs/smoke.yaml", "--data-dir", idx_dir,
+                             "--output-dir", tmp_path, *FAST])
+    # The bar: epoch, steps, running loss and accuracy, rate, elapsed < remaining.
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
+    assert re.search(r"epoch 2/2 \S+ +\d+/\d+ loss \d\.\d{4} acc \d\.\d{4} [\d,]+ img/s \d+:\d\d < \d+:\d\d", plain)
+    # What stays on screen: every bar erased before the next line is printed, and no line wider than 80.
+    screen = [line.rsplit("\r", 1)[-1] for line in plain.replace("\r\n", "\n").split("\n") if line.strip()]
+    kept = [line for line in screen if "img/s" not in line]
+    assert [line.split()[0] for line in kept] == ["data:", "model:", "epoch", "1/2", "2/2", "test", "run"], kept
+    ours = [line for line in kept if str(tmp_path) not in line and str(idx_dir) not in line]  # not their paths
+    assert len(ours) == 5 and all(len(line) <= 80 for line in ours), max(ours, key=len)
+    assert "\x1b[2K" in drawn and drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")  # erased; cursor back
+
+
+def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alone(idx_dir, tmp_path):
+    result, run_dir = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
+    lines = result.output.splitlines()
+    assert lines[2].split() == ["epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time"]
+    with open(run_dir / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    for line, row in zip(lines[3:5], history, strict=True):
+        epoch, *values = line.split()[:5]
+        assert epoch == f"{row['epoch']}/2"
+        assert [float(v) for v in values] == pytest.approx(
+            [float(row[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")], abs=6e-5)
+    assert "img/s" not in result.output and "\r" not in result.output and "\x1b" not in result.output
+    quiet, _ = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path, "--quiet")
+    assert [line.split()[0] for line in quiet.output.splitlines()] == ["test", "run"], quiet.output
+
+
+def test_the_epoch_line_fits_80_columns_at_its_widest():
+    from mnist_pipeline.cli.progress import HEADER, epoch_line
     from mnist_pipeline.trainer import EpochRecord
 
-    record = EpochRecord(3, 0.12344, 0.96123, 0.089, 0.97312, 1e-3, 4.14)
-    runner = CliRunner()
-    with runner.isolation() as (out, _, _):
-        quiet = Progress(enabled=False)
-        quiet.update(5, 10)
-        quiet.epoch_done(record, 12)
-    assert out.getvalue().decode() == (
-        "epoch 3/12  loss 0.1234  acc 0.9612  val_loss 0.0890  val_acc 0.9731  lr 1.0e-03  4.1s\n")
-    with runner.isolation() as (out, _, _):
-        bar = Progress(enabled=True)
-        bar.update(10, 10)
-        bar.epoch_done(record, 12)
-    text = out.getvalue().decode()
-    assert "\r  [" + "#" * 30 + "] 10/10" in text and text.endswith("4.1s\n")
+    widest = epoch_line(EpochRecord(100, 12.3456, 1.0, 12.3456, 1.0, 1.5e-10, 9999.9), 100)
+    assert len(widest) <= 80 and len(HEADER) <= 80
+    assert [len(w) for w in widest.split()] == [7, 7, 6, 7, 6, 7, 7]
+    assert widest.index("12.3456") + 7 == HEADER.index("loss") + 4  # values right-aligned under their names
 
 
 def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):

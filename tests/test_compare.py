@@ -1,12 +1,15 @@
 """`mnist compare` and `mnist diagnose gradients`."""
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from mnist_pipeline.cli import cli
+
+ROOT = Path(__file__).parent.parent
 
 
 def invoke(*args):
@@ -69,11 +72,17 @@ def test_compare_all_finds_every_run_and_errors_without_any(trained_runs, tmp_pa
     assert missing.exit_code == 2 and "no such run folder" in missing.output
 
 
-def test_diagnose_gradients_shows_vanishing_gradients_with_sigmoid(idx_dir, tmp_path):
-    result = invoke("diagnose", "gradients", "--set", "model.name=deep_mlp",
-                    "--set", "model.params.units=[64,64,64,64,64,64]", "--set", "model.params.dropout_rate=0",
-                    "--set", "training.batch_size=32", "--compare", "model.params.activation=sigmoid,relu",
-                    "--steps", "5", "--data-dir", idx_dir, "--output-dir", tmp_path)
+def test_diagnose_gradients_help_example_shows_vanishing_gradients_with_sigmoid(idx_dir, tmp_path):
+    """The example in `--help`, as printed, on tiny data: it must show what the help says it shows."""
+    text = invoke("diagnose", "gradients", "--help").output
+    example = text[text.index("Example: mnist ") + len("Example: mnist "):].split("\n\n")[0]
+    args = shlex.split(example.replace("\\\n", " "))
+    assert args[:2] == ["diagnose", "gradients"] and "model.params.batch_norm=false" in args
+    recipe = " ".join(ROOT.joinpath("Makefile").read_text().split("\ndiagnose:")[1].split("\n\n")[0].split())
+    assert " ".join(args) in recipe.replace("\\ ", "")  # the help shows what `make diagnose` runs
+    args = [str(ROOT / a) if a.startswith("configs/") else a for a in args]
+    result = invoke(*args, "--set", "training.batch_size=32", "--steps", "5", "--data-dir", idx_dir,
+                    "--output-dir", tmp_path)
     assert result.exit_code == 0, result.output
     (out_dir,) = (tmp_path / "diagnostics").iterdir()
     report = json.loads((out_dir / "gradients.json").read_text())

@@ -71,24 +71,36 @@ def test_resolved_config_round_trips(tmp_path):
     (["training.learning_rate=0"], ["training.learning_rate", "greater than 0"]),
     (["data.validation_split=1.5"], ["data.validation_split", "1.5", "less than 1"]),
     (["data.validation_split=0"], ["data.validation_split", "greater than 0"]),
-    (["data.dataset=cifar10"], ["data.dataset", "'mnist' or 'fashion_mnist'"]),
-    (["training.optimizer=adamw"], ["training.optimizer", "'adam' or 'sgd'"]),
-    (["training.device=tpu"], ["training.device", "'auto', 'cpu' or 'gpu'"]),
+    (["data.dataset=cifar10"], ["data.dataset", "expected one of mnist, fashion_mnist"]),
+    (["training.optimizer=adamw"], ["training.optimizer", "expected one of adam, sgd"]),
+    (["training.device=tpu"], ["training.device", "expected one of auto, cpu, gpu"]),
     (["model.name=resnet"], ["model.name", "'resnet'", "known models: mlp, deep_mlp, cnn"]),
     (["model.params.dropout_rate=1.0"], ["model.params.dropout_rate", "less than 1"]),
-    (["model.params.activation=softmaxx"], ["model.params.activation", "'relu'"]),
+    (["model.params.activation=softmaxx"], ["model.params.activation", "expected one of relu, elu"]),
     (["model.params.units=0"], ["model.params.units", "greater than or equal to 1"]),
     (["data.subset=3"], ["data.subset", "greater than or equal to 10"]),
     (["output.name=../escape"], ["output.name", "no path separators"]),
     (["training.epoch=3"], ["unknown key 'training.epoch'", "did you mean 'epochs'", "allowed in training"]),
     (["model.params.unitz=3"], ["unknown key 'model.params.unitz'", "did you mean 'units'"]),
     (["trainin.epochs=3"], ["unknown key 'trainin'", "did you mean 'training'"]),
+    # A key of a section given at the top level, or under another tool's name: its full key.
+    (["epochs=3"], ["unknown key 'epochs'", "did you mean 'training.epochs'"]),
+    (["rotation=0.1"], ["did you mean 'data.augmentation.rotation'"]),
+    (["augmentation.zoom=0.1"], ["unknown key 'augmentation'", "did you mean 'data.augmentation'"]),
+    (["training.lr=0.1"], ["unknown key 'training.lr'", "did you mean 'learning_rate'"]),
+    # Types in YAML's words, not Python's ("input should be a valid tuple").
+    (["model.params.units=abc", "model.name=deep_mlp"], ["model.params.units = 'abc'", "expected a list of integers"]),
+    (["model.params.units=[64,x]", "model.name=deep_mlp"], ["model.params.units[1] = 'x'", "expected an integer"]),
+    (["data.subset=many"], ["data.subset = 'many'", "expected an integer or null"]),
+    (["training.jit_compile=maybe"], ["training.jit_compile = 'maybe'", "expected true or false"]),
+    (["training=fast"], ["training = 'fast'", "expected a section (key: value lines)"]),
 ])
 def test_bad_values_name_field_value_and_what_is_allowed(overrides, words):
     message = config_error(None, overrides)
     for word in words:
         assert word in message, message
-    assert "(from the command line)" in message or "unknown key" in message
+    assert "(from the command line)" in message
+    assert "valid tuple" not in message and "more problem" not in message
 
 
 def test_errors_in_a_file_name_the_file(tmp_path):
@@ -100,7 +112,7 @@ def test_errors_in_a_file_name_the_file(tmp_path):
     ("training: [1, 2\n", ["invalid YAML", "line"]),
     ("- a\n- b\n", ["must be a mapping"]),
     ("training: !!python/object/apply:os.system ['true']\n", ["YAML tag not allowed"]),
-    ("training: 5\n", ["training = 5", "valid dictionary"]),
+    ("training: 5\n", ["training = 5", "expected a section (key: value lines)"]),
 ])
 def test_unreadable_or_unsafe_files(tmp_path, text, words):
     message = config_error(write(tmp_path, text))

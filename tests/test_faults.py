@@ -111,10 +111,13 @@ def test_a_stop_before_the_first_checkpoint_does_not_offer_resume(data, tmp_path
     assert refused.returncode == 2 and "no checkpoint" in refused.stderr
 
 
-@pytest.mark.parametrize("signals, code, words", [(1, 143, "SIGTERM: stopped during epoch 2"),
-                                                 (2, 143, "SIGTERM again: stopped at once")])
-def test_sigterm_once_or_twice_exits_143_with_one_line(signals, code, words, data, reference, tmp_path):
-    fault = f"{'term2' if signals == 2 else 'term'}-after-epoch=1"
+@pytest.mark.parametrize("signals, epoch, code, words", [
+    (1, 1, 143, "SIGTERM: stopped after epoch 1"),
+    (2, 1, 143, "SIGTERM again: stopped at once"),
+    (1, 3, 143, "SIGTERM: stopped after the last epoch, before the test"),  # not ignored: the run is not done
+])
+def test_sigterm_once_or_twice_exits_143_with_one_line(signals, epoch, code, words, data, reference, tmp_path):
+    fault = f"{'term2' if signals == 2 else 'term'}-after-epoch={epoch}"
     result = mnist("train", *ARGS, "--data-dir", data, "--output-dir", tmp_path, fault=fault)
     lines = result.stderr.splitlines()
     assert result.returncode == code and len(lines) == 1, result.stderr

@@ -27,12 +27,14 @@ def test_a_run_stopped_at_once_is_marked_interrupted_and_keeps_its_history(idx_d
 
 def test_events_report_data_model_steps_and_epochs(idx_dir, tmp_path):
     logs, steps, epochs = [], [], []
-    result = run(config(idx_dir, tmp_path), Events(log=logs.append, step=lambda s, n: steps.append(n),
-                                                   epoch=lambda r, n: epochs.append((r.epoch, n))))
-    assert logs[0].startswith("data: mnist from idx:") and "train 200, val 60, test 200" in logs[0]
+    events = Events(log=logs.append, step=lambda p: steps.append((p.epoch, p.steps, p.running())),
+                    epoch=lambda r, n: epochs.append((r.epoch, n, r.loss, r.accuracy)))
+    result = run(config(idx_dir, tmp_path), events)
+    assert logs[0].startswith("data: mnist, train 200, val 60, test 200, scale; from idx:")
     assert logs[1].startswith("model: mlp, 101,770 parameters")
-    assert set(steps) == {200 // 32} and len(steps) == 3 * (200 // 32)
-    assert epochs == [(1, 3), (2, 3), (3, 3)]
+    assert {(epoch, n) for epoch, n, _ in steps} == {(1, 6), (2, 6), (3, 6)} and len(steps) == 3 * (200 // 32)
+    assert steps[-1][2] == pytest.approx(epochs[-1][2:])  # the running means at the last step are the epoch's
+    assert [e[:2] for e in epochs] == [(1, 3), (2, 3), (3, 3)]
     assert result.metrics["test_accuracy"] > 0.3
 
 

@@ -109,7 +109,7 @@ def test_a_resumed_run_reads_back_as_one_uninterrupted_run(idx_dir, tmp_path):
 
     cfg = config(idx_dir, tmp_path, "output.tensorboard.loss_every_steps=1")
     with pytest.raises(Exception, match="stopped during epoch 2"):
-        run(cfg, Events(step=lambda s, n: steps_seen.append(s), stop_requested=stop_in_epoch_two))
+        run(cfg, Events(step=lambda p: steps_seen.append(p.step), stop_requested=stop_in_epoch_two))
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert [step for step, _ in scalars(events(run_dir, "train")["batch_loss"])] == list(range(1, SUBSET // BATCH + 1))
     # TensorBoard reads a folder's event files in name order, and a name starts with its writer's creation

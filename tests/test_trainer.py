@@ -52,7 +52,7 @@ def test_fit_learns_keeps_the_best_weights_and_records_history():
     batches = InStepBatches(x, y, 32, seed=0)
     steps, epochs = [], []
     result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 4,
-                         on_step=lambda s, n: steps.append((s, n)),
+                         on_step=lambda p: steps.append((p.step, p.steps)),
                          on_epoch=lambda record, state: epochs.append(record))
     assert [r.epoch for r in result.history] == [1, 2, 3, 4] and epochs == result.history
     assert steps[-1] == (12, 12) and len(steps) == 4 * 12
@@ -91,7 +91,7 @@ def _grouped_history(group: int, in_graph: bool, jit_compile: bool = False):
     steps: list[int] = []
     schedule = LearningRateSchedule("cosine", 3e-3, 3, warmup_epochs=1)
     result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 3,
-                         schedule=schedule, on_step=lambda s, n, seen=steps: seen.append(s))
+                         schedule=schedule, on_step=lambda p, seen=steps: seen.append(p.step))
     return trainer, steps, [(r.loss, r.accuracy, r.val_loss, r.learning_rate) for r in result.history]
 
 
@@ -146,11 +146,9 @@ def test_warm_up_and_cosine_move_the_rate_every_step():
     batches = InStepBatches(x, y, 32, seed=0)  # 10 steps an epoch
     schedule = LearningRateSchedule("cosine", 4e-3, 3, min_learning_rate=1e-4, warmup_epochs=1)
     seen: list[tuple[int, float]] = []
-    epoch_of = {"next": 0}
 
-    def on_step(step, steps):
-        seen.append((epoch_of["next"] + step / steps, trainer.learning_rate))
-        epoch_of["next"] += step == steps
+    def on_step(progress):
+        seen.append((progress.epoch - 1 + progress.step / progress.steps, trainer.learning_rate))
 
     result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 3,
                          schedule=schedule, on_step=on_step)

@@ -13,6 +13,7 @@ import sys
 import click
 
 from mnist_pipeline import __version__
+from mnist_pipeline.cli.common import OrderedGroup
 from mnist_pipeline.cli.configs import config, models
 from mnist_pipeline.cli.diagnose import diagnose
 from mnist_pipeline.cli.runs import compare, ensemble, evaluate, export, predict, report
@@ -20,8 +21,11 @@ from mnist_pipeline.cli.sweep import sweep
 from mnist_pipeline.cli.train import train
 from mnist_pipeline.errors import PipelineError, StopNow
 
+# click >= 8.2 raises this for a group called without a command (8.1 printed the help and exited 0 by itself).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
-class _Group(click.Group):
+
+class _Group(OrderedGroup):
     """Turns library errors into one line on stderr and an exit code (2 usage/config, 1 runtime)."""
 
     def main(self, *args, **kwargs):
@@ -29,6 +33,9 @@ class _Group(click.Group):
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
+        except _NO_ARGS_IS_HELP as exc:  # a bare group (`mnist`, `mnist config`): its help, as click exits
+            click.echo(exc.ctx.get_help())
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
             click.echo(f"error: {exc.format_message().rstrip('.')}{where}", err=True)

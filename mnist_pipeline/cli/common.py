@@ -1,10 +1,15 @@
-"""Small helpers the command modules share: showing values and tables."""
+"""Small helpers the command modules share: a group class and tables."""
 
 from __future__ import annotations
 
+import click
 
-def show(value) -> str:
-    return "null" if value is None else str(list(value) if isinstance(value, tuple) else value)
+
+class OrderedGroup(click.Group):
+    """Lists its commands in the order they were added (the workflow's), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
 
 def table(columns: list[str], rows: list[list[str]]) -> str:

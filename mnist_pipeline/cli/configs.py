@@ -7,11 +7,11 @@ import sys
 
 import click
 
-from mnist_pipeline.cli.common import show
+from mnist_pipeline.cli.common import OrderedGroup
 from mnist_pipeline.errors import ConfigError
 
 
-@click.group()
+@click.group(cls=OrderedGroup, short_help="Show, check and document run configs.")
 def config() -> None:
     """Show, check and document run configs without training.
 
@@ -19,11 +19,12 @@ def config() -> None:
     """
 
 
-@config.command("show")
-@click.argument("config_path", metavar="FILE", type=click.Path(dir_okay=False))
+@config.command("show", short_help="Print the resolved config as YAML.")
+@click.argument("config_path", metavar="[FILE]", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
 def configshow(config_path, overrides) -> None:
-    """Print the resolved config (defaults filled in, overrides applied) as YAML.
+    """Print the resolved config (defaults filled in, overrides applied) as YAML; without FILE, what
+    `mnist train` uses without --config.
 
     Example: mnist config show configs/cnn.yaml --set training.epochs=3
     """
@@ -32,7 +33,7 @@ def configshow(config_path, overrides) -> None:
     click.echo(to_yaml(load_config(config_path, overrides)), nl=False)
 
 
-@config.command("validate")
+@config.command("validate", short_help="Check config files (exit 2 if any is invalid).")
 @click.argument("config_paths", metavar="FILE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def config_validate(config_paths) -> None:
     """Check config files; print one line per file; exit 0 when all are valid, 2 otherwise.
@@ -53,31 +54,31 @@ def config_validate(config_paths) -> None:
         sys.exit(2)
 
 
-@config.command("fields")
+@config.command("fields", short_help="Every config key: type, range, default, meaning.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fields as a JSON list.")
 def config_fields(as_json) -> None:
     """Every config key with its type, allowed range, default and meaning (model.params: see `mnist models`).
 
     Example: mnist config fields
     """
-    from mnist_pipeline.config import describe_fields
+    from mnist_pipeline.config import describe_fields, yaml_value
 
     if as_json:
         click.echo(json.dumps([{"key": key, "type": type_name, "default": default, "description": description}
                                for key, type_name, default, description in describe_fields()], indent=2))
         return
     for key, type_name, default, description in describe_fields():
-        click.echo(f"{key:<38} {type_name:<40} default {show(default):<10} {description}")
+        click.echo(f"{key:<38} {type_name:<40} default {yaml_value(default):<10} {description}")
 
 
-@click.command()
+@click.command(short_help="The registered models and their parameters.")
 @click.option("--json", "as_json", is_flag=True, help="Print the models and their parameters as one JSON object.")
 def models(as_json) -> None:
     """List the registered models with their parameters and defaults (the keys of model.params).
 
     Example: mnist models
     """
-    from mnist_pipeline.config import MODEL_PARAMS, describe_model_params
+    from mnist_pipeline.config import MODEL_PARAMS, describe_model_params, yaml_value
 
     if as_json:
         click.echo(json.dumps({name: {"description": (schema.__doc__ or "").strip(),
@@ -90,5 +91,5 @@ def models(as_json) -> None:
     for name, schema in MODEL_PARAMS.items():
         click.echo(f"{name}: {(schema.__doc__ or '').strip()}")
         for param, type_name, default, description in describe_model_params(name):
-            click.echo(f"  {param:<19} {show(default):<16} {description} [{type_name}]")
+            click.echo(f"  {param:<19} {yaml_value(default):<16} {description} [{type_name}]")
         click.echo("")

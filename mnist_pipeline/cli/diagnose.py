@@ -6,20 +6,20 @@ from pathlib import Path
 
 import click
 
-from mnist_pipeline.cli.common import table
+from mnist_pipeline.cli.common import OrderedGroup, table
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.reports import run_folder as rf
 
 
-@click.group()
+@click.group(cls=OrderedGroup, short_help="Short diagnostic trainings that measure one thing.")
 def diagnose() -> None:
     """Short diagnostic trainings that measure one thing.
 
-    Example: mnist diagnose gradients --config configs/deep_mlp.yaml --compare model.params.activation=sigmoid,relu
+    Example: mnist diagnose gradients --help   (its example is what `make diagnose` runs)
     """
 
 
-@diagnose.command("gradients")
+@diagnose.command("gradients", short_help="Gradient norms per layer over the first steps.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE", help="YAML run config.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
 @click.option("--compare", "vary", metavar="KEY=V1,V2,...",
@@ -33,9 +33,14 @@ def gradients(config_path, overrides, vary, steps, data_dir, device, output_dir)
     """Record every layer's gradient norm over the first training steps; plot configurations side by side.
 
     Shows vanishing gradients: a deep sigmoid MLP's first layers get gradients orders of magnitude
-    smaller than its last; a ReLU MLP's do not.
+    smaller than its last; a ReLU MLP's do not. Batch normalization rescales each layer's inputs and hides
+    the effect, and depth makes it: six layers, no batch norm, no dropout (what `make diagnose` runs):
 
-    Example: mnist diagnose gradients --config configs/deep_mlp.yaml --compare model.params.activation=sigmoid,relu
+    \b
+    Example: mnist diagnose gradients --config configs/deep_mlp.yaml \\
+        --set model.params.units=[128,128,128,128,128,128] \\
+        --set model.params.batch_norm=false --set model.params.dropout_rate=0 \\
+        --compare model.params.activation=sigmoid,relu
     """
     from mnist_pipeline.config import load_config
 

@@ -13,7 +13,7 @@ from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.reports import run_folder as rf
 
 
-@click.command()
+@click.command(short_help="Redraw a run's figures and report (no TensorFlow).")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir) -> None:
     """Redraw a run's figures and rewrite its report.md and self-contained report.html.
@@ -30,7 +30,7 @@ def report(run_dir) -> None:
     click.echo(f"report: {files[-1]}")
 
 
-@click.command()
+@click.command(short_help="Evaluate a run's saved model again.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the run's data source).")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
@@ -55,7 +55,7 @@ def evaluate(run_dir, data_dir, split, as_json) -> None:
                    f"({'identical' if same else 'different: other data or weights?'})")
 
 
-@click.command()
+@click.command(short_help="Classify image files with a run's model.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
@@ -88,7 +88,7 @@ def predict(run_dir, files, as_json) -> None:
         sys.exit(1)
 
 
-@click.command()
+@click.command(short_help="Rank runs by validation accuracy, side by side.")
 @click.argument("run_dirs", nargs=-1, type=click.Path())
 @click.option("--all", "all_runs", is_flag=True, help="Compare every run under OUTPUT_DIR/runs.")
 @click.option("--output-dir", default="outputs", show_default=True, metavar="DIR",
@@ -128,7 +128,7 @@ def _folder(run_dir: str) -> Path:
     return path
 
 
-@click.command()
+@click.command(short_help="Average several runs' predictions on the test split.")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the first run's data source).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -150,7 +150,7 @@ def ensemble(run_dirs, data_dir, as_json) -> None:
     click.echo(f"{result['examples']:,} test examples from {result['data_source']}")
 
 
-@click.command(name="export")
+@click.command(name="export", short_help="Export a run's model: SavedModel, LiteRT or ONNX.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--format", "formats", type=click.Choice(["savedmodel", "tflite", "onnx"]), multiple=True,
               required=True, help="savedmodel (folder), tflite (LiteRT) or onnx; repeatable.")

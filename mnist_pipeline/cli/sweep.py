@@ -9,10 +9,11 @@ from pathlib import Path
 
 import click
 
+from mnist_pipeline.cli.common import OrderedGroup
 from mnist_pipeline.errors import ConfigError, Interrupted
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=OrderedGroup, invoke_without_command=True, short_help="Tune a config over a search space with Optuna.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Base run config that every trial starts from (default: built-in defaults).")
 @click.option("--space", "space_path", type=click.Path(dir_okay=False), metavar="FILE",
@@ -141,7 +142,7 @@ def _print_summary(sweep, result) -> None:
     click.echo(f"report: {sweep.folder / 'report.html'}")
 
 
-@sweep.command("report")
+@sweep.command("report", short_help="Rewrite a sweep's report from its study.")
 @click.argument("name")
 @click.option("--output-dir", default="outputs", show_default=True, metavar="DIR", help="Where sweeps/ is.")
 @click.option("--storage", metavar="URL", help="The study's storage, if not the sweep folder's journal file.")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
+from mnist_pipeline.cli.progress import TrainingProgress
 from mnist_pipeline.errors import ConfigError, Interrupted
 
 
-@click.command()
+@click.command(short_help="Train a model from a config, or resume a run.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="YAML run config (default: built-in defaults, an MLP).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -27,10 +27,12 @@ from mnist_pipeline.errors import ConfigError, Interrupted
               help="Train as one of these machines (the same list on each; the first is the chief, which writes "
                    "the run folder): sets TF_CONFIG and training.distribute.strategy=multi_worker.")
 @click.option("--worker-index", type=int, metavar="I", help="This machine's position in --workers (0-based).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print only the result lines (test accuracy, run folder) and warnings: no bar, no epochs.")
 @click.option("--export", "exports", type=click.Choice(["savedmodel", "tflite", "onnx"]), multiple=True,
               help="Also export the finished model (as `mnist export`, into <run>/export/); repeatable.")
 def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir, workers,
-          worker_index, exports) -> None:
+          worker_index, quiet, exports) -> None:
     """Train the configured model, validate each epoch, test the best weights, write a run folder.
 
     A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step and
@@ -65,10 +67,11 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         config_path = resume.run_dir / "config.yaml"
     cfg = load_config(config_path, overrides, flags)
 
-    progress = Progress(enabled=sys.stdout.isatty())
+    # The bar only on a terminal: in a log file its redraws would be noise. The epoch table goes everywhere.
+    progress = TrainingProgress(bar=sys.stdout.isatty(), quiet=quiet, batch_size=cfg.training.batch_size)
     try:
         with runtime.StopSignals() as signals:
-            events = Events(log=click.echo, step=progress.update, epoch=progress.epoch_done,
+            events = Events(log=progress.log, step=progress.step, epoch=progress.epoch_done,
                             stop_requested=signals.requested)
             result = run(cfg, events, resume=resume)
     except Interrupted as exc:
@@ -79,6 +82,9 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     except BaseException:
         progress.clear()  # the error line must start at the beginning of a line of its own
         raise
+    if signals.requested():  # after the test: the files were being written, and finishing beat stopping
+        click.echo(f"note: {signals.name} came while the finished run's files were being written; the run is "
+                   f"complete", err=True)
     m = result.metrics
     if result.run_dir is None:  # a worker that is not the chief
         cluster = distribute.cluster_from_env()
@@ -86,36 +92,8 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
                    f"weights sha256 {m['weights_sha256'][:16]})")
         click.echo(f"{cluster.describe()} done; the chief ({cluster.workers[0]}) wrote the run folder")
         return
-    click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  (best epoch {m['best_epoch']}, "
-               f"{m['parameters']:,} parameters, {m['wall_seconds']:.1f}s on {m['device']})")
+    click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  "
+               f"(best epoch {m['best_epoch']} by val_loss; {m['wall_seconds']:.1f}s total)")
     for fmt in exports:
         click.echo(f"{fmt}: {export_run(result.run_dir, fmt)}")
     click.echo(f"run folder: {result.run_dir}")
-
-
-class Progress:
-    """A one-line progress bar within each epoch (terminals only) and one fixed-format line per epoch."""
-
-    WIDTH = 30
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.last_draw = 0.0
-
-    def update(self, step: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last_draw < 0.1 and step != total):
-            return
-        self.last_draw = now
-        filled = self.WIDTH * step // max(total, 1)
-        click.echo(f"\r  [{'#' * filled}{'.' * (self.WIDTH - filled)}] {step}/{total}", nl=False)
-
-    def clear(self) -> None:
-        if self.enabled:
-            click.echo("\r" + " " * (self.WIDTH + 20) + "\r", nl=False)
-
-    def epoch_done(self, r, epochs: int) -> None:
-        self.clear()
-        click.echo(f"epoch {r.epoch}/{epochs}  loss {r.loss:.4f}  acc {r.accuracy:.4f}  "
-                   f"val_loss {r.val_loss:.4f}  val_acc {r.val_accuracy:.4f}  lr {r.learning_rate:.1e}  "
-                   f"{r.seconds:.1f}s")

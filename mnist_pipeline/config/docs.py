@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel
 
 from mnist_pipeline.config.schema import MODEL_PARAMS, RunConfig
@@ -59,3 +60,29 @@ def _type_name(annotation: Any) -> str:
     if args and type(None) not in get_args(annotation) and get_origin(annotation) not in (Literal, list, dict):
         return " or ".join(_type_name(a) for a in args)  # a union such as int | tuple[int, ...]
     return getattr(annotation, "__name__", str(annotation))
+
+
+_WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+          bool: ("true or false", "true or false")}
+
+
+def type_in_words(annotation: Any, plural: bool = False) -> str:
+    """What a field takes, as an error message says it: "a list of integers", "an integer or null"."""
+    if get_origin(annotation) is Annotated:
+        return type_in_words(get_args(annotation)[0], plural)
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(yaml_value(choice) for choice in args)
+    if get_origin(annotation) in (tuple, list):
+        return f"{'lists' if plural else 'a list'} of {type_in_words(args[0], plural=True)}"
+    if args:  # a union: int | None, int | tuple[int, ...]
+        return " or ".join("null" if a is type(None) else type_in_words(a, plural) for a in args)
+    singular, many = _WORDS.get(annotation, (f"a {getattr(annotation, '__name__', annotation)}",) * 2)
+    return many if plural else singular
+
+
+def yaml_value(value: Any) -> str:
+    """A config value written as YAML writes it: `true`, `null`, `[32, 64]`, not Python's `True`, `None`."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()

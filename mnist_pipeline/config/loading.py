@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mnist_pipeline.config.docs import describe_fields, type_in_words
 from mnist_pipeline.config.schema import MAX_TRAINING_BYTES, MODEL_PARAMS, RunConfig, training_memory
 from mnist_pipeline.errors import ConfigError, clip, quote
 
@@ -167,24 +168,88 @@ def _describe(exc: ValidationError, source: str, schema: type[BaseModel], prefix
               from_cli: set[str]) -> str:
     """The first validation error as one line: where, the field, the value, what is allowed."""
     err = exc.errors()[0]
-    loc = prefix + ".".join(str(p) for p in err["loc"])
-    origin = " (from the command line)" if loc in from_cli else ""
-    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    path, annotation, inside = _locate(schema, err["loc"])
+    loc = prefix + ".".join(path) + "".join(f"[{i}]" for i in inside)
+    key = prefix + ".".join(path)
+    origin = " (from the command line)" if any(k == key or k.startswith(key + ".") for k in from_cli) else ""
+    # A value that fits no member of a union fails once per member: one problem, not several.
+    problems = len({tuple(str(p) for p in _locate(schema, e["loc"])[0]) + tuple(_locate(schema, e["loc"])[2])
+                    for e in exc.errors()})
+    more = f" (and {problems - 1} more problem(s))" if problems > 1 else ""
     if err["type"] == "extra_forbidden":
         parent, _, leaf = loc.rpartition(".")
         allowed = _field_names(schema, err["loc"][:-1])
-        hint = difflib.get_close_matches(leaf, allowed, n=1)
-        did_you_mean = f"did you mean {hint[0]!r}? " if hint else ""
+        hint = _did_you_mean(leaf, allowed, schema if not prefix else None)
+        did_you_mean = f"did you mean {hint!r}? " if hint else ""
         return (f"{source}: unknown key {quote(loc)}{origin}; {did_you_mean}"
                 f"allowed in {parent or 'the top level'}: {', '.join(allowed)}{more}")
     if err["type"] == "missing":
         return f"{source}: {loc} is required{more}"
-    msg = err["msg"].removeprefix("Value error, ")
-    msg = msg[:1].lower() + msg[1:]
+    msg = _expected(err, annotation, inside)
     if not err["loc"] or isinstance(err.get("input"), dict):  # a check across the fields of one section:
         # naming the whole section's value says nothing
         return f"{source}: {loc.rstrip('.')}: {msg}{more}"
     return f"{source}: {clip(loc, 120)} = {quote(err.get('input'))}{origin}: {msg}{more}"
+
+
+# Pydantic's words for a wrong type ("input should be a valid tuple") name Python's types; a config is YAML.
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+               "tuple": "a list", "list": "a list", "dict": "a section (key: value lines)",
+               "model": "a section (key: value lines)"}
+
+
+def _expected(err: dict, annotation: Any, inside: list[int]) -> str:
+    kind = err["type"]
+    if annotation is not None and not inside and (kind.endswith(("_type", "_parsing")) or kind in (
+            "literal_error", "int_from_float")):
+        return f"expected {type_in_words(annotation)}"  # the whole field's type, every member of a union
+    word = _TYPE_WORDS.get(kind.split("_")[0]) if kind.endswith(("_type", "_parsing")) else None
+    if word:
+        return f"expected {word}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
+def _locate(schema: type[BaseModel], loc: tuple) -> tuple[list[str], Any, list[int]]:
+    """(field path, the field's annotation or None for a section, list indices inside the field) of an error's
+    `loc`, without the union-member tags pydantic adds ("constrained-int", "tuple[int, ...]")."""
+    path: list[str] = []
+    node: Any = schema
+    annotation = None
+    inside: list[int] = []
+    for part in loc:
+        if isinstance(part, int):
+            inside.append(part)
+        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            path.append(part)
+            node = annotation = node.model_fields[part].annotation
+            if isinstance(node, type) and issubclass(node, BaseModel):
+                annotation = None
+        elif isinstance(node, type) and issubclass(node, BaseModel):
+            path.append(str(part))  # an unknown key
+    return path, annotation, inside
+
+
+_ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "weight_decay": "l2",
+            "wd": "l2", "dropout": "dropout_rate", "model_name": "name"}  # other tools' names for our keys
+
+
+def _did_you_mean(leaf: str, siblings: list[str], root: type[BaseModel] | None) -> str | None:
+    """A close sibling name, else (from the top of the config) the full key of a field of that name elsewhere:
+    `epochs` -> `training.epochs`."""
+    close = difflib.get_close_matches(_ALIASES.get(leaf, leaf), siblings, n=1)
+    if close:
+        return close[0]
+    if root is None:
+        return None
+    fields = [key.split(".") for key, *_ in describe_fields(root)]
+    keys = list(dict.fromkeys(".".join(parts[:i]) for parts in fields for i in range(2, len(parts) + 1)))
+    leaf = _ALIASES.get(leaf, leaf)
+    exact = [key for key in keys if key.rsplit(".", 1)[-1] == leaf]
+    if exact:
+        return exact[0]
+    near = difflib.get_close_matches(leaf, [key.rsplit(".", 1)[-1] for key in keys], n=1)
+    return next((key for key in keys if near and key.rsplit(".", 1)[-1] == near[0]), None)
 
 
 def _field_names(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -209,7 +209,7 @@ class DataConfig(_Section):
         "scale", description="scale: pixels to [0, 1]; standardize: mean 0, std 1 from the training split")
     validation_split: Number = Field(0.1, gt=0.0, lt=1.0, description="stratified fraction held out to validate")
     subset: Annotated[StrictInt, Field(ge=10)] | None = Field(
-        None, description="train on this many stratified training examples (None = all)"
+        None, description="train on this many stratified training examples (null = all)"
     )
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
 
