@@ -506,6 +506,14 @@ CATALOGUE = [
      ["confusion_matrix"]),
     # -- compare, config, diagnose --
     ("compare-missing-folder", lambda tmp, *_: (["compare", tmp / "nope"], None), 2, ["no such run folder"]),
+    ("compare-all-and-folders", lambda tmp, *_: (["compare", "--all", tmp], None), 2, ["RUN_DIR... or --all"]),
+    ("compare-nothing-there", lambda tmp, *_: (["compare", "--output-dir", tmp / "empty"], None), 2,
+     ["no runs to compare: none under", "train one"]),
+    ("set-key-of-a-section-at-top", lambda tmp, *_: (["train", "--set", "epochs=3"], None), 2,
+     ["unknown key 'epochs'", "did you mean 'training.epochs'"]),
+    ("set-list-of-integers-wrong", lambda tmp, *_: (["train", "--config", MLP, "--set", "model.name=cnn", "--set",
+                                                     "model.params.filters=abc"], None), 2,
+     ["model.params.filters = 'abc'", "expected a list of integers"]),
     ("config-validate-bomb", lambda tmp, *_: ((tmp / "b.yaml").write_text(BILLION_LAUGHS) and
                                               ["config", "validate", tmp / "b.yaml"], None), 2, ["alias bomb"]),
     ("config-show-set-bomb", lambda tmp, *_: (["config", "show", MLP, "--set", "model.params.units=" +

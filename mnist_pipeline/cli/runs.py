@@ -90,34 +90,55 @@ def predict(run_dir, files, as_json) -> None:
 
 @click.command(short_help="Rank runs by validation accuracy, side by side.")
 @click.argument("run_dirs", nargs=-1, type=click.Path())
-@click.option("--all", "all_runs", is_flag=True, help="Compare every run under OUTPUT_DIR/runs.")
+@click.option("--all", "all_runs", is_flag=True, help="Compare every run under OUTPUT_DIR/runs (the default "
+                                                        "when no RUN_DIR is given).")
 @click.option("--output-dir", default="outputs", show_default=True, metavar="DIR",
-              help="Where runs are found (--all) and comparisons/ is written.")
+              help="Where runs are found (without RUN_DIR) and comparisons/ is written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked runs as one JSON object.")
 def compare(run_dirs, all_runs, output_dir, as_json) -> None:
-    """Rank runs by test accuracy; write comparison.md and comparison.png (validation curves overlaid).
+    """Rank runs by best validation accuracy, with test accuracy beside it and the config keys in which they
+    differ as columns; write comparison.md and comparison.png (validation curves overlaid).
 
-    Failed and unfinished runs are listed with their status.
+    Without RUN_DIR, every run under OUTPUT_DIR/runs. Failed and unfinished runs are listed with their status.
+    Ranking on validation, not test, keeps the test number an honest estimate of the chosen run.
 
-    Example: mnist compare --all
+    Example: mnist compare
     """
-    from mnist_pipeline.reports.compare import COLUMNS, find_runs, rank, summarize_run, write_comparison
+    from mnist_pipeline.reports.compare import (
+        COLUMNS,
+        TABLE_KEYS,
+        differing_keys,
+        find_runs,
+        rank,
+        short_keys,
+        summarize_run,
+        write_comparison,
+    )
 
-    paths = find_runs(Path(output_dir)) if all_runs else [_folder(d) for d in run_dirs]
+    if all_runs and run_dirs:
+        raise ConfigError("compare takes RUN_DIR... or --all, not both")
+    paths = [_folder(d) for d in run_dirs] if run_dirs else find_runs(Path(output_dir))
     if not paths:
-        raise ConfigError(f"no runs to compare: pass RUN_DIR... or --all (found none under {output_dir}/runs)")
+        raise ConfigError(f"no runs to compare: none under {Path(output_dir) / 'runs'}; train one, or pass "
+                          f"RUN_DIR... or --output-dir DIR")
     summaries = rank([summarize_run(p) for p in paths])
+    keys = differing_keys(summaries)
     out_dir = rf.create_unique_dir(Path(output_dir) / "comparisons", "compare")
     files = write_comparison(summaries, out_dir)
+    ranked = summaries[0] if summaries[0].best_val_accuracy is not None else None
     if as_json:
-        best = summaries[0].run_dir.name if summaries[0].test_accuracy is not None else None
-        click.echo(json.dumps({"runs": [s.to_dict() for s in summaries], "best": best,
+        click.echo(json.dumps({"runs": [s.to_dict(keys) for s in summaries], "ranked_by": "best_val_accuracy",
+                               "differing_keys": keys, "best": ranked.run_dir.name if ranked else None,
                                "comparison": str(files[0])}, indent=2))
         return
-    click.echo(table(COLUMNS, [s.cells() for s in summaries]))
-    if summaries[0].test_accuracy is not None:
-        best = summaries[0]
-        click.echo(f"best: {best.run_dir.name} ({best.model}, test accuracy {best.test_accuracy:.4f})")
+    shown = keys[:TABLE_KEYS]
+    click.echo(table([*COLUMNS, *short_keys(shown).values()], [s.cells(shown) for s in summaries]))
+    if len(keys) > len(shown):
+        click.echo(f"(they also differ in {len(keys) - len(shown)} more config keys: see comparison.md)")
+    if ranked:
+        test = f", test {ranked.test_accuracy:.4f}" if ranked.test_accuracy is not None else ""
+        click.echo(f"best on validation: {ranked.run_dir.name} ({ranked.model}, val {ranked.best_val_accuracy:.4f}"
+                   f"{test})")
     click.echo(f"comparison: {files[0]}")
 
 

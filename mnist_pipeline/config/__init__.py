@@ -4,7 +4,7 @@ Owns validation and the one-line messages for bad configs. Imports neither Tenso
 `schema` holds the models, `loading` reads and validates files, `docs` describes the fields.
 """
 
-from mnist_pipeline.config.docs import describe_fields, describe_model_params, yaml_value
+from mnist_pipeline.config.docs import describe_fields, describe_model_params, flat_values, yaml_value
 from mnist_pipeline.config.loading import load_config, parse_override, to_yaml
 from mnist_pipeline.config.schema import (
     CLASS_NAMES,
@@ -21,6 +21,6 @@ from mnist_pipeline.config.schema import (
 
 __all__ = [
     "CLASS_NAMES", "MODEL_PARAMS", "CNNParams", "DataConfig", "DeepMLPParams", "MLPParams", "ModelConfig",
-    "OutputConfig", "RunConfig", "TrainingConfig", "describe_fields", "describe_model_params", "load_config",
-    "parse_override", "to_yaml", "yaml_value",
+    "OutputConfig", "RunConfig", "TrainingConfig", "describe_fields", "describe_model_params", "flat_values",
+    "load_config", "parse_override", "to_yaml", "yaml_value",
 ]

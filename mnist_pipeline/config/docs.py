@@ -86,3 +86,12 @@ def yaml_value(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
+
+
+def flat_values(tree: dict, prefix: str = ""):
+    """(dotted key, value) of every leaf of a nested config dict, in config order."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from flat_values(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

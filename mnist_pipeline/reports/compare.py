@@ -13,7 +13,8 @@ from mnist_pipeline.reports import plots, run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import Section, render_markdown
 
-COLUMNS = ["run", "status", "model", "parameters", "epochs", "train s", "best val acc", "test acc", "test loss"]
+COLUMNS = ["run", "status", "model", "parameters", "epochs", "train s", "best val acc", "test acc"]
+TABLE_KEYS = 5  # differing config keys shown in the terminal table; comparison.md and --json have them all
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,23 @@ class RunSummary:
     test_accuracy: float | None = None
     test_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
+    name: str = ""  # the config's output.name (the config file's stem), or "" when unreadable
+    config: dict[str, str] = field(default_factory=dict, repr=False)  # dotted key -> value in YAML style
 
-    def to_dict(self) -> dict:
+    def to_dict(self, keys: list[str] = ()) -> dict:
         """The row for `mnist compare --json`: numbers as numbers, null where the run has none."""
-        return {"run": self.run_dir.name, "path": str(self.run_dir), "status": self.status, "model": self.model,
-                "parameters": self.parameters, "epochs": self.epochs, "train_seconds": self.train_seconds,
-                "best_val_accuracy": self.best_val_accuracy, "test_accuracy": self.test_accuracy,
-                "test_loss": self.test_loss}
+        return {"run": self.run_dir.name, "path": str(self.run_dir), "name": self.name, "status": self.status,
+                "model": self.model, "parameters": self.parameters, "epochs": self.epochs,
+                "train_seconds": self.train_seconds, "best_val_accuracy": self.best_val_accuracy,
+                "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+                "config": {key: self.config.get(key) for key in keys}}
 
-    def cells(self) -> list[str]:
+    def cells(self, keys: list[str] = ()) -> list[str]:
         def show(value, fmt):
             return "-" if value is None else format(value, fmt)
         return [self.run_dir.name, self.status, self.model, show(self.parameters, ","), show(self.epochs, "d"),
                 show(self.train_seconds, ".1f"), show(self.best_val_accuracy, ".4f"), show(self.test_accuracy, ".4f"),
-                show(self.test_loss, ".4f")]
+                *(self.config.get(key, "-") for key in keys)]
 
 
 def summarize_run(run_dir: Path) -> RunSummary:
@@ -54,30 +58,99 @@ def summarize_run(run_dir: Path) -> RunSummary:
         history = run_files.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
     except RunFolderError as exc:
         return RunSummary(run_dir, f"unreadable: {exc.path.name if exc.path else 'damaged'}")
+    name, config = _config(run_dir)
     if status == "completed" and not metrics:
         status = "completed, metrics missing"
     if not metrics:
-        return RunSummary(run_dir, status, epochs=len(history) if history else None, history=history)
+        return RunSummary(run_dir, status, config.get("model.name", "?"), epochs=len(history) if history else None,
+                          history=history, name=name, config=config)
     return RunSummary(run_dir, status, metrics["model"], metrics["parameters"], metrics["epochs"],
                       metrics["train_seconds"], metrics["best_val_accuracy"], metrics.get("test_accuracy"),
-                      metrics.get("test_loss"), history)  # no test numbers: a sweep trial
+                      metrics.get("test_loss"), history, name, config)  # no test numbers: a sweep trial
+
+
+def _config(run_dir: Path) -> tuple[str, dict[str, str]]:
+    """(output.name, {dotted key: YAML-style value}) of a run's config.yaml; ("", {}) if it cannot be read."""
+    from mnist_pipeline.config import flat_values, load_config, yaml_value
+    from mnist_pipeline.errors import ConfigError
+
+    try:
+        cfg = load_config(run_dir / rf.CONFIG).model_dump(mode="json")
+    except ConfigError:
+        return "", {}
+    flat = dict(flat_values(cfg))
+    return str(flat.get("output.name") or ""), {k: yaml_value(v) for k, v in flat.items()
+                                                if not k.startswith("output.")}
+
+
+def differing_keys(summaries: list[RunSummary]) -> list[str]:
+    """The config keys whose values are not the same in every run that has a readable config (model.name
+    aside: it has a column of its own). The keys most often varied come first: training, then data, then
+    the model's parameters, those every run has before another model's own (which any run lacks)."""
+    configs = [s.config for s in summaries if s.config]
+    keys = list(dict.fromkeys(key for config in configs for key in config))
+    differing = [key for key in keys if key != "model.name" and len({config.get(key) for config in configs}) > 1]
+    section = {"training": 0, "data": 1}
+    return sorted(differing, key=lambda k: (section.get(k.split(".")[0], 2), any(k not in c for c in configs)))
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """A column name per key: its last part (`learning_rate`), or more of it where it would clash with another
+    key's or a fixed column's (`training.epochs` beside `epochs`, the epochs a run trained)."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        depth = 1
+        while depth < len(parts) and (sum(k.split(".")[-depth:] == parts[-depth:] for k in keys) > 1
+                                      or ".".join(parts[-depth:]) in COLUMNS):
+            depth += 1
+        names[key] = ".".join(parts[-depth:])
+    return names
+
+
+def labels(summaries: list[RunSummary], limit: int = 60) -> dict[Path, str]:
+    """A legend name per run: its config name, then the values in which it differs from the other runs of
+    that name (`mlp learning_rate=0.003`); the run's timestamp where two would still read the same."""
+    groups: dict[str, list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault(s.name or s.run_dir.name, []).append(s)
+    result = {}
+    for name, group in groups.items():
+        keys = differing_keys(group) if len(group) > 1 else []
+        names = short_keys(keys)
+        for s in group:
+            text = " ".join([name, *(f"{names[k]}={s.config.get(k, '-')}" for k in keys)])
+            result[s.run_dir] = text if len(text) <= limit else text[:limit - 1] + "…"
+    taken = list(result.values())
+    return {run: f"{text} ({run.name.split('-')[0]})" if taken.count(text) > 1 else text
+            for run, text in result.items()}
 
 
 def rank(summaries: list[RunSummary]) -> list[RunSummary]:
-    """Completed runs by test accuracy (best first), then the rest by name."""
-    return sorted(summaries, key=lambda s: (s.test_accuracy is None, -(s.test_accuracy or 0), s.run_dir.name))
+    """Runs by best validation accuracy (best first), then the rest by name. Never by test accuracy: choosing
+    a model on the test split would make its test number an optimistic one."""
+    return sorted(summaries, key=lambda s: (s.best_val_accuracy is None, -(s.best_val_accuracy or 0),
+                                            s.run_dir.name))
 
 
 def write_comparison(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
     """comparison.md (the table) and comparison.png (validation curves of every run with a history)."""
     ranked = rank(summaries)
-    winner = ranked[0] if ranked and ranked[0].test_accuracy is not None else None
-    text = (f"Best test accuracy: **{winner.run_dir.name}** ({winner.model}, {winner.test_accuracy:.4f})."
-            if winner else "No completed run to rank.")
-    sections = [Section("Runs", text=text, columns=COLUMNS, rows=[s.cells() for s in ranked])]
-    curves = {s.run_dir.name: s.history for s in ranked if s.history}
+    keys = differing_keys(ranked)
+    winner = ranked[0] if ranked and ranked[0].best_val_accuracy is not None else None
+    text = (f"Ranked by best validation accuracy. Best: **{winner.run_dir.name}** ({winner.model}, "
+            f"val {winner.best_val_accuracy:.4f}" + (f", test {winner.test_accuracy:.4f}" if winner.test_accuracy
+                                                    is not None else "") + ")." if winner else
+            "No run with a validation result to rank.")
+    if keys:
+        text += " The config columns are the keys in which the runs differ."
+    sections = [Section("Runs", text=text, columns=[*COLUMNS, *short_keys(keys).values()],
+                        rows=[s.cells(keys) for s in ranked])]
+    curves = {s.run_dir: s.history for s in ranked if s.history}
     if curves:
-        plots.plot_overlaid_curves(curves, out_dir / "comparison.png", f"{len(curves)} runs compared")
+        names = labels([s for s in ranked if s.history])
+        plots.plot_overlaid_curves({names[run]: history for run, history in curves.items()},
+                                   out_dir / "comparison.png", f"{len(curves)} runs compared")
         sections.append(Section("Validation curves", image="comparison.png"))
     rf.write_text(out_dir / "comparison.md", render_markdown("Run comparison", sections))
     return [out_dir / "comparison.md"] + ([out_dir / "comparison.png"] if curves else [])

@@ -116,21 +116,33 @@ def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64) ->
     _save(plt, fig, path)
 
 
+def run_styles(count: int) -> list[dict]:
+    """Line styles that stay distinct for many runs: 10 colours, then the same colours dashed, dotted and
+    dash-dotted, each with its own marker (40 before a style repeats)."""
+    colours = [f"C{i}" for i in range(10)]
+    lines, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
+    return [{"color": colours[i % 10], "linestyle": lines[i // 10 % 4], "marker": markers[i // 10 % 4]}
+            for i in range(count)]
+
+
 def plot_overlaid_curves(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
-    """Validation accuracy and loss of several runs on shared axes."""
+    """Validation accuracy and loss of several runs on shared axes, one legend for both panels below them."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    for name, history in curves.items():
+    rows = -(-len(curves) // 2)  # the legend's rows, two runs a row
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.22 * rows), constrained_layout=True)
+    for (name, history), style in zip(curves.items(), run_styles(len(curves)), strict=True):
         epochs = [row["epoch"] for row in history]
-        axes[0].plot(epochs, [row["val_accuracy"] for row in history], marker=".", label=name)
-        axes[1].plot(epochs, [row["val_loss"] for row in history], marker=".", label=name)
+        for ax, key in ((axes[0], "val_accuracy"), (axes[1], "val_loss")):
+            ax.plot(epochs, [row[key] for row in history], markersize=3.5, linewidth=1.4, label=name, **style)
     for ax, label in ((axes[0], "validation accuracy"), (axes[1], "validation loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label.capitalize())
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].legend(fontsize=8)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=2 if len(curves) > 1 else 1, fontsize=8,
+               frameon=False)
     fig.suptitle(title)
     _save(plt, fig, path)
 
