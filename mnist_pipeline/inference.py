@@ -5,7 +5,7 @@ Imports TensorFlow (through Keras), so the CLI imports it only inside the comman
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from mnist_pipeline.config import CLASS_NAMES, RunConfig, load_config
 from mnist_pipeline.data.images import Digit, load_digits
 from mnist_pipeline.data.prepare import Normalization, stratified_split
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, DataError, PipelineError, brief, clip
+from mnist_pipeline.errors import ConfigError, DataError, OutputError, PipelineError, brief, clip
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 
@@ -90,8 +90,34 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None 
     data = evaluation_batches(run.normalization.apply(images), labels, run.config.training.batch_size)
     loss, accuracy = evaluation(run, split)(data)
     recorded = {"test": ("test_loss", "test_accuracy"), "val": ("best_val_loss", "best_val_accuracy")}[split]
-    return {"split": split, "examples": len(labels), "loss": loss, "accuracy": accuracy, "data_source": source,
-            "recorded_loss": run.metrics.get(recorded[0]), "recorded_accuracy": run.metrics.get(recorded[1])}
+    result = {"split": split, "examples": len(labels), "loss": loss, "accuracy": accuracy, "data_source": source,
+              "recorded_loss": run.metrics.get(recorded[0]), "recorded_accuracy": run.metrics.get(recorded[1]),
+              "recorded_data_source": run.metrics.get("data_source")}
+    result["matches"], result["difference"] = agreement(result)
+    return result
+
+
+# float32 sums of thousands of per-example losses in another order (another batch layout, kernel or thread
+# count) move the mean in its 6th significant digit: 1e-5 relative covers that with room, and is still far
+# below any change of weights or data. Accuracy is a count: it must be the same number of examples.
+LOSS_TOLERANCE = 1e-5
+
+
+def agreement(r: dict) -> tuple[bool | None, str]:
+    """Whether a re-evaluation reproduces the recorded numbers (None: nothing recorded), and what differs."""
+    if r["recorded_accuracy"] is None:
+        return None, "no recorded numbers to compare with"
+    wrong = round(abs(r["accuracy"] - r["recorded_accuracy"]) * r["examples"])
+    loss_off = abs(r["loss"] - r["recorded_loss"]) > LOSS_TOLERANCE * max(abs(r["recorded_loss"]), 1e-12)
+    if not wrong and not loss_off:
+        return True, f"the same (loss within {LOSS_TOLERANCE:g} relative, the same examples right)"
+    parts = [f"{wrong:,} example(s) classified differently"] if wrong else []
+    if loss_off:
+        parts.append(f"loss {r['loss']:.6g} vs {r['recorded_loss']:.6g}")
+    source = r.get("recorded_data_source")
+    cause = (f"other data: recorded on {source}, now {r['data_source']}" if source and source != r["data_source"]
+             else "other weights or data than the run had (model.keras or the data files changed?)")
+    return False, f"different: {', '.join(parts)}; {cause}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +126,7 @@ class Prediction:
     top: list[tuple[int, str, float]]  # (class, class name, probability), most likely first; empty on error/warning
     error: str | None = None  # the file could not be read
     warning: str | None = None  # read, but nothing to classify (a blank image)
+    seen: np.ndarray | None = field(default=None, repr=False, compare=False)  # the (28, 28) uint8 image classified
 
 
 def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list[Prediction]:
@@ -130,35 +157,70 @@ def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list
             predictions.append(Prediction(d.source, [], warning=d.warning))
         else:
             p = next(probabilities)
-            predictions.append(Prediction(d.source, [(int(i), names[i], float(p[i])) for i in np.argsort(-p)[:top_k]]))
+            predictions.append(Prediction(d.source, [(int(i), names[i], float(p[i])) for i in np.argsort(-p)[:top_k]],
+                                          seen=d.image))
     return predictions
 
 
+def save_seen(predictions: list[Prediction], out_dir: str | Path) -> list[Path]:
+    """Write each classified image as the model saw it (28x28 PNG) into `out_dir`, named after its file (and
+    its index in an array); return the paths, one per prediction that has an image."""
+    import re
+
+    from mnist_pipeline.data.images import png_bytes
+
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--save-input {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    paths, taken = [], set()
+    for p in predictions:
+        if p.seen is None:
+            continue
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(p.source).name.replace("[", "_").rstrip("]"))
+        name, n = f"{stem}.seen.png", 1
+        while name in taken:  # two files of one name from different folders
+            n += 1
+            name = f"{stem}.{n}.seen.png"
+        taken.add(name)
+        rf.write_bytes(folder / name, png_bytes(p.seen))
+        paths.append(folder / name)
+    return paths
+
+
 def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
-    """Test accuracy of each member and of the average of their softmax outputs."""
+    """Test accuracy of each member and of the average of their softmax outputs. Each member sees the test
+    images prepared its own way (its normalization.json). A run that is not completed (interrupted, failed,
+    still running) is skipped with its reason; a damaged one stops the command, named."""
     from mnist_pipeline.data.datasets import evaluation_batches
 
-    if len(run_dirs) < 2:
-        raise ConfigError("an ensemble needs at least two run folders")
-    runs = [load_run(path) for path in run_dirs]
+    runs, skipped = [], []
+    for path in run_dirs:
+        folder = rf.run_folder(path)
+        status = run_files.read_status(folder)["status"]
+        if status != "completed":
+            skipped.append({"run": folder.name, "reason": f"the run is {status}, so it has no final model"})
+            continue
+        runs.append(load_run(folder))
+    if len(runs) < 2:
+        why = "".join(f"; {s['run']} skipped: {s['reason']}" for s in skipped)
+        raise ConfigError(f"an ensemble needs at least two completed runs, got {len(runs)}{why}")
     first = runs[0]
     for run in runs[1:]:
         if run.config.data.dataset != first.config.data.dataset:
             raise ConfigError(f"{run.run_dir}: dataset {run.config.data.dataset} differs from "
                               f"{first.run_dir.name}'s {first.config.data.dataset}; ensemble runs of one dataset")
-        if run.normalization != first.normalization:
-            raise ConfigError(f"{run.run_dir}: normalization {run.normalization.describe()} differs from "
-                              f"{first.run_dir.name}'s {first.normalization.describe()}; members must share it")
     images, labels, source = split_arrays(first.config, "test", data_dir)
-    x = first.normalization.apply(images)
     members, total = [], np.zeros((len(labels), 10), np.float64)
     for run in runs:
-        loss, accuracy, probabilities = evaluation(run, "test")(evaluation_batches(x, labels, 256), probabilities=True)
+        data = evaluation_batches(run.normalization.apply(images), labels, 256)
+        loss, accuracy, probabilities = evaluation(run, "test")(data, probabilities=True)
         members.append({"run": run.run_dir.name, "model": run.config.model.name, "test_accuracy": accuracy,
-                        "test_loss": loss})
+                        "test_loss": loss, "normalization": run.normalization.describe()})
         total += probabilities
     average = total / len(runs)
     ensemble_accuracy = float(np.mean(average.argmax(axis=1) == labels))
     ensemble_loss = float(-np.mean(np.log(np.clip(average[np.arange(len(labels)), labels], 1e-12, None))))
-    return {"members": members, "ensemble_accuracy": ensemble_accuracy, "ensemble_loss": ensemble_loss,
-            "examples": len(labels), "data_source": source}
+    return {"members": members, "skipped": skipped, "ensemble_accuracy": ensemble_accuracy,
+            "ensemble_loss": ensemble_loss, "examples": len(labels), "data_source": source}

@@ -26,6 +26,17 @@ def test_any_size_image_becomes_a_centred_light_on_dark_digit(tmp_path, light_ba
     assert centre_of_mass(digit.astype(float)) == pytest.approx((13.5, 13.5), abs=0.8)
 
 
+@pytest.mark.parametrize("background, ink", [(255, 0), (0, 255), (128, 230), (128, 30), (200, 120), (60, 140)],
+                         ids=["black-on-white", "white-on-black", "light-on-mid-grey", "dark-on-mid-grey",
+                              "grey-on-light", "light-on-dark-grey"])
+def test_the_digit_survives_any_polarity_and_background(background, ink):
+    stroke = (255 - render_digit(7, np.random.default_rng(1), canvas=120, size=80)) / 255.0  # 1 on the stroke
+    reference = mnist_style(stroke * 255.0)
+    digit = mnist_style(background + (ink - background) * stroke)
+    assert digit.max() == 255 and np.all(digit[0] == 0)  # light digit on black, whatever the paper
+    assert np.corrcoef(digit.ravel(), reference.ravel())[0, 1] > 0.98
+
+
 def test_rgba_jpeg_and_blank_images(tmp_path):
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[10:30, 18:22] = (0, 0, 0, 255)  # opaque black bar on a transparent background

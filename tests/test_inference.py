@@ -29,10 +29,26 @@ def test_evaluate_reproduces_metrics_json_exactly(trained_runs, name):
     assert val["examples"] == metrics["split_sizes"]["val"]
 
 
+def test_evaluate_tolerates_float32_summation_order_and_says_what_differs():
+    from mnist_pipeline.inference import agreement
+
+    base = {"examples": 800, "loss": 0.0806, "accuracy": 0.975, "recorded_loss": 0.0806,
+            "recorded_accuracy": 0.975, "data_source": "idx:/d", "recorded_data_source": "idx:/d"}
+    float32_order = {**base, "loss": float(np.float32(0.0806) + np.float32(2 ** -27))}  # one ulp-ish off
+    assert float32_order["loss"] != base["recorded_loss"] and agreement(float32_order)[0] is True
+    one_example = {**base, "accuracy": 0.975 - 1 / 800}
+    same, text = agreement(one_example)
+    assert same is False and text.startswith("different: 1 example(s) classified differently; other weights")
+    other_data = {**base, "loss": 0.09, "data_source": "idx:/elsewhere"}
+    same, text = agreement(other_data)
+    assert same is False and "loss 0.09 vs 0.0806" in text and "recorded on idx:/d, now idx:/elsewhere" in text
+    assert agreement({**base, "recorded_loss": None, "recorded_accuracy": None})[0] is None
+
+
 def test_evaluate_command(trained_runs):
     result = invoke("evaluate", trained_runs["mlp"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1].endswith("(identical)")
+    assert result.output.splitlines()[-1].endswith("(the same (loss within 1e-05 relative, the same examples right))")
     as_json = invoke("evaluate", trained_runs["mlp"], "--split", "val", "--json")
     assert as_json.exit_code == 0, as_json.output
     parsed = json.loads(as_json.output)  # nothing but the JSON object
@@ -71,6 +87,21 @@ def test_predict_printed_digit_pictures_of_any_size(trained_runs, tmp_path):
         assert sum(q for _, _, q in p.top) <= 1.0 + 1e-6
 
 
+def test_predict_light_ink_on_grey_and_save_the_image_the_model_saw(trained_runs, tmp_path):
+    stroke = (255 - render_digit(3, np.random.default_rng(5), canvas=140, size=100)) / 255.0
+    Image.fromarray((128 + 100 * stroke).astype(np.uint8)).save(tmp_path / "grey.png")  # light ink, mid-grey paper
+    result = invoke("predict", trained_runs["mlp"], tmp_path / "grey.png", "--save-input", tmp_path / "seen")
+    assert result.exit_code == 0, result.output
+    seen = tmp_path / "seen" / "grey.png.seen.png"
+    assert result.output.startswith(f"{tmp_path / 'grey.png'}: 3  (top 3: 3 ") and f"; seen as {seen})" in result.output
+    image = np.asarray(Image.open(seen))
+    assert image.shape == (28, 28) and image.dtype == np.uint8 and image.max() == 255 and image[0].max() == 0
+    again = json.loads(invoke("predict", trained_runs["mlp"], seen, "--json").output)
+    first = json.loads(invoke("predict", trained_runs["mlp"], tmp_path / "grey.png", "--json").output)
+    assert [t["class"] for t in again[0]["top"]] == [t["class"] for t in first[0]["top"]]  # the same input
+    assert [t["probability"] for t in again[0]["top"]] == pytest.approx([t["probability"] for t in first[0]["top"]])
+
+
 def test_predict_npy_and_bad_files_through_the_cli(trained_runs, tmp_path):
     images, labels = make_rendered_digits(20, seed=99)
     np.save(tmp_path / "batch.npy", images)
@@ -104,12 +135,25 @@ def test_ensemble_averages_members(trained_runs):
     assert "ensemble (mean softmax)" in output and f"{result['ensemble_accuracy']:.4f}" in output
 
 
-def test_ensemble_refuses_members_with_other_normalization(trained_runs, tmp_path):
-    other = shutil.copytree(trained_runs["smoke"], tmp_path / "other")
-    (other / "normalization.json").write_text('{"method": "standardize", "mean": 0.1, "std": 0.3}')
-    result = invoke("ensemble", trained_runs["mlp"], other)
-    assert result.exit_code == 2
-    assert "normalization standardize (mean 0.1000, std 0.3000) differs" in result.output
+def test_ensemble_prepares_each_member_its_own_way_and_skips_unfinished_ones(trained_runs, tmp_path):
+    """A member trained on standardized inputs scores as it did alone; an interrupted run is skipped, named."""
+    standardized = shutil.copytree(trained_runs["mlp"], tmp_path / "runs" / "20990101T000000Z-standardized")
+    (standardized / "normalization.json").write_text('{"method": "standardize", "mean": 0.1, "std": 0.3}')
+    alone = evaluate_run(standardized, "test")  # what this member scores with its own normalization
+    stopped = shutil.copytree(trained_runs["smoke"], tmp_path / "runs" / "20990102T000000Z-stopped")
+    (stopped / "status.json").write_text('{"status": "interrupted", "error": "Interrupted: SIGINT"}')
+    result = invoke("ensemble", trained_runs["smoke"], standardized, stopped, "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"skipped: {stopped.name}: the run is interrupted, so it has no final model\n"
+    payload = json.loads(result.stdout)
+    members = {m["run"]: m for m in payload["members"]}
+    assert set(members) == {trained_runs["smoke"].name, standardized.name}
+    assert members[standardized.name]["test_accuracy"] == alone["accuracy"]
+    assert members[standardized.name]["normalization"].startswith("standardize")
+    assert payload["skipped"] == [{"run": stopped.name, "reason": "the run is interrupted, so it has no final model"}]
+    too_few = invoke("ensemble", trained_runs["smoke"], stopped)
+    assert too_few.exit_code == 2 and "at least two completed runs, got 1" in too_few.output
+    assert f"{stopped.name} skipped: the run is interrupted" in too_few.output
 
 
 def test_commands_refuse_runs_that_did_not_finish(trained_runs, tmp_path):

@@ -50,16 +50,17 @@ def evaluate(run_dir, data_dir, split, as_json) -> None:
     click.echo(f"{split}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  ({r['examples']:,} examples, "
                f"{r['data_source']})")
     if r["recorded_accuracy"] is not None:
-        same = r["loss"] == r["recorded_loss"] and r["accuracy"] == r["recorded_accuracy"]
         click.echo(f"metrics.json: loss {r['recorded_loss']:.4f}  acc {r['recorded_accuracy']:.4f}  "
-                   f"({'identical' if same else 'different: other data or weights?'})")
+                   f"({r['difference']})")
 
 
 @click.command(short_help="Classify image files with a run's model.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
-def predict(run_dir, files, as_json) -> None:
+@click.option("--save-input", metavar="DIR", type=click.Path(file_okay=False),
+              help="Also save each image as the model saw it (28x28 PNG, light on dark) into DIR.")
+def predict(run_dir, files, as_json, save_input) -> None:
     """Classify image files (PNG/JPEG, any size; made MNIST-like) or .npy arrays with a run's model.
 
     Prints the predicted class and the top-3 probabilities per image. A bad file gets one error line and
@@ -67,13 +68,16 @@ def predict(run_dir, files, as_json) -> None:
 
     Example: mnist predict outputs/runs/20261123T120000Z-cnn digit.png more.npy
     """
-    from mnist_pipeline.inference import predict_files
+    from mnist_pipeline.inference import predict_files, save_seen
 
     predictions = predict_files(run_dir, list(files))
+    seen = iter(save_seen(predictions, save_input) if save_input else [])
+    saved = {id(p): str(next(seen)) for p in predictions if save_input and p.seen is not None}
     if as_json:
         click.echo(json.dumps([{"file": p.source, "prediction": p.top[0][0] if p.top else None,
                                 "name": p.top[0][1] if p.top else None,
                                 "top": [{"class": c, "name": name, "probability": q} for c, name, q in p.top],
+                                **({"seen": saved[id(p)]} if id(p) in saved else {}),
                                 **({"error": p.error} if p.error else {}),
                                 **({"warning": p.warning} if p.warning else {})} for p in predictions], indent=2))
     for p in predictions:
@@ -83,7 +87,8 @@ def predict(run_dir, files, as_json) -> None:
             click.echo(f"warning: {p.warning}", err=True)
         elif not as_json:
             top = ", ".join(f"{name} {q:.3f}" for _, name, q in p.top)
-            click.echo(f"{p.source}: {p.top[0][1]}  (top {len(p.top)}: {top})")
+            where = f"; seen as {saved[id(p)]}" if id(p) in saved else ""
+            click.echo(f"{p.source}: {p.top[0][1]}  (top {len(p.top)}: {top}{where})")
     if any(p.error for p in predictions):
         sys.exit(1)
 
@@ -156,11 +161,16 @@ def _folder(run_dir: str) -> Path:
 def ensemble(run_dirs, data_dir, as_json) -> None:
     """Average the members' softmax outputs on the test split; print the ensemble's accuracy and each member's.
 
+    Each member prepares the images its own way (its normalization.json). Runs that are not completed are
+    skipped, one line each on stderr; at least two completed runs are needed.
+
     Example: mnist ensemble outputs/runs/*-cnn outputs/runs/*-mlp
     """
     from mnist_pipeline.inference import ensemble as run_ensemble
 
     result = run_ensemble(list(run_dirs), data_dir)
+    for skipped in result["skipped"]:
+        click.echo(f"skipped: {skipped['run']}: {skipped['reason']}", err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

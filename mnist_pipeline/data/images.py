@@ -101,7 +101,7 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     """Any-size grey image (0-255) -> (28, 28) uint8, light digit on black, size-normalized and mass-centred."""
     from PIL import Image
 
-    if np.median(_border(gray)) > 127:  # dark ink on light paper: invert to MNIST's light-on-dark
+    if ink_is_dark(gray):  # dark ink on lighter paper: invert to MNIST's light-on-dark
         gray = 255.0 - gray
     gray = np.clip(gray - np.median(_border(gray)), 0, None)  # background to 0
     if gray.max() <= 0:
@@ -117,6 +117,27 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
     canvas[top: top + small.shape[0], left: left + small.shape[1]] = small
     return _centre_of_mass_to_middle(canvas).round().astype(np.uint8)
+
+
+def ink_is_dark(gray: np.ndarray) -> bool:
+    """Whether the strokes are darker than the background (the border's median). Decided by the pixels that
+    stand out most from the background, not by how light the background is: light ink on mid-grey paper
+    is light ink, however grey the paper."""
+    deviation = gray - np.median(_border(gray))
+    strong = np.abs(deviation) >= 0.5 * np.abs(deviation).max()
+    return float(deviation[strong].sum()) < 0
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A (28, 28) uint8 digit as PNG bytes, exactly as the model sees it before normalization (light on dark):
+    predicting the PNG again gives the same answer."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _border(image: np.ndarray) -> np.ndarray:
