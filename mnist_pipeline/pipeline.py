@@ -109,7 +109,7 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     try:
         rf.write_status(run_dir, "running", started=started, pid=os.getpid())
         if resume is None:
-            config_text = to_yaml(cfg)
+            config_text = to_yaml(_reproducible(cfg))
             rf.write_text(run_dir / rf.CONFIG, config_text)
             rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
                                                      "data_sha256": data_fingerprint, "data_source": raw.source})
@@ -158,6 +158,17 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
         if not isinstance(exc, KeyboardInterrupt):  # a second signal means: stop now, no report
             _try_report(run_dir)
         raise _with_next_step(exc, run_dir) from None
+
+
+def _reproducible(cfg: RunConfig) -> RunConfig:
+    """The config as config.yaml stores it: the data folder actually read, as an absolute path (whether it
+    came typed relative, from the config or from $MNIST_DATA_DIR), so that `mnist train --config
+    RUN/config.yaml` reads the same data from any directory."""
+    used = runtime.data_dir(cfg.data.data_dir)
+    if used is None:  # Keras's download: nothing to pin
+        return cfg
+    data = cfg.data.model_copy(update={"data_dir": os.path.abspath(used)})
+    return cfg.model_copy(update={"data": data})
 
 
 def _open_summaries(cfg: RunConfig, run_dir: Path, log):

@@ -95,6 +95,20 @@ def test_mnist_data_dir_environment_variable(idx_dir, tmp_path, monkeypatch):
     result = invoke("train", "--config", ROOT / "configs/mlp.yaml", "--output-dir", tmp_path, *FAST)
     assert result.exit_code == 0, result.output
     assert f"from idx:{idx_dir.resolve()}" in result.output
+    run_dir = Path(result.output.splitlines()[-1].removeprefix("run folder: "))
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["data_dir"] == str(idx_dir)  # pinned
+
+
+def test_a_saved_config_with_a_relative_data_dir_reruns_from_anywhere(idx_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(idx_dir.parent)
+    _, run_dir = train(ROOT / "configs/mlp.yaml", idx_dir.name, tmp_path)  # typed relative
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["data_dir"] == str(idx_dir)
+    monkeypatch.chdir(tmp_path)  # elsewhere: the relative path would not be found here
+    again = invoke("train", "--config", run_dir / "config.yaml", "--output-dir", tmp_path)
+    assert again.exit_code == 0, again.output
+    rerun = Path(again.output.splitlines()[-1].removeprefix("run folder: "))
+    first, second = (json.loads((r / "metrics.json").read_text()) for r in (run_dir, rerun))
+    assert second["weights_sha256"] == first["weights_sha256"]  # the same run, reproduced
 
 
 @pytest.mark.parametrize("args, code, words", [
