@@ -185,12 +185,9 @@ def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:
     """The error, told what the user can do next: resume only if a checkpoint exists."""
     if not isinstance(exc, (Interrupted, OutputError, StopNow, WorkerLost)):
         return exc
-    if rf.latest_checkpoint(run_dir) is not None:
-        step = f"continue with `mnist train --resume {run_dir}`" + (" on every worker" if isinstance(
-            exc, WorkerLost) else "")
-    else:
-        step = (f"no epoch had finished, so there is nothing to resume; start again with "
-                f"`mnist train --config {run_dir / rf.CONFIG}`")
+    step = rf.next_step(run_dir)
+    if isinstance(exc, WorkerLost) and rf.latest_checkpoint(run_dir) is not None:
+        step += " on every worker"
     if isinstance(exc, StopNow):
         return StopNow(f"{exc}; {step}", exc.exit_code)
     return type(exc)(f"{exc}; {step}")

@@ -30,10 +30,19 @@ def test_report_holds_the_runs_numbers(trained_runs, name):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     md = (run_dir / "report.md").read_text()
 
-    summary = dict(markdown_table(md, "Summary"))
+    summary = dict(markdown_table(md, "Result"))
     assert summary["test accuracy"] == f"{metrics['test_accuracy']:.4f}"
     assert summary["test loss"] == f"{metrics['test_loss']:.4f}"
+    assert summary["best validation accuracy"] == f"{metrics['best_val_accuracy']:.4f}"
     assert summary["status"] == "completed"
+    # What a person looks at first comes first; the details after.
+    headings = re.findall(r"^## (.+)$", md, flags=re.MULTILINE)
+    assert headings[:5] == ["Result", "Learning curves", "Confusion matrix", "Most confident mistakes",
+                            "Per-class test metrics"]
+    assert headings.index("Configuration") > headings.index("Per-class test metrics")
+    config = dict(markdown_table(md, "Configuration"))  # values as YAML writes them
+    assert config["data.data_dir"].startswith("/") and config["data.augmentation.horizontal_flip"] == "false"
+    assert config["data.subset"] == "null" and "None" not in config.values() and "False" not in config.values()
 
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
@@ -67,6 +76,11 @@ def test_metrics_json_per_class_and_confusion_agree(trained_runs):
 def test_html_is_self_contained_with_every_figure(trained_runs):
     run_dir = trained_runs["mlp"]
     page = (run_dir / "report.html").read_text()
+    # Tiles of numbers, then the figures; config, model and history folded away below.
+    assert page.index('class="tiles"') < page.index("<h2>Learning curves") < page.index("<h2>Confusion matrix")
+    folded = re.findall(r"<details><summary>([^<]+)</summary>", page)
+    assert {"Configuration", "Model", "Training history"} <= set(folded)
+    assert page.index("<details>") > page.index("<h2>Per-class test metrics")
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(FIGURES)
     embedded = {base64.b64decode(data) for data in images}
@@ -94,17 +108,48 @@ def test_report_of_a_failed_run_shows_what_it_has(trained_runs, tmp_path):
     copy = shutil.copytree(trained_runs["mlp"], tmp_path / "failed")
     for name in ["metrics.json", "report_data.npz", "model.keras", *FIGURES]:
         (copy / name).unlink()
-    (copy / "status.json").write_text('{"status": "failed", "error": "KeyboardInterrupt"}')
+    (copy / "status.json").write_text('{"status": "interrupted", "error": "Interrupted: stopped during epoch 3"}')
     result = CliRunner().invoke(cli, ["report", str(copy)])
     assert result.exit_code == 0, result.output
     md = (copy / "report.md").read_text()
-    assert "This run is **failed**" in md and "## Training history" in md
+    # Said at the top, with the error and the command that finishes the run.
+    notice = md.splitlines()[2]
+    assert notice.startswith("> **Not completed.** This run is **interrupted**: Interrupted: stopped during epoch 3.")
+    assert f"To finish it, continue with `mnist train --resume {copy}`." in notice
+    assert "## Training history" in md
     assert (copy / "curves.png").exists() and not (copy / "confusion_matrix.png").exists()
+    page = (copy / "report.html").read_text()
+    assert page.index('<div class="notice" role="alert"') < page.index("<h2>")
+    assert f"<code>mnist train --resume {copy}</code>" in page
+    shutil.rmtree(copy / "checkpoints")  # nothing to resume: the notice says to start again
+    assert CliRunner().invoke(cli, ["report", str(copy)]).exit_code == 0
+    assert f"start again with `mnist train --config {copy / 'config.yaml'}`" in (copy / "report.md").read_text()
 
 
 def test_report_of_a_missing_folder(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such run folder" in result.output
+
+
+def test_confusion_percentages_never_round_a_mistake_away():
+    from mnist_pipeline.reports.plots import percent_label
+
+    assert percent_label(100 / 207) == "0.48" and percent_label(100 / 10_000) == "0.01"
+    assert percent_label(100 * 201 / 207) == "97" and percent_label(100.0) == "100" and percent_label(5.26) == "5.3"
+    assert all(float(percent_label(100 / n)) > 0 for n in range(1, 20_000, 7))
+
+
+def test_curves_show_the_learning_rate_and_say_why_train_loss_can_be_higher(trained_runs):
+    from PIL import Image
+
+    md = (trained_runs["smoke"] / "report.md").read_text()  # smoke.yaml: dropout and augmentation
+    caption = md.split("## Learning curves\n\n", 1)[1].splitlines()[0]
+    assert "learning rate" in caption and "Train loss can sit above validation loss" in caption
+    assert "dropout (dropout_rate 0.1" in caption and "training images are augmented (rotation" in caption
+    mlp = (trained_runs["mlp"] / "report.md").read_text().split("## Learning curves\n\n", 1)[1].splitlines()[0]
+    assert "dropout" not in mlp  # only what the run trained with
+    width, height = Image.open(trained_runs["smoke"] / "curves.png").size
+    assert width / height > 3  # three panels: loss, accuracy, learning rate
 
 
 def test_classification_numbers():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.config import CLASS_NAMES, load_config
+from mnist_pipeline.config import CLASS_NAMES, flat_values, load_config, yaml_value
 from mnist_pipeline.reports import plots, run_files
 from mnist_pipeline.reports import run_folder as rf
 
@@ -27,6 +27,8 @@ class Section:
     columns: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     image: str | None = None  # file name inside the run folder
+    style: str = ""  # "notice" (a stopped run: first, boxed), "headline" (the numbers, as tiles) or ""
+    details: bool = False  # in report.html, folded away under its heading (config, model, history...)
 
 
 def write_report(run_dir: Path, status: str | None = None) -> list[Path]:
@@ -36,33 +38,36 @@ def write_report(run_dir: Path, status: str | None = None) -> list[Path]:
     """
     run_dir = rf.run_folder(run_dir)
     config = load_config(run_dir / rf.CONFIG).model_dump(mode="json")
-    status = status or run_files.read_status(run_dir)["status"]
+    recorded = run_files.read_status(run_dir)
+    status = status or recorded["status"]
     metrics = run_files.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
     history = run_files.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
     layers = run_files.read_model_summary(run_dir) if (run_dir / rf.MODEL_SUMMARY).exists() else []
     names = CLASS_NAMES[config["data"]["dataset"]]
     data = run_files.read_report_data(run_dir, len(names)) if (run_dir / rf.REPORT_DATA).exists() else None
 
-    figures = _draw_figures(run_dir, history, metrics, data, names, model=config.get("model", {}).get("name", "?"))
-    sections = _sections(run_dir.name, config, metrics, status, history, layers, figures)
+    figures = _draw_figures(run_dir, history, metrics, data, names, config)
+    notice = _notice(run_dir, status, recorded.get("error")) if status != "completed" else None
+    sections = _sections(config, metrics, status, history, layers, figures, notice)
     written = [run_dir / name for name in figures]
     rf.write_text(run_dir / rf.REPORT_MD, render_markdown(f"Run {run_dir.name}", sections))
     rf.write_text(run_dir / rf.REPORT_HTML, render_html(f"Run {run_dir.name}", sections, run_dir))
     return [*written, run_dir / rf.REPORT_MD, run_dir / rf.REPORT_HTML]
 
 
-def _draw_figures(run_dir: Path, history, metrics, data, names, model: str) -> dict[str, tuple[str, str]]:
+def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[str, tuple[str, str]]:
     """File name -> (heading, caption) of each figure drawn."""
     figures: dict[str, tuple[str, str]] = {}
-    title = f"{run_dir.name} ({model})"
+    title = f"{run_dir.name} ({config.get('model', {}).get('name', '?')})"
     if history:
         plots.plot_curves(history, metrics.get("best_epoch", 0), run_dir / rf.CURVES, title)
-        figures[rf.CURVES] = ("Learning curves", "Loss and accuracy per epoch, train vs validation; the dashed "
-                                                 "line marks the kept epoch.")
+        figures[rf.CURVES] = ("Learning curves", _curves_caption(config))
     if "confusion_matrix" in metrics:
         plots.plot_confusion(np.array(metrics["confusion_matrix"]), names, run_dir / rf.CONFUSION,
                              f"Test confusion matrix: {title}")
-        figures[rf.CONFUSION] = ("Confusion matrix", "Test set: counts, and each row as a fraction of its true class.")
+        figures[rf.CONFUSION] = ("Confusion matrix", "Test set. Left: counts. Right: each row as a percentage of "
+                                                     "its true class (two significant digits: a single mistake "
+                                                     "never shows as 0). Empty cells are 0.")
     if data is None:
         return figures
     probabilities, labels = data["test_probabilities"], data["test_labels"]
@@ -87,66 +92,100 @@ def _draw_figures(run_dir: Path, history, metrics, data, names, model: str) -> d
     return figures
 
 
-def _sections(name, config, metrics, status, history, layers, figures) -> list[Section]:
-    sections = [Section("Summary", rows=_summary_rows(config, metrics, status), columns=["", "value"])]
-    if status != "completed":
-        sections[0].text = (f"This run is **{status}**: parts that need the finished run (test metrics, "
-                            f"per-class table, figures from test predictions) are missing.")
-    sections.append(Section("Configuration", columns=["setting", "value"], rows=[
-        [key, _show(value)] for key, value in _flatten(config) if not key.startswith("output.")]))
+def _curves_caption(config: dict) -> str:
+    """Why train loss can sit above validation loss, naming what this run trained with."""
+    params = config.get("model", {}).get("params", {})
+    augmentation = config.get("data", {}).get("augmentation", {})
+    smoothing = config.get("training", {}).get("label_smoothing", 0)
+    causes = []
+    dropout = [f"{k} {v}" for k, v in params.items() if "dropout" in k and v]
+    if dropout:
+        causes.append(f"dropout ({', '.join(dropout)}) is on while training and off when validating")
+    warps = [k for k, v in augmentation.items() if k != "test_time_flip" and v]
+    if warps:
+        causes.append(f"training images are augmented ({', '.join(warps)}), validation images are not")
+    if smoothing:
+        causes.append(f"label smoothing {smoothing} trains toward softer targets, so training never drives the "
+                      f"cross-entropy on its own images as low as it could")
+    causes.append("train numbers are means over the epoch while the weights still moved; validation uses the "
+                  "epoch's final weights")
+    return ("Loss and accuracy per epoch, train vs validation, and the learning rate at each epoch's first step; "
+            "the dashed line marks the kept epoch (lowest validation loss). Train loss can sit above validation "
+            "loss here: " + "; ".join(causes) + ".")
+
+
+def _notice(run_dir: Path, status: str, error: str | None) -> Section:
+    """The first thing a stopped run's report says: what happened, the error, and what to do next."""
+    if status == "pruned":
+        text = "This run is **pruned**: the sweep stopped it early because it was behind the other trials."
+    else:
+        text = f"This run is **{status}**" + (f": {error}." if error else ".")
+        if status in ("interrupted", "failed", "running"):
+            text += f" To finish it, {rf.next_step(run_dir)}."
+    text += (" Parts that need the finished run (test metrics, per-class table, figures from test predictions) "
+             "are missing.")
+    return Section("Not completed", text=text, style="notice")
+
+
+def _sections(config, metrics, status, history, layers, figures, notice) -> list[Section]:
+    """What a person looks at first (numbers, curves, confusion, mistakes), then the details."""
+    sections = [notice] if notice else []
+    sections.append(Section("Result", rows=_headline_rows(config, metrics, status), columns=["", "value"],
+                            style="headline"))
+    first = [rf.CURVES, rf.CONFUSION, rf.MISCLASSIFIED]
+    sections.extend(Section(figures[f][0], text=figures[f][1], image=f) for f in first if f in figures)
+    if "per_class" in metrics:
+        rows = [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"])]
+                for r in metrics["per_class"]]
+        sections.append(Section("Per-class test metrics", columns=["class", "precision", "recall", "F1", "support"],
+                                rows=rows))
+    sections.extend(Section(heading, text=caption, image=f, details=True) for f, (heading, caption)
+                    in figures.items() if f not in first)
+    sections.append(Section("Configuration", columns=["setting", "value"], details=True, rows=[
+        [key, yaml_value(value)] for key, value in flat_values(config) if not key.startswith("output.")]))
     if layers:
         total = sum(layer["parameters"] for layer in layers)
-        sections.append(Section("Model", text=f"{total:,} parameters.", columns=["layer", "type", "output shape",
-                                                                               "parameters"],
+        sections.append(Section("Model", text=f"{total:,} parameters.", details=True,
+                                columns=["layer", "type", "output shape", "parameters"],
                                 rows=[[row["name"], row["type"], _shape(row["output_shape"]), f"{row['parameters']:,}"]
                                       for row in layers]))
     if history:
         best = metrics.get("best_epoch")
         sections.append(Section("Training history", text="The kept (best validation loss) epoch is marked *.",
+                                details=True,
                                 columns=["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning rate",
                                          "seconds"],
                                 rows=[[f"{row['epoch']}{' *' if row['epoch'] == best else ''}", f"{row['loss']:.4f}",
                                        f"{row['accuracy']:.4f}", f"{row['val_loss']:.4f}",
                                        f"{row['val_accuracy']:.4f}", f"{row['learning_rate']:.2e}",
                                        f"{row['seconds']:.1f}"] for row in history]))
-    if "per_class" in metrics:
-        rows = [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"])]
-                for r in metrics["per_class"]]
-        sections.append(Section("Per-class test metrics", columns=["class", "precision", "recall", "F1", "support"],
-                                rows=rows))
-    sections.extend(Section(heading, text=caption, image=file) for file, (heading, caption) in figures.items())
+    if "best_epoch" in metrics:
+        sections.append(Section("Run", columns=["", "value"], rows=_run_rows(metrics), details=True))
     return sections
 
 
-def _summary_rows(config, metrics, status) -> list[list[str]]:
-    rows = [["status", status], ["model", config.get("model", {}).get("name", "?")],
-            ["dataset", config.get("data", {}).get("dataset", "?")]]
+def _headline_rows(config, metrics, status) -> list[list[str]]:
+    """The numbers a reader wants first; the rest of the run's facts are under "Run"."""
+    rows = []
     if "test_accuracy" in metrics:
         rows += [["test accuracy", f"{metrics['test_accuracy']:.4f}"], ["test loss", f"{metrics['test_loss']:.4f}"]]
     elif metrics.get("tested") is False:
         rows += [["test", "not evaluated: a sweep trial, chosen on validation only"]]
     if "best_epoch" in metrics:
-        rows += [["best epoch", f"{metrics['best_epoch']} of {metrics['epochs']}"],
-                 ["best validation accuracy", f"{metrics['best_val_accuracy']:.4f}"],
+        rows += [["best validation accuracy", f"{metrics['best_val_accuracy']:.4f}"],
+                 ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs']}"],
                  ["parameters", f"{metrics['parameters']:,}"],
-                 ["training time", f"{metrics['train_seconds']:.1f} s (wall {metrics['wall_seconds']:.1f} s)"],
-                 ["device", metrics["device"]], ["seed", str(metrics["seed"])],
-                 ["data", metrics["data_source"]],
-                 ["split sizes", ", ".join(f"{k} {v:,}" for k, v in metrics["split_sizes"].items())],
-                 ["versions", ", ".join(f"{k} {v}" for k, v in metrics["versions"].items())]]
+                 ["training time", f"{metrics['train_seconds']:.1f} s"]]
+    rows += [["model", config.get("model", {}).get("name", "?")],
+             ["dataset", config.get("data", {}).get("dataset", "?")], ["status", status]]
     return rows
 
 
-def _flatten(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _show(value: Any) -> str:
-    return "none" if value is None else str(value)
+def _run_rows(metrics) -> list[list[str]]:
+    return [["wall time", f"{metrics['wall_seconds']:.1f} s (data, training, test, report)"],
+            ["device", metrics["device"]], ["seed", str(metrics["seed"])], ["data", metrics["data_source"]],
+            ["split sizes", ", ".join(f"{k} {v:,}" for k, v in metrics["split_sizes"].items())],
+            ["versions", ", ".join(f"{k} {v}" for k, v in metrics["versions"].items())]]
 
 
 def _shape(shape: list) -> str:
@@ -156,6 +195,9 @@ def _shape(shape: list) -> str:
 def render_markdown(title: str, sections: list[Section]) -> str:
     lines = [f"# {title}", ""]
     for section in sections:
+        if section.style == "notice":  # a quote block right under the title, where it cannot be missed
+            lines += [f"> **{section.heading}.** {section.text}", ""]
+            continue
         lines += [f"## {section.heading}", ""]
         if section.text:
             lines += [section.text, ""]
@@ -179,33 +221,59 @@ th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
 th { background: #f4f4f4; } tr:nth-child(even) td { background: #fafafa; }
 td:not(:first-child) { font-variant-numeric: tabular-nums; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.notice { border: 2px solid #c62828; background: #fdecea; padding: .8em 1em; border-radius: 6px; }
+.notice code { background: #fff; padding: 0 .3em; }
+.tiles { display: flex; flex-wrap: wrap; gap: .6em; margin: .5em 0; }
+.tile { border: 1px solid #ddd; border-radius: 6px; padding: .5em .9em; min-width: 9em; background: #fafafa; }
+.tile .value { font-size: 1.5em; font-weight: 600; font-variant-numeric: tabular-nums; }
+.tile .label { font-size: .85em; color: #555; }
+details { margin-top: 1.2em; } summary { cursor: pointer; font-size: 1.25em; font-weight: 600; }
 """
 
 
 def render_html(title: str, sections: list[Section], image_dir: Path) -> str:
-    """One file with the images inlined as data URIs, so it opens offline and can be mailed around."""
+    """One file with the images inlined as data URIs, so it opens offline and can be mailed around. The
+    headline numbers come first as tiles; detail sections are folded (<details>), one click away."""
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{_CSS}</style>",
              f"</head><body><h1>{html.escape(title)}</h1>"]
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.heading)}</h2>")
-        if section.text:
-            parts.append(f"<p>{_inline(section.text)}</p>")
-        if section.rows:
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in section.columns) if any(section.columns) else ""
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                           for row in section.rows)
-            thead = f"<thead><tr>{head}</tr></thead>" if head else ""
-            parts.append(f"<table>{thead}<tbody>{body}</tbody></table>")
-        if section.image:
-            encoded = base64.b64encode((image_dir / section.image).read_bytes()).decode("ascii")
-            parts.append(f"<img alt=\"{html.escape(section.heading)}\" src=\"data:image/png;base64,{encoded}\">")
+        if section.style == "notice":
+            parts.append(f"<div class=\"notice\" role=\"alert\" id=\"notice\">{_inline(section.text)}</div>")
+            continue
+        body = _html_body(section, image_dir)
+        if section.details:
+            parts.append(f"<details><summary>{html.escape(section.heading)}</summary>{body}</details>")
+        else:
+            parts.append(f"<h2>{html.escape(section.heading)}</h2>{body}")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
+def _html_body(section: Section, image_dir: Path) -> str:
+    parts = []
+    if section.text:
+        parts.append(f"<p>{_inline(section.text)}</p>")
+    if section.style == "headline":
+        parts.append("<div class=\"tiles\">" + "".join(
+            f"<div class=\"tile\"><div class=\"value\">{html.escape(str(value))}</div>"
+            f"<div class=\"label\">{html.escape(str(label))}</div></div>" for label, value in section.rows) + "</div>")
+    elif section.rows:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in section.columns) if any(section.columns) else ""
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                       for row in section.rows)
+        thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+        parts.append(f"<table>{thead}<tbody>{body}</tbody></table>")
+    if section.image:
+        encoded = base64.b64encode((image_dir / section.image).read_bytes()).decode("ascii")
+        parts.append(f"<img alt=\"{html.escape(section.heading)}\" src=\"data:image/png;base64,{encoded}\">")
+    return "".join(parts)
+
+
 def _inline(text: str) -> str:
+    """The two markdown marks the texts use: **emphasis** and `code`."""
     escaped = html.escape(text)
-    while escaped.count("**") >= 2:  # the one markdown emphasis the texts use
-        escaped = escaped.replace("**", "<strong>", 1).replace("**", "</strong>", 1)
+    for mark, tag in (("**", "strong"), ("`", "code")):
+        while escaped.count(mark) >= 2:
+            escaped = escaped.replace(mark, f"<{tag}>", 1).replace(mark, f"</{tag}>", 1)
     return escaped

@@ -30,20 +30,29 @@ def _save(plt, fig, path: Path) -> None:
 
 
 def plot_curves(history: list[dict[str, float]], best_epoch: int, path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, train vs validation, with the best (kept) epoch marked."""
+    """Loss and accuracy per epoch, train vs validation, and the learning rate, with the kept epoch marked."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True, width_ratios=[1, 1, 0.75])
     for ax, key, label in ((axes[0], "loss", "loss (cross-entropy)"), (axes[1], "accuracy", "accuracy")):
         ax.plot(epochs, [row[key] for row in history], marker="o", label="train")
         ax.plot(epochs, [row[f"val_{key}"] for row in history], marker="o", label="validation")
-        if best_epoch:
-            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
-        ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label.split(" ")[0].capitalize())
+    rates = [row["learning_rate"] for row in history]
+    axes[2].plot(epochs, rates, marker="o", color="C2", label="learning rate")
+    if min(rates) > 0 and max(rates) / min(rates) > 20:  # a decay over orders of magnitude
+        axes[2].set_yscale("log")
+    else:
+        axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3), useOffset=False)
+    axes[2].set_ylabel("learning rate (at the epoch's first step)")
+    axes[2].set_title("Learning rate")
+    for ax in axes:
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     _save(plt, fig, path)
@@ -58,14 +67,20 @@ def _image_grid(plt, count: int, columns: int, cell: float = 1.6):
     return fig, axes.flat
 
 
+def percent_label(percent: float) -> str:
+    """A percentage as a cell label that never rounds a mistake to 0: two significant digits below 10
+    (1/207 -> "0.48"), whole percents above ("97")."""
+    return f"{percent:.0f}" if percent >= 9.95 else f"{percent:.2g}"
+
+
 def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
-    """Counts and row-normalized (recall per true class) side by side."""
+    """Counts and row-normalized (recall per true class, in %) side by side; empty cells are 0."""
     plt = _pyplot()
     support = confusion.sum(axis=1, keepdims=True)
     normalized = np.divide(confusion, support, out=np.zeros(confusion.shape), where=support > 0)
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.6), constrained_layout=True)
-    for ax, values, label, fmt in ((axes[0], confusion, "counts", "d"),
-                                   (axes[1], normalized, "row-normalized (fraction of true class)", ".2f")):
+    for ax, values, label, fmt in ((axes[0], confusion, "counts", lambda v: f"{v:d}"),
+                                   (axes[1], 100 * normalized, "% of the true class (row)", percent_label)):
         image = ax.imshow(values, cmap="Blues", vmin=0)
         fig.colorbar(image, ax=ax, shrink=0.8)
         ticks = range(len(class_names))
@@ -77,7 +92,7 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, ti
         threshold = values.max() / 2 if values.max() else 1
         for (i, j), value in np.ndenumerate(values):
             if value:
-                ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
+                ax.text(j, i, fmt(value), ha="center", va="center", fontsize=8,
                         color="white" if value > threshold else "black")
     fig.suptitle(title)
     _save(plt, fig, path)

@@ -148,6 +148,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def next_step(run_dir: Path) -> str:
+    """What to do with a stopped run: resume it from its last checkpoint, or start it again if it has none."""
+    if latest_checkpoint(run_dir) is not None:
+        return f"continue with `mnist train --resume {run_dir}`"
+    return (f"no epoch had finished, so there is nothing to resume; start again with "
+            f"`mnist train --config {run_dir / CONFIG}`")
+
+
 def remove_temporaries(run_dir: Path) -> list[Path]:
     """Delete what a killed writer left: temporary files and checkpoint folders. Call holding the run's lock."""
     pattern = f".*{TEMPORARY_SUFFIX}*"

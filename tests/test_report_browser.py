@@ -1,0 +1,80 @@
+"""report.html in a real headless browser (Debian's chromium, driven through Playwright): what a reader sees."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import missing_system_tool
+
+VIEWPORT = {"width": 1200, "height": 900}
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        missing_system_tool("Chromium is not installed here (Debian: apt-get install chromium; .ci/run installs it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
+    with sync_api.sync_playwright() as playwright:
+        # --no-sandbox: Chromium's sandbox refuses to start as root (CI containers run as root).
+        launched = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def open_report(browser, run_dir: Path):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto((run_dir / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    return page
+
+
+def top(page, selector: str) -> float:
+    return page.locator(selector).first.bounding_box()["y"]
+
+
+def test_a_completed_report_leads_with_numbers_and_figures(browser, trained_runs, tmp_path):
+    page = open_report(browser, trained_runs["smoke"])
+    images = page.evaluate("() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+    assert len(images) == 5 and all(done and width > 500 for _, done, width in images), images  # all decoded
+    # The first screen holds the headline numbers and the start of the learning curves.
+    assert page.locator(".tile").count() >= 8 and top(page, ".tile") < 200
+    assert page.locator(".tile .label").first.inner_text() == "test accuracy"
+    assert top(page, "img[alt='Learning curves']") < VIEWPORT["height"]
+    assert top(page, "img[alt='Confusion matrix']") < top(page, "img[alt='Most confident mistakes']")
+    # Details are folded until asked for; the config reads as YAML.
+    config = page.locator("details", has=page.locator("summary", has_text="Configuration"))
+    assert not config.evaluate("d => d.open") and not config.locator("table").is_visible()
+    config.locator("summary").click()
+    assert config.locator("table").is_visible()
+    cells = config.locator("td").all_inner_texts()
+    assert "false" in cells and "null" in cells and "False" not in cells and "None" not in cells
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000  # a page of figures, not a blank one
+    page.close()
+
+
+def test_a_stopped_report_says_so_first_with_the_resume_command(browser, trained_runs, tmp_path):
+    from click.testing import CliRunner
+
+    from mnist_pipeline.cli import cli
+
+    stopped = shutil.copytree(trained_runs["smoke"], tmp_path / "stopped")
+    for name in ("metrics.json", "report_data.npz", "model.keras"):
+        (stopped / name).unlink()
+    (stopped / "status.json").write_text('{"status": "interrupted", "error": "Interrupted: SIGINT: stopped"}')
+    assert CliRunner().invoke(cli, ["report", str(stopped)]).exit_code == 0
+    page = open_report(browser, stopped)
+    notice = page.locator("[role=alert]")
+    assert notice.is_visible() and top(page, "[role=alert]") < top(page, "h2")
+    text = notice.inner_text()
+    assert "This run is interrupted: Interrupted: SIGINT: stopped." in text
+    assert f"mnist train --resume {stopped}" in text
+    page.close()
