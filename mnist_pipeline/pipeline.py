@@ -267,6 +267,11 @@ def start_runtime(cfg: RunConfig, distributed: bool = True) -> Runtime:
                           if distributed else (None, distribute.Topology("none", 1)))
     runtime.set_precision(cfg.training.mixed_precision, device)
     deterministic = device.startswith("cpu")
+    if deterministic and cfg.training.jit_compile and cfg.model.name == "cnn":
+        # TensorFlow raises UnimplementedError at the first step otherwise: said before anything is built.
+        raise ConfigError("training.jit_compile = true cannot train the cnn on a CPU: runs on a CPU are "
+                          "deterministic, and XLA has no deterministic max-pooling gradient; set "
+                          "training.jit_compile: false")
     runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
     return Runtime(device, strategy, topology)
 

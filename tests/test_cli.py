@@ -116,6 +116,8 @@ def test_a_saved_config_with_a_relative_data_dir_reruns_from_anywhere(idx_dir, t
     (["--set", "model.name=resnet"], 2, ["model.name = 'resnet'", "known models"]),
     (["--set", "training.epoch=3"], 2, ["unknown key 'training.epoch'", "did you mean 'epochs'"]),
     (["--set", "nonsense"], 2, ["--set expects section.key=value"]),
+    (["--set", "model.name=cnn", "--set", "model.params={}", "--set", "training.jit_compile=true"], 2,
+     ["training.jit_compile = true cannot train the cnn on a CPU", "no deterministic max-pooling gradient"]),
     (["--set", "data.subset=100000"], 2, ["data.subset = 100000 is larger than the 540 training examples"]),
     (["--set", "training.batch_size=1000", "--set", "data.subset=100"], 2, ["batch_size = 1000 is larger"]),
     (["--data-dir", "/nonexistent/mnist"], 2, ["data dir '/nonexistent/mnist' does not exist", "--data-dir"]),
