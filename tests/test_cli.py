@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,20 @@ def test_help_models_and_config_errors_do_not_import_tensorflow(tmp_path):
         "print(codes, 'tensorflow' in sys.modules, 'keras' in sys.modules)",
     )
     assert probe.stdout.strip() == "[0, 0, 2, 2, 2] False False", probe.stdout + probe.stderr
+
+
+def test_shell_completion_as_the_readme_says():
+    exe = str(Path(sys.executable).parent / "mnist")
+    script = subprocess.run([exe], env={**os.environ, "_MNIST_COMPLETE": "bash_source"}, capture_output=True,
+                            text=True)
+    assert script.returncode == 0 and "_mnist_completion()" in script.stdout
+    readme = (ROOT / "README.md").read_text()
+    assert 'eval "$(_MNIST_COMPLETE=bash_source mnist)"' in readme
+    for words, expected in (("mnist tr", "plain,train"), ("mnist train --qu", "plain,--quiet"),
+                            ("mnist config v", "plain,validate")):
+        done = subprocess.run([exe], env={**os.environ, "_MNIST_COMPLETE": "bash_complete", "COMP_WORDS": words,
+                                          "COMP_CWORD": str(len(words.split()) - 1)}, capture_output=True, text=True)
+        assert done.stdout.split() == [expected], (words, done.stdout, done.stderr)
 
 
 def test_console_script_and_python_dash_m():
