@@ -15,8 +15,8 @@ import optuna
 import pytest
 import yaml
 
-from conftest import run_mnist as mnist
 from conftest import missing_system_tool, start_mnist
+from conftest import run_mnist as mnist
 from mnist_pipeline.config import load_config
 
 ROOT = Path(__file__).parent.parent
@@ -160,7 +160,8 @@ def postgres_url():
 
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        missing_system_tool("PostgreSQL is not installed here (Debian: apt-get install postgresql; .ci/run installs it)")
+        missing_system_tool("PostgreSQL is not installed here (Debian: apt-get install postgresql; "
+                            ".ci/run installs it)")
     # Not under pytest's temp dirs: those are private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="mnist-pg-"))
     data, sockets = root / "data", root / "sockets"
