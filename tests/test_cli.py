@@ -245,11 +245,12 @@ def test_console_script_and_python_dash_m():
         assert result.returncode == 0 and result.stdout.startswith("mnist, version "), result.stderr
 
 
-def run_in_terminal(args, columns=80, timeout=300):
-    """`mnist ARGS` with its stdout and stderr on a pseudo-terminal of `columns` columns: what it draws there."""
+def run_in_terminal(args, columns=80, timeout=300, interrupt_at=None, code=0):
+    """`mnist ARGS` with its stdout and stderr on a pseudo-terminal of `columns` columns: what it draws there.
+    With `interrupt_at`, SIGINT (Ctrl-C) is sent once that text has been drawn."""
     import fcntl
-    import os
     import pty
+    import signal
     import struct
     import termios
 
@@ -268,8 +269,11 @@ def run_in_terminal(args, columns=80, timeout=300):
         if not chunk:
             break
         chunks.append(chunk)
+        if interrupt_at and interrupt_at.encode() in b"".join(chunks):
+            process.send_signal(signal.SIGINT)
+            interrupt_at = None
     os.close(leader)
-    assert process.wait(timeout=timeout) == 0
+    assert process.wait(timeout=timeout) == code, b"".join(chunks).decode()
     return b"".join(chunks).decode()
 
 
@@ -288,6 +292,17 @@ def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(id
     ours = [line for line in kept if str(tmp_path) not in line and str(idx_dir) not in line]  # not their paths
     assert len(ours) == 5 and all(len(line) <= 80 for line in ours), max(ours, key=len)
     assert "\x1b[2K" in drawn and drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")  # erased; cursor back
+
+
+def test_ctrl_c_in_a_terminal_erases_the_bar_before_the_error_line(idx_dir, tmp_path):
+    import re
+
+    drawn = run_in_terminal(["train", "--config", ROOT / "configs/smoke.yaml", "--data-dir", idx_dir,
+                             "--output-dir", tmp_path, *FAST, "--epochs", "50"], interrupt_at="epoch 2/50 ", code=130)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn).replace("\r\n", "\n")
+    last = plain.strip().split("\n")[-1].rsplit("\r", 1)[-1]  # what the terminal shows on the last line
+    assert last.startswith("error: SIGINT: stopped"), repr(last)  # on a line of its own, no bar before it
+    assert "mnist train --resume" in last
 
 
 def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alone(idx_dir, tmp_path):
