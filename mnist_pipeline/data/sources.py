@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.data.idx import MAX_BYTES, read_idx
-from mnist_pipeline.errors import ConfigError, DataError, quote
+from mnist_pipeline.errors import ConfigError, DataError, brief, quote
 from mnist_pipeline.files import load_npz
 
 NUM_CLASSES = 10
@@ -103,7 +103,7 @@ def _load_keras(dataset: str) -> RawData:
     try:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...") when offline
-        raise DataError(f"could not download {dataset} through Keras ({str(exc).splitlines()[0][:120]}); "
+        raise DataError(f"could not download {dataset} through Keras ({brief(exc)}); "
                         f"offline? {OFFLINE_HINT}") from None
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         _check_pair(x, y, f"keras {dataset} x_{split}", f"keras {dataset} y_{split}")
