@@ -267,8 +267,9 @@ def start_runtime(cfg: RunConfig, distributed: bool = True) -> Runtime:
                           if distributed else (None, distribute.Topology("none", 1)))
     runtime.set_precision(cfg.training.mixed_precision, device)
     deterministic = device.startswith("cpu")
-    if deterministic and cfg.training.jit_compile and cfg.model.name == "cnn":
+    if deterministic and cfg.training.jit_compile and cfg.model.name == "cnn" and strategy is None:
         # TensorFlow raises UnimplementedError at the first step otherwise: said before anything is built.
+        # (Under a strategy the trainer leaves XLA off anyway.)
         raise ConfigError("training.jit_compile = true cannot train the cnn on a CPU: runs on a CPU are "
                           "deterministic, and XLA has no deterministic max-pooling gradient; set "
                           "training.jit_compile: false")

@@ -159,9 +159,11 @@ def test_ensemble_prepares_each_member_its_own_way_and_skips_unfinished_ones(tra
 def test_commands_refuse_runs_that_did_not_finish(trained_runs, tmp_path):
     failed = shutil.copytree(trained_runs["mlp"], tmp_path / "failed")
     (failed / "status.json").write_text('{"status": "failed"}')
-    for command in (["evaluate", failed], ["predict", failed, "x.png"], ["ensemble", failed, trained_runs["mlp"]]):
+    for command in (["evaluate", failed], ["predict", failed, "x.png"]):
         result = invoke(*command)
         assert result.exit_code == 1 and "the run is failed" in result.output, result.output
+    alone = invoke("ensemble", failed, trained_runs["mlp"])  # skipped, which leaves one member: too few
+    assert alone.exit_code == 2 and "failed skipped: the run is failed" in alone.output
 
 
 PLAIN_KERAS = """

@@ -163,3 +163,39 @@ def test_classification_numbers():
     assert per_class_table(np.zeros((2, 2), int), ["x", "y"])[0]["precision"] == 0.0  # no NaN
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
     np.testing.assert_array_equal(most_confident_mistakes(np.array([1, 1, 0, 0]), probabilities, 5), [0, 2])
+
+
+def drawn_figure(monkeypatch, draw):
+    """The matplotlib figure a plot function saves, kept open to look at its parts."""
+    from mnist_pipeline.reports import plots
+
+    kept = []
+    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: kept.append(fig))
+    draw()
+    return kept[0]
+
+
+def test_curves_figure_has_loss_accuracy_and_learning_rate_panels(monkeypatch, tmp_path):
+    from mnist_pipeline.reports.plots import plot_curves
+
+    history = [{"epoch": e, "loss": 1 / e, "accuracy": 1 - 1 / (e + 1), "val_loss": 0.8 / e,
+                "val_accuracy": 1 - 0.8 / (e + 1), "learning_rate": 1e-3 * 0.5 ** e, "seconds": 1.0}
+               for e in range(1, 9)]
+    fig = drawn_figure(monkeypatch, lambda: plot_curves(history, 6, tmp_path / "c.png", "run"))
+    loss, accuracy, rate = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["Loss", "Accuracy", "Learning rate"]
+    assert list(rate.lines[0].get_ydata()) == [row["learning_rate"] for row in history]
+    assert rate.get_yscale() == "log"  # a 128x decay
+    assert all(any(line.get_label() == "kept epoch (6)" for line in ax.lines) for ax in fig.axes)
+
+
+def test_comparison_figure_has_one_shared_legend_and_distinct_lines(monkeypatch, tmp_path):
+    from mnist_pipeline.reports.plots import plot_overlaid_curves
+
+    history = [{"epoch": e, "val_loss": 1 / e, "val_accuracy": 1 - 1 / (e + 1)} for e in (1, 2, 3)]
+    curves = {f"mlp learning_rate={i}": history for i in range(14)}
+    fig = drawn_figure(monkeypatch, lambda: plot_overlaid_curves(curves, tmp_path / "c.png", "14 runs"))
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)  # one legend for both
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(curves)
+    styles = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in fig.axes[0].lines}
+    assert len(styles) == 14  # colours repeat after 10; their dashes and markers do not
