@@ -35,8 +35,9 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
           worker_index, quiet, exports) -> None:
     """Train the configured model, validate each epoch, test the best weights, write a run folder.
 
-    A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step and
-    marks the run interrupted (exit 130 / 143); a second Ctrl-C stops at once. --resume continues it.
+    A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step (after the
+    last epoch too: before the test) and marks the run interrupted (exit 130 / 143); a second Ctrl-C stops
+    at once. --resume continues it.
     Several devices: --set training.distribute.strategy=mirrored; several machines: --workers (README).
 
     Example: mnist train --config configs/cnn.yaml --set training.epochs=3 --device cpu
