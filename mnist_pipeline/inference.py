@@ -110,7 +110,7 @@ def agreement(r: dict) -> tuple[bool | None, str]:
     wrong = round(abs(r["accuracy"] - r["recorded_accuracy"]) * r["examples"])
     loss_off = abs(r["loss"] - r["recorded_loss"]) > LOSS_TOLERANCE * max(abs(r["recorded_loss"]), 1e-12)
     if not wrong and not loss_off:
-        return True, f"the same (loss within {LOSS_TOLERANCE:g} relative, the same examples right)"
+        return True, f"the same: loss within {LOSS_TOLERANCE:g} relative, the same examples right"
     parts = [f"{wrong:,} example(s) classified differently"] if wrong else []
     if loss_off:
         parts.append(f"loss {r['loss']:.6g} vs {r['recorded_loss']:.6g}")

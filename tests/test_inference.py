@@ -48,7 +48,7 @@ def test_evaluate_tolerates_float32_summation_order_and_says_what_differs():
 def test_evaluate_command(trained_runs):
     result = invoke("evaluate", trained_runs["mlp"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1].endswith("(the same (loss within 1e-05 relative, the same examples right))")
+    assert result.output.splitlines()[-1].endswith("(the same: loss within 1e-05 relative, the same examples right)")
     as_json = invoke("evaluate", trained_runs["mlp"], "--split", "val", "--json")
     assert as_json.exit_code == 0, as_json.output
     parsed = json.loads(as_json.output)  # nothing but the JSON object
