@@ -46,6 +46,7 @@ def _classic(args) -> list[dict]:
     cfg = _config(args)
     keras.utils.set_random_seed(cfg.training.seed)
     _, splits = pipeline.load_data(cfg)  # the split ours trains on (data only: no runtime settings)
+    x_test = splits.inputs(splits.x_test)  # model.fit takes the normalized float32 arrays
     model = keras.Sequential([
         keras.Input((28, 28, 1)),
         keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
@@ -63,13 +64,13 @@ def _classic(args) -> list[dict]:
 
         def on_epoch_end(self, epoch, logs=None):  # after fit's validation pass
             Clock.elapsed += time.perf_counter() - self.start
-            accuracy = model.evaluate(splits.x_test, splits.y_test, batch_size=512, verbose=0)[1]
+            accuracy = model.evaluate(x_test, splits.y_test, batch_size=512, verbose=0)[1]
             epochs.append({"epoch": epoch + 1, "seconds": round(Clock.elapsed, 2), "test_accuracy": accuracy})
             if accuracy >= args.target:
                 self.model.stop_training = True
 
-    model.fit(splits.x_train, splits.y_train, batch_size=128, epochs=args.max_epochs, verbose=0,
-              validation_data=(splits.x_val, splits.y_val), callbacks=[Clock()])
+    model.fit(splits.inputs(splits.x_train), splits.y_train, batch_size=128, epochs=args.max_epochs, verbose=0,
+              validation_data=(splits.inputs(splits.x_val), splits.y_val), callbacks=[Clock()])
     return epochs
 
 
@@ -82,7 +83,7 @@ def _ours(args) -> list[dict]:
     _, splits = pipeline.load_data(cfg)
     setup = pipeline.build_training(cfg, splits)
     trainer, training = setup.trainer, cfg.training
-    test_data = evaluation_batches(splits.x_test, splits.y_test, 512)
+    test_data = evaluation_batches(splits.x_test, splits.y_test, 512, normalization=splits.normalization)
     epochs: list[dict] = []
     clock = {"elapsed": 0.0, "start": time.perf_counter()}
 

@@ -87,7 +87,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None 
 
     run = load_run(run_dir)
     images, labels, source = split_arrays(run.config, split, data_dir)
-    data = evaluation_batches(run.normalization.apply(images), labels, run.config.training.batch_size)
+    data = evaluation_batches(images, labels, run.config.training.batch_size, normalization=run.normalization)
     loss, accuracy = evaluation(run, split)(data)
     recorded = {"test": ("test_loss", "test_accuracy"), "val": ("best_val_loss", "best_val_accuracy")}[split]
     result = {"split": split, "examples": len(labels), "loss": loss, "accuracy": accuracy, "data_source": source,
@@ -214,7 +214,7 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
     images, labels, source = split_arrays(first.config, "test", data_dir)
     members, total = [], np.zeros((len(labels), 10), np.float64)
     for run in runs:
-        data = evaluation_batches(run.normalization.apply(images), labels, 256)
+        data = evaluation_batches(images, labels, 256, normalization=run.normalization)
         loss, accuracy, probabilities = evaluation(run, "test")(data, probabilities=True)
         members.append({"run": run.run_dir.name, "model": run.config.model.name, "test_accuracy": accuracy,
                         "test_loss": loss, "normalization": run.normalization.describe()})

@@ -328,8 +328,9 @@ def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSet
     model, trainer = _build(cfg, strategy)
     augmentation = Augmentation.from_config(cfg.data.augmentation, fill_value=splits.normalization.background)
     batches = training_batches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation,
-                               jit_compile=trainer.jit_compile, gpu=runtime.using_gpu(), strategy=strategy)
-    val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size, strategy)
+                               jit_compile=trainer.jit_compile, gpu=runtime.using_gpu(), strategy=strategy,
+                               normalization=splits.normalization)
+    val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size, strategy, splits.normalization)
     schedule, early_stopping = _policies(cfg)
     return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping)
 
@@ -383,7 +384,8 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         if events.stop_requested():
             raise Interrupted("stopped after the last epoch, before the test")
         if test:
-            test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy)
+            test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy,
+                                           splits.normalization)
             test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
             if events.stop_requested():
                 raise Interrupted("stopped during the test, after the last epoch")
@@ -392,7 +394,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     history = [r.to_dict() for r in fit.history]
     if chief:
         _save_model(model, run_dir / rf.MODEL)
-        rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, splits.x_train.shape[1:])})
+        rf.write_json(run_dir / rf.MODEL_SUMMARY, {"layers": describe_layers(model, (*splits.x_train.shape[1:], 1))})
         if test:
             _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
     best = history[fit.best_epoch - 1]
@@ -445,7 +447,7 @@ def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.n
         return np.clip(splits.normalization.invert(np.asarray(x)), 0.0, 1.0)[..., 0]
 
     chosen = np.random.default_rng(seed).choice(len(splits.y_train), SAMPLE_COUNT, replace=False)
-    samples = splits.x_train[chosen]
+    samples = splits.inputs(splits.x_train[chosen])
     if augmentation is not None:
         samples = augmentation(samples, seed=np.array([seed, 0], np.int64))  # what the model was fed
     mistakes = most_confident_mistakes(splits.y_test, probabilities, MISTAKE_COUNT)
@@ -453,7 +455,7 @@ def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.n
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer, test_labels=splits.y_test, test_probabilities=probabilities.astype(np.float32),
-        mistake_indices=mistakes, mistake_images=image_scale(splits.x_test[mistakes]),
+        mistake_indices=mistakes, mistake_images=image_scale(splits.inputs(splits.x_test[mistakes])),
         sample_images=image_scale(samples), sample_labels=splits.y_train[chosen],
         samples_augmented=augmentation is not None, first_layer_kernel=np.asarray(first_kernel),
     )
@@ -471,7 +473,8 @@ def diagnose_gradients(cfg: RunConfig, steps: int) -> dict[str, Any]:
     _, splits = load_data(cfg)
     model, trainer = _build(cfg)
     kernels = [i for i, v in enumerate(model.trainable_variables) if v.path.endswith("kernel")]
-    batches = PipelinedBatches(splits.x_train, splits.y_train, cfg.training.batch_size, cfg.training.seed)
+    batches = PipelinedBatches(splits.x_train, splits.y_train, cfg.training.batch_size, cfg.training.seed,
+                               normalization=splits.normalization)
     norms: list[list[float]] = []
     epoch = 0
     while len(norms) < steps:

@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from mnist_pipeline.data.augment import Augmentation
 from mnist_pipeline.data.datasets import PipelinedBatches, evaluation_batches
@@ -56,3 +58,24 @@ def test_evaluation_keeps_every_example_in_order_in_full_batches_with_the_paddin
     np.testing.assert_array_equal(weights, [1.0] * 70 + [0.0] * 26)
     np.testing.assert_array_equal(np.concatenate(labels_of(batches))[:70], y)
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches])[70:], 0)
+
+
+@pytest.mark.parametrize("method", ["scale", "standardize"])
+def test_batches_normalized_in_the_graph_equal_normalized_arrays(method):
+    """Stored uint8 images normalized batch by batch give the very values of `Normalization.apply`."""
+    from mnist_pipeline.data.datasets import InStepBatches, model_inputs
+    from mnist_pipeline.data.prepare import fit_normalization
+
+    images = np.random.default_rng(3).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    labels = np.arange(64, dtype=np.int32) % 10
+    norm = fit_normalization(images, method)
+    np.testing.assert_array_equal(model_inputs(tf.constant(images), norm).numpy(), norm.apply(images))
+    evaluated = np.concatenate([b[0].numpy() for b in evaluation_batches(images, labels, 32, normalization=norm)])
+    np.testing.assert_array_equal(evaluated, norm.apply(images))
+    stored, prepared = (InStepBatches(x, labels, 32, seed=1, normalization=n)
+                        for x, n in ((images, norm), (norm.apply(images), None)))
+    stored.start_epoch(0)
+    prepared.start_epoch(0)
+    for step in range(2):
+        np.testing.assert_array_equal(stored.next_batch(None, tf.constant(step, tf.int64))[0].numpy(),
+                                      prepared.next_batch(None, tf.constant(step, tf.int64))[0].numpy())

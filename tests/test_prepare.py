@@ -44,24 +44,27 @@ def test_prepare_subset_never_overlaps_validation(raw):
     assert splits.sizes == {"train": 300, "val": 100, "test": 100}
     train_rows = {row.tobytes() for row in splits.x_train}
     assert not any(row.tobytes() in train_rows for row in splits.x_val)  # generated images are all distinct
-    assert splits.x_train.shape == (300, 28, 28, 1) and splits.x_train.dtype == np.float32
+    assert splits.x_train.shape == (300, 28, 28) and splits.x_train.dtype == np.uint8  # stored as read
+    assert splits.inputs(splits.x_train).shape == (300, 28, 28, 1) and splits.inputs(splits.x_train).dtype == np.float32
     assert splits.y_train.dtype == np.int32
 
 
 def test_scale_maps_to_unit_interval(raw):
     splits = prepare_splits(raw, validation_split=0.1, subset=None, normalization="scale", seed=0)
-    assert splits.x_train.min() >= 0 and splits.x_train.max() <= 1
-    np.testing.assert_allclose(splits.x_test[..., 0], raw.x_test / 255.0, rtol=1e-6)
+    x_train, x_test = splits.inputs(splits.x_train), splits.inputs(splits.x_test)
+    assert x_train.min() >= 0 and x_train.max() <= 1
+    np.testing.assert_allclose(x_test[..., 0], raw.x_test / 255.0, rtol=1e-6)
 
 
 def test_standardize_uses_training_statistics_only(raw):
     splits = prepare_splits(raw, validation_split=0.5, subset=None, normalization="standardize", seed=0)
     norm = splits.normalization
-    assert abs(splits.x_train.mean()) < 1e-4 and splits.x_train.std() == pytest.approx(1.0, abs=1e-4)
+    x_train = splits.inputs(splits.x_train)
+    assert abs(x_train.mean()) < 1e-4 and x_train.std() == pytest.approx(1.0, abs=1e-4)
     train_idx, _ = stratified_split(raw.y_train, 0.5, seed=0)
     assert norm.mean == pytest.approx(raw.x_train[train_idx].mean() / 255)
     assert norm.mean != pytest.approx(raw.x_train.mean() / 255, abs=1e-7)
-    np.testing.assert_allclose(norm.invert(splits.x_test)[..., 0], raw.x_test / 255.0, atol=1e-5)
+    np.testing.assert_allclose(norm.invert(splits.inputs(splits.x_test))[..., 0], raw.x_test / 255.0, atol=1e-5)
 
 
 def test_fit_normalization_scale_is_identity_stats():

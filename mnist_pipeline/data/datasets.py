@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_pipeline.data.augment import Augmentation
+from mnist_pipeline.data.prepare import Normalization
 
 
 class BatchSource(Protocol):
@@ -33,9 +34,19 @@ class BatchSource(Protocol):
     def next_batch(self, feed: Any, step: tf.Tensor) -> tuple[Any, Any]: ...
 
 
+def model_inputs(images, normalization: Normalization | None):
+    """Stored images -> model inputs, inside the graph: (N, 28, 28) uint8 -> (N, 28, 28, 1) float32 with the
+    run's normalization, by the same float32 operations as `Normalization.apply` (so the same values). With
+    no normalization the images are model inputs already."""
+    if normalization is None:
+        return images
+    return normalization.standardize(tf.cast(images, tf.float32)[..., None] / np.float32(255.0))
+
+
 def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
                      augmentation: Augmentation | None = None, *, jit_compile: bool = False, gpu: bool = False,
-                     strategy: tf.distribute.Strategy | None = None) -> BatchSource:
+                     strategy: tf.distribute.Strategy | None = None,
+                     normalization: Normalization | None = None) -> BatchSource:
     """The source `mnist train` uses, chosen where batches are cheapest to make:
 
     - under a tf.distribute strategy: per replica, from tf.data (a strategy feeds replicas from datasets);
@@ -45,12 +56,15 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
       when XLA compiles the step (the warp compiles into it). Side by side on the MLP, the in-step XLA group
       trained at ~1.9x the images/s of the tf.data-fed one;
     - otherwise, augmentation in a parallel tf.data map that overlaps with the step.
+
+    With `normalization`, `x` is stored images ((N, 28, 28) uint8) that each batch normalizes as it is made
+    (see `model_inputs`); without, `x` is model inputs already.
     """
     if strategy is not None:
-        return ReplicaBatches(x, y, batch_size, seed, augmentation, strategy)
+        return ReplicaBatches(x, y, batch_size, seed, augmentation, strategy, normalization=normalization)
     if not gpu and (augmentation is None or jit_compile):
-        return InStepBatches(x, y, batch_size, seed, augmentation)
-    return PipelinedBatches(x, y, batch_size, seed, augmentation)
+        return InStepBatches(x, y, batch_size, seed, augmentation, normalization=normalization)
+    return PipelinedBatches(x, y, batch_size, seed, augmentation, normalization=normalization)
 
 
 class _ShuffledSplit:
@@ -64,9 +78,10 @@ class _ShuffledSplit:
     compilable = False
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                 augmentation: Augmentation | None = None):
-        self.x = tf.constant(x)  # (N, 28, 28, 1) float32
+                 augmentation: Augmentation | None = None, normalization: Normalization | None = None):
+        self.x = tf.constant(x)  # (N, 28, 28) uint8 with a normalization; else model inputs
         self.y = tf.constant(y)  # (N,) int32
+        self.normalization = normalization
         self.batch_size = batch_size
         self.seed = seed
         self.augmentation = augmentation  # None: no augmentation
@@ -87,7 +102,7 @@ class _ShuffledSplit:
         if parts > 1:
             size = self.batch_size // parts
             index = index[part * size:(part + 1) * size]
-        images, labels = tf.gather(self.x, index), tf.gather(self.y, index)
+        images, labels = model_inputs(tf.gather(self.x, index), self.normalization), tf.gather(self.y, index)
         if self.augmentation is not None:
             # Keyed by the slice's own number, not drawn from a shared generator: slices can be made in
             # parallel and in any order, and a resumed run needs no generator state.
@@ -153,8 +168,8 @@ class ReplicaBatches(_DatasetBatches):
     placement = "tf.data, per replica"
 
     def __init__(self, x, y, batch_size: int, seed: int, augmentation: Augmentation | None,
-                 strategy: tf.distribute.Strategy):
-        super().__init__(x, y, batch_size, seed, augmentation)
+                 strategy: tf.distribute.Strategy, normalization: Normalization | None = None):
+        super().__init__(x, y, batch_size, seed, augmentation, normalization)
         self.dataset = strategy.distribute_datasets_from_function(self._replica_slices)
 
     def _replica_slices(self, context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -172,12 +187,14 @@ def _local_replicas(context: tf.distribute.InputContext) -> tuple[int, int, int]
 
 
 def evaluation_batches(x: np.ndarray, y: np.ndarray, batch_size: int,
-                       strategy: tf.distribute.Strategy | None = None):
+                       strategy: tf.distribute.Strategy | None = None, normalization: Normalization | None = None):
     """Every example once, in order, as (images, labels, weights) batches of exactly `batch_size`: the last
     batch is padded, its padding weighted 0. One static shape means one trace of the evaluation step, and
     under a `strategy` each replica gets an equal slice of every batch (replica r: rows r * size / R onward),
-    so gathering the replicas' outputs in replica order restores the examples' order."""
+    so gathering the replicas' outputs in replica order restores the examples' order. With `normalization`,
+    `x` is stored uint8 images, normalized batch by batch (see `model_inputs`)."""
     def pad(images, labels):
+        images = model_inputs(images, normalization)
         missing = batch_size - tf.shape(labels)[0]
         weights = tf.pad(tf.ones_like(labels, tf.float32), [[0, missing]])
         return tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]]), tf.pad(labels, [[0, missing]]), weights

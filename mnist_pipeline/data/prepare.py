@@ -58,7 +58,10 @@ def fit_normalization(train_images: np.ndarray, method: str) -> Normalization:
 
 @dataclass(frozen=True)
 class Splits:
-    x_train: np.ndarray  # (N, 28, 28, 1) float32, normalized
+    """The three splits as stored: (N, 28, 28) uint8 images, a quarter of float32's memory. Batch sources and
+    evaluation batches normalize them inside the graph (`normalization`); `inputs` gives NumPy model inputs."""
+
+    x_train: np.ndarray  # (N, 28, 28) uint8, as read
     y_train: np.ndarray  # (N,) int32
     x_val: np.ndarray
     y_val: np.ndarray
@@ -69,6 +72,10 @@ class Splits:
     @property
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """Stored images of these splits as the model takes them: (N, 28, 28, 1) float32, normalized."""
+        return self.normalization.apply(images)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +101,8 @@ def stratified_sample(indices: np.ndarray, labels: np.ndarray, n: int, seed: int
 
 def prepare_splits(raw: RawData, *, validation_split: float, subset: int | None, normalization: str,
                    seed: int) -> Splits:
-    """Split raw training data into train / validation, optionally subsample train, normalize all three."""
+    """Split raw training data into train / validation, optionally subsample train; fit the normalization on
+    the training split (the images stay uint8: see `Splits`)."""
     train_idx, val_idx = stratified_split(raw.y_train, validation_split, seed)
     if len(val_idx) == 0 or len(train_idx) == 0:
         raise ConfigError(f"data.validation_split = {validation_split} of {len(raw.y_train)} training examples "
@@ -107,9 +115,9 @@ def prepare_splits(raw: RawData, *, validation_split: float, subset: int | None,
     norm = fit_normalization(raw.x_train[train_idx], normalization)
     labels = lambda y: y.astype(np.int32)  # noqa: E731 - sparse labels for the loss
     return Splits(
-        x_train=norm.apply(raw.x_train[train_idx]), y_train=labels(raw.y_train[train_idx]),
-        x_val=norm.apply(raw.x_train[val_idx]), y_val=labels(raw.y_train[val_idx]),
-        x_test=norm.apply(raw.x_test), y_test=labels(raw.y_test),
+        x_train=raw.x_train[train_idx], y_train=labels(raw.y_train[train_idx]),
+        x_val=raw.x_train[val_idx], y_val=labels(raw.y_train[val_idx]),
+        x_test=raw.x_test, y_test=labels(raw.y_test),
         normalization=norm,
     )
 
