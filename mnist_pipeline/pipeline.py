@@ -135,7 +135,8 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
             deterministic=rt.device.startswith("cpu"),
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
-            mixed_precision=cfg.training.mixed_precision,
+            mixed_precision=cfg.training.compute_precision == "mixed_float16",
+            precision=cfg.training.compute_precision,
             resumed=resumed, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
         )
         rf.write_json(run_dir / rf.METRICS, metrics)
@@ -265,7 +266,8 @@ def start_runtime(cfg: RunConfig, distributed: bool = True) -> Runtime:
     device = runtime.select_device(cfg.training.device)
     strategy, topology = (distribute.create_strategy(cfg.training.distribute, cfg.training.batch_size, device)
                           if distributed else (None, distribute.Topology("none", 1)))
-    runtime.set_precision(cfg.training.mixed_precision, device)
+    runtime.set_precision(cfg.training.compute_precision, device, "training.mixed_precision = true"
+                          if cfg.training.mixed_precision else f"training.precision = {cfg.training.precision}")
     deterministic = device.startswith("cpu")
     if deterministic and cfg.training.jit_compile and cfg.model.name == "cnn" and strategy is None:
         # TensorFlow raises UnimplementedError at the first step otherwise: said before anything is built.

@@ -102,16 +102,18 @@ def using_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def set_precision(mixed: bool, device: str) -> None:
-    """mixed_float16 for GPU runs that ask for it; float32 otherwise (the policy is process-wide)."""
+def set_precision(precision: str, device: str, setting: str = "") -> None:
+    """The Keras policy `precision` names (float32, mixed_bfloat16 or mixed_float16), process-wide; float16
+    only on a GPU. `setting` is how the config asked for it, for the error."""
     import keras
 
     from mnist_pipeline.errors import ConfigError
 
-    if mixed and not device.startswith("gpu"):
-        raise ConfigError("training.mixed_precision = true needs a GPU (float16 on a CPU is slower, not faster); "
-                          "set it to false or train with --device gpu on a machine that has one")
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    if precision == "mixed_float16" and not device.startswith("gpu"):
+        raise ConfigError(f"{setting or 'training.precision = mixed_float16'} needs a GPU (float16 on a CPU is "
+                          f"slower, not faster); use training.precision: mixed_bfloat16 on a CPU, or train with "
+                          f"--device gpu on a machine that has one")
+    keras.mixed_precision.set_global_policy(precision)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -54,6 +54,8 @@ VARIANTS = [(c, []) for c in CONFIGS] + [
     (ROOT / "configs/smoke.yaml", PLATEAU),
     # XLA groups of 3 steps that make their own augmented and erased batches
     (ROOT / "configs/mlp.yaml", [*PLATEAU, "training.steps_per_execution=3", "data.augmentation.erasing=0.3"]),
+    # bfloat16 compute: batch norm's fused kernel on bfloat16, dropout, augmentation
+    (ROOT / "configs/cnn.yaml", ["training.precision=mixed_bfloat16"]),
 ]
 
 

@@ -161,3 +161,13 @@ def test_valid_padding_that_shrinks_the_image_away_is_a_config_error():
     # 28 -(2 convs)-> 24 -> 12 -> 8 -> 4 -> 0: block 3 has nothing left to pool
     with pytest.raises(ConfigError, match=r"shrinks to 0x0 before pooling in block 3 with padding 'valid'"):
         load_config(None, ["model.name=cnn", "model.params.padding=valid", "model.params.filters=[8, 16, 32]"])
+
+
+def test_precision_names_the_policy_and_the_older_flag_still_loads():
+    assert load_config(None).training.compute_precision == "float32"
+    assert load_config(None, ["training.precision=mixed_bfloat16"]).training.compute_precision == "mixed_bfloat16"
+    older = load_config(None, ["training.mixed_precision=true"])  # an earlier run's config.yaml
+    assert older.training.compute_precision == "mixed_float16"
+    message = config_error(None, ["training.mixed_precision=true", "training.precision=mixed_bfloat16"])
+    assert "contradicts precision = mixed_bfloat16" in message
+    assert "expected one of float32, mixed_bfloat16, mixed_float16" in config_error(None, ["training.precision=fp8"])

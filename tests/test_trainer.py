@@ -198,3 +198,19 @@ def test_test_time_flip_averages_each_image_with_its_mirror():
     assert accuracy == pytest.approx(float(np.mean(expected.argmax(axis=1) == y)))
     plain = Evaluation(model, "test")(evaluation_batches(x, y, 16), probabilities=True)[2]
     assert not np.allclose(plain, probabilities)  # the digits are not mirror-symmetric
+
+
+def test_bfloat16_computes_in_bfloat16_keeps_float32_logits_and_learns():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        x, y = data(64, 0)
+        model = build_model("cnn", filters=[8], convs_per_block=1, dense_units=16, batch_norm=True)
+        trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9), 64)
+        assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)  # bfloat16 needs no scaling
+        assert model.stack[0].compute_dtype == "bfloat16" and model(x).dtype == "float32"  # logits stay float32
+        assert all(v.dtype == "float32" for v in model.trainable_variables)
+        losses = [float(trainer.learning_step(x, y)) for _ in range(30)]
+        assert losses[-1] < 0.5 * losses[0]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -296,8 +296,12 @@ class TrainingConfig(_Section):
     steps_per_execution: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
         1, description="train steps per graph call (fewer Python round trips; progress, NaN checks and "
                        "stop requests then act once per group)")
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "float32", description="compute dtype (Keras policy); variables, logits and loss stay float32. "
+                               "mixed_bfloat16: CPUs with AVX-512 BF16 or AMX, and GPUs; mixed_float16: GPU only, "
+                               "with loss scaling")
     mixed_precision: StrictBool = Field(
-        False, description="GPU only: mixed_float16 compute with loss scaling; logits and loss stay float32")
+        False, description="older name for precision: mixed_float16 (kept so that earlier run configs load)")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
@@ -315,6 +319,18 @@ class TrainingConfig(_Section):
             raise ValueError(f"batch_size {self.batch_size} does not split evenly over {len(devices)} devices; "
                              f"use a multiple of {len(devices)} (the batch size is the global batch)")
         return self
+
+    @model_validator(mode="after")
+    def _one_precision(self):
+        if self.mixed_precision and self.precision == "mixed_bfloat16":
+            raise ValueError("mixed_precision = true (the older name for precision: mixed_float16) contradicts "
+                             "precision = mixed_bfloat16; drop mixed_precision")
+        return self
+
+    @property
+    def compute_precision(self) -> str:
+        """The Keras policy this config trains under (mixed_precision = true meaning mixed_float16)."""
+        return "mixed_float16" if self.mixed_precision else self.precision
 
     @model_validator(mode="after")
     def _warmup_within_training(self):
