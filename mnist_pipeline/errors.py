@@ -32,6 +32,14 @@ class OutputError(PipelineError):
     """The output folder cannot be created or written."""
 
 
+class RunNotCompleted(PipelineError):
+    """A run folder that is not completed (interrupted, failed, running...): it has no final model to use."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
+
+
 class RunFolderError(PipelineError):
     """A file of a run folder is missing, unreadable or not what `mnist train` wrote."""
 

@@ -15,7 +15,7 @@ from mnist_pipeline.config import CLASS_NAMES, RunConfig, load_config
 from mnist_pipeline.data.images import Digit, load_digits
 from mnist_pipeline.data.prepare import Normalization, stratified_split
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, DataError, OutputError, PipelineError, brief, clip
+from mnist_pipeline.errors import ConfigError, DataError, OutputError, PipelineError, RunNotCompleted, brief, clip
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 
@@ -35,7 +35,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     path = rf.run_folder(run_dir)
     status = run_files.read_status(path)["status"]
     if status != "completed":
-        raise PipelineError(f"{path}: the run is {status}, so it has no final model to use; pick a completed run")
+        raise RunNotCompleted(f"{path}: the run is {status}, so it has no final model to use; pick a completed "
+                              f"run", status)
     config = load_config(path / rf.CONFIG)
     normalization = Normalization(**run_files.read_normalization(path))
     metrics = run_files.read_metrics(path)
@@ -162,9 +163,9 @@ def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list
     return predictions
 
 
-def save_seen(predictions: list[Prediction], out_dir: str | Path) -> list[Path]:
+def save_seen(predictions: list[Prediction], out_dir: str | Path) -> list[Path | None]:
     """Write each classified image as the model saw it (28x28 PNG) into `out_dir`, named after its file (and
-    its index in an array); return the paths, one per prediction that has an image."""
+    its index in an array); return one path per prediction, None where there was no image."""
     import re
 
     from mnist_pipeline.data.images import png_bytes
@@ -177,6 +178,7 @@ def save_seen(predictions: list[Prediction], out_dir: str | Path) -> list[Path]:
     paths, taken = [], set()
     for p in predictions:
         if p.seen is None:
+            paths.append(None)
             continue
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(p.source).name.replace("[", "_").rstrip("]"))
         name, n = f"{stem}.seen.png", 1
@@ -197,12 +199,10 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
 
     runs, skipped = [], []
     for path in run_dirs:
-        folder = rf.run_folder(path)
-        status = run_files.read_status(folder)["status"]
-        if status != "completed":
-            skipped.append({"run": folder.name, "reason": f"the run is {status}, so it has no final model"})
-            continue
-        runs.append(load_run(folder))
+        try:
+            runs.append(load_run(path))
+        except RunNotCompleted as exc:
+            skipped.append({"run": Path(path).name, "reason": f"the run is {exc.status}, so it has no final model"})
     if len(runs) < 2:
         why = "".join(f"; {s['run']} skipped: {s['reason']}" for s in skipped)
         raise ConfigError(f"an ensemble needs at least two completed runs, got {len(runs)}{why}")

@@ -71,23 +71,23 @@ def predict(run_dir, files, as_json, save_input) -> None:
     from mnist_pipeline.inference import predict_files, save_seen
 
     predictions = predict_files(run_dir, list(files))
-    seen = iter(save_seen(predictions, save_input) if save_input else [])
-    saved = {id(p): str(next(seen)) for p in predictions if save_input and p.seen is not None}
+    saved = save_seen(predictions, save_input) if save_input else [None] * len(predictions)
     if as_json:
         click.echo(json.dumps([{"file": p.source, "prediction": p.top[0][0] if p.top else None,
                                 "name": p.top[0][1] if p.top else None,
                                 "top": [{"class": c, "name": name, "probability": q} for c, name, q in p.top],
-                                **({"seen": saved[id(p)]} if id(p) in saved else {}),
+                                **({"seen": str(seen)} if seen else {}),
                                 **({"error": p.error} if p.error else {}),
-                                **({"warning": p.warning} if p.warning else {})} for p in predictions], indent=2))
-    for p in predictions:
+                                **({"warning": p.warning} if p.warning else {})}
+                               for p, seen in zip(predictions, saved, strict=True)], indent=2))
+    for p, seen in zip(predictions, saved, strict=True):
         if p.error:
             click.echo(f"error: {p.error}", err=True)
         elif p.warning:
             click.echo(f"warning: {p.warning}", err=True)
         elif not as_json:
             top = ", ".join(f"{name} {q:.3f}" for _, name, q in p.top)
-            where = f"; seen as {saved[id(p)]}" if id(p) in saved else ""
+            where = f"; seen as {seen}" if seen else ""
             click.echo(f"{p.source}: {p.top[0][1]}  (top {len(p.top)}: {top}{where})")
     if any(p.error for p in predictions):
         sys.exit(1)
