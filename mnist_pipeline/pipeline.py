@@ -41,6 +41,11 @@ class Events:
     step: Callable[[Any], None] = _ignore  # a trainer.StepProgress after each group of steps
     epoch: Callable[[Any, int], None] = _ignore  # (EpochRecord, total epochs)
     stop_requested: Callable[[], bool] = lambda: False  # polled after every step (SIGINT / SIGTERM)
+    warn: Callable[[str], None] | None = None  # what goes wrong without stopping the run; None: to `log`
+
+    def __post_init__(self):
+        if self.warn is None:
+            self.warn = self.log
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
     failure or interruption mark the run as such and say what can be done with it."""
     summaries = None
     try:
-        summaries = _open_summaries(cfg, run_dir, events.log)
+        summaries = _open_summaries(cfg, run_dir, events.warn)
         if events.stop_requested():
             raise Interrupted("stopped before training started")
         metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries, test)
@@ -172,14 +177,14 @@ def _reproducible(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={"data": data})
 
 
-def _open_summaries(cfg: RunConfig, run_dir: Path, log):
+def _open_summaries(cfg: RunConfig, run_dir: Path, warn):
     """The run's TensorBoard writers, or None when the config turns them off."""
     board = cfg.output.tensorboard
     if not board.enabled:
         return None
     from mnist_pipeline.summaries import RunSummaries
 
-    return RunSummaries(run_dir, board.loss_every_steps, board.histograms_every_epochs, log)
+    return RunSummaries(run_dir, board.loss_every_steps, board.histograms_every_epochs, warn)
 
 
 def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:
@@ -380,11 +385,9 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
                           early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
                           on_losses=summaries.step_losses if summaries else None,
                           stop_requested=events.stop_requested)
-        # A stop asked for after the last step must not be lost: the run is then resumable with every epoch
-        # done, and `--resume` only tests and writes the files. Once those are being written, finishing is
-        # quicker than stopping (the CLI says so).
-        if events.stop_requested():
-            raise Interrupted("stopped after the last epoch, before the test")
+        # fit stops after the last epoch too, when asked (the run is then resumable with every epoch done, and
+        # `--resume` only tests and writes the files); once those are being written, finishing is quicker
+        # than stopping (the CLI says so).
         if test:
             test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy,
                                            splits.normalization)

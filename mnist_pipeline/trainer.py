@@ -232,8 +232,8 @@ class Trainer:
         each group's per-step losses (the objective minimized), `first` being the first one's 1-based global
         step. A `state` from a checkpoint (with the model, optimizer and policies restored alongside)
         continues a run exactly.
-        Raises TrainingDiverged on a non-finite loss, and Interrupted after the group of steps during which
-        `stop_requested()` became true.
+        Raises TrainingDiverged on a non-finite loss, and Interrupted after the group of steps (or the epoch's
+        end, checkpoint included) during which `stop_requested()` became true.
         """
         state = state or FitState()
         steps_per_epoch = batches.steps_per_epoch
@@ -242,8 +242,6 @@ class Trainer:
         for epoch in range(state.next_epoch, epochs):
             if state.stopped_early:
                 break
-            if stop_requested():  # asked during the last validation or checkpoint: no step of a new epoch
-                raise Interrupted(f"stopped after epoch {epoch}" if epoch else "stopped before the first epoch")
             start = time.perf_counter()
             rates = [schedule.rate(epoch + step / steps_per_epoch) for step in range(steps_per_epoch)]
             feed, step = self.begin_epoch(batches, epoch, rates), 0
@@ -267,6 +265,10 @@ class Trainer:
                 state.stopped_early = True
             if on_epoch:
                 on_epoch(record, state)
+            if stop_requested():  # asked during validation or the checkpoint: the epoch is saved, stop here
+                last = epoch + 1 == epochs or state.stopped_early  # the caller would test next
+                raise Interrupted("stopped after the last epoch, before the test" if last
+                                  else f"stopped after epoch {epoch + 1}")
         if state.best_weights is not None:
             self.model.set_weights(state.best_weights)
         return FitResult(state.history, state.best_epoch, state.best_val_loss, state.stopped_early)

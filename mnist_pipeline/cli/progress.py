@@ -24,8 +24,8 @@ def epoch_line(record, epochs: int) -> str:
 class TrainingProgress:
     """Receives the run's events (see `pipeline.Events`) and prints them.
 
-    `bar`: draw the live bar (a terminal); `quiet`: print no bar, no epochs and no log lines but warnings (those
-    starting `warning:`); the caller prints the result.
+    `bar`: draw the live bar (a terminal); `quiet`: print no bar, no epochs and no log lines, only warnings;
+    the caller prints the result.
     `batch_size` turns steps into images for the rate.
     """
 
@@ -42,8 +42,11 @@ class TrainingProgress:
 
     # -- events -----------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
-        if not self.quiet or message.startswith("warning:"):
+        if not self.quiet:
             self._print(message)
+
+    def warn(self, message: str) -> None:
+        self._print(message)  # --quiet too
 
     def step(self, where) -> None:
         """`where`: a trainer.StepProgress, after each group of steps."""

@@ -73,7 +73,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     try:
         with runtime.StopSignals() as signals:
             events = Events(log=progress.log, step=progress.step, epoch=progress.epoch_done,
-                            stop_requested=signals.requested)
+                            stop_requested=signals.requested, warn=progress.warn)
             result = run(cfg, events, resume=resume)
     except Interrupted as exc:
         progress.clear()
