@@ -19,8 +19,9 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
-    with sync_api.sync_playwright() as playwright:
+    from playwright.sync_api import sync_playwright  # the dev extra: a missing one fails, never skips
+
+    with sync_playwright() as playwright:
         # --no-sandbox: Chromium's sandbox refuses to start as root (CI containers run as root).
         launched = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         yield launched

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_pipeline.errors import RunFolderError
+from mnist_pipeline.errors import ConfigError, RunFolderError
 from mnist_pipeline.reports import plots, run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import Section, render_markdown
@@ -72,7 +72,6 @@ def summarize_run(run_dir: Path) -> RunSummary:
 def _config(run_dir: Path) -> tuple[str, dict[str, str]]:
     """(output.name, {dotted key: YAML-style value}) of a run's config.yaml; ("", {}) if it cannot be read."""
     from mnist_pipeline.config import flat_values, load_config, yaml_value
-    from mnist_pipeline.errors import ConfigError
 
     try:
         cfg = load_config(run_dir / rf.CONFIG).model_dump(mode="json")
