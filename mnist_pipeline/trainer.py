@@ -8,6 +8,7 @@ No file I/O and no printing: progress goes out through callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -70,10 +71,19 @@ class FitState:
     stopped_early: bool = False
 
 
-def make_optimizer(name: str, learning_rate: float, momentum: float) -> keras.optimizers.Optimizer:
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-    return keras.optimizers.Adam(learning_rate=learning_rate)
+def make_optimizer(name: str, learning_rate: float, momentum: float, weight_decay: float = 0.0,
+                   ema: float = 0.0) -> keras.optimizers.Optimizer:
+    """Keras's own optimizers. `weight_decay` is decoupled from the gradient (Keras applies it as
+    var -= lr * weight_decay * var, AdamW's rule) and spares biases and batch norm's scales and offsets:
+    decaying those only fights the normalization. `ema` > 0 keeps Keras's moving average of the trainable
+    weights as optimizer variables (so checkpoints hold it); `Trainer` evaluates with it."""
+    options = {"learning_rate": learning_rate, "weight_decay": weight_decay or None,
+               "use_ema": ema > 0, "ema_momentum": ema or 0.99}
+    optimizer = (keras.optimizers.SGD(momentum=momentum, **options) if name == "sgd"
+                 else keras.optimizers.Adam(**options))
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
 
 
 class _PhaseMetrics:
@@ -340,11 +350,31 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, val_data: Iterable, train_seconds: float, learning_rate: float,
                    state: FitState) -> EpochRecord:
-        val_loss, val_accuracy = self.validate(val_data)
+        with self.averaged_weights():
+            val_loss, val_accuracy = self.validate(val_data)
+            if state.best_val_loss is None or val_loss < state.best_val_loss:
+                state.best_val_loss, state.best_epoch, state.best_weights = (val_loss, epoch + 1,
+                                                                             self.model.get_weights())
         loss, accuracy = self.train_metrics.result()
         record = EpochRecord(epoch + 1, loss, accuracy, val_loss, val_accuracy, learning_rate, train_seconds)
         state.history.append(record)
         state.next_epoch = epoch + 1
-        if state.best_val_loss is None or val_loss < state.best_val_loss:
-            state.best_val_loss, state.best_epoch, state.best_weights = val_loss, epoch + 1, self.model.get_weights()
         return record
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within: the model holds the optimizer's moving average of its weights (when `ema` is on), as
+        validation, the best weights and so the test and the saved model see them. Training goes on from
+        the raw weights, restored on the way out."""
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under loss scaling
+        if not optimizer.use_ema:
+            yield
+            return
+        variables = self.model.trainable_variables
+        raw = [variable.numpy() for variable in variables]
+        optimizer.finalize_variable_values(variables)  # Keras's way to copy the average into the model
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, raw, strict=True):
+                variable.assign(value)

@@ -56,6 +56,8 @@ VARIANTS = [(c, []) for c in CONFIGS] + [
     (ROOT / "configs/mlp.yaml", [*PLATEAU, "training.steps_per_execution=3", "data.augmentation.erasing=0.3"]),
     # bfloat16 compute: batch norm's fused kernel on bfloat16, dropout, augmentation
     (ROOT / "configs/cnn.yaml", ["training.precision=mixed_bfloat16"]),
+    # the weights' moving average (optimizer variables) and decoupled weight decay
+    (ROOT / "configs/mlp.yaml", ["training.ema=0.9", "training.weight_decay=0.05"]),
 ]
 
 

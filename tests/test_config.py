@@ -171,3 +171,19 @@ def test_precision_names_the_policy_and_the_older_flag_still_loads():
     message = config_error(None, ["training.mixed_precision=true", "training.precision=mixed_bfloat16"])
     assert "contradicts precision = mixed_bfloat16" in message
     assert "expected one of float32, mixed_bfloat16, mixed_float16" in config_error(None, ["training.precision=fp8"])
+
+
+def test_bfloat16_is_called_emulated_only_on_a_cpu_without_avx512_bf16_or_amx():
+    from mnist_pipeline.runtime import bfloat16_is_emulated
+
+    assert bfloat16_is_emulated("cpu", "processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    assert not bfloat16_is_emulated("cpu", "flags : fpu avx512f avx512_bf16\n")
+    assert not bfloat16_is_emulated("cpu", "flags : fpu amx_tile amx_bf16\n")
+    assert not bfloat16_is_emulated("cpu", "Hardware : something without flags\n")  # cannot tell: no warning
+
+
+def test_weight_decay_and_ema_are_checked_fractions():
+    cfg = load_config(None, ["training.weight_decay=0.05", "training.ema=0.999"])
+    assert (cfg.training.weight_decay, cfg.training.ema) == (0.05, 0.999)
+    assert "training.ema" in config_error(None, ["training.ema=1"])
+    assert "training.weight_decay" in config_error(None, ["training.weight_decay=-0.1"])

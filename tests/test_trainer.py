@@ -214,3 +214,54 @@ def test_bfloat16_computes_in_bfloat16_keeps_float32_logits_and_learns():
         assert losses[-1] < 0.5 * losses[0]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_weight_decay_shrinks_kernels_by_rate_times_decay_and_spares_biases_and_batch_norm():
+    x, y = data(64, 0)
+    runs = {}
+    for decay in (0.0, 0.5):
+        keras.utils.set_random_seed(0)
+        model = build_model("mlp", units=16, batch_norm=True)
+        trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9, weight_decay=decay), 64)
+        before = [v.numpy() for v in model.trainable_variables]
+        trainer.learning_step(x, y)
+        variables = model.trainable_variables
+        runs[decay] = before, [v.numpy() for v in variables], [v.name for v in variables]
+    (start, plain, names), (_, decayed, _) = runs[0.0], runs[0.5]
+    assert names == ["kernel", "gamma", "beta", "kernel", "bias"]
+    for name, w0, a, b in zip(names, start, plain, decayed, strict=True):
+        if name == "kernel":  # AdamW: the decay comes off the weights before the step, apart from the gradient
+            np.testing.assert_allclose(b, a - 0.01 * 0.5 * w0, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_ema_validates_and_keeps_the_averaged_weights_and_trains_on_from_the_raw_ones():
+    keras.utils.set_random_seed(0)
+    (x, y), (xv, yv) = data(256, 1), data(64, 2)
+    model = build_model("mlp", units=16)
+    trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9, ema=0.9), 32)
+    averages = trainer.optimizer._model_variables_moving_average  # Keras's own; what the test checks against
+    val = evaluation_batches(xv, yv, 32)
+    result = trainer.fit(InStepBatches(x, y, 32, seed=0), val, 1)
+    kept = [v.numpy() for v in model.trainable_variables]
+    for weight, average in zip(kept, averages, strict=True):
+        np.testing.assert_array_equal(weight, average.numpy())  # fit leaves the model on the average
+    assert result.history[0].val_loss == pytest.approx(trainer.validate(val)[0], rel=1e-6)
+
+    raw = [v.numpy() + 1.0 for v in model.trainable_variables]  # weights that are surely not the average
+    model.set_weights(raw)
+    with trainer.averaged_weights():
+        for weight, average in zip(model.trainable_variables, averages, strict=True):
+            np.testing.assert_array_equal(weight.numpy(), average.numpy())
+    for weight, value in zip(model.trainable_variables, raw, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), value)
+    assert not any(np.allclose(a.numpy(), r) for a, r in zip(averages, raw, strict=True))
+
+
+def test_without_ema_the_averaged_weights_are_the_weights():
+    model = build_model("mlp", units=8)
+    trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9), 32)
+    before = [v.numpy() for v in model.trainable_variables]
+    with trainer.averaged_weights():
+        assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.trainable_variables, strict=True))

@@ -286,6 +286,12 @@ class TrainingConfig(_Section):
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")
     learning_rate: Number = Field(1e-3, gt=0.0, le=10.0, description="initial learning rate")
     momentum: Fraction = Field(0.9, description="SGD momentum (ignored by adam)")
+    weight_decay: Annotated[Number, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="decoupled weight decay (AdamW / SGDW): each step shrinks every kernel by "
+                         "learning_rate x weight_decay of itself; biases and batch norm are left alone (0 = off)")
+    ema: Annotated[Number, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="momentum of an exponential moving average of the weights (e.g. 0.999: ~1,000 steps); "
+                         "validation, the test and the saved model use the averaged weights (0 = off)")
     label_smoothing: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
         0.0, description="train toward (1 - s) on the true class plus s spread over all 10 (reported losses "
                          "stay plain cross-entropy)")
