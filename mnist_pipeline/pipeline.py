@@ -88,16 +88,21 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     wall_start = time.perf_counter()
     distribute.check_environment(cfg.training.distribute.strategy)
     raw, splits = load_data(cfg)
-    data_fingerprint = fingerprint_data(raw)
+    data_fingerprint, source = fingerprint_data(raw), raw.source
+    del raw  # the splits hold what training needs: the full training images would outlive their use (47 MB)
     if resume is not None:
-        check_same_data(resume, data_fingerprint, raw.source)
+        check_same_data(resume, data_fingerprint, source)
     events.log(f"data: {cfg.data.dataset}, train {splits.sizes['train']}, val {splits.sizes['val']}, "
-               f"test {splits.sizes['test']}, {cfg.data.normalization}; from {raw.source}")
+               f"test {splits.sizes['test']}, {cfg.data.normalization}; from {source}")
     # TensorFlow loads here; a missing GPU, a cluster that does not form or another topology than the resumed
     # run's is refused before any folder exists or changes.
     rt = start_runtime(cfg)
     if resume is not None:
         rt.topology.check_same(resume.topology, resume.run_dir)
+    if cfg.training.compute_precision == "mixed_bfloat16" and runtime.bfloat16_is_emulated(rt.device):
+        events.warn(f"warning: this {rt.device.split()[0].upper()} has no native bfloat16 arithmetic, so "
+                    f"training.precision = mixed_bfloat16 runs slower than float32 here; set "
+                    f"training.precision: float32")
     if not rt.topology.chief:  # the same steps, checkpoints and tests as the chief, which alone writes files
         metrics = _train_and_test(cfg, splits, resume.run_dir if resume else None, events, rt, resume is not None,
                                   test=test)
@@ -117,15 +122,15 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
             config_text = to_yaml(_reproducible(cfg))
             rf.write_text(run_dir / rf.CONFIG, config_text)
             rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
-                                                     "data_sha256": data_fingerprint, "data_source": raw.source})
+                                                     "data_sha256": data_fingerprint, "data_source": source})
         rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
-        metrics = _finish(cfg, splits, raw, run_dir, events, rt, resume is not None, started, wall_start, test)
+        metrics = _finish(cfg, splits, source, run_dir, events, rt, resume is not None, started, wall_start, test)
     finally:
         lock.release()
     return RunResult(run_dir, metrics)
 
 
-def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resumed: bool, started: str,
+def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime, resumed: bool, started: str,
             wall_start: float, test: bool = True) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
@@ -138,7 +143,7 @@ def _finish(cfg, splits, raw, run_dir: Path, events: Events, rt: Runtime, resume
         metrics.update(
             wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device,
             deterministic=rt.device.startswith("cpu"),
-            seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=raw.source, split_sizes=splits.sizes,
+            seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
             mixed_precision=cfg.training.compute_precision == "mixed_float16",
             precision=cfg.training.compute_precision,
@@ -304,7 +309,8 @@ def _build(cfg: RunConfig, strategy=None):
     training = cfg.training
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_model(cfg.model.name, **cfg.model.params)
-        optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum)
+        optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum,
+                                   training.weight_decay, training.ema)
         trainer = Trainer(model, optimizer, global_batch_size=training.batch_size,
                           jit_compile=training.jit_compile, steps_per_execution=training.steps_per_execution,
                           label_smoothing=training.label_smoothing,

@@ -14,6 +14,7 @@ import random
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -114,6 +115,25 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
                           f"slower, not faster); use training.precision: mixed_bfloat16 on a CPU, or train with "
                           f"--device gpu on a machine that has one")
     keras.mixed_precision.set_global_policy(precision)
+
+
+def bfloat16_is_emulated(device: str, cpuinfo: str | None = None) -> bool:
+    """Whether bfloat16 arithmetic on `device` would be emulated (slower than float32, not faster): a CPU
+    whose flags (`cpuinfo`, else /proc/cpuinfo) name neither AVX-512 BF16 nor AMX, or a GPU older than
+    compute capability 8.0 (Ampere). False when it cannot tell (no /proc/cpuinfo, no device details)."""
+    if device.startswith("gpu"):
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") if gpus else None
+        return capability is not None and tuple(capability) < (8, 0)
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return bool(flags) and not flags & {"avx512_bf16", "amx_bf16"}
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
