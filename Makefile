@@ -33,7 +33,7 @@ help:
 	@echo "make sweep-smoke      a 4-trial grid sweep of the smoke CNN (2 epochs each)"
 	@echo "make tensorboard      serve $(OUTPUT_DIR) on TensorBoard: every run and sweep trial side by side (PORT=$(PORT))"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
-	@echo "make bench            custom trainer vs model.fit throughput, memory, ceiling, time to 90% (DATA_DIR=..., ~16 min)"
+	@echo "make bench            custom trainer vs model.fit, bfloat16, memory, time to 90% and 93% (DATA_DIR=..., ~25 min)"
 	@echo "make clean            remove caches and build files (never outputs/); distclean also removes $(VENV)"
 
 install: $(VENV)/.installed
