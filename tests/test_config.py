@@ -88,6 +88,11 @@ def test_resolved_config_round_trips(tmp_path):
     (["rotation=0.1"], ["did you mean 'data.augmentation.rotation'"]),
     (["augmentation.zoom=0.1"], ["unknown key 'augmentation'", "did you mean 'data.augmentation'"]),
     (["training.lr=0.1"], ["unknown key 'training.lr'", "did you mean 'learning_rate'"]),
+    (["weight_decay=0.1"], ["unknown key 'weight_decay'", "did you mean 'training.weight_decay'"]),
+    (["training.wd=0.1"], ["unknown key 'training.wd'", "did you mean 'weight_decay'"]),
+    # A key of another section under model.params: the training option, not a look-alike parameter (l2).
+    (["model.params.weight_decay=0.1"], ["unknown key 'model.params.weight_decay'",
+                                         "did you mean 'training.weight_decay'"]),
     # Types in YAML's words, not Python's ("input should be a valid tuple").
     (["model.params.units=abc", "model.name=deep_mlp"], ["model.params.units = 'abc'", "expected a list of integers"]),
     (["model.params.units=[64,x]", "model.name=deep_mlp"], ["model.params.units[1] = 'x'", "expected an integer"]),

@@ -179,7 +179,7 @@ def _describe(exc: ValidationError, source: str, schema: type[BaseModel], prefix
     if err["type"] == "extra_forbidden":
         parent, _, leaf = loc.rpartition(".")
         allowed = _field_names(schema, err["loc"][:-1])
-        hint = _did_you_mean(leaf, allowed, schema if not prefix else None)
+        hint = _did_you_mean(leaf, allowed)
         did_you_mean = f"did you mean {hint!r}? " if hint else ""
         return (f"{source}: unknown key {quote(loc)}{origin}; {did_you_mean}"
                 f"allowed in {parent or 'the top level'}: {', '.join(allowed)}{more}")
@@ -230,19 +230,18 @@ def _locate(schema: type[BaseModel], loc: tuple) -> tuple[list[str], Any, list[i
     return path, annotation, inside
 
 
-_ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "weight_decay": "l2",
-            "wd": "l2", "dropout": "dropout_rate", "model_name": "name"}  # other tools' names for our keys
+_ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "wd": "weight_decay",
+            "dropout": "dropout_rate", "model_name": "name"}  # other tools' names for our keys
 
 
-def _did_you_mean(leaf: str, siblings: list[str], root: type[BaseModel] | None) -> str | None:
-    """A close sibling name, else (from the top of the config) the full key of a field of that name elsewhere:
-    `epochs` -> `training.epochs`."""
+def _did_you_mean(leaf: str, siblings: list[str]) -> str | None:
+    """A close sibling name, else the full key of a field of that name elsewhere in the config, from any
+    section (model.params included): `epochs` -> `training.epochs`, `model.params.weight_decay` ->
+    `training.weight_decay`."""
     close = difflib.get_close_matches(_ALIASES.get(leaf, leaf), siblings, n=1)
     if close:
         return close[0]
-    if root is None:
-        return None
-    fields = [key.split(".") for key, *_ in describe_fields(root)]
+    fields = [key.split(".") for key, *_ in describe_fields(RunConfig)]
     keys = list(dict.fromkeys(".".join(parts[:i]) for parts in fields for i in range(2, len(parts) + 1)))
     leaf = _ALIASES.get(leaf, leaf)
     exact = [key for key in keys if key.rsplit(".", 1)[-1] == leaf]
