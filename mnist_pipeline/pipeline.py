@@ -457,6 +457,8 @@ def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.n
     def image_scale(x):  # (N, 28, 28, 1) normalized -> (N, 28, 28) in [0, 1]
         return np.clip(splits.normalization.invert(np.asarray(x)), 0.0, 1.0)[..., 0]
 
+    # The samples are drawn as augmented (so normalized first, then inverted); the mistakes as stored.
+
     chosen = np.random.default_rng(seed).choice(len(splits.y_train), SAMPLE_COUNT, replace=False)
     samples = splits.inputs(splits.x_train[chosen])
     if augmentation is not None:
@@ -466,7 +468,7 @@ def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.n
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer, test_labels=splits.y_test, test_probabilities=probabilities.astype(np.float32),
-        mistake_indices=mistakes, mistake_images=image_scale(splits.inputs(splits.x_test[mistakes])),
+        mistake_indices=mistakes, mistake_images=splits.x_test[mistakes] / np.float32(255),
         sample_images=image_scale(samples), sample_labels=splits.y_train[chosen],
         samples_augmented=augmentation is not None, first_layer_kernel=np.asarray(first_kernel),
     )
