@@ -77,8 +77,9 @@ def make_optimizer(name: str, learning_rate: float, momentum: float, weight_deca
     var -= lr * weight_decay * var, AdamW's rule) and spares biases and batch norm's scales and offsets:
     decaying those only fights the normalization. `ema` > 0 keeps Keras's moving average of the trainable
     weights as optimizer variables (so checkpoints hold it); `Trainer` evaluates with it."""
-    options = {"learning_rate": learning_rate, "weight_decay": weight_decay or None,
-               "use_ema": ema > 0, "ema_momentum": ema or 0.99}
+    # weight_decay=None, not 0: Keras would otherwise spend a multiply per variable per step on nothing.
+    options = {"learning_rate": learning_rate, "weight_decay": weight_decay or None, "use_ema": ema > 0,
+               "ema_momentum": ema}
     optimizer = (keras.optimizers.SGD(momentum=momentum, **options) if name == "sgd"
                  else keras.optimizers.Adam(**options))
     if weight_decay:
