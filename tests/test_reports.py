@@ -152,6 +152,14 @@ def test_curves_show_the_learning_rate_and_say_why_train_loss_can_be_higher(trai
     assert width / height > 3  # three panels: loss, accuracy, learning rate
 
 
+def test_curves_caption_says_which_weights_validation_used():
+    from mnist_pipeline.reports.document import _curves_caption
+
+    assert "validation uses the epoch's final weights" in _curves_caption({"training": {"ema": 0.0}})
+    averaged = _curves_caption({"training": {"ema": 0.999}})
+    assert "validation uses a moving average of the weights" in averaged and "final weights" not in averaged
+
+
 def test_classification_numbers():
     labels = np.array([0, 0, 1, 1, 2, 2])
     predicted = np.array([0, 1, 1, 1, 0, 2])

@@ -107,8 +107,10 @@ def _curves_caption(config: dict) -> str:
     if smoothing:
         causes.append(f"label smoothing {smoothing} trains toward softer targets, so training never drives the "
                       f"cross-entropy on its own images as low as it could")
-    causes.append("train numbers are means over the epoch while the weights still moved; validation uses the "
-                  "epoch's final weights")
+    validated = ("a moving average of the weights" if config.get("training", {}).get("ema")
+                 else "the epoch's final weights")
+    causes.append(f"train numbers are means over the epoch while the weights still moved; validation uses "
+                  f"{validated}")
     return ("Loss and accuracy per epoch, train vs validation, and the learning rate at each epoch's first step; "
             "the dashed line marks the kept epoch (lowest validation loss). Train loss can sit above validation "
             "loss here: " + "; ".join(causes) + ".")
