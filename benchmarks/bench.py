@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+MNIST = str(Path(sys.executable).parent / "mnist")  # this environment's console script
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 TRAINERS = ["custom", "fit", "fit-same"]
 VARIANTS = [  # (model config, augmentation on?)
@@ -182,11 +183,12 @@ def _training_flops(model) -> int:
 
 # ---------------------------------------------------------------- driver side
 
-def _run_worker(trainer: str, model: str, augment: bool, repeats: int, args, replicas: int = 1) -> dict:
+def _run_worker(trainer: str, model: str, augment: bool, repeats: int, args, replicas: int = 1,
+                overrides: list[str] = ()) -> dict:
     command = [sys.executable, __file__, "--worker", trainer, "--model", model, "--repeats", str(repeats),
                "--replicas", str(replicas)] + (
         ["--steps", str(args.steps)] if args.steps else []) + (["--augment"] if augment else []) + [
-        f"--set={item}" for item in args.set] + (
+        f"--set={item}" for item in [*args.set, *overrides]] + (
         ["--data-dir", args.data_dir] if args.data_dir else [])
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
@@ -213,33 +215,41 @@ def _run_variant(model: str, augment: bool, args) -> dict:
     return pooled
 
 
-def _replicas(model: str, args) -> dict:
-    """Our trainer on 1 device vs MirroredStrategy over 2 logical CPU devices, taking turns like the trainers:
-    the shipped config either way (under the strategy XLA is off and batches come from tf.data per replica)."""
+def _taking_turns(model: str, settings: dict[str, tuple[int, list[str]]], args) -> dict[str, list[float]]:
+    """Our trainer on the shipped config under each setting (replicas, extra KEY=VALUE overrides), without
+    augmentation, in args.rounds rounds of one process per setting, the order rotating as the trainers' does:
+    images/s per setting, every process's repeats pooled."""
     per_round = -(-args.repeats // args.rounds)
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    names = list(settings)
+    rates: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds):
-        for replicas in ((1, 2) if round_ % 2 == 0 else (2, 1)):
-            rates[replicas] += _run_worker("custom", model, False, per_round, args, replicas)["images_per_second"]
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            replicas, overrides = settings[name]
+            rates[name] += _run_worker("custom", model, False, per_round, args, replicas,
+                                       overrides)["images_per_second"]
+    return rates
+
+
+def _spread(rates: list[float]) -> list[int]:
+    return [round(min(rates)), round(max(rates))]
+
+
+def _replicas(model: str, args) -> dict:
+    """One device vs MirroredStrategy over 2 logical CPU devices (under the strategy XLA is off and batches
+    come from tf.data per replica)."""
+    rates = _taking_turns(model, {"1": (1, []), "2": (2, [])}, args)
+    one, two = statistics.median(rates["1"]), statistics.median(rates["2"])
     return {"model": model, "1 replica img/s": round(one), "2 replicas img/s": round(two),
-            "2 / 1": round(two / one, 2), "spread 1": [round(min(rates[1])), round(max(rates[1]))],
-            "spread 2": [round(min(rates[2])), round(max(rates[2]))]}
+            "2 / 1": round(two / one, 2), "spread 1": _spread(rates["1"]), "spread 2": _spread(rates["2"])}
 
 
 def _precision(model: str, args) -> dict:
-    """Our trainer under float32 vs mixed_bfloat16 on the shipped config, taking turns like the trainers."""
-    per_round = -(-args.repeats // args.rounds)
-    rates: dict[str, list[float]] = {"float32": [], "mixed_bfloat16": []}
-    for round_ in range(args.rounds):
-        for precision in (list(rates) if round_ % 2 == 0 else list(rates)[::-1]):
-            extra = argparse.Namespace(**{**vars(args), "set": [*args.set, f"training.precision={precision}"]})
-            rates[precision] += _run_worker("custom", model, False, per_round, extra)["images_per_second"]
+    """float32 vs mixed_bfloat16."""
+    rates = _taking_turns(model, {p: (1, [f"training.precision={p}"]) for p in ("float32", "mixed_bfloat16")}, args)
     fp32, bf16 = statistics.median(rates["float32"]), statistics.median(rates["mixed_bfloat16"])
     return {"model": model, "float32 img/s": round(fp32), "bfloat16 img/s": round(bf16),
-            "bfloat16 / float32": round(bf16 / fp32, 2),
-            "float32 spread": [round(min(rates["float32"])), round(max(rates["float32"]))],
-            "bfloat16 spread": [round(min(rates["mixed_bfloat16"])), round(max(rates["mixed_bfloat16"]))]}
+            "bfloat16 / float32": round(bf16 / fp32, 2), "float32 spread": _spread(rates["float32"]),
+            "bfloat16 spread": _spread(rates["mixed_bfloat16"])}
 
 
 MEMORY_CONFIGS = ["mlp_fashion", "cnn_fashion_fast", "cnn_fashion"]
@@ -260,12 +270,11 @@ def _peak_mb(command: list[str]) -> float:
 def _memory(args) -> list[dict]:
     """Peak resident memory of whole `mnist train` runs (one epoch of each shipped Fashion-MNIST config on
     the full data, then the test and the run folder), beside a process that only imports TensorFlow."""
-    mnist = str(Path(sys.executable).parent / "mnist")
     base = _peak_mb([sys.executable, "-c", "import tensorflow"])
     rows = [{"process": "python -c 'import tensorflow'", "peak MB": round(base), "/ import": 1.0}]
     with tempfile.TemporaryDirectory() as out:
         for config in MEMORY_CONFIGS:
-            peak = _peak_mb([mnist, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--epochs", "1",
+            peak = _peak_mb([MNIST, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--epochs", "1",
                              "--data-dir", args.data_dir, "--output-dir", out, "--quiet"])
             rows.append({"process": f"mnist train --config configs/{config}.yaml --epochs 1", "peak MB": round(peak),
                          "/ import": round(peak / base, 2)})
@@ -283,12 +292,11 @@ def _tensorboard_cost(args) -> list[dict]:
     settings = {"off": ["output.tensorboard.enabled=false"], "on (every 10 steps)": [],
                 "on (every step)": ["output.tensorboard.loss_every_steps=1"]}
     seconds: dict[str, dict[str, list[float]]] = {name: {"steady": [], "wall": []} for name in settings}
-    mnist = str(Path(sys.executable).parent / "mnist")
     names = list(settings)
     with tempfile.TemporaryDirectory() as out:
         for round_ in range(args.rounds):
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                command = [mnist, "train", "--config", str(ROOT / "configs/mlp.yaml"), "--epochs", "6", "--device",
+                command = [MNIST, "train", "--config", str(ROOT / "configs/mlp.yaml"), "--epochs", "6", "--device",
                            "cpu", "--output-dir", out, *(["--data-dir", args.data_dir] if args.data_dir else []),
                            *[f"--set={item}" for item in settings[name]]]
                 result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -433,8 +441,7 @@ def main() -> None:
         results.append(_run_variant(model, augment, args))
         ceilings.append(_matmul_ceiling())
     ceiling = max(ceilings)
-    mnist = str(Path(sys.executable).parent / "mnist")
-    help_seconds = _command_seconds([mnist, "--help"])
+    help_seconds = _command_seconds([MNIST, "--help"])
     import_seconds = _command_seconds([sys.executable, "-c", "import tensorflow"])
     load_seconds = _load_seconds(args.data_dir)
     replicas = [_replicas(model, args) for model in args.models.split(",")]
