@@ -61,8 +61,12 @@ VARIANTS = [(c, []) for c in CONFIGS] + [
 ]
 
 
+VARIANT_IDS = [config.stem + "".join(f"+{item.split('=')[0].rsplit('.', 1)[-1]}" for item in extra)
+               for config, extra in VARIANTS]  # mlp+ema+weight_decay
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("config, extra", VARIANTS, ids=[c.stem + ("+" if e else "") for c, e in VARIANTS])
+@pytest.mark.parametrize("config, extra", VARIANTS, ids=VARIANT_IDS)
 def test_every_shipped_config_killed_after_an_epoch_resumes_bit_for_bit(config, extra, idx_dir, tmp_path):
     args = ["train", "--config", config, "--data-dir", idx_dir, "--device", "cpu",
             *(arg for item in [*TINY, *extra] for arg in ("--set", item))]
