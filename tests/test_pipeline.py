@@ -71,3 +71,21 @@ def test_a_run_without_test_never_touches_the_test_split_and_is_complete(idx_dir
     evaluated = CliRunner().invoke(cli, ["evaluate", str(result.run_dir), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["recorded_accuracy"] is None
+
+
+@pytest.mark.parametrize("emulated", [True, False])
+def test_bfloat16_where_it_would_be_emulated_is_warned_about_once_and_still_trains(idx_dir, tmp_path, monkeypatch,
+                                                                                  emulated):
+    from mnist_pipeline import runtime
+
+    # This machine has AVX-512 BF16: the CPU flags are the one thing faked here.
+    flags = "flags : fpu sse2 avx2 avx512f" + ("" if emulated else " avx512_bf16")
+    monkeypatch.setattr(runtime, "bfloat16_is_emulated",
+                        lambda device, cpuinfo=None, real=runtime.bfloat16_is_emulated: real(device, flags))
+    logs, warnings = [], []
+    result = run(config(idx_dir, tmp_path, "training.precision=mixed_bfloat16", "training.epochs=1"),
+                 Events(log=logs.append, warn=warnings.append))
+    expected = ["warning: this CPU has no native bfloat16 arithmetic, so training.precision = mixed_bfloat16 runs "
+                "slower than float32 here; set training.precision: float32"]
+    assert warnings == (expected if emulated else [])
+    assert result.metrics["precision"] == "mixed_bfloat16" and result.metrics["test_accuracy"] > 0.3
