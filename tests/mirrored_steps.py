@@ -1,5 +1,6 @@
 """Train one model from the same weights on one device and under MirroredStrategy over 2 logical CPU devices;
-print the largest differences as JSON: `python tests/mirrored_steps.py MODEL OPTIMIZER [EXAMPLES EPOCHS]`.
+print the largest differences as JSON: `python tests/mirrored_steps.py MODEL OPTIMIZER [EXAMPLES EPOCHS]`
+(OPTIMIZER: adam, sgd or adam+ema).
 `python tests/mirrored_steps.py dropout`: the two replicas' dropout masks.
 
 Run in a process of its own: logical devices can only be set before TensorFlow initializes.
@@ -42,7 +43,7 @@ def train(strategy, name: str, optimizer: str, initial, examples: int = 256, epo
     (x, y), (xv, yv), (xt, yt) = data(examples, 1), data(70, 2), data(90, 3)  # 70 and 90: partial last batches
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_model(name, **MODELS[name])
-        trainer = Trainer(model, make_optimizer(optimizer, 0.01 if optimizer == "adam" else 0.1, 0.9), 32,
+        trainer = Trainer(model, _optimizer(optimizer), 32,
                           steps_per_execution=3, label_smoothing=0.1, strategy=strategy)
     if initial is not None:
         model.set_weights(initial)
@@ -52,6 +53,14 @@ def train(strategy, name: str, optimizer: str, initial, examples: int = 256, epo
     test = trainer.test(evaluation_batches(xt, yt, 32, strategy), probabilities=True)
     history = [[r.loss, r.accuracy, r.val_loss, r.val_accuracy] for r in fit.history]
     return start, model.get_weights(), history, test
+
+
+def _optimizer(name: str):
+    """adam, sgd, or adam+ema: Adam with decoupled weight decay and a moving average of the weights, which
+    validation swaps in and out of the mirrored variables."""
+    if name == "adam+ema":
+        return make_optimizer("adam", 0.01, 0.9, weight_decay=0.05, ema=0.9)
+    return make_optimizer(name, 0.01 if name == "adam" else 0.1, 0.9)
 
 
 def mirrored_over_two_cpus():

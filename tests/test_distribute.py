@@ -114,6 +114,7 @@ def test_resuming_on_another_topology_is_refused():
 @pytest.mark.parametrize("model, optimizer, examples, epochs", [
     ("cnn", "sgd", 96, 1), ("cnn", "adam", 96, 1),  # 3 steps: conv, synchronized batch norm, L2, label smoothing
     ("deep_mlp", "sgd", 256, 2), ("deep_mlp", "adam", 256, 2),  # 16 steps, 2 validations
+    ("deep_mlp", "adam+ema", 256, 2),  # weight decay, and validation on the averaged weights
 ])
 def test_two_replicas_train_like_one_device(model, optimizer, examples, epochs):
     result = subprocess.run([sys.executable, str(ROOT / "tests/mirrored_steps.py"), model, optimizer, str(examples),
