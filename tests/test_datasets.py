@@ -79,3 +79,33 @@ def test_batches_normalized_in_the_graph_equal_normalized_arrays(method):
     for step in range(2):
         np.testing.assert_array_equal(stored.next_batch(None, tf.constant(step, tf.int64))[0].numpy(),
                                       prepared.next_batch(None, tf.constant(step, tf.int64))[0].numpy())
+
+
+def test_aligned_splits_are_read_in_place_and_anything_else_is_copied():
+    from mnist_pipeline.data.datasets import shared_tensor
+    from mnist_pipeline.data.prepare import ALIGNMENT, aligned_rows
+
+    images = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    rows = np.array([3, 1, 4, 1, 5, 9, 2, 6])
+    split = aligned_rows(images, rows)
+    assert split.ctypes.data % ALIGNMENT == 0 and split.flags.c_contiguous and split.dtype == np.uint8
+    np.testing.assert_array_equal(split, images[rows])
+    tensor = shared_tensor(split)
+    split[0, 0, 0] ^= 0xFF  # only to prove the sharing: nothing changes a split in the pipeline
+    assert int(tensor[0, 0, 0]) == int(split[0, 0, 0])  # one buffer: TensorFlow holds no copy
+    np.testing.assert_array_equal(tensor.numpy(), split)
+
+    buffer = np.zeros(784 + 2 * ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT + 1
+    misaligned = buffer[start:start + 784].reshape(1, 28, 28)  # TensorFlow's kernels would abort on it
+    read_only = np.frombuffer(bytes(784), np.uint8).reshape(1, 28, 28)
+    for array in (misaligned, read_only, images[::2]):
+        copied = shared_tensor(array)
+        np.testing.assert_array_equal(copied.numpy(), array)
+        if array.flags.writeable:
+            array.flat[0] ^= 0xFF
+            assert int(copied.numpy().flat[0]) != int(array.flat[0])
+    # A gather and a warp of the in-place tensor run like any other (a misaligned buffer aborted them).
+    warped = Augmentation(rotation=0.05)(tf.cast(tf.gather(tensor, [0, 2])[..., None], tf.float32) / 255,
+                                         tf.constant([0, 1], tf.int64))
+    assert warped.shape == (2, 28, 28, 1)

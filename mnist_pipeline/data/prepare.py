@@ -99,6 +99,21 @@ def stratified_sample(indices: np.ndarray, labels: np.ndarray, n: int, seed: int
     return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=int)
 
 
+ALIGNMENT = 64  # bytes: TensorFlow's CPU kernels abort on a tensor buffer that does not start on this boundary
+
+
+def aligned_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`array[rows]`, in a C-contiguous buffer that starts on an ALIGNMENT-byte boundary: TensorFlow can then
+    read it in place (`datasets.shared_tensor`) instead of holding a copy of its own."""
+    shape = (len(rows), *array.shape[1:])
+    nbytes = int(np.prod(shape)) * array.dtype.itemsize
+    buffer = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT
+    out = buffer[start:start + nbytes].view(array.dtype).reshape(shape)
+    np.take(array, rows, axis=0, out=out)
+    return out
+
+
 def prepare_splits(raw: RawData, *, validation_split: float, subset: int | None, normalization: str,
                    seed: int) -> Splits:
     """Split raw training data into train / validation, optionally subsample train; fit the normalization on
@@ -115,9 +130,9 @@ def prepare_splits(raw: RawData, *, validation_split: float, subset: int | None,
     norm = fit_normalization(raw.x_train[train_idx], normalization)
     labels = lambda y: y.astype(np.int32)  # noqa: E731 - sparse labels for the loss
     return Splits(
-        x_train=raw.x_train[train_idx], y_train=labels(raw.y_train[train_idx]),
-        x_val=raw.x_train[val_idx], y_val=labels(raw.y_train[val_idx]),
-        x_test=raw.x_test, y_test=labels(raw.y_test),
+        x_train=aligned_rows(raw.x_train, train_idx), y_train=labels(raw.y_train[train_idx]),
+        x_val=aligned_rows(raw.x_train, val_idx), y_val=labels(raw.y_train[val_idx]),
+        x_test=aligned_rows(raw.x_test, np.arange(len(raw.x_test))), y_test=labels(raw.y_test),
         normalization=norm,
     )
 
