@@ -253,6 +253,7 @@ def _precision(model: str, args) -> dict:
 
 
 MEMORY_CONFIGS = ["mlp_fashion", "cnn_fashion_fast", "cnn_fashion"]
+FIT_MEMORY_CONFIGS = ["mlp_fashion", "cnn_fashion_fast"]  # the two whose fit epoch is quick
 
 
 def _peak_mb(command: list[str]) -> float:
@@ -269,15 +270,31 @@ def _peak_mb(command: list[str]) -> float:
 
 def _memory(args) -> list[dict]:
     """Peak resident memory of whole `mnist train` runs (one epoch of each shipped Fashion-MNIST config on
-    the full data, then the test and the run folder), beside a process that only imports TensorFlow."""
+    the full data, then the test and the run folder), beside Keras `model.fit` processes on the same data (the
+    classic CNN's epoch with validation and test, as it races; the MLP's and fast CNN's models trained the way
+    the Keras guides feed them, float32 arrays through tf.data) and a process that only imports TensorFlow."""
+    from mnist_pipeline.config import load_config
+
     base = _peak_mb([sys.executable, "-c", "import tensorflow"])
     rows = [{"process": "python -c 'import tensorflow'", "peak MB": round(base), "/ import": 1.0}]
+
+    def row(name: str, command: list[str]) -> None:
+        peak = _peak_mb(command)
+        rows.append({"process": name, "peak MB": round(peak), "/ import": round(peak / base, 2)})
+
     with tempfile.TemporaryDirectory() as out:
         for config in MEMORY_CONFIGS:
-            peak = _peak_mb([MNIST, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--epochs", "1",
-                             "--data-dir", args.data_dir, "--output-dir", out, "--quiet"])
-            rows.append({"process": f"mnist train --config configs/{config}.yaml --epochs 1", "peak MB": round(peak),
-                         "/ import": round(peak / base, 2)})
+            row(f"mnist train --config configs/{config}.yaml --epochs 1",
+                [MNIST, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--epochs", "1",
+                 "--data-dir", args.data_dir, "--output-dir", out, "--quiet"])
+    for config in FIT_MEMORY_CONFIGS:
+        steps = 60000 // load_config(ROOT / "configs" / f"{config}.yaml").training.batch_size
+        row(f"model.fit, {config}'s model, 1 epoch (bench worker)",
+            [sys.executable, __file__, "--worker", "fit", "--model", config, "--repeats", "0", "--steps", str(steps),
+             "--data-dir", args.data_dir])
+    row("model.fit, classic Keras CNN, 1 epoch + validation + test (race.py)",
+        [sys.executable, str(ROOT / "benchmarks" / "race.py"), "--racer", "classic", "--max-epochs", "1",
+         "--target", "1.01", "--data-dir", args.data_dir])
     return rows
 
 
