@@ -11,14 +11,20 @@ from mnist_pipeline.models.registry import MODELS, build_model
 from mnist_pipeline.trainer import Trainer
 
 SMALL = {
+    "linear": {},
     "mlp": {"units": 16},
     "deep_mlp": {"units": [16, 8]},
     "cnn": {"filters": [4, 8], "convs_per_block": 1, "dense_units": 8},
 }
 
 
+def small(name: str, **knobs):
+    """SMALL[name] with those of `knobs` the model has (the linear model has no hidden layer to put them on)."""
+    return {**SMALL[name], **{k: v for k, v in knobs.items() if k in MODEL_PARAMS[name].model_fields}}
+
+
 def test_registry_and_schemas_name_the_same_models():
-    assert list(MODELS) == list(MODEL_PARAMS) == ["mlp", "deep_mlp", "cnn"]
+    assert list(MODELS) == list(MODEL_PARAMS) == ["linear", "mlp", "deep_mlp", "cnn"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -29,7 +35,7 @@ def test_constructor_keywords_are_exactly_the_config_schema(name):
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown model 'vgg'; known models: mlp, deep_mlp, cnn"):
+    with pytest.raises(ConfigError, match="unknown model 'vgg'; known models: linear, mlp, deep_mlp, cnn"):
         build_model("vgg")
 
 
@@ -41,7 +47,7 @@ def test_bad_parameter_is_a_config_error():
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("knobs", [{}, {"batch_norm": True, "dropout_rate": 0.3, "activation": "tanh"}])
 def test_output_is_batch_by_10_logits(name, knobs):
-    model = build_model(name, **SMALL[name], **knobs)
+    model = build_model(name, **small(name, **knobs))
     x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
     for training in (False, True):
         out = model(x, training=training)
@@ -50,12 +56,12 @@ def test_output_is_batch_by_10_logits(name, knobs):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_saved_model_reloads_with_same_outputs(name, tmp_path):
-    model = build_model(name, **SMALL[name], batch_norm=True)
+    model = build_model(name, **small(name, batch_norm=True, activation="tanh"))
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")  # safe_mode=True by default
     x = np.random.default_rng(1).random((3, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(again(x, training=False), model(x, training=False), atol=1e-6)
-    assert again.get_config()["activation"] == model.get_config()["activation"]
+    assert again.get_config() == model.get_config()
 
 
 def test_deep_mlp_has_one_dense_per_width_plus_logits():
@@ -71,8 +77,8 @@ def test_weight_penalties_reach_the_minimized_loss(name):
     losses = {}
     for l2 in (0.0, 0.01):
         keras.utils.set_random_seed(0)
-        model = build_model(name, **SMALL[name], l2=l2, dropout_rate=0.0,
-                            **({"dense_dropout_rate": 0.0} if name == "cnn" else {}))
+        model = build_model(name, **small(name, l2=l2, dropout_rate=0.0, dense_dropout_rate=0.0,
+                                             kernel_initializer="glorot_uniform"))  # not all-zero weights
         trainer = Trainer(model, keras.optimizers.SGD(0.0), global_batch_size=8)
         cross_entropy = float(tf.reduce_mean(trainer.loss_fn(y, model(x, training=True))))
         penalty = float(sum(model.losses)) if model.losses else 0.0
@@ -102,6 +108,15 @@ def test_fused_batch_norm_matches_keras_batch_norm_in_training_and_inference():
     for ours, theirs in zip(outputs[0] + tuple(gradients[0]), outputs[1] + tuple(gradients[1]), strict=True):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=2e-4, atol=2e-4)
     assert not np.allclose(np.asarray(fused.moving_variance), 1.0)  # the statistics did move
+
+
+def test_linear_model_is_softmax_regression_one_template_per_class_grown_from_zeros():
+    model = build_model("linear")
+    assert [type(layer).__name__ for layer in model.stack] == ["Flatten", "Dense"]
+    assert tuple(model.stack[-1].kernel.shape) == (784, 10) and model.count_params() == 7850
+    np.testing.assert_array_equal(np.asarray(model.stack[-1].kernel), 0)  # the default: nothing the data did not put
+    x = np.random.default_rng(3).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(model(x), 0)  # all-zero logits: every class equally likely before training
 
 
 def test_cnn_takes_a_conv_count_per_block():

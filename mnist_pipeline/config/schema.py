@@ -84,6 +84,16 @@ class _DenseKnobs(_Section):
     kernel_initializer: Initializer = Field("glorot_uniform", description="initializer of every kernel")
 
 
+class LinearParams(_Section):
+    """Flatten -> 10 logits (softmax regression): one weight template per class, no hidden layer."""
+
+    l1: Penalty = Field(0.0, description="L1 weight penalty on the kernel")
+    l2: Penalty = Field(0.0, description="L2 weight penalty on the kernel")
+    # The loss is convex: there is no symmetry for random weights to break, and templates grown from zeros
+    # show only what the data put there.
+    kernel_initializer: Initializer = Field("zeros", description="initializer of the kernel")
+
+
 class MLPParams(_DenseKnobs):
     """Flatten -> one hidden Dense -> 10 logits."""
 
@@ -135,7 +145,7 @@ class CNNParams(_DenseKnobs):
         return self
 
 
-MODEL_PARAMS: dict[str, type[_Section]] = {"mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}
+MODEL_PARAMS: dict[str, type[_Section]] = {"linear": LinearParams, "mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}
 
 MAX_TRAINING_BYTES = 16 << 30  # refused above this estimate: more than this machine class (24 GiB) can hold
 
@@ -146,11 +156,13 @@ def model_size(name: str, params: dict[str, Any]) -> tuple[int, int]:
     Parameters match Keras's count_params (tests/test_config.py checks every shipped config); activations
     count each layer's output once, a lower bound of what training keeps per example.
     """
-    batch_norm = params["batch_norm"]
+    batch_norm = params.get("batch_norm", False)
 
     def dense(inputs: int, units: int) -> tuple[int, int]:  # kernel + (bias, or BN's 4 vectors), outputs
         return inputs * units + (4 * units if batch_norm else units), units * (3 if batch_norm else 2)
 
+    if name == "linear":
+        return 784 * 10 + 10, 784 + 10
     if name in ("mlp", "deep_mlp"):
         widths = [params["units"]] if isinstance(params["units"], int) else list(params["units"])
         sizes = [dense(a, b) for a, b in zip([784, *widths], widths, strict=False)]
@@ -215,7 +227,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: StrictStr = Field("mlp", description="registry name: mlp, deep_mlp or cnn")
+    name: StrictStr = Field("mlp", description="registry name: linear, mlp, deep_mlp or cnn")
     params: dict[str, Any] = Field(default_factory=dict, description="the model's arguments (`mnist models`)")
 
     @field_validator("name")

@@ -1,4 +1,5 @@
-"""Multi-layer perceptrons: `MLP` (one hidden layer) and `DeepMLP` (several). Input (batch, 28, 28, 1)."""
+"""Perceptrons: `Linear` (no hidden layer: softmax regression), `MLP` (one hidden layer) and `DeepMLP` (several).
+Input (batch, 28, 28, 1)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,14 @@ class MLP(DeepMLP):
     def __init__(self, *, units, activation, dropout_rate, batch_norm, l1, l2, kernel_initializer, **kwargs):
         super().__init__(units=int(units), activation=activation, dropout_rate=dropout_rate,
                          batch_norm=batch_norm, l1=l1, l2=l2, kernel_initializer=kernel_initializer, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="mnist_pipeline")
+class Linear(DeepMLP):
+    """Flatten -> 10 logits: softmax regression, each class scored by one 28x28 weight template. Arguments are
+    `config.LinearParams`."""
+
+    def __init__(self, *, l1, l2, kernel_initializer, **kwargs):
+        super().__init__(units=(), activation="linear", dropout_rate=0.0, batch_norm=False, l1=l1, l2=l2,
+                         kernel_initializer=kernel_initializer, **kwargs)
+        self.hyperparameters = dict(l1=l1, l2=l2, kernel_initializer=kernel_initializer)

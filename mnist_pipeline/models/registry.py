@@ -8,9 +8,9 @@ from pydantic import ValidationError
 from mnist_pipeline.config import MODEL_PARAMS
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.models.cnn import CNN
-from mnist_pipeline.models.mlp import MLP, DeepMLP
+from mnist_pipeline.models.mlp import MLP, DeepMLP, Linear
 
-MODELS = {"mlp": MLP, "deep_mlp": DeepMLP, "cnn": CNN}
+MODELS = {"linear": Linear, "mlp": MLP, "deep_mlp": DeepMLP, "cnn": CNN}
 INPUT_SHAPE = (28, 28, 1)
 
 

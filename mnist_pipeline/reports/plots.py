@@ -111,24 +111,29 @@ def plot_image_grid(images: np.ndarray, titles: list[str], path: Path, title: st
     _save(plt, fig, path)
 
 
-def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64) -> None:
-    """First-layer templates: Dense kernel (784, units) as 28x28 images, or conv kernel (k, k, 1, filters)."""
+def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64,
+                 titles: list[str] | None = None) -> list[str]:
+    """First-layer templates: Dense kernel (784, units) as 28x28 images, or conv kernel (k, k, 1, filters);
+    each panel titled by `titles` (e.g. the class names of a linear model's columns, five to a row), else by its
+    number. Returns the panels' titles as drawn."""
     plt = _pyplot()
     if kernel.ndim == 2:
         templates = kernel.T[:limit].reshape(-1, 28, 28)
     else:
         templates = np.moveaxis(kernel[:, :, 0, :], -1, 0)[:limit]
-    columns = min(8, len(templates))
+    columns = min(5 if titles else 8, len(templates))
     fig, cells = _image_grid(plt, len(templates), columns, cell=1.3)
     scale = float(np.abs(templates).max()) or 1.0  # one symmetric scale: colours compare across units
     image = None
     for i, (ax, template) in enumerate(zip(cells, templates, strict=False)):
         image = ax.imshow(template, cmap="RdBu_r", vmin=-scale, vmax=scale)
-        ax.set_title(f"{'unit' if kernel.ndim == 2 else 'filter'} {i}", fontsize=8)
+        ax.set_title(titles[i] if titles else f"{'unit' if kernel.ndim == 2 else 'filter'} {i}", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=list(fig.axes), shrink=0.6, label="weight (red +, blue -)")
     fig.suptitle(title)
+    drawn = [ax.get_title() for ax in fig.axes if ax.images]
     _save(plt, fig, path)
+    return drawn
 
 
 def run_styles(count: int) -> list[dict]:
