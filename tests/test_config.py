@@ -5,7 +5,8 @@ import pytest
 from mnist_pipeline.config import MODEL_PARAMS, RunConfig, load_config, parse_override, to_yaml
 from mnist_pipeline.errors import ConfigError
 
-CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+ROOT_CONFIGS = Path(__file__).parent.parent.joinpath("configs")
+CONFIGS = sorted([*ROOT_CONFIGS.glob("*.yaml"), *ROOT_CONFIGS.glob("study/**/*.yaml")])  # not sweeps/: spaces
 
 
 def write(tmp_path, text, name="exp.yaml"):
@@ -29,7 +30,7 @@ def test_defaults_fill_every_model_parameter():
     assert cfg.training.epochs == 10 and cfg.data.validation_split == 0.1
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT_CONFIGS)))
 def test_every_shipped_config_loads_and_is_named_after_its_file(path):
     cfg = load_config(path)
     assert cfg.run_name == path.stem
@@ -74,7 +75,7 @@ def test_resolved_config_round_trips(tmp_path):
     (["data.dataset=cifar10"], ["data.dataset", "expected one of mnist, fashion_mnist"]),
     (["training.optimizer=adamw"], ["training.optimizer", "expected one of adam, sgd"]),
     (["training.device=tpu"], ["training.device", "expected one of auto, cpu, gpu"]),
-    (["model.name=resnet"], ["model.name", "'resnet'", "known models: mlp, deep_mlp, cnn"]),
+    (["model.name=resnet"], ["model.name", "'resnet'", "known models: linear, mlp, deep_mlp, cnn"]),
     (["model.params.dropout_rate=1.0"], ["model.params.dropout_rate", "less than 1"]),
     (["model.params.activation=softmaxx"], ["model.params.activation", "expected one of relu, elu"]),
     (["model.params.units=0"], ["model.params.units", "greater than or equal to 1"]),
@@ -192,3 +193,55 @@ def test_weight_decay_and_ema_are_checked_fractions():
     assert (cfg.training.weight_decay, cfg.training.ema) == (0.05, 0.999)
     assert "training.ema" in config_error(None, ["training.ema=1"])
     assert "training.weight_decay" in config_error(None, ["training.weight_decay=-0.1"])
+
+
+def test_a_config_builds_on_its_base_and_says_only_how_it_differs(tmp_path):
+    (tmp_path / "lesson").mkdir()
+    write(tmp_path, "data: {subset: 500, augmentation: {rotation: 0.05, zoom: 0.1}}\n"
+                    "model: {name: deep_mlp, params: {units: [64, 32], dropout_rate: 0.1}}\n"
+                    "training: {epochs: 7, learning_rate: 3e-3}\n", "base.yaml")
+    write(tmp_path, "base: ../base.yaml\nmodel: {params: {l2: 1e-4}}\ndata: {augmentation: {zoom: 0.0}}\n",
+          "lesson/l2.yaml")
+    cfg = load_config(tmp_path / "lesson" / "l2.yaml", ["training.epochs=3"])
+    assert cfg.model.params["units"] == [64, 32] and cfg.model.params["dropout_rate"] == 0.1
+    assert cfg.model.params["l2"] == 1e-4  # its own value
+    assert (cfg.data.augmentation.rotation, cfg.data.augmentation.zoom) == (0.05, 0.0)  # merged key by key
+    assert cfg.data.subset == 500 and cfg.training.learning_rate == 3e-3
+    assert cfg.training.epochs == 3  # --set still wins over both files
+    assert cfg.run_name == "l2"  # named after the file itself, not its base
+    assert "base" not in to_yaml(cfg)  # the saved config is whole: it needs no other file
+
+
+def test_bases_chain_and_another_model_does_not_inherit_the_base_models_params(tmp_path):
+    write(tmp_path, "model: {name: mlp, params: {units: 300, activation: tanh}}\ntraining: {epochs: 4}\n", "a.yaml")
+    write(tmp_path, "base: a.yaml\ntraining: {batch_size: 32}\n", "b.yaml")
+    write(tmp_path, "base: b.yaml\nmodel: {name: linear}\n", "c.yaml")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.model.name == "linear" and "units" not in cfg.model.params  # not an unknown-key error
+    assert (cfg.training.epochs, cfg.training.batch_size) == (4, 32)
+
+
+@pytest.mark.parametrize(("files", "words"), [
+    ({"x.yaml": "base: missing.yaml\n"}, ["x.yaml", "base 'missing.yaml'", "does not exist", "relative to"]),
+    ({"x.yaml": "base: 3\n"}, ["x.yaml", "base must name another config file", "got 3"]),
+    ({"x.yaml": "base: ''\n"}, ["x.yaml", "base must name another config file"]),
+    ({"x.yaml": "base: x.yaml\n"}, ["base 'x.yaml' leads back to x.yaml"]),
+    ({"x.yaml": "base: y.yaml\n", "y.yaml": "base: x.yaml\n"}, ["y.yaml: base 'x.yaml' leads back to x.yaml"]),
+    ({"x.yaml": "base: sub\n", "sub/a.yaml": "{}"}, ["base 'sub'", "is a folder"]),
+    ({"x.yaml": "base: y.yaml\n", "y.yaml": "- a list\n"}, ["y.yaml: a config file must be a mapping"]),
+    ({"x.yaml": "base: y.yaml\n", "y.yaml": "training: {epochs: -1}\n"}, ["training.epochs"]),
+])
+def test_bad_bases_are_one_line_config_errors(tmp_path, files, words):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    message = config_error(tmp_path / "x.yaml")
+    assert all(word in message for word in words), message
+
+
+def test_a_chain_of_bases_is_bounded(tmp_path):
+    for i in range(12):
+        write(tmp_path, f"base: c{i + 1}.yaml\n", f"c{i}.yaml")
+    write(tmp_path, "{}", "c12.yaml")
+    assert "more than 8 configs deep" in config_error(tmp_path / "c0.yaml")
+    assert load_config(tmp_path / "c6.yaml").run_name == "c6"  # 7 deep: fine

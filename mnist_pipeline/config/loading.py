@@ -29,7 +29,7 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
     Raises ConfigError with one line naming the field, the value and what is allowed.
     """
     source = str(path) if path else "config"
-    raw = _read_yaml(Path(path)) if path else {}
+    raw = _read_with_bases(Path(path)) if path else {}
     if path:
         if raw.get("output") is None:
             raw["output"] = {}
@@ -146,6 +146,46 @@ def _read_yaml(path: Path, what: str = "config file", example: str = "configs/cn
         raise ConfigError(f"{path}: a {what} must be a mapping of sections (e.g. {example}), got a "
                           f"{type(data).__name__}")
     return data
+
+
+MAX_BASE_DEPTH = 8  # a chain of bases longer than this is a mistake, not a design
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping over the one its `base:` key names (a path relative to the file, followed in
+    turn): sections merge key by key, the file's own values win. Lets a variant say only how it differs."""
+    raw = _read_yaml(path)
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base must name another config file, relative to this one (e.g. base: "
+                          f"../mlp.yaml), got {quote(base)}")
+    chain = (*chain, path.resolve())
+    base_path = (path.parent / base.strip()).resolve()
+    if base_path in chain:
+        raise ConfigError(f"{path}: base {quote(base)} leads back to {base_path.name}: a config cannot build on "
+                          f"itself")
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: more than {MAX_BASE_DEPTH} configs deep in bases; build on a config with "
+                          f"fewer bases")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base {quote(base)} is not a config file ({base_path} "
+                          f"{'is a folder' if base_path.is_dir() else 'does not exist'}); the path is relative to "
+                          f"{path.parent}")
+    return _merged(_read_with_bases(base_path, chain), raw)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any], key: str = "") -> dict[str, Any]:
+    """`top` over `base`, mappings merged recursively. Another model's params replace the base's whole: a CNN
+    built on an MLP config must not inherit its `units`."""
+    merged = dict(base)
+    if key == "model" and top.get("name", base.get("name")) != base.get("name"):
+        merged.pop("params", None)
+    for name, value in top.items():
+        below = merged.get(name)
+        merged[name] = _merged(below, value, name) if isinstance(value, dict) and isinstance(below, dict) else value
+    return merged
 
 
 def _stem_as_name(path: Path) -> str:
