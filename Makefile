@@ -18,7 +18,8 @@ TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR
 SWEEP_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
 	$(if $(EPOCHS),--set training.epochs=$(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
-.PHONY: help install test lint smoke tensorboard sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean
+.PHONY: help install test lint smoke tensorboard sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean \
+	study study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization study-ensemble
 
 help:
 	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),export,dev]"
@@ -33,6 +34,9 @@ help:
 	@echo "make sweep-smoke      a 4-trial grid sweep of the smoke CNN (2 epochs each)"
 	@echo "make tensorboard      serve $(OUTPUT_DIR) on TensorBoard: every run and sweep trial side by side (PORT=$(PORT))"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
+	@echo "make study            every lesson of configs/study/ (README \"Study\"), then one table of all their runs"
+	@echo "                      or one lesson: study-perceptron | study-quickstart | study-softmax | study-vanishing"
+	@echo "                      | study-fitting | study-regularization | study-ensemble   (DATA_DIR=... EPOCHS=...)"
 	@echo "make bench            custom trainer vs model.fit, bfloat16, memory, time to 90% and 93% (DATA_DIR=..., ~25 min)"
 	@echo "make clean            remove caches and build files (never outputs/); distclean also removes $(VENV)"
 
@@ -99,6 +103,55 @@ diagnose: install
 	$(BIN)/mnist diagnose gradients --config configs/deep_mlp.yaml --set model.params.units=[128,128,128,128,128,128] \
 	  --set model.params.batch_norm=false --set model.params.dropout_rate=0 \
 	  --compare model.params.activation=sigmoid,relu $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)
+
+# The study (README "Study"): the classic MNIST lessons, one target each. Every run folder a lesson makes is
+# added to $(STUDY_RUNS), which `make study` starts empty and ends by comparing as one table.
+STUDY_RUNS ?= $(OUTPUT_DIR)/study-runs.txt
+# $(call study_train,<config under configs/study>,<extra flags>): train, echo the run folder, record it.
+define study_train
+$(BIN)/mnist train --config configs/study/$(1).yaml $(TRAIN_FLAGS) $(2) | tee $(OUTPUT_DIR)/.study.log; \
+  run=$$(tail -n 1 $(OUTPUT_DIR)/.study.log | sed 's/^run folder: //'); echo "$$run" >> $(STUDY_RUNS)
+endef
+# $(call study_compare,<configs under configs/study>): train each, then compare the lesson's runs.
+define study_compare
+@mkdir -p $(OUTPUT_DIR); runs=""; for config in $(1); do \
+  $(call study_train,$$config); runs="$$runs $$run"; done; \
+  $(BIN)/mnist compare $$runs --output-dir $(OUTPUT_DIR)
+endef
+
+study: install
+	@mkdir -p $(OUTPUT_DIR); : > $(STUDY_RUNS)
+	$(MAKE) study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization \
+	  study-ensemble
+	$(BIN)/mnist compare $$(cat $(STUDY_RUNS)) --output-dir $(OUTPUT_DIR)
+
+study-perceptron: install
+	@mkdir -p $(OUTPUT_DIR); $(call study_train,perceptron)
+
+study-quickstart: install
+	@mkdir -p $(OUTPUT_DIR); $(call study_train,quickstart)
+
+study-softmax: install
+	@mkdir -p $(OUTPUT_DIR); $(call study_train,softmax_regression)
+
+# Gradient norms first (a few steps, both activations), then both networks trained and compared.
+study-vanishing: install
+	$(BIN)/mnist diagnose gradients --config configs/study/vanishing/sigmoid.yaml --steps 50 \
+	  --compare model.params.activation=sigmoid,relu $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)
+	$(call study_compare,vanishing/sigmoid vanishing/relu)
+
+study-fitting: install
+	$(call study_compare,fitting/underfit fitting/overfit fitting/regularized)
+
+study-regularization: install
+	$(call study_compare,fitting/overfit regularization/l1 regularization/l2 regularization/dropout \
+	  regularization/batch_norm regularization/init_he_normal regularization/init_zeros)
+
+study-ensemble: install
+	@mkdir -p $(OUTPUT_DIR); runs=""; for seed in 1 2 3; do \
+	  $(call study_train,ensemble,--set training.seed=$$seed --set output.name=ensemble-seed$$seed); \
+	  runs="$$runs $$run"; done; \
+	$(BIN)/mnist ensemble $$runs $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
