@@ -270,9 +270,10 @@ def _peak_mb(command: list[str]) -> float:
 
 def _memory(args) -> list[dict]:
     """Peak resident memory of whole `mnist train` runs (two epochs of each shipped Fashion-MNIST config on
-    the full data, then the test and the run folder; two, as cnn_fashion's warm-up takes one), beside Keras `model.fit` processes on the same data (the
-    classic CNN's epoch with validation and test, as it races; the MLP's and fast CNN's models trained the way
-    the Keras guides feed them, float32 arrays through tf.data) and a process that only imports TensorFlow."""
+    the full data, then the test and the run folder; two, as cnn_fashion's warm-up takes one), beside Keras
+    `model.fit` processes on the same data (the classic CNN's raced epoch with validation and test; the MLP's
+    and fast CNN's models fed the way the Keras guides feed them, float32 arrays through tf.data) and a process
+    that only imports TensorFlow."""
     from mnist_pipeline.config import load_config
 
     base = _peak_mb([sys.executable, "-c", "import tensorflow"])

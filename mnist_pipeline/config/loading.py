@@ -169,10 +169,11 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if len(chain) >= MAX_BASE_DEPTH:
         raise ConfigError(f"{path}: more than {MAX_BASE_DEPTH} configs deep in bases; build on a config with "
                           f"fewer bases")
-    if not base_path.is_file():
-        raise ConfigError(f"{path}: base {quote(base)} is not a config file ({base_path} "
-                          f"{'is a folder' if base_path.is_dir() else 'does not exist'}); the path is relative to "
-                          f"{path.parent}")
+    if not base_path.is_file():  # a folder, a device or a pipe is never read
+        what = ("is a folder" if base_path.is_dir() else "is not a regular file" if base_path.exists()
+                else "does not exist")
+        raise ConfigError(f"{path}: base {quote(base)} is not a config file ({base_path} {what}); the path is "
+                          f"relative to {path.parent}")
     return _merged(_read_with_bases(base_path, chain), raw)
 
 

@@ -145,7 +145,8 @@ class CNNParams(_DenseKnobs):
         return self
 
 
-MODEL_PARAMS: dict[str, type[_Section]] = {"linear": LinearParams, "mlp": MLPParams, "deep_mlp": DeepMLPParams, "cnn": CNNParams}
+MODEL_PARAMS: dict[str, type[_Section]] = {"linear": LinearParams, "mlp": MLPParams, "deep_mlp": DeepMLPParams,
+                                           "cnn": CNNParams}
 
 MAX_TRAINING_BYTES = 16 << 30  # refused above this estimate: more than this machine class (24 GiB) can hold
 
