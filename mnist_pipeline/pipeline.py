@@ -458,7 +458,6 @@ def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.n
         return np.clip(splits.normalization.invert(np.asarray(x)), 0.0, 1.0)[..., 0]
 
     # The samples are drawn as augmented (so normalized first, then inverted); the mistakes as stored.
-
     chosen = np.random.default_rng(seed).choice(len(splits.y_train), SAMPLE_COUNT, replace=False)
     samples = splits.inputs(splits.x_train[chosen])
     if augmentation is not None:

@@ -127,13 +127,13 @@ def prepare_splits(raw: RawData, *, validation_split: float, subset: int | None,
             raise ConfigError(f"data.subset = {subset} is larger than the {len(train_idx)} training examples "
                               f"left after the validation split; lower it or remove it")
         train_idx = stratified_sample(train_idx, raw.y_train, subset, seed + 1)
-    norm = fit_normalization(raw.x_train[train_idx], normalization)
+    x_train = aligned_rows(raw.x_train, train_idx)
     labels = lambda y: y.astype(np.int32)  # noqa: E731 - sparse labels for the loss
     return Splits(
-        x_train=aligned_rows(raw.x_train, train_idx), y_train=labels(raw.y_train[train_idx]),
+        x_train=x_train, y_train=labels(raw.y_train[train_idx]),
         x_val=aligned_rows(raw.x_train, val_idx), y_val=labels(raw.y_train[val_idx]),
         x_test=aligned_rows(raw.x_test, np.arange(len(raw.x_test))), y_test=labels(raw.y_test),
-        normalization=norm,
+        normalization=fit_normalization(x_train, normalization),
     )
 
 
