@@ -1,4 +1,5 @@
 import inspect
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -140,3 +141,18 @@ def test_cnn_valid_padding_trims_each_conv_like_the_keras_example():
     model(np.zeros((1, 28, 28, 1), np.float32))
     dense = [layer for layer in model.stack if isinstance(layer, keras.layers.Dense)]
     assert [tuple(d.kernel.shape) for d in dense] == [(5 * 5 * 8, 10)]
+
+
+SHIPPED = sorted([*(Path(__file__).parent.parent / "configs").glob("*.yaml"),
+                  *(Path(__file__).parent.parent / "configs").glob("study/**/*.yaml")])
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_config_side_parameter_count_matches_keras_for_every_shipped_config(path):
+    # model_size bounds training memory before TensorFlow is imported; it must count what Keras builds.
+    from mnist_pipeline.config import load_config
+    from mnist_pipeline.config.schema import model_size
+
+    cfg = load_config(path)
+    assert model_size(cfg.model.name, cfg.model.params)[0] == build_model(cfg.model.name,
+                                                                          **cfg.model.params).count_params()

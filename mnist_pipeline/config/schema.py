@@ -162,13 +162,12 @@ def model_size(name: str, params: dict[str, Any]) -> tuple[int, int]:
     def dense(inputs: int, units: int) -> tuple[int, int]:  # kernel + (bias, or BN's 4 vectors), outputs
         return inputs * units + (4 * units if batch_norm else units), units * (3 if batch_norm else 2)
 
-    if name == "linear":
-        return 784 * 10 + 10, 784 + 10
-    if name in ("mlp", "deep_mlp"):
-        widths = [params["units"]] if isinstance(params["units"], int) else list(params["units"])
+    if name in ("linear", "mlp", "deep_mlp"):  # linear: no hidden widths, the pixels straight to the logits
+        units = params.get("units", ())
+        widths = [units] if isinstance(units, int) else list(units)
         sizes = [dense(a, b) for a, b in zip([784, *widths], widths, strict=False)]
         parameters, activations = sum(p for p, _ in sizes), 784 + sum(a for _, a in sizes)
-        return parameters + widths[-1] * 10 + 10, activations + 10
+        return parameters + [784, *widths][-1] * 10 + 10, activations + 10
     counts = params["convs_per_block"]
     counts = [counts] * len(params["filters"]) if isinstance(counts, int) else list(counts)
     side, channels, parameters, activations = 28, 1, 0, 784
