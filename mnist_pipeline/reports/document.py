@@ -86,17 +86,17 @@ def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[
                            + (" and augmentation" if augmented else "") + ", shown back in image scale.")
     kernel = data["first_layer_kernel"]
     if config["model"]["name"] == "linear" and kernel.shape == (784, len(names)):  # the only layer: the logits'
-        plots.plot_weights(kernel, run_dir / rf.WEIGHTS, "Class templates: each class's weight on every pixel",
-                           titles=names)
-        figures[rf.WEIGHTS] = ("Class templates", "The linear model scores a class by multiplying the image, pixel "
-                                                  "by pixel, with that class's template and adding up: ink on red "
-                                                  "pixels counts for the class, ink on blue pixels against it. One "
-                                                  "colour scale, symmetric about 0, for all ten.")
+        title, titles, heading = "Class templates: each class's weight on every pixel", names, "Class templates"
+        caption = ("The linear model scores a class by multiplying the image, pixel by pixel, with that class's "
+                   "template and adding up: ink on red pixels counts for the class, ink on blue pixels against it. "
+                   "One colour scale, symmetric about 0, for all ten.")
     else:
-        plots.plot_weights(kernel, run_dir / rf.WEIGHTS, "First-layer weights" + (
-            " as 28x28 templates, one per hidden unit" if kernel.ndim == 2 else ": convolution filters"))
-        figures[rf.WEIGHTS] = ("First-layer weights", "On a diverging colour scale centred on 0 (red positive, "
-                                                      "blue negative).")
+        title = "First-layer weights" + (" as 28x28 templates, one per hidden unit" if kernel.ndim == 2
+                                         else ": convolution filters")
+        titles, heading = None, "First-layer weights"
+        caption = "On a diverging colour scale centred on 0 (red positive, blue negative)."
+    plots.plot_weights(kernel, run_dir / rf.WEIGHTS, title, titles=titles)
+    figures[rf.WEIGHTS] = (heading, caption)
     return figures
 
 
