@@ -76,7 +76,7 @@ def _worker(args) -> dict:
     ranges = cfg.data.augmentation
     seconds: list[float] = []
     # An MLP step takes ~1 ms: a repeat of a few steps would time the per-call overhead, not training.
-    steps = args.steps or (len(y) // batch if cfg.model.name == "mlp" else 20)
+    steps = len(y) // batch if args.one_epoch else args.steps or (len(y) // batch if cfg.model.name == "mlp" else 20)
 
     if args.worker == "custom":
         with (strategy or tf.distribute.get_strategy()).scope():
@@ -274,8 +274,6 @@ def _memory(args) -> list[dict]:
     `model.fit` processes on the same data (the classic CNN's raced epoch with validation and test; the MLP's
     and fast CNN's models fed the way the Keras guides feed them, float32 arrays through tf.data) and a process
     that only imports TensorFlow."""
-    from mnist_pipeline.config import load_config
-
     base = _peak_mb([sys.executable, "-c", "import tensorflow"])
     rows = [{"process": "python -c 'import tensorflow'", "peak MB": round(base), "/ import": 1.0}]
 
@@ -289,9 +287,8 @@ def _memory(args) -> list[dict]:
                 [MNIST, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--epochs", "2",
                  "--data-dir", args.data_dir, "--output-dir", out, "--quiet"])
     for config in FIT_MEMORY_CONFIGS:
-        steps = 60000 // load_config(ROOT / "configs" / f"{config}.yaml").training.batch_size
         row(f"model.fit, {config}'s model, 1 epoch (bench worker)",
-            [sys.executable, __file__, "--worker", "fit", "--model", config, "--repeats", "0", "--steps", str(steps),
+            [sys.executable, __file__, "--worker", "fit", "--model", config, "--repeats", "0", "--one-epoch",
              "--data-dir", args.data_dir])
     row("model.fit, classic Keras CNN, 1 epoch + validation + test (race.py)",
         [sys.executable, str(ROOT / "benchmarks" / "race.py"), "--racer", "classic", "--max-epochs", "1",
@@ -431,6 +428,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="processes per trainer, taking turns")
     parser.add_argument("--steps", type=int, help="training steps per repeat (default: 20 for the CNN, "
                                                   "an epoch for the MLP)")
+    parser.add_argument("--one-epoch", action="store_true", help="worker: a repeat is one epoch of the data")
     parser.add_argument("--output-dir", default="outputs")
     parser.add_argument("--models", default="mlp,cnn", help="which of mlp,cnn to measure")
     parser.add_argument("--no-race", dest="race", action="store_false",
