@@ -65,13 +65,22 @@ train-deep-mlp: install
 train-cnn: install
 	$(BIN)/mnist train --config configs/cnn.yaml $(TRAIN_FLAGS)
 
+# $(call train_each,<configs under configs/, without .yaml>,<extra flags>): train each in turn, showing its
+# output; the shell variable `runs` gathers their run folders, and with RUN_LOG set each is appended there too.
+define train_each
+mkdir -p $(OUTPUT_DIR); log=$$(mktemp); for config in $(1); do \
+  $(BIN)/mnist train --config configs/$$config.yaml $(TRAIN_FLAGS) $(2) | tee $$log; \
+  run=$$(tail -n 1 $$log | sed 's/^run folder: //'); runs="$$runs $$run"; \
+  $(if $(RUN_LOG),echo "$$run" >> $(RUN_LOG);) \
+done; rm -f $$log
+endef
+# $(call train_and_compare,<configs>): train_each, then `mnist compare` of those runs.
+define train_and_compare
+$(call train_each,$(1)); $(BIN)/mnist compare $$runs --output-dir $(OUTPUT_DIR)
+endef
+
 compare: install
-	@log=$$(mktemp); runs=""; \
-	for config in $(COMPARE); do \
-	  $(BIN)/mnist train --config configs/$$config.yaml $(TRAIN_FLAGS) | tee $$log; \
-	  runs="$$runs $$(tail -n 1 $$log | sed 's/^run folder: //')"; \
-	done; rm -f $$log; \
-	$(BIN)/mnist compare $$runs --output-dir $(OUTPUT_DIR)
+	@$(call train_and_compare,$(COMPARE))
 
 compare-fashion: install
 	$(MAKE) compare COMPARE="mlp_fashion deep_mlp_fashion cnn_fashion" DATA_DIR=$(or $(DATA_DIR),$(FASHION_DIR))
@@ -107,50 +116,41 @@ diagnose: install
 # The study (README "Study"): the classic MNIST lessons, one target each. Every run folder a lesson makes is
 # added to $(STUDY_RUNS), which `make study` starts empty and ends by comparing as one table.
 STUDY_RUNS ?= $(OUTPUT_DIR)/study-runs.txt
-# $(call study_train,<config under configs/study>,<extra flags>): train, echo the run folder, record it.
-define study_train
-$(BIN)/mnist train --config configs/study/$(1).yaml $(TRAIN_FLAGS) $(2) | tee $(OUTPUT_DIR)/.study.log; \
-  run=$$(tail -n 1 $(OUTPUT_DIR)/.study.log | sed 's/^run folder: //'); echo "$$run" >> $(STUDY_RUNS)
-endef
-# $(call study_compare,<configs under configs/study>): train each, then compare the lesson's runs.
-define study_compare
-@mkdir -p $(OUTPUT_DIR); runs=""; for config in $(1); do \
-  $(call study_train,$$config); runs="$$runs $$run"; done; \
-  $(BIN)/mnist compare $$runs --output-dir $(OUTPUT_DIR)
-endef
+STUDY_LESSONS = study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization \
+	study-ensemble
+$(STUDY_LESSONS): RUN_LOG = $(STUDY_RUNS)
 
 study: install
 	@mkdir -p $(OUTPUT_DIR); : > $(STUDY_RUNS)
-	$(MAKE) study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization \
-	  study-ensemble
+	$(MAKE) $(STUDY_LESSONS)
 	$(BIN)/mnist compare $$(cat $(STUDY_RUNS)) --output-dir $(OUTPUT_DIR)
 
 study-perceptron: install
-	@mkdir -p $(OUTPUT_DIR); $(call study_train,perceptron)
+	@$(call train_each,study/perceptron)
 
 study-quickstart: install
-	@mkdir -p $(OUTPUT_DIR); $(call study_train,quickstart)
+	@$(call train_each,study/quickstart)
 
 study-softmax: install
-	@mkdir -p $(OUTPUT_DIR); $(call study_train,softmax_regression)
+	@$(call train_each,study/softmax_regression)
 
 # Gradient norms first (a few steps, both activations), then both networks trained and compared.
 study-vanishing: install
 	$(BIN)/mnist diagnose gradients --config configs/study/vanishing/sigmoid.yaml --steps 50 \
 	  --compare model.params.activation=sigmoid,relu $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)
-	$(call study_compare,vanishing/sigmoid vanishing/relu)
+	@$(call train_and_compare,study/vanishing/sigmoid study/vanishing/relu)
 
 study-fitting: install
-	$(call study_compare,fitting/underfit fitting/overfit fitting/regularized)
+	@$(call train_and_compare,study/fitting/underfit study/fitting/overfit study/fitting/regularized)
 
 study-regularization: install
-	$(call study_compare,fitting/overfit regularization/l1 regularization/l2 regularization/dropout \
-	  regularization/batch_norm regularization/init_he_normal regularization/init_zeros)
+	@$(call train_and_compare,study/fitting/overfit study/regularization/l1 study/regularization/l2 \
+	  study/regularization/dropout study/regularization/batch_norm study/regularization/init_he_normal \
+	  study/regularization/init_zeros)
 
 study-ensemble: install
-	@mkdir -p $(OUTPUT_DIR); runs=""; for seed in 1 2 3; do \
-	  $(call study_train,ensemble,--set training.seed=$$seed --set output.name=ensemble-seed$$seed); \
-	  runs="$$runs $$run"; done; \
+	@for seed in 1 2 3; do \
+	  $(call train_each,study/ensemble,--set training.seed=$$seed --set output.name=ensemble-seed$$seed); done; \
 	$(BIN)/mnist ensemble $$runs $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 clean:
