@@ -18,6 +18,8 @@ os.environ.pop("MNIST_DATA_DIR", None)  # tests choose their data explicitly
 
 
 ROOT = Path(__file__).parent.parent
+# Every run config that ships: configs/*.yaml and the study's (configs/sweeps/ holds search spaces, not runs).
+RUN_CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs").glob("study/**/*.yaml")])
 
 
 def start_mnist(*args, fault: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:

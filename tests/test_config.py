@@ -1,12 +1,11 @@
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, RUN_CONFIGS
 from mnist_pipeline.config import MODEL_PARAMS, RunConfig, load_config, parse_override, to_yaml
 from mnist_pipeline.errors import ConfigError
 
-ROOT_CONFIGS = Path(__file__).parent.parent.joinpath("configs")
-CONFIGS = sorted([*ROOT_CONFIGS.glob("*.yaml"), *ROOT_CONFIGS.glob("study/**/*.yaml")])  # not sweeps/: spaces
+ROOT_CONFIGS = ROOT / "configs"
 
 
 def write(tmp_path, text, name="exp.yaml"):
@@ -30,7 +29,7 @@ def test_defaults_fill_every_model_parameter():
     assert cfg.training.epochs == 10 and cfg.data.validation_split == 0.1
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT_CONFIGS)))
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: str(p.relative_to(ROOT_CONFIGS)))
 def test_every_shipped_config_loads_and_is_named_after_its_file(path):
     cfg = load_config(path)
     assert cfg.run_name == path.stem
@@ -58,7 +57,7 @@ def test_set_parses_yaml_scalars_and_lists(tmp_path):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(CONFIGS[0], ["training.epochs=2"])
+    cfg = load_config(RUN_CONFIGS[0], ["training.epochs=2"])
     again = load_config(write(tmp_path, to_yaml(cfg), name="config.yaml"))
     assert again == cfg  # re-running a saved config.yaml reproduces the run, name included
 

@@ -1,11 +1,11 @@
 import inspect
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import RUN_CONFIGS
 from mnist_pipeline.config import MODEL_PARAMS
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.models.registry import MODELS, build_model
@@ -143,11 +143,7 @@ def test_cnn_valid_padding_trims_each_conv_like_the_keras_example():
     assert [tuple(d.kernel.shape) for d in dense] == [(5 * 5 * 8, 10)]
 
 
-SHIPPED = sorted([*(Path(__file__).parent.parent / "configs").glob("*.yaml"),
-                  *(Path(__file__).parent.parent / "configs").glob("study/**/*.yaml")])
-
-
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.stem)
 def test_config_side_parameter_count_matches_keras_for_every_shipped_config(path):
     # model_size bounds training memory before TensorFlow is imported; it must count what Keras builds.
     from mnist_pipeline.config import load_config
