@@ -48,7 +48,7 @@ class Checkpointer:
     every worker to take part in a save, but only the chief's copy is kept."""
 
     def __init__(self, run_dir: Path | None, model, optimizer, schedule=None, early_stopping=None,
-                 topology: dict | None = None, writes_folder: bool = True):
+                 topology: dict | None = None, writes_folder: bool = True, precision: str | None = None):
         import tensorflow as tf  # here, not at the top: `read_checkpoint` checks a resume before TF loads
 
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -56,6 +56,7 @@ class Checkpointer:
         self.schedule = schedule
         self.early_stopping = early_stopping
         self.topology = topology
+        self.precision = precision  # the Keras policy trained under: a resumed run keeps it on any machine
         self.writes_folder = writes_folder
         self.checkpoint = tf.train.Checkpoint(**tracked_variables(model, optimizer))
 
@@ -103,7 +104,7 @@ class Checkpointer:
                 "stopped_early": state.stopped_early,
                 "schedule": self.schedule.state() if self.schedule else None,
                 "early_stopping": self.early_stopping.state() if self.early_stopping else None,
-                "topology": self.topology}
+                "topology": self.topology, "precision": self.precision}
 
     def restore(self):
         """Load the newest checkpoint into the model, optimizer, random layers and policies and return the

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline import distribute, runtime
+from mnist_pipeline import distribute, hardware, runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
@@ -63,6 +63,7 @@ class Resumable:
     started: str
     fingerprint: dict[str, Any]
     topology: dict[str, Any] | None  # what the last checkpoint was trained on (None: before tf.distribute)
+    precision: str | None  # the Keras policy it trained under (None: a checkpoint from before `auto`)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Runtime:
     device: str
     strategy: Any  # tf.distribute.Strategy, or None for one device
     topology: distribute.Topology
+    precision: hardware.Precision
+    warning: str | None = None  # a slow choice the run goes ahead with (bfloat16 that this machine emulates)
 
 
 def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None = None,
@@ -96,13 +99,12 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
                f"test {splits.sizes['test']}, {cfg.data.normalization}; from {source}")
     # TensorFlow loads here; a missing GPU, a cluster that does not form or another topology than the resumed
     # run's is refused before any folder exists or changes.
-    rt = start_runtime(cfg)
+    rt = start_runtime(cfg, kept_precision=resume.precision if resume else None)
     if resume is not None:
         rt.topology.check_same(resume.topology, resume.run_dir)
-    if cfg.training.compute_precision == "mixed_bfloat16" and runtime.bfloat16_is_emulated(rt.device):
-        events.warn(f"warning: this {rt.device.split()[0].upper()} has no native bfloat16 arithmetic, so "
-                    f"training.precision = mixed_bfloat16 runs slower than float32 here; set "
-                    f"training.precision: float32")
+    events.log(f"precision: {rt.precision.policy} ({rt.precision.reason})")
+    if rt.warning:
+        events.warn(rt.warning)
     if not rt.topology.chief:  # the same steps, checkpoints and tests as the chief, which alone writes files
         metrics = _train_and_test(cfg, splits, resume.run_dir if resume else None, events, rt, resume is not None,
                                   test=test)
@@ -145,8 +147,8 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
             deterministic=rt.device.startswith("cpu"),
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
-            mixed_precision=cfg.training.compute_precision == "mixed_float16",
-            precision=cfg.training.compute_precision,
+            mixed_precision=rt.precision.policy == "mixed_float16",
+            precision=rt.precision.policy, precision_choice=rt.precision.to_dict(),
             resumed=resumed, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
         )
         rf.write_json(run_dir / rf.METRICS, metrics)
@@ -235,7 +237,8 @@ def open_resumable(run_dir: str | Path, lock: bool = True) -> Resumable:
         raise ConfigError(f"--resume {path}: no checkpoint: the run stopped before its first epoch ended; "
                           f"start it again with `mnist train --config {path / rf.CONFIG}`")
     state, _ = read_checkpoint(checkpoint)  # every file against its hash, before anything is loaded or written
-    return Resumable(path, run_lock, status.get("started", ""), fingerprint, state.get("topology"))
+    return Resumable(path, run_lock, status.get("started", ""), fingerprint, state.get("topology"),
+                     state.get("precision"))
 
 
 def check_same_data(resume: Resumable, data_fingerprint: str, source: str) -> None:
@@ -269,14 +272,20 @@ def _try_report(run_dir: Path) -> None:
         write_report(run_dir)
 
 
-def start_runtime(cfg: RunConfig, distributed: bool = True) -> Runtime:
-    """Environment, device, tf.distribute strategy (unless not `distributed`) and seeds, before TensorFlow
-    creates anything. Runs on a CPU are made deterministic (op determinism)."""
+def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str | None = None) -> Runtime:
+    """Environment, device, tf.distribute strategy (unless not `distributed`), precision and seeds, before
+    TensorFlow creates anything. Runs on a CPU are made deterministic (op determinism). `kept_precision`: the
+    policy a resumed run's checkpoint trained under, kept whatever this machine would choose."""
     runtime.prepare_environment()
     device = runtime.select_device(cfg.training.device)
     strategy, topology = (distribute.create_strategy(cfg.training.distribute, cfg.training.batch_size, device)
                           if distributed else (None, distribute.Topology("none", 1)))
-    runtime.set_precision(cfg.training.compute_precision, device, "training.mixed_precision = true"
+    cpu, capability = hardware.read_cpu(), runtime.gpu_capability() if device.startswith("gpu") else None
+    requested = cfg.training.compute_precision
+    precision = (hardware.Precision(kept_precision, requested, "kept from the checkpoint of the resumed run")
+                 if kept_precision else hardware.resolve_precision(requested, device, cpu, capability,
+                                                                   convolutional=cfg.model.name == "cnn"))
+    runtime.set_precision(precision.policy, device, "training.mixed_precision = true"
                           if cfg.training.mixed_precision else f"training.precision = {cfg.training.precision}")
     deterministic = device.startswith("cpu")
     if deterministic and cfg.training.jit_compile and cfg.model.name == "cnn" and strategy is None:
@@ -286,7 +295,7 @@ def start_runtime(cfg: RunConfig, distributed: bool = True) -> Runtime:
                           "deterministic, and XLA has no deterministic max-pooling gradient; set "
                           "training.jit_compile: false")
     runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
-    return Runtime(device, strategy, topology)
+    return Runtime(device, strategy, topology, precision, hardware.bfloat16_warning(precision, device, cpu, capability))
 
 
 def load_data(cfg: RunConfig):
@@ -369,7 +378,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
                    "outside XLA; Keras's fit() does the same)")
 
     checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping, topology.to_dict(),
-                                writes_folder=chief)
+                                writes_folder=chief, precision=rt.precision.policy)
     state = None
     if resume:
         state = checkpointer.restore()

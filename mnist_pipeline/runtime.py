@@ -14,7 +14,6 @@ import random
 import signal
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -35,9 +34,9 @@ def prepare_environment() -> None:
     os.environ["KERAS_BACKEND"] = "tensorflow"
     # Keeps most of TensorFlow's C++ INFO lines out of the terminal; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # TensorFlow turns its oneDNN CPU kernels on by itself only on some CPUs (not on this AMD EPYC); with them
-    # cnn.yaml's train step (no BN) ran at 1103 vs 816 img/s side by side here. Results stay deterministic
-    # (the bit-exact resume tests pass with it); set it to 0 to opt out.
+    # TensorFlow turns its oneDNN CPU kernels on by itself only on some CPUs (not on AMD's); they ran the CNN's
+    # train step faster side by side (README "Precision" has the figures and machines) and are the only native
+    # bfloat16 path on CPU. Results stay deterministic (the bit-exact resume tests pass with it); 0 opts out.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
@@ -104,8 +103,9 @@ def using_gpu() -> bool:
 
 
 def set_precision(precision: str, device: str, setting: str = "") -> None:
-    """The Keras policy `precision` names (float32, mixed_bfloat16 or mixed_float16), process-wide; float16
-    only on a GPU. `setting` is how the config asked for it, for the error."""
+    """The Keras policy `precision` names (float32, mixed_bfloat16 or mixed_float16; see
+    `hardware.resolve_precision` for auto), process-wide; float16 only on a GPU. `setting` is how the config
+    asked for it, for the error."""
     import keras
 
     from mnist_pipeline.errors import ConfigError
@@ -117,23 +117,13 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
-def bfloat16_is_emulated(device: str, cpuinfo: str | None = None) -> bool:
-    """Whether bfloat16 arithmetic on `device` would be emulated (slower than float32, not faster): a CPU
-    whose flags (`cpuinfo`, else /proc/cpuinfo) name neither AVX-512 BF16 nor AMX, or a GPU older than
-    compute capability 8.0 (Ampere). False when it cannot tell (no /proc/cpuinfo, no device details)."""
-    if device.startswith("gpu"):
-        import tensorflow as tf
+def gpu_capability() -> tuple[int, int] | None:
+    """The first visible GPU's CUDA compute capability, or None (no GPU, or TensorFlow does not say)."""
+    import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") if gpus else None
-        return capability is not None and tuple(capability) < (8, 0)
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
-    return bool(flags) and not flags & {"avx512_bf16", "amx_bf16"}
+    gpus = tf.config.list_physical_devices("GPU")
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") if gpus else None
+    return tuple(capability) if capability else None
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -169,22 +169,13 @@ def test_valid_padding_that_shrinks_the_image_away_is_a_config_error():
 
 
 def test_precision_names_the_policy_and_the_older_flag_still_loads():
-    assert load_config(None).training.compute_precision == "float32"
+    assert load_config(None).training.compute_precision == "auto"  # resolved per machine: tests/test_hardware.py
     assert load_config(None, ["training.precision=mixed_bfloat16"]).training.compute_precision == "mixed_bfloat16"
     older = load_config(None, ["training.mixed_precision=true"])  # an earlier run's config.yaml
     assert older.training.compute_precision == "mixed_float16"
     message = config_error(None, ["training.mixed_precision=true", "training.precision=mixed_bfloat16"])
     assert "contradicts precision = mixed_bfloat16" in message
-    assert "expected one of float32, mixed_bfloat16, mixed_float16" in config_error(None, ["training.precision=fp8"])
-
-
-def test_bfloat16_is_called_emulated_only_on_a_cpu_without_avx512_bf16_or_amx():
-    from mnist_pipeline.runtime import bfloat16_is_emulated
-
-    assert bfloat16_is_emulated("cpu", "processor : 0\nflags : fpu sse2 avx2 avx512f\n")
-    assert not bfloat16_is_emulated("cpu", "flags : fpu avx512f avx512_bf16\n")
-    assert not bfloat16_is_emulated("cpu", "flags : fpu amx_tile amx_bf16\n")
-    assert not bfloat16_is_emulated("cpu", "Hardware : something without flags\n")  # cannot tell: no warning
+    assert "expected one of auto, float32, mixed_bfloat16, mixed_float16" in config_error(None, ["training.precision=fp8"])
 
 
 def test_weight_decay_and_ema_are_checked_fractions():

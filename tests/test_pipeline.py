@@ -31,7 +31,8 @@ def test_events_report_data_model_steps_and_epochs(idx_dir, tmp_path):
                     epoch=lambda r, n: epochs.append((r.epoch, n, r.loss, r.accuracy)))
     result = run(config(idx_dir, tmp_path), events)
     assert logs[0].startswith("data: mnist, train 200, val 60, test 200, scale; from idx:")
-    assert logs[1].startswith("model: mlp, 101,770 parameters")
+    assert logs[1].startswith("precision: ")
+    assert logs[2].startswith("model: mlp, 101,770 parameters")
     assert {(epoch, n) for epoch, n, _ in steps} == {(1, 6), (2, 6), (3, 6)} and len(steps) == 3 * (200 // 32)
     assert steps[-1][2] == pytest.approx(epochs[-1][2:])  # the running means at the last step are the epoch's
     assert [e[:2] for e in epochs] == [(1, 3), (2, 3), (3, 3)]
@@ -73,19 +74,69 @@ def test_a_run_without_test_never_touches_the_test_split_and_is_complete(idx_dir
     assert json.loads(evaluated.output)["recorded_accuracy"] is None
 
 
+TINY_CNN = ["model.name=cnn", "model.params.filters=[4, 8]", "model.params.dense_units=16",
+            "model.params.batch_norm=true", "data.augmentation.translation=0.1"]
+ZEN3_FLAGS = "flags : fpu sse2 avx2"  # no native bfloat16
+ZEN4_FLAGS = "flags : fpu sse2 avx2 avx512f avx512_bf16"
+
+
+def fake_cpu(monkeypatch, flags: str) -> None:
+    """The CPU flags are the one thing faked: everything else runs on this machine's real CPU."""
+    from mnist_pipeline import hardware
+
+    monkeypatch.setattr(hardware, "read_cpu", lambda cpuinfo=None, real=hardware.read_cpu: real(flags))
+
+
 @pytest.mark.parametrize("emulated", [True, False])
 def test_bfloat16_where_it_would_be_emulated_is_warned_about_once_and_still_trains(idx_dir, tmp_path, monkeypatch,
                                                                                   emulated):
-    from mnist_pipeline import runtime
-
-    # This machine has AVX-512 BF16: the CPU flags are the one thing faked here.
-    flags = "flags : fpu sse2 avx2 avx512f" + ("" if emulated else " avx512_bf16")
-    monkeypatch.setattr(runtime, "bfloat16_is_emulated",
-                        lambda device, cpuinfo=None, real=runtime.bfloat16_is_emulated: real(device, flags))
+    fake_cpu(monkeypatch, ZEN3_FLAGS if emulated else ZEN4_FLAGS)
     logs, warnings = [], []
     result = run(config(idx_dir, tmp_path, "training.precision=mixed_bfloat16", "training.epochs=1"),
                  Events(log=logs.append, warn=warnings.append))
-    expected = ["warning: this CPU has no native bfloat16 arithmetic, so training.precision = mixed_bfloat16 runs "
-                "slower than float32 here; set training.precision: float32"]
-    assert warnings == (expected if emulated else [])
+    assert len(warnings) == emulated
+    if emulated:
+        assert warnings[0].startswith("warning: this CPU (no avx512_bf16 or amx_bf16) has no native bfloat16, so "
+                                      "mixed_bfloat16 runs several times slower than float32 here")
+    assert "precision: mixed_bfloat16 (as configured)" in logs
     assert result.metrics["precision"] == "mixed_bfloat16" and result.metrics["test_accuracy"] > 0.3
+
+
+@pytest.mark.parametrize("flags", [ZEN3_FLAGS, ZEN4_FLAGS])
+def test_auto_precision_is_chosen_for_the_cpu_said_in_the_header_and_recorded(idx_dir, tmp_path, monkeypatch, flags):
+    fake_cpu(monkeypatch, flags)
+    logs, warnings = [], []
+    result = run(config(idx_dir, tmp_path, "training.epochs=1", *TINY_CNN),
+                 Events(log=logs.append, warn=warnings.append))
+    native = "avx512_bf16" in flags
+    policy = "mixed_bfloat16" if native else "float32"
+    reason = ("this CPU (avx512_bf16) computes bfloat16 natively" if native
+              else "this CPU (no avx512_bf16 or amx_bf16) has no native bfloat16")
+    assert f"precision: {policy} (auto: {reason})" in logs and not warnings
+    assert result.metrics["precision"] == policy and result.metrics["precision_choice"]["requested"] == "auto"
+    assert "precision: auto" in (result.run_dir / "config.yaml").read_text()  # the next machine chooses anew
+
+
+@pytest.mark.parametrize(("first", "then"), [(ZEN4_FLAGS, ZEN3_FLAGS), (ZEN3_FLAGS, ZEN4_FLAGS)],
+                         ids=["bfloat16-resumed-on-avx2", "float32-resumed-on-avx512-bf16"])
+def test_a_run_resumed_on_a_cpu_that_would_choose_otherwise_keeps_its_precision_bit_for_bit(
+        idx_dir, tmp_path, monkeypatch, first, then):
+    from mnist_pipeline.errors import Interrupted
+    from mnist_pipeline.pipeline import open_resumable
+
+    fake_cpu(monkeypatch, first)
+    whole = run(config(idx_dir, tmp_path / "whole", *TINY_CNN))
+    epochs_seen = []
+    with pytest.raises(Interrupted):
+        run(config(idx_dir, tmp_path / "cut", *TINY_CNN), Events(epoch=lambda r, n: epochs_seen.append(r.epoch),
+                                                                  stop_requested=lambda: bool(epochs_seen)))
+    (cut_dir,) = (tmp_path / "cut/runs").iterdir()
+    fake_cpu(monkeypatch, then)  # another machine
+    logs = []
+    resumed = run(load_config(cut_dir / "config.yaml"), Events(log=logs.append), resume=open_resumable(cut_dir))
+    kept = whole.metrics["precision"]
+    assert kept == ("mixed_bfloat16" if "avx512_bf16" in first else "float32")
+    assert f"precision: {kept} (kept from the checkpoint of the resumed run)" in logs
+    assert resumed.metrics["precision"] == kept and resumed.metrics["resumed"] is True
+    assert resumed.metrics["weights_sha256"] == whole.metrics["weights_sha256"]
+    assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]

@@ -314,10 +314,11 @@ class TrainingConfig(_Section):
     steps_per_execution: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
         1, description="train steps per graph call (fewer Python round trips; progress, NaN checks and "
                        "stop requests then act once per group)")
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
-        "float32", description="compute dtype (Keras policy); variables, logits and loss stay float32. "
-                               "mixed_bfloat16: CPUs with AVX-512 BF16 or AMX, and GPUs; mixed_float16: GPU only, "
-                               "with loss scaling")
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "auto", description="compute dtype (Keras policy); variables, logits and loss stay float32. auto: "
+                            "mixed_bfloat16 where the device computes bfloat16 natively (CPUs with AVX-512 BF16 "
+                            "or AMX, GPUs of compute capability 8.0+), else float32; a resumed run keeps what it "
+                            "trained with. mixed_float16: GPU only, with loss scaling")
     mixed_precision: StrictBool = Field(
         False, description="older name for precision: mixed_float16 (kept so that earlier run configs load)")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -347,7 +348,8 @@ class TrainingConfig(_Section):
 
     @property
     def compute_precision(self) -> str:
-        """The Keras policy this config trains under (mixed_precision = true meaning mixed_float16)."""
+        """The precision this config asks for (mixed_precision = true meaning mixed_float16); `auto` is
+        resolved for the machine by `hardware.resolve_precision`."""
         return "mixed_float16" if self.mixed_precision else self.precision
 
     @model_validator(mode="after")

@@ -1,0 +1,116 @@
+"""What this machine computes fast, read from facts a test can fake: CPU flags and model, GPU compute capability.
+
+The one place where a default that depends on the machine is decided (`resolve_precision`), and where the
+machine is described for reports and benchmarks (`describe_cpu`). Imports no TensorFlow: the caller passes
+what TensorFlow says about its GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+# x86 flags of native bfloat16 arithmetic: AVX-512 BF16 (Intel Cooper Lake+, AMD Zen 4+) and AMX (Sapphire
+# Rapids+). Without them oneDNN and Eigen emulate bfloat16 in float32 and convert at every op: slower, not faster.
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# NVIDIA GPUs compute bfloat16 natively from Ampere (compute capability 8.0) on.
+BFLOAT16_GPU_CAPABILITY = (8, 0)
+# The flags that explain a speed figure: vector width, bfloat16, matrix units.
+NOTABLE_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    model: str  # "AMD EPYC 9R14 96-Core Processor", or the architecture when /proc/cpuinfo says nothing
+    flags: frozenset[str]  # empty when unknown (no /proc/cpuinfo: macOS, Windows)
+    cores: int  # usable by this process
+
+    @property
+    def native_bfloat16(self) -> bool:
+        return bool(self.flags & set(BFLOAT16_CPU_FLAGS))
+
+    def describe(self) -> str:
+        """"AMD EPYC ... (2 cores; avx2, avx512f, avx512_bf16)", the facts a speed figure depends on."""
+        notable = [flag for flag in NOTABLE_CPU_FLAGS if flag in self.flags]
+        return f"{self.model} ({self.cores} cores; {', '.join(notable) or 'flags unknown'})"
+
+
+def read_cpu(cpuinfo: str | None = None) -> CpuFacts:
+    """This machine's CPU from `cpuinfo` (the text of /proc/cpuinfo; read from there when None)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags = "", frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = frozenset(value.split())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return CpuFacts(model or platform.processor() or platform.machine(), flags, cores)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The Keras policy a run trains under, and why (for the header line and metrics.json)."""
+
+    policy: str  # float32, mixed_bfloat16 or mixed_float16
+    requested: str  # what the config said: auto or a policy
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"policy": self.policy, "requested": self.requested, "reason": self.reason}
+
+
+def resolve_precision(requested: str, device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None = None,
+                      convolutional: bool = True) -> Precision:
+    """`auto`: mixed_bfloat16 where `device` computes bfloat16 natively (a CPU with one of
+    BFLOAT16_CPU_FLAGS, a GPU of compute capability >= 8.0) and the model is `convolutional`; float32
+    elsewhere, and when it cannot tell. A dense-only model this small spends its step on casts and memory
+    rather than arithmetic: bfloat16 made the MLP slower even on a CPU with native bfloat16 (README
+    "Precision"). Any other request is kept as it is (a slow one is warned about: see `bfloat16_warning`)."""
+    native, where = _native_bfloat16(device, cpu, gpu_capability)
+    if requested != "auto":
+        return Precision(requested, requested, "as configured")
+    if not native:
+        return Precision("float32", "auto", f"auto: {where} has no native bfloat16")
+    if not convolutional:
+        return Precision("float32", "auto", f"auto: {where} computes bfloat16 natively, but a dense-only model "
+                                            f"trains faster in float32")
+    return Precision("mixed_bfloat16", "auto", f"auto: {where} computes bfloat16 natively")
+
+
+def bfloat16_warning(precision: Precision, device: str, cpu: CpuFacts,
+                     gpu_capability: tuple[int, int] | None = None) -> str | None:
+    """The warning for bfloat16 that `device` would only emulate, or None."""
+    native, where = _native_bfloat16(device, cpu, gpu_capability)
+    if precision.policy != "mixed_bfloat16" or native or not _knows(device, cpu, gpu_capability):
+        return None
+    return (f"warning: {where} has no native bfloat16, so mixed_bfloat16 runs several times slower than float32 "
+            f"here (6.4x on cnn_fashion_fast with emulated bfloat16, README \"Precision\"); set "
+            f"training.precision: auto or float32")
+
+
+def _native_bfloat16(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> tuple[bool, str]:
+    if device.startswith("gpu"):
+        if gpu_capability is None:
+            return False, "this GPU (compute capability unknown)"
+        major, minor = gpu_capability
+        return tuple(gpu_capability) >= BFLOAT16_GPU_CAPABILITY, f"this GPU (compute capability {major}.{minor})"
+    flags = [flag for flag in BFLOAT16_CPU_FLAGS if flag in cpu.flags]
+    if flags:
+        return True, f"this CPU ({', '.join(flags)})"
+    if not cpu.flags:
+        return False, "this CPU (flags unknown)"
+    return False, f"this CPU (no {' or '.join(BFLOAT16_CPU_FLAGS)})"
+
+
+def _knows(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> bool:
+    """Whether the facts can tell native from emulated (no warning on a guess)."""
+    return gpu_capability is not None if device.startswith("gpu") else bool(cpu.flags)
