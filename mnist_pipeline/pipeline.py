@@ -78,14 +78,15 @@ class Runtime:
 
 
 def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None = None,
-        test: bool = True) -> RunResult:
+        test: bool = True, planned_steps: int | None = None) -> RunResult:
     """Train, validate and test the configured model; write the run folder; return its path and metrics.
 
     With `resume` (from `open_resumable`), continue that run folder from its last checkpoint (cfg is then its
     saved config). The data is read and checked before TensorFlow loads, so bad data costs no import and no
     folder. The folder says `completed` only once every file is written. Without `test` (a sweep's trial,
     chosen on validation only), the test split is never evaluated: metrics.json says `"tested": false` and
-    holds no test numbers.
+    holds no test numbers. `planned_steps`: the optimizer steps of the config the run came from, as written
+    (`RunConfig.planned_steps`, before --epochs or a subset): metrics.json's `budget` compares the run with it.
     """
     events = events or Events()
     wall_start = time.perf_counter()
@@ -124,16 +125,22 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
             config_text = to_yaml(_reproducible(cfg))
             rf.write_text(run_dir / rf.CONFIG, config_text)
             rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
-                                                     "data_sha256": data_fingerprint, "data_source": source})
+                                                     "data_sha256": data_fingerprint, "data_source": source,
+                                                     "planned_steps": planned_steps})
+        else:
+            planned_steps = resume.fingerprint.get("planned_steps")
         rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
-        metrics = _finish(cfg, splits, source, run_dir, events, rt, resume is not None, started, wall_start, test)
+        budget = {"steps": cfg.training.epochs * (splits.sizes["train"] // cfg.training.batch_size),
+                  "planned_steps": planned_steps}
+        metrics = _finish(cfg, splits, source, run_dir, events, rt, resume is not None, started, wall_start, test,
+                          budget)
     finally:
         lock.release()
     return RunResult(run_dir, metrics)
 
 
 def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime, resumed: bool, started: str,
-            wall_start: float, test: bool = True) -> dict[str, Any]:
+            wall_start: float, test: bool = True, budget: dict | None = None) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
     summaries = None
@@ -148,7 +155,7 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
             mixed_precision=rt.precision.policy == "mixed_float16",
-            precision=rt.precision.policy, precision_choice=rt.precision.to_dict(),
+            precision=rt.precision.policy, precision_choice=rt.precision.to_dict(), budget=budget,
             resumed=resumed, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
         )
         rf.write_json(run_dir / rf.METRICS, metrics)
@@ -338,13 +345,14 @@ class TrainingSetup:
     val_data: Any  # tf.data.Dataset
     schedule: Any
     early_stopping: Any  # None when off
+    statistics_data: Any  # tf.data.Dataset of training images for precise batch norm, or None
 
 
 def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSetup:
     """The model, trainer, training batches, validation data and epoch policies, as `mnist train` uses them
     (benchmarks/race.py too). Call after `start_runtime`, with its strategy."""
     from mnist_pipeline.data.augment import Augmentation
-    from mnist_pipeline.data.datasets import evaluation_batches, training_batches
+    from mnist_pipeline.data.datasets import evaluation_batches, statistics_batches, training_batches
 
     training = cfg.training
     model, trainer = _build(cfg, strategy)
@@ -354,7 +362,9 @@ def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSet
                                normalization=splits.normalization)
     val_data = evaluation_batches(splits.x_val, splits.y_val, training.batch_size, strategy, splits.normalization)
     schedule, early_stopping = _policies(cfg)
-    return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping)
+    statistics_data = statistics_batches(splits.x_train, training.batch_size, training.precise_batch_norm,
+                                         training.seed, splits.normalization)
+    return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping, statistics_data)
 
 
 def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events: Events, rt: Runtime,
@@ -399,7 +409,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         fit = trainer.fit(batches, setup.val_data, training.epochs, schedule=schedule,
                           early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
                           on_losses=summaries.step_losses if summaries else None,
-                          stop_requested=events.stop_requested)
+                          stop_requested=events.stop_requested, statistics_data=setup.statistics_data)
         # fit stops after the last epoch too, when asked (the run is then resumable with every epoch done, and
         # `--resume` only tests and writes the files); once those are being written, finishing is quicker
         # than stopping (the CLI says so).

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_pipeline.errors import Interrupted, TrainingDiverged
+from mnist_pipeline.precise_bn import PreciseBatchNorm
 from mnist_pipeline.schedules import EarlyStopping, LearningRateSchedule
 
 
@@ -209,6 +210,9 @@ class Trainer:
         self.loss_fn = per_example_loss_fn()
         self.train_metrics = _PhaseMetrics("train")
         self.label_smoothing = label_smoothing
+        # Batch norm's statistics recomputed for the weights before each validation (see precise_bn), when
+        # `fit` is given training batches for it; models without a `stack` keep Keras's moving averages.
+        self.precise_bn = PreciseBatchNorm(model) if hasattr(model, "stack") else None
         self.validate = Evaluation(model, "val", test_time_flip, self.strategy)
         self.test = Evaluation(model, "test", test_time_flip, self.strategy)  # apart from validation's metrics
         self.optimizer.build(model.trainable_variables)
@@ -234,7 +238,8 @@ class Trainer:
             on_step: Callable[[StepProgress], None] | None = None,
             on_losses: Callable[[int, list[float]], None] | None = None,
             on_epoch: Callable[[EpochRecord, FitState], None] | None = None,
-            stop_requested: Callable[[], bool] = lambda: False) -> FitResult:
+            stop_requested: Callable[[], bool] = lambda: False,
+            statistics_data: Iterable | None = None) -> FitResult:
         """Train up to `epochs` epochs on `batches` (a `data.datasets.BatchSource`).
 
         Validates after every epoch, then calls `on_epoch(record, state)` (the moment to checkpoint), and
@@ -242,7 +247,8 @@ class Trainer:
         after each group of steps. `on_losses(first, losses)` gets
         each group's per-step losses (the objective minimized), `first` being the first one's 1-based global
         step. A `state` from a checkpoint (with the model, optimizer and policies restored alongside)
-        continues a run exactly.
+        continues a run exactly. With `statistics_data` (`data.datasets.statistics_batches`), batch norm's
+        statistics are recomputed on it for the weights each validation sees (precise batch norm).
         Raises TrainingDiverged on a non-finite loss, and Interrupted after the group of steps (or the epoch's
         end, checkpoint included) during which `stop_requested()` became true.
         """
@@ -270,7 +276,8 @@ class Trainer:
                                          self.train_metrics.result))
                 if stop_requested():
                     raise Interrupted(f"stopped during epoch {epoch + 1} (step {step})")
-            record = self._end_epoch(epoch, val_data, time.perf_counter() - start, schedule.rate(epoch), state)
+            record = self._end_epoch(epoch, val_data, time.perf_counter() - start, schedule.rate(epoch), state,
+                                     statistics_data)
             schedule.observe(record.val_loss)
             if early_stopping and early_stopping.should_stop(getattr(record, early_stopping.monitor)):
                 state.stopped_early = True
@@ -350,8 +357,10 @@ class Trainer:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
     def _end_epoch(self, epoch: int, val_data: Iterable, train_seconds: float, learning_rate: float,
-                   state: FitState) -> EpochRecord:
+                   state: FitState, statistics_data: Iterable | None = None) -> EpochRecord:
         with self.averaged_weights():
+            if statistics_data is not None and self.precise_bn:
+                self.precise_bn.recompute(statistics_data)
             val_loss, val_accuracy = self.validate(val_data)
             if state.best_val_loss is None or val_loss < state.best_val_loss:
                 state.best_val_loss, state.best_epoch, state.best_weights = (val_loss, epoch + 1,

@@ -344,3 +344,20 @@ def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):
     assert code == "1" and message.startswith("error: TensorFlow cannot be imported"), probe.stdout + probe.stderr
     assert "\n" not in message and not list(tmp_path.iterdir())  # one line, and no run folder
     assert "pip install -e '.[cpu]'" in message
+
+
+def test_a_run_far_shorter_than_its_config_plans_says_so_in_the_result_line_and_the_report(idx_dir, tmp_path):
+    result, run_dir = train(ROOT / "configs/cnn.yaml", idx_dir, tmp_path / "short")  # 2 epochs of 300 images
+    planned = 15 * ((60_000 - 6_000) // 128)  # cnn.yaml as written: 15 epochs of full MNIST's training split
+    note = f"short run: 18 of the {planned:,} steps its config plans (0.3%)"
+    assert note in result.output.splitlines()[-2]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["budget"] == {"steps": 18, "planned_steps": planned}
+    assert "fewer epochs or less data than the config was tuned for" in (run_dir / "report.md").read_text()
+
+    # A config that plans its own subset and epochs (as smoke.yaml does), run as written: no short run.
+    written = tmp_path / "as_written.yaml"
+    written.write_text("data: {subset: 300}\ntraining: {epochs: 2, batch_size: 32, device: cpu}\n")
+    result = invoke("train", "--config", written, "--data-dir", idx_dir, "--output-dir", tmp_path / "as-written")
+    assert result.exit_code == 0, result.output
+    assert "short run" not in result.output

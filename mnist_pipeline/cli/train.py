@@ -46,6 +46,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
     from mnist_pipeline.export import check_format, export_run  # no TensorFlow until an export runs
     from mnist_pipeline.pipeline import Events, open_resumable, run  # no TensorFlow until run() starts
+    from mnist_pipeline.reports.run_files import short_run_note
 
     exports = list(dict.fromkeys(exports))
     for fmt in exports:  # a missing converter is said before training, not after
@@ -67,6 +68,8 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         resume = open_resumable(resume_dir, lock=cluster is None or cluster.chief)
         config_path = resume.run_dir / "config.yaml"
     cfg = load_config(config_path, overrides, flags)
+    # What the config plans as written: --epochs, --set and a smaller --data-dir can make a run far shorter.
+    planned_steps = None if resume else _planned_steps(config_path)
 
     # The bar only on a terminal: in a log file its redraws would be noise. The epoch table goes everywhere.
     progress = TrainingProgress(bar=sys.stdout.isatty(), quiet=quiet, batch_size=cfg.training.batch_size)
@@ -74,7 +77,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         with runtime.StopSignals() as signals:
             events = Events(log=progress.log, step=progress.step, epoch=progress.epoch_done,
                             stop_requested=signals.requested, warn=progress.warn)
-            result = run(cfg, events, resume=resume)
+            result = run(cfg, events, resume=resume, planned_steps=planned_steps)
     except Interrupted as exc:
         progress.clear()
         interrupted = Interrupted(f"{signals.name}: {exc}")
@@ -93,8 +96,19 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
                    f"weights sha256 {m['weights_sha256'][:16]})")
         click.echo(f"{cluster.describe()} done; the chief ({cluster.workers[0]}) wrote the run folder")
         return
+    note = short_run_note(m)
     click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  "
-               f"(best epoch {m['best_epoch']} by val_loss; {m['wall_seconds']:.1f}s total)")
+               f"(best epoch {m['best_epoch']} by val_loss; {m['wall_seconds']:.1f}s total{'; ' + note if note else ''})")
     for fmt in exports:
         click.echo(f"{fmt}: {export_run(result.run_dir, fmt)}")
     click.echo(f"run folder: {result.run_dir}")
+
+
+def _planned_steps(config_path) -> int | None:
+    """The steps the config file plans on its own (None when only the flags make it a valid config)."""
+    from mnist_pipeline.config import load_config
+
+    try:
+        return load_config(config_path).planned_steps
+    except ConfigError:
+        return None

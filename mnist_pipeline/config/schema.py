@@ -65,6 +65,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+FULL_TRAINING_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000}  # the training files, before validation
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -304,6 +305,10 @@ class TrainingConfig(_Section):
     ema: Annotated[Number, Field(ge=0.0, lt=1.0)] = Field(
         0.0, description="momentum of an exponential moving average of the weights (e.g. 0.999: ~1,000 steps); "
                          "validation, the test and the saved model use the averaged weights (0 = off)")
+    precise_batch_norm: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = Field(
+        2048, description="before each validation, recompute batch norm's statistics for the current weights "
+                          "over this many training images (precise batch norm: Keras's moving averages trail "
+                          "the weights on short runs); 0 = keep the moving averages")
     label_smoothing: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
         0.0, description="train toward (1 - s) on the true class plus s spread over all 10 (reported losses "
                          "stay plain cross-entropy)")
@@ -394,3 +399,12 @@ class RunConfig(_Section):
     @property
     def run_name(self) -> str:
         return self.output.name or self.model.name
+
+    @property
+    def planned_steps(self) -> int:
+        """Optimizer steps this config makes on the training split it was written for: its subset, else the
+        dataset's full 60,000 minus validation. A run on less data, or for fewer epochs, is shorter than the
+        budget its settings (rate, schedule, regularization) were tuned for."""
+        examples = self.data.subset or FULL_TRAINING_EXAMPLES[self.data.dataset]
+        train = examples - round(examples * self.data.validation_split)
+        return self.training.epochs * max(train // self.training.batch_size, 1)

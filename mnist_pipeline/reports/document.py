@@ -186,6 +186,10 @@ def _headline_rows(config, metrics, status) -> list[list[str]]:
                  ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs']}"],
                  ["parameters", f"{metrics['parameters']:,}"],
                  ["training time", f"{metrics['train_seconds']:.1f} s"]]
+    note = run_files.short_run_note(metrics)
+    if note:
+        rows += [["short run", note.removeprefix("short run: ") + "; fewer epochs or less data than the config "
+                  "was tuned for: expect less than its documented accuracy"]]
     rows += [["model", config.get("model", {}).get("name", "?")],
              ["dataset", config.get("data", {}).get("dataset", "?")], ["status", status]]
     return rows

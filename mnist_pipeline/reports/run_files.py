@@ -189,3 +189,21 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
     if bad:
         raise damaged(path, f"array {bad[0]} does not have the shape or values the report needs")
     return data
+
+
+SHORT_RUN_FRACTION = 0.25  # under a quarter of its config's steps, a run is not what the config was tuned for
+
+
+def short_run_note(metrics: dict[str, Any]) -> str | None:
+    """"short run: 45 of the 6,330 steps its config plans (0.7%)" when a run trained for far fewer optimizer
+    steps than its config was written for (fewer epochs, less data), else None: its accuracy then says little
+    about what the config reaches."""
+    budget = metrics.get("budget")
+    if not isinstance(budget, dict):
+        return None
+    steps, planned = budget.get("steps"), budget.get("planned_steps")
+    if not isinstance(steps, int) or not isinstance(planned, int) or planned <= 0:
+        return None
+    if steps >= SHORT_RUN_FRACTION * planned:
+        return None
+    return f"short run: {steps:,} of the {planned:,} steps its config plans ({steps / planned:.1%})"
