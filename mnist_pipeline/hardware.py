@@ -1,8 +1,8 @@
 """What this machine computes fast, read from facts a test can fake: CPU flags and model, GPU compute capability.
 
-The one place where a default that depends on the machine is decided (`resolve_precision`), and where the
-machine is described for reports and benchmarks (`describe_cpu`). Imports no TensorFlow: the caller passes
-what TensorFlow says about its GPU.
+The one place where the speed defaults that depend on the machine or the run are decided (`resolve_precision`,
+`resolve_jit_compile`), and where the machine is described for reports and benchmarks (`CpuFacts.describe`).
+Imports no TensorFlow: the caller passes what TensorFlow says about its GPU.
 """
 
 from __future__ import annotations
@@ -114,3 +114,25 @@ def _native_bfloat16(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int]
 def _knows(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> bool:
     """Whether the facts can tell native from emulated (no warning on a guess)."""
     return gpu_capability is not None if device.startswith("gpu") else bool(cpu.flags)
+
+
+# XLA compiles a group of steps once, then runs each faster. The mlp's compile cost as much as ~800 of its
+# steps saved, and several times more on a slower CPU (README "Start-up and XLA"): below this many steps a
+# run spends longer compiling than it gains.
+XLA_MIN_STEPS = 2_000
+
+
+def resolve_jit_compile(requested: bool | str, model_name: str, params: dict, steps: int) -> tuple[bool, str]:
+    """`auto`: XLA for a dense model without batch norm (linear, mlp, deep_mlp) on a run of at least
+    XLA_MIN_STEPS optimizer steps; off for the rest. The cnn cannot be compiled deterministically on a CPU
+    (no deterministic max-pooling gradient), and batch norm's stack ran slower compiled. True or false as
+    configured otherwise."""
+    if requested != "auto":
+        return bool(requested), "as configured"
+    if model_name == "cnn":
+        return False, "auto: off for the cnn (no deterministic XLA max-pooling gradient on a CPU)"
+    if params.get("batch_norm"):
+        return False, "auto: off for a dense stack with batch norm (it ran slower compiled)"
+    if steps < XLA_MIN_STEPS:
+        return False, f"auto: off, {steps:,} steps are too few to repay the compile; XLA from {XLA_MIN_STEPS:,}"
+    return True, f"auto: on for a run of {steps:,} steps of a dense model"

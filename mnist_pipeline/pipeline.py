@@ -100,6 +100,7 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
                f"test {splits.sizes['test']}, {cfg.data.normalization}; from {source}")
     # TensorFlow loads here; a missing GPU, a cluster that does not form or another topology than the resumed
     # run's is refused before any folder exists or changes.
+    events.log("starting TensorFlow")  # its import and start-up take seconds: not a silent gap
     rt = start_runtime(cfg, kept_precision=resume.precision if resume else None)
     if resume is not None:
         rt.topology.check_same(resume.topology, resume.run_dir)
@@ -295,7 +296,7 @@ def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str 
     runtime.set_precision(precision.policy, device, "training.mixed_precision = true"
                           if cfg.training.mixed_precision else f"training.precision = {cfg.training.precision}")
     deterministic = device.startswith("cpu")
-    if deterministic and cfg.training.jit_compile and cfg.model.name == "cnn" and strategy is None:
+    if deterministic and cfg.training.jit_compile is True and cfg.model.name == "cnn" and strategy is None:
         # TensorFlow raises UnimplementedError at the first step otherwise: said before anything is built.
         # (Under a strategy the trainer leaves XLA off anyway.)
         raise ConfigError("training.jit_compile = true cannot train the cnn on a CPU: runs on a CPU are "
@@ -315,8 +316,9 @@ def load_data(cfg: RunConfig):
     return raw, splits
 
 
-def _build(cfg: RunConfig, strategy=None):
-    """(model, trainer), created in the strategy's scope: their variables are then mirrored on its replicas."""
+def _build(cfg: RunConfig, strategy=None, jit_compile: bool = False):
+    """(model, trainer), created in the strategy's scope: their variables are then mirrored on its replicas.
+    `jit_compile`: the resolved `training.jit_compile` (see `hardware.resolve_jit_compile`)."""
     import tensorflow as tf
 
     from mnist_pipeline.models.registry import build_model
@@ -328,7 +330,7 @@ def _build(cfg: RunConfig, strategy=None):
         optimizer = make_optimizer(training.optimizer, training.learning_rate, training.momentum,
                                    training.weight_decay, training.ema)
         trainer = Trainer(model, optimizer, global_batch_size=training.batch_size,
-                          jit_compile=training.jit_compile, steps_per_execution=training.steps_per_execution,
+                          jit_compile=jit_compile, steps_per_execution=training.steps_per_execution,
                           label_smoothing=training.label_smoothing,
                           test_time_flip=cfg.data.augmentation.test_time_flip, strategy=strategy)
     return model, trainer
@@ -346,6 +348,8 @@ class TrainingSetup:
     schedule: Any
     early_stopping: Any  # None when off
     statistics_data: Any  # tf.data.Dataset of training images for precise batch norm, or None
+    jit_wanted: bool  # training.jit_compile, resolved; the trainer turns XLA off under a strategy
+    jit_reason: str  # why it is on or off
 
 
 def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSetup:
@@ -355,7 +359,10 @@ def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSet
     from mnist_pipeline.data.datasets import evaluation_batches, statistics_batches, training_batches
 
     training = cfg.training
-    model, trainer = _build(cfg, strategy)
+    steps = training.epochs * (splits.sizes["train"] // training.batch_size)
+    jit_compile, jit_reason = hardware.resolve_jit_compile(training.jit_compile, cfg.model.name, cfg.model.params,
+                                                           steps)
+    model, trainer = _build(cfg, strategy, jit_compile)
     augmentation = Augmentation.from_config(cfg.data.augmentation, fill_value=splits.normalization.background)
     batches = training_batches(splits.x_train, splits.y_train, training.batch_size, training.seed, augmentation,
                                jit_compile=trainer.jit_compile, gpu=runtime.using_gpu(), strategy=strategy,
@@ -364,7 +371,8 @@ def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSet
     schedule, early_stopping = _policies(cfg)
     statistics_data = statistics_batches(splits.x_train, training.batch_size, training.precise_batch_norm,
                                          training.seed, splits.normalization)
-    return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping, statistics_data)
+    return TrainingSetup(model, trainer, augmentation, batches, val_data, schedule, early_stopping, statistics_data,
+                         jit_compile, jit_reason)
 
 
 def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events: Events, rt: Runtime,
@@ -383,9 +391,13 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
                                                          setup.early_stopping)
     events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; {topology.describe(rt.device)}; "
                f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
-    if training.jit_compile and not trainer.jit_compile:
+    if trainer.jit_compile:  # said before the first steps, which wait for the compile
+        events.log(f"jit_compile: on ({setup.jit_reason}); XLA compiles the steps first")
+    elif setup.jit_wanted:
         events.log("jit_compile: off under a tf.distribute strategy (its all-reduces and per-replica batches run "
                    "outside XLA; Keras's fit() does the same)")
+    else:
+        events.log(f"jit_compile: off ({setup.jit_reason})")
 
     checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping, topology.to_dict(),
                                 writes_folder=chief, precision=rt.precision.policy)
@@ -405,15 +417,23 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
             events.log(f"early stopping: {early_stopping.monitor} did not improve for "
                        f"{early_stopping.patience} epochs")
 
+    first_step_at: list[float] = []  # wall-clock time the first group of steps ended (command-to-first-step)
+
+    def on_step(progress) -> None:
+        if not first_step_at:
+            first_step_at.append(time.time())
+        events.step(progress)
+
     with distribute.lost_workers(topology):  # another worker dying or hanging: one line, not TensorFlow's
         fit = trainer.fit(batches, setup.val_data, training.epochs, schedule=schedule,
-                          early_stopping=early_stopping, state=state, on_step=events.step, on_epoch=on_epoch,
+                          early_stopping=early_stopping, state=state, on_step=on_step, on_epoch=on_epoch,
                           on_losses=summaries.step_losses if summaries else None,
                           stop_requested=events.stop_requested, statistics_data=setup.statistics_data)
         # fit stops after the last epoch too, when asked (the run is then resumable with every epoch done, and
         # `--resume` only tests and writes the files); once those are being written, finishing is quicker
         # than stopping (the CLI says so).
         if test:
+            events.log("testing the kept weights, then writing the model and the report")
             test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy,
                                            splits.normalization)
             test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
@@ -435,9 +455,10 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         "epochs": len(history), "stopped_early": fit.stopped_early, "parameters": int(model.count_params()),
         "train_seconds": round(sum(r["seconds"] for r in history), 2), "model": cfg.model.name,
         "traces": trainer.tracing_counts(),  # 1 each for the functions used: no retracing
-        "batches": batches.placement, "jit_compile": trainer.jit_compile,
+        "batches": batches.placement, "jit_compile": trainer.jit_compile, "jit_compile_reason": setup.jit_reason,
         "replicas": topology.replicas, "distribute": topology.to_dict(),
         "weights_sha256": _sha256_arrays(model.get_weights()),  # the same on every worker of a cluster
+        "first_step_at": first_step_at[0] if first_step_at else None,  # Unix time; None when resumed done
     })
     if test:
         names = CLASS_NAMES[cfg.data.dataset]

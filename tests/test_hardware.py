@@ -54,3 +54,20 @@ def test_auto_keeps_dense_only_models_in_float32_even_where_bfloat16_is_native()
         dense = resolve_precision("auto", device, read_cpu(ZEN4), capability, convolutional=False)
         assert dense.policy == "float32" and "dense-only model trains faster in float32" in dense.reason
     assert resolve_precision("mixed_bfloat16", "cpu", read_cpu(ZEN4), convolutional=False).policy == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize(("requested", "model", "params", "steps", "on"), [
+    ("auto", "mlp", {}, 16_840, True),  # mlp.yaml as shipped: 40 epochs of full MNIST
+    ("auto", "mlp", {}, 112, False),  # a 2-epoch try on mnist-small: the compile would cost more than it saves
+    ("auto", "linear", {}, 2_000, True),
+    ("auto", "deep_mlp", {"batch_norm": True}, 16_840, False),
+    ("auto", "cnn", {}, 100_000, False),  # no deterministic XLA max-pooling gradient on a CPU
+    (True, "mlp", {}, 10, True),
+    (False, "mlp", {}, 100_000, False),
+])
+def test_auto_jit_compile_is_on_only_where_a_long_run_of_a_dense_model_repays_it(requested, model, params, steps,
+                                                                                    on):
+    from mnist_pipeline.hardware import resolve_jit_compile
+
+    chosen, reason = resolve_jit_compile(requested, model, params, steps)
+    assert chosen is on and reason.startswith("auto: " if requested == "auto" else "as configured")

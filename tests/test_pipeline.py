@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -29,10 +30,15 @@ def test_events_report_data_model_steps_and_epochs(idx_dir, tmp_path):
     logs, steps, epochs = [], [], []
     events = Events(log=logs.append, step=lambda p: steps.append((p.epoch, p.steps, p.running())),
                     epoch=lambda r, n: epochs.append((r.epoch, n, r.loss, r.accuracy)))
-    result = run(config(idx_dir, tmp_path), events)
+    before = time.time()
+    result = run(config(idx_dir, tmp_path, "training.precision=float32"), events)
+    assert before < result.metrics["first_step_at"] < time.time()
     assert logs[0].startswith("data: mnist, train 200, val 60, test 200, scale; from idx:")
-    assert logs[1].startswith("precision: ")
-    assert logs[2].startswith("model: mlp, 101,770 parameters")
+    assert logs[1:3] == ["starting TensorFlow", "precision: float32 (as configured)"]
+    assert logs[3].startswith("model: mlp, 101,770 parameters")
+    assert logs[4] == "jit_compile: off (auto: off, 18 steps are too few to repay the compile; XLA from 2,000)"
+    assert logs[5] == "testing the kept weights, then writing the model and the report"
+    assert result.metrics["jit_compile"] is False and "too few" in result.metrics["jit_compile_reason"]
     assert {(epoch, n) for epoch, n, _ in steps} == {(1, 6), (2, 6), (3, 6)} and len(steps) == 3 * (200 // 32)
     assert steps[-1][2] == pytest.approx(epochs[-1][2:])  # the running means at the last step are the epoch's
     assert [e[:2] for e in epochs] == [(1, 3), (2, 3), (3, 3)]

@@ -315,7 +315,10 @@ class TrainingConfig(_Section):
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto uses a GPU when TensorFlow sees one")
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = Field(
         42, description="seeds Python, NumPy, TensorFlow, the split and the data order")
-    jit_compile: StrictBool = Field(False, description="compile the train step with XLA (fast for MLPs)")
+    jit_compile: StrictBool | Literal["auto"] = Field(
+        "auto", description="compile the train steps with XLA. auto: on for dense models without batch norm "
+                            "on runs of 2,000+ steps (shorter runs spend longer compiling than they gain), "
+                            "off for the rest")
     steps_per_execution: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(
         1, description="train steps per graph call (fewer Python round trips; progress, NaN checks and "
                        "stop requests then act once per group)")
