@@ -54,6 +54,7 @@ def _worker(args) -> dict:
     import keras
     import tensorflow as tf
 
+    from mnist_pipeline import hardware
     from mnist_pipeline.config import load_config
     from mnist_pipeline.data.augment import Augmentation
     from mnist_pipeline.data.datasets import training_batches
@@ -66,7 +67,12 @@ def _worker(args) -> dict:
         f"training.distribute.devices=[{','.join(f'CPU:{i}' for i in range(args.replicas))}]"])
     cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", overrides)
     strategy, _ = create_strategy(cfg.training.distribute, cfg.training.batch_size, "cpu")
-    keras.mixed_precision.set_global_policy(cfg.training.compute_precision)  # for either trainer alike
+    # `auto` settings resolved as `mnist train` resolves them for the config's own full run, for either trainer.
+    precision = hardware.resolve_precision(cfg.training.compute_precision, "cpu", hardware.read_cpu(),
+                                           convolutional=cfg.model.name == "cnn")
+    jit_compile, _ = hardware.resolve_jit_compile(cfg.training.jit_compile, cfg.model.name, cfg.model.params,
+                                                  cfg.planned_steps)
+    keras.mixed_precision.set_global_policy(precision.policy)
     keras.utils.set_random_seed(0)
     x, y = _training_arrays(args.data_dir)
     batch = cfg.training.batch_size
@@ -80,7 +86,7 @@ def _worker(args) -> dict:
 
     if args.worker == "custom":
         with (strategy or tf.distribute.get_strategy()).scope():
-            trainer = Trainer(model, optimizer, batch, jit_compile=cfg.training.jit_compile,
+            trainer = Trainer(model, optimizer, batch, jit_compile=jit_compile,
                               steps_per_execution=cfg.training.steps_per_execution, strategy=strategy)
         augmentation = Augmentation.from_config(ranges) if args.augment else None
         batches = training_batches(x, y, batch, seed=0, augmentation=augmentation, jit_compile=trainer.jit_compile,
@@ -99,7 +105,7 @@ def _worker(args) -> dict:
             seconds.append(time.perf_counter() - start)
         traces = group.traces
     else:  # fit and fit-same
-        model.compile(optimizer=optimizer, jit_compile=cfg.training.jit_compile, metrics=["accuracy"],
+        model.compile(optimizer=optimizer, jit_compile=jit_compile, metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=0).repeat()
         ds = ds.batch(batch, drop_remainder=True)
@@ -119,6 +125,7 @@ def _worker(args) -> dict:
         traces = None
     rates = [steps * batch / s for s in seconds[1:]]  # first repeat: tracing and warm-up
     return {"trainer": args.worker, "model": args.model, "augment": args.augment, "batch_size": batch,
+            "precision": precision.policy, "jit_compile": jit_compile,
             "replicas": args.replicas,
             "steps_per_repeat": steps, "images_per_second": rates, "train_flops_per_image": _training_flops(model),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "traces": traces,
@@ -250,6 +257,67 @@ def _precision(model: str, args) -> dict:
     return {"model": model, "float32 img/s": round(fp32), "bfloat16 img/s": round(bf16),
             "bfloat16 / float32": round(bf16 / fp32, 2), "float32 spread": _spread(rates["float32"]),
             "bfloat16 spread": _spread(rates["mixed_bfloat16"])}
+
+
+def _shipped_vs_float32(args) -> list[dict]:
+    """Every shipped config with its shipped (auto) settings against the same config forced to float32, our
+    trainer, taking turns: on a CPU without native bfloat16, `auto` must never choose the slower one."""
+    rows = []
+    for config in SHIPPED_CONFIGS:
+        settings = {"shipped": (1, []), "float32": (1, ["training.precision=float32"])}
+        rates = _taking_turns(config, settings, args)
+        shipped, fp32 = statistics.median(rates["shipped"]), statistics.median(rates["float32"])
+        probe = _run_worker("custom", config, False, 0, args)  # what the shipped settings resolved to here
+        rows.append({"config": config, "shipped precision": probe["precision"], "jit": probe["jit_compile"],
+                     "shipped img/s": round(shipped), "float32 img/s": round(fp32),
+                     "shipped / float32": round(shipped / fp32, 2), "shipped spread": _spread(rates["shipped"]),
+                     "float32 spread": _spread(rates["float32"])})
+    return rows
+
+
+SHIPPED_CONFIGS = ["mlp", "deep_mlp", "cnn", "smoke", "mlp_fashion", "deep_mlp_fashion", "cnn_fashion_fast",
+                   "cnn_fashion"]
+
+
+def _first_step_seconds(config: str, args, out: str) -> tuple[float, str]:
+    """Seconds from starting `mnist train --config configs/<config>.yaml` to the end of its first group of
+    steps (metrics.json's first_step_at), and the run folder (one short epoch on 2,000 images)."""
+    command = [MNIST, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--epochs", "1",
+               "--set", "data.subset=2000", "--set", "training.schedule.warmup_epochs=0", "--output-dir", out,
+               "--quiet", *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    start = time.time()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"bench run failed: {' '.join(command)}\n{result.stderr[-2000:]}")
+    run_dir = result.stdout.strip().splitlines()[-1].removeprefix("run folder: ")
+    return json.loads((Path(run_dir) / "metrics.json").read_text())["first_step_at"] - start, run_dir
+
+
+def _startup(args) -> list[dict]:
+    """Command-to-first-step of mlp.yaml and cnn.yaml and `mnist predict` of one PNG, beside `import tensorflow`
+    in the same run; each the median of args.rounds processes, taking turns."""
+    import numpy as np
+    from PIL import Image
+
+    seconds: dict[str, list[float]] = {"python -c 'import tensorflow'": [], "mnist train mlp.yaml: first step": [],
+                                       "mnist train cnn.yaml: first step": [], "mnist predict RUN one.png": []}
+    with tempfile.TemporaryDirectory() as out:
+        png = Path(out) / "one.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(png)
+        run_dir = None
+        for _ in range(args.rounds):
+            seconds["python -c 'import tensorflow'"].append(_command_seconds([sys.executable, "-c",
+                                                                              "import tensorflow"], repeats=1))
+            for config in ("mlp", "cnn"):
+                first, run_dir = _first_step_seconds(config, args, out)
+                seconds[f"mnist train {config}.yaml: first step"].append(first)
+            seconds["mnist predict RUN one.png"].append(_command_seconds([MNIST, "predict", run_dir, str(png)],
+                                                                         repeats=1))
+    base = statistics.median(seconds["python -c 'import tensorflow'"])
+    return [{"command": name, "seconds": round(statistics.median(values), 2),
+             "/ import": round(statistics.median(values) / base, 2), "spread": [round(min(values), 2),
+                                                                                 round(max(values), 2)]}
+            for name, values in seconds.items()]
 
 
 MEMORY_CONFIGS = ["mlp_fashion", "cnn_fashion_fast", "cnn_fashion"]
@@ -433,7 +501,7 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,cnn", help="which of mlp,cnn to measure")
     parser.add_argument("--no-race", dest="race", action="store_false",
                         help="skip the race to 90%% and 93%% test accuracy (it needs --data-dir with Fashion-MNIST)")
-    parser.add_argument("--only", choices=["tensorboard"], help="measure only this part")
+    parser.add_argument("--only", choices=["tensorboard", "startup", "shipped"], help="measure only this part")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override the shipped config for both trainers (repeatable)")
     args = parser.parse_args()
@@ -442,9 +510,11 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    if args.only == "tensorboard":
-        _write_report({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data_dir": args.data_dir,
-                       "rounds": args.rounds, "tensorboard": _tensorboard_cost(args),
+    machine = _machine()
+    if args.only:
+        part = {"tensorboard": _tensorboard_cost, "startup": _startup, "shipped": _shipped_vs_float32}[args.only]
+        _write_report({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+                       "data_dir": args.data_dir, "rounds": args.rounds, args.only: part(args),
                        "bench_seconds": round(time.perf_counter() - started, 1)}, args.output_dir)
         return
     # This VM's speed flips by up to 2x from minute to minute: sample the ceiling before and after every
@@ -462,6 +532,8 @@ def main() -> None:
     load_seconds = _load_seconds(args.data_dir)
     replicas = [_replicas(model, args) for model in args.models.split(",")]
     precision = [_precision(model, args) for model in args.models.split(",")]
+    shipped = _shipped_vs_float32(args)
+    startup = _startup(args)
     memory = _memory(args) if args.data_dir else None
     tensorboard = _tensorboard_cost(args)
     race = _race(args) if args.race and args.data_dir else None
@@ -486,17 +558,29 @@ def main() -> None:
             "custom traces": custom["traces"],
         })
     report = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data_dir": args.data_dir,
-        "repeats": args.repeats, "rounds": args.rounds, "matmul_gflops": round(ceiling, 1),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+        "data_dir": args.data_dir, "repeats": args.repeats, "rounds": args.rounds, "matmul_gflops": round(ceiling, 1),
         "matmul_gflops_samples": [round(c, 1) for c in ceilings],
         "help_seconds": round(help_seconds, 3), "import_tensorflow_seconds": round(import_seconds, 3),
         "help_over_import": round(help_seconds / import_seconds, 3),
         "load_and_prepare_seconds": None if load_seconds is None else round(load_seconds, 3),
-        "rows": rows, "replicas": replicas, "precision": precision, "memory": memory, "tensorboard": tensorboard,
+        "rows": rows, "replicas": replicas, "precision": precision, "shipped": shipped, "startup": startup,
+        "memory": memory, "tensorboard": tensorboard,
         "race": race, "raw": results,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
     _write_report(report, args.output_dir)
+
+
+def _machine() -> dict:
+    """The facts a speed figure depends on, printed at the top of the report: CPU model, cores, the flags that
+    matter (AVX2, AVX-512, bfloat16, AMX), and whether oneDNN's kernels were asked for."""
+    from mnist_pipeline import hardware
+
+    cpu = hardware.read_cpu()
+    return {"cpu": cpu.describe(), "native_bfloat16": cpu.native_bfloat16,
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1 (set by mnist)"),
+            "python": sys.version.split()[0]}
 
 
 def _write_report(report: dict, output_dir: str) -> None:
@@ -525,11 +609,30 @@ def _table(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _machine_lines(report: dict) -> list[str]:
+    machine = report.get("machine") or {}
+    return [f"Machine: {machine.get('cpu', '?')}; native bfloat16: {machine.get('native_bfloat16', '?')}; "
+            f"TF_ENABLE_ONEDNN_OPTS={machine.get('TF_ENABLE_ONEDNN_OPTS', '?')}; Python {machine.get('python', '?')}",
+            ""]
+
+
+def _shipped_section(report: dict) -> list[str]:
+    return ["## Every shipped config as shipped vs forced to float32 (our trainer, processes taking turns)", "",
+            *_table(report["shipped"])]
+
+
+def _startup_section(report: dict) -> list[str]:
+    return ["## Start-up (command to the end of the first group of steps; medians of processes taking turns)", "",
+            *_table(report["startup"])]
+
+
 def _markdown(report: dict) -> str:
-    if "rows" not in report:  # --only tensorboard
-        return "\n".join([f"# Benchmark {report['when']}", "", f"Data: {report['data_dir']}", "",
-                          *_tensorboard_section(report)])
-    lines = [f"# Benchmark {report['when']}", "",
+    if "rows" not in report:  # --only one part
+        sections = {"tensorboard": _tensorboard_section, "startup": _startup_section, "shipped": _shipped_section}
+        return "\n".join([f"# Benchmark {report['when']}", "", *_machine_lines(report),
+                          f"Data: {report['data_dir']}", "",
+                          *(line for key, section in sections.items() if key in report for line in section(report))])
+    lines = [f"# Benchmark {report['when']}", "", *_machine_lines(report),
              f"Data: {report['data_dir'] or 'random pixels (no data dir)'}; each trainer: {report['rounds']} "
              f"processes taking turns with the others, {report['repeats']} measured repeats in all (each process's "
              "warm-up repeat dropped); medians, spread = min..max.", "", *_table(report["rows"])]
@@ -550,6 +653,10 @@ def _markdown(report: dict) -> str:
     if report.get("precision"):
         lines += ["## float32 vs mixed_bfloat16 (our trainer, shipped config, processes taking turns)", "",
                   *_table(report["precision"])]
+    if report.get("shipped"):
+        lines += _shipped_section(report)
+    if report.get("startup"):
+        lines += _startup_section(report)
     if report.get("memory"):
         lines += ["## Peak resident memory of whole processes (full Fashion-MNIST)", "",
                   *_table(report["memory"])]

@@ -59,7 +59,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
     if output is not None and not target.parent.is_dir():
         raise ConfigError(f"{target.parent}: no such folder; create it or pass another --output")
-    run = load_run(run_dir)
+    run = load_run(run_dir, precision="float32")  # what the converters take (ONNX: float32 only); README
     serving = _serving_model(run)
     made_parent = not target.parent.is_dir()
     tmp = rf.temporary_name(target)

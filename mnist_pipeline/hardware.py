@@ -75,40 +75,38 @@ def resolve_precision(requested: str, device: str, cpu: CpuFacts, gpu_capability
     elsewhere, and when it cannot tell. A dense-only model this small spends its step on casts and memory
     rather than arithmetic: bfloat16 made the MLP slower even on a CPU with native bfloat16 (README
     "Precision"). Any other request is kept as it is (a slow one is warned about: see `bfloat16_warning`)."""
-    native, where = _native_bfloat16(device, cpu, gpu_capability)
+    native, fact = _native_bfloat16(device, cpu, gpu_capability)
     if requested != "auto":
         return Precision(requested, requested, "as configured")
-    if not native:
-        return Precision("float32", "auto", f"auto: {where} has no native bfloat16")
-    if not convolutional:
-        return Precision("float32", "auto", f"auto: {where} computes bfloat16 natively, but a dense-only model "
-                                            f"trains faster in float32")
-    return Precision("mixed_bfloat16", "auto", f"auto: {where} computes bfloat16 natively")
+    if native and not convolutional:
+        return Precision("float32", "auto", "auto: a dense-only model trains faster in float32")
+    return Precision("mixed_bfloat16" if native else "float32", "auto", f"auto: {fact}")
 
 
 def bfloat16_warning(precision: Precision, device: str, cpu: CpuFacts,
                      gpu_capability: tuple[int, int] | None = None) -> str | None:
-    """The warning for bfloat16 that `device` would only emulate, or None."""
-    native, where = _native_bfloat16(device, cpu, gpu_capability)
+    """The warning for bfloat16 that `device` would only emulate, or None (also when it cannot tell)."""
+    native, fact = _native_bfloat16(device, cpu, gpu_capability)
     if precision.policy != "mixed_bfloat16" or native or not _knows(device, cpu, gpu_capability):
         return None
-    return (f"warning: {where} has no native bfloat16, so mixed_bfloat16 runs several times slower than float32 "
-            f"here (6.4x on cnn_fashion_fast with emulated bfloat16, README \"Precision\"); set "
-            f"training.precision: auto or float32")
+    return (f"warning: {fact}, so mixed_bfloat16 is emulated and runs several times slower than float32 here "
+            f"(6.4x for cnn_fashion_fast, README \"Precision\"); set training.precision: auto or float32")
 
 
 def _native_bfloat16(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> tuple[bool, str]:
+    """(whether `device` computes bfloat16 natively, the fact that says so, short enough for a header line)."""
     if device.startswith("gpu"):
         if gpu_capability is None:
-            return False, "this GPU (compute capability unknown)"
+            return False, "this GPU's compute capability is unknown"
         major, minor = gpu_capability
-        return tuple(gpu_capability) >= BFLOAT16_GPU_CAPABILITY, f"this GPU (compute capability {major}.{minor})"
+        native = tuple(gpu_capability) >= BFLOAT16_GPU_CAPABILITY
+        return native, f"this GPU is compute capability {major}.{minor}{'' if native else ' (bfloat16 from 8.0)'}"
     flags = [flag for flag in BFLOAT16_CPU_FLAGS if flag in cpu.flags]
     if flags:
-        return True, f"this CPU ({', '.join(flags)})"
+        return True, f"this CPU has {' and '.join(flags)}"
     if not cpu.flags:
-        return False, "this CPU (flags unknown)"
-    return False, f"this CPU (no {' or '.join(BFLOAT16_CPU_FLAGS)})"
+        return False, "this CPU's flags are unknown"
+    return False, f"this CPU has no {' or '.join(BFLOAT16_CPU_FLAGS)}"
 
 
 def _knows(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> bool:
@@ -117,7 +115,7 @@ def _knows(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -
 
 
 # XLA compiles a group of steps once, then runs each faster. The mlp's compile cost as much as ~800 of its
-# steps saved, and several times more on a slower CPU (README "Start-up and XLA"): below this many steps a
+# steps saved, and several times more on a slower CPU (README "Speed rules"): below this many steps a
 # run spends longer compiling than it gains.
 XLA_MIN_STEPS = 2_000
 
@@ -130,9 +128,9 @@ def resolve_jit_compile(requested: bool | str, model_name: str, params: dict, st
     if requested != "auto":
         return bool(requested), "as configured"
     if model_name == "cnn":
-        return False, "auto: off for the cnn (no deterministic XLA max-pooling gradient on a CPU)"
+        return False, "auto: no deterministic XLA max-pooling gradient"
     if params.get("batch_norm"):
-        return False, "auto: off for a dense stack with batch norm (it ran slower compiled)"
+        return False, "auto: dense layers with batch norm ran slower compiled"
     if steps < XLA_MIN_STEPS:
-        return False, f"auto: off, {steps:,} steps are too few to repay the compile; XLA from {XLA_MIN_STEPS:,}"
-    return True, f"auto: on for a run of {steps:,} steps of a dense model"
+        return False, f"auto: {steps:,} steps are too few to repay the compile"
+    return True, f"auto: {steps:,} steps of a dense model repay the compile"

@@ -29,9 +29,10 @@ class LoadedRun:
     model: object  # keras.Model
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
+def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     """A completed run's config, normalization, metrics and model. Every file is checked before TensorFlow
-    loads, so a damaged run folder is named at once."""
+    loads, so a damaged run folder is named at once. The model computes under `precision` (a Keras policy),
+    by default the one it trained under (metrics.json), so that it reproduces the run's numbers exactly."""
     path = rf.run_folder(run_dir)
     status = run_files.read_status(path)["status"]
     if status != "completed":
@@ -47,6 +48,9 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
     import mnist_pipeline.models  # noqa: F401 - registers the model classes for deserialization
 
+    # The layers take their compute dtype from the policy in force when they are built, at load: a run trained
+    # in bfloat16 reloaded in float32 gives probabilities ~1e-3 away from the ones it recorded.
+    keras.mixed_precision.set_global_policy(precision or _trained_policy(metrics))
     try:
         # safe_mode (the default, kept explicit): refuses files that would run arbitrary code (lambdas).
         model = keras.models.load_model(path / rf.MODEL, safe_mode=True)
@@ -64,6 +68,15 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         raise run_files.damaged(path / rf.MODEL, "not a model of this run (it does not map a 28x28 image to "
                                                  "10 class scores)")
     return LoadedRun(path, config, normalization, metrics, model)
+
+
+def _trained_policy(metrics: dict) -> str:
+    """The Keras policy a run trained under: float32 for runs from before precision was recorded, and for
+    float16 (GPU only) away from a GPU."""
+    policy = metrics.get("precision")
+    if policy == "mixed_bfloat16" or (policy == "mixed_float16" and runtime.using_gpu()):
+        return policy
+    return "float32"
 
 
 def evaluation(run: LoadedRun, phase: str):

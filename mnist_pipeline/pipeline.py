@@ -290,7 +290,7 @@ def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str 
                           if distributed else (None, distribute.Topology("none", 1)))
     cpu, capability = hardware.read_cpu(), runtime.gpu_capability() if device.startswith("gpu") else None
     requested = cfg.training.compute_precision
-    precision = (hardware.Precision(kept_precision, requested, "kept from the checkpoint of the resumed run")
+    precision = (hardware.Precision(kept_precision, requested, "kept from the resumed run's checkpoint")
                  if kept_precision else hardware.resolve_precision(requested, device, cpu, capability,
                                                                    convolutional=cfg.model.name == "cnn"))
     runtime.set_precision(precision.policy, device, "training.mixed_precision = true"
@@ -392,12 +392,12 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; {topology.describe(rt.device)}; "
                f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
     if trainer.jit_compile:  # said before the first steps, which wait for the compile
-        events.log(f"jit_compile: on ({setup.jit_reason}); XLA compiles the steps first")
+        events.log(f"XLA: on ({setup.jit_reason}); compiling first")
     elif setup.jit_wanted:
         events.log("jit_compile: off under a tf.distribute strategy (its all-reduces and per-replica batches run "
                    "outside XLA; Keras's fit() does the same)")
     else:
-        events.log(f"jit_compile: off ({setup.jit_reason})")
+        events.log(f"XLA: off ({setup.jit_reason})")
 
     checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping, topology.to_dict(),
                                 writes_folder=chief, precision=rt.precision.policy)
@@ -433,7 +433,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         # `--resume` only tests and writes the files); once those are being written, finishing is quicker
         # than stopping (the CLI says so).
         if test:
-            events.log("testing the kept weights, then writing the model and the report")
+            events.log("testing, then writing the model and the report")
             test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy,
                                            splits.normalization)
             test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)

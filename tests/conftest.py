@@ -146,7 +146,9 @@ def trained_runs(rendered_dir, tmp_path_factory):
     configs = Path(__file__).parent.parent / "configs"
     runs = {}
     for name, epochs in (("mlp", 8), ("smoke", 6)):
-        cfg = load_config(configs / f"{name}.yaml", ["data.subset=null", "training.batch_size=32"],
+        # float32 on every CPU class: `auto` would pick bfloat16 for the CNN on some machines only.
+        cfg = load_config(configs / f"{name}.yaml", ["data.subset=null", "training.batch_size=32",
+                                                     "training.precision=float32"],
                           {"training.epochs": epochs, "data.data_dir": str(rendered_dir), "output.dir": str(out),
                            "training.device": "cpu"})
         runs[name] = run(cfg).run_dir

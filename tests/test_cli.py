@@ -67,7 +67,8 @@ def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir,
 
     lines = result.output.strip().splitlines()
     assert any(line.split()[0] == "2/2" for line in lines)
-    assert f"acc {metrics['test_accuracy']:.4f}" in lines[-2]
+    (result_line,) = [line for line in lines if line.startswith("test  loss")]
+    assert f"acc {metrics['test_accuracy']:.4f}" in result_line
 
 
 def test_models_learn_the_generated_digits_well_above_chance(idx_dir, tmp_path):
@@ -288,9 +289,10 @@ def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(id
     # What stays on screen: every bar erased before the next line is printed, and no line wider than 80.
     screen = [line.rsplit("\r", 1)[-1] for line in plain.replace("\r\n", "\n").split("\n") if line.strip()]
     kept = [line for line in screen if "img/s" not in line]
-    assert [line.split()[0] for line in kept] == ["data:", "model:", "epoch", "1/2", "2/2", "test", "run"], kept
+    assert [line.split()[0] for line in kept] == ["data:", "starting", "precision:", "model:", "XLA:", "epoch", "1/2",
+                                                  "2/2", "testing,", "test", "short", "run"], kept
     ours = [line for line in kept if str(tmp_path) not in line and str(idx_dir) not in line]  # not their paths
-    assert len(ours) == 5 and all(len(line) <= 80 for line in ours), max(ours, key=len)
+    assert len(ours) == 10 and all(len(line) <= 80 for line in ours), max(ours, key=len)
     assert "\x1b[2K" in drawn and drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")  # erased; cursor back
 
 
@@ -308,6 +310,8 @@ def test_ctrl_c_in_a_terminal_erases_the_bar_before_the_error_line(idx_dir, tmp_
 def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alone(idx_dir, tmp_path):
     result, run_dir = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
     lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines[:5]] == ["data:", "starting", "precision:", "model:", "XLA:"]
+    lines = lines[3:]  # from the model line on, as before the precision and XLA lines
     assert lines[2].split() == ["epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time"]
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
@@ -318,7 +322,7 @@ def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alo
             [float(row[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")], abs=6e-5)
     assert "img/s" not in result.output and "\r" not in result.output and "\x1b" not in result.output
     quiet, _ = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path, "--quiet")
-    assert [line.split()[0] for line in quiet.output.splitlines()] == ["test", "run"], quiet.output
+    assert [line.split()[0] for line in quiet.output.splitlines()] == ["test", "short", "run"], quiet.output
 
 
 def test_the_epoch_line_fits_80_columns_at_its_widest():
@@ -349,11 +353,14 @@ def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):
 def test_a_run_far_shorter_than_its_config_plans_says_so_in_the_result_line_and_the_report(idx_dir, tmp_path):
     result, run_dir = train(ROOT / "configs/cnn.yaml", idx_dir, tmp_path / "short")  # 2 epochs of 300 images
     planned = 15 * ((60_000 - 6_000) // 128)  # cnn.yaml as written: 15 epochs of full MNIST's training split
-    note = f"short run: 18 of the {planned:,} steps its config plans (0.3%)"
-    assert note in result.output.splitlines()[-2]
+    note = f"short run: 18 of the config's {planned:,} steps (0.3%); expect lower accuracy"
+    assert result.output.splitlines()[-2] == note and result.output.splitlines()[-3].startswith("test  loss")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["budget"] == {"steps": 18, "planned_steps": planned}
-    assert "fewer epochs or less data than the config was tuned for" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "| short run | 18 of the config's 6,315 steps (0.3%); expect lower accuracy than the config's " in report
+    assert f"| precision | {metrics['precision']} (auto: this CPU" in report  # the choice and its reason
+    assert "| XLA | off (auto: no deterministic XLA max-pooling gradient) |" in report
 
     # A config that plans its own subset and epochs (as smoke.yaml does), run as written: no short run.
     written = tmp_path / "as_written.yaml"

@@ -175,7 +175,8 @@ def test_precision_names_the_policy_and_the_older_flag_still_loads():
     assert older.training.compute_precision == "mixed_float16"
     message = config_error(None, ["training.mixed_precision=true", "training.precision=mixed_bfloat16"])
     assert "contradicts precision = mixed_bfloat16" in message
-    assert "expected one of auto, float32, mixed_bfloat16, mixed_float16" in config_error(None, ["training.precision=fp8"])
+    expected = "expected one of auto, float32, mixed_bfloat16, mixed_float16"
+    assert expected in config_error(None, ["training.precision=fp8"])
 
 
 def test_weight_decay_and_ema_are_checked_fractions():

@@ -29,6 +29,28 @@ def test_evaluate_reproduces_metrics_json_exactly(trained_runs, name):
     assert val["examples"] == metrics["split_sizes"]["val"]
 
 
+def test_a_bfloat16_run_reloads_in_bfloat16_and_reproduces_its_numbers_while_exports_compute_in_float32(
+        rendered_dir, tmp_path):
+    import keras
+
+    from mnist_pipeline.config import load_config
+    from mnist_pipeline.inference import load_run
+    from mnist_pipeline.pipeline import run
+
+    cfg = load_config(None, ["model.name=cnn", "model.params.filters=[8, 16]", "model.params.dense_units=16",
+                             "training.precision=mixed_bfloat16", "training.epochs=2", "training.batch_size=32"],
+                      {"data.data_dir": str(rendered_dir), "output.dir": str(tmp_path), "training.device": "cpu"})
+    run_dir = run(cfg).run_dir
+    keras.mixed_precision.set_global_policy("float32")  # a fresh process's policy
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    test = evaluate_run(run_dir, "test")
+    assert metrics["precision"] == "mixed_bfloat16"
+    assert (test["loss"], test["accuracy"]) == (metrics["test_loss"], metrics["test_accuracy"])
+    exported = load_run(run_dir, precision="float32").model
+    assert all(layer.compute_dtype == "float32" for layer in exported.stack)
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def test_evaluate_tolerates_float32_summation_order_and_says_what_differs():
     from mnist_pipeline.inference import agreement
 

@@ -4,7 +4,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mnist_pipeline.config import load_config
 from mnist_pipeline.pipeline import run
@@ -20,6 +19,7 @@ def test_recomputed_statistics_are_the_mean_of_each_batch_s_moments_with_dropout
     from mnist_pipeline.precise_bn import PreciseBatchNorm
 
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("float32")  # whatever an earlier test in this process left
     model = build_model("deep_mlp", units=[16, 8], batch_norm=True, dropout_rate=0.5)
     batches = [np.random.default_rng(i).uniform(0, 1, (32, 28, 28, 1)).astype(np.float32) for i in range(3)]
     model(batches[0], training=False)

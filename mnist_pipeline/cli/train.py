@@ -96,9 +96,11 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
                    f"weights sha256 {m['weights_sha256'][:16]})")
         click.echo(f"{cluster.describe()} done; the chief ({cluster.workers[0]}) wrote the run folder")
         return
-    note = short_run_note(m)
     click.echo(f"test  loss {m['test_loss']:.4f}  acc {m['test_accuracy']:.4f}  "
-               f"(best epoch {m['best_epoch']} by val_loss; {m['wall_seconds']:.1f}s total{'; ' + note if note else ''})")
+               f"(best epoch {m['best_epoch']} by val_loss; {m['wall_seconds']:.1f}s total)")
+    note = short_run_note(m)
+    if note:  # a result line too: the accuracy above is not the config's
+        click.echo(note)
     for fmt in exports:
         click.echo(f"{fmt}: {export_run(result.run_dir, fmt)}")
     click.echo(f"run folder: {result.run_dir}")

@@ -188,16 +188,20 @@ def _headline_rows(config, metrics, status) -> list[list[str]]:
                  ["training time", f"{metrics['train_seconds']:.1f} s"]]
     note = run_files.short_run_note(metrics)
     if note:
-        rows += [["short run", note.removeprefix("short run: ") + "; fewer epochs or less data than the config "
-                  "was tuned for: expect less than its documented accuracy"]]
+        rows += [["short run", note.removeprefix("short run: ") + " than the config's documented results: "
+                  "fewer epochs or less data than it was tuned for"]]
     rows += [["model", config.get("model", {}).get("name", "?")],
              ["dataset", config.get("data", {}).get("dataset", "?")], ["status", status]]
     return rows
 
 
 def _run_rows(metrics) -> list[list[str]]:
+    choice = metrics.get("precision_choice")  # runs before `auto` have none
+    speed = ([["precision", f"{choice.get('policy')} ({choice.get('reason')})"]] if isinstance(choice, dict) else [])
+    if "jit_compile_reason" in metrics:
+        speed.append(["XLA", f"{'on' if metrics.get('jit_compile') else 'off'} ({metrics['jit_compile_reason']})"])
     return [["wall time", f"{metrics['wall_seconds']:.1f} s (data, training, test, report)"],
-            ["device", metrics["device"]], ["seed", str(metrics["seed"])], ["data", metrics["data_source"]],
+            ["device", metrics["device"]], *speed, ["seed", str(metrics["seed"])], ["data", metrics["data_source"]],
             ["split sizes", ", ".join(f"{k} {v:,}" for k, v in metrics["split_sizes"].items())],
             ["versions", ", ".join(f"{k} {v}" for k, v in metrics["versions"].items())]]
 

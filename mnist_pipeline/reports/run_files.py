@@ -195,7 +195,7 @@ SHORT_RUN_FRACTION = 0.25  # under a quarter of its config's steps, a run is not
 
 
 def short_run_note(metrics: dict[str, Any]) -> str | None:
-    """"short run: 45 of the 6,330 steps its config plans (0.7%)" when a run trained for far fewer optimizer
+    """"short run: 45 of the config's 6,315 steps (0.7%); ..." when a run trained for far fewer optimizer
     steps than its config was written for (fewer epochs, less data), else None: its accuracy then says little
     about what the config reaches."""
     budget = metrics.get("budget")
@@ -206,4 +206,6 @@ def short_run_note(metrics: dict[str, Any]) -> str | None:
         return None
     if steps >= SHORT_RUN_FRACTION * planned:
         return None
-    return f"short run: {steps:,} of the {planned:,} steps its config plans ({steps / planned:.1%})"
+    fraction = steps / planned
+    shown = f"{fraction:.1%}" if fraction < 0.01 else f"{fraction:.0%}"
+    return f"short run: {steps:,} of the config's {planned:,} steps ({shown}); expect lower accuracy"
