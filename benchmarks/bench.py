@@ -68,7 +68,8 @@ def _worker(args) -> dict:
     cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", overrides)
     strategy, _ = create_strategy(cfg.training.distribute, cfg.training.batch_size, "cpu")
     # `auto` settings resolved as `mnist train` resolves them for the config's own full run, for either trainer.
-    precision = hardware.resolve_precision(cfg.training.compute_precision, "cpu", hardware.read_cpu(),
+    cpu = hardware.read_cpu(onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA"))
+    precision = hardware.resolve_precision(cfg.training.compute_precision, "cpu", cpu,
                                            convolutional=cfg.model.name == "cnn")
     jit_compile, _ = hardware.resolve_jit_compile(cfg.training.jit_compile, cfg.model.name, cfg.model.params,
                                                   cfg.planned_steps)

@@ -37,8 +37,21 @@ class CpuFacts:
         return f"{self.model} ({self.cores} cores; {', '.join(notable) or 'flags unknown'})"
 
 
-def read_cpu(cpuinfo: str | None = None) -> CpuFacts:
-    """This machine's CPU from `cpuinfo` (the text of /proc/cpuinfo; read from there when None)."""
+# oneDNN's ONEDNN_MAX_CPU_ISA values that still allow its bfloat16 kernels; any lower cap (AVX2, AVX512_CORE,
+# ...) makes a bfloat16 convolution abort the step rather than run slowly.
+BFLOAT16_ONEDNN_ISAS = {"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                        "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+                        "AVX10_2_512", "AVX10_2_512_AMX_2"}
+
+
+def onednn_blocks_bfloat16(onednn_max_isa: str | None) -> bool:
+    """Whether an ONEDNN_MAX_CPU_ISA setting caps oneDNN below its bfloat16 kernels."""
+    return bool(onednn_max_isa) and onednn_max_isa.strip().upper() not in BFLOAT16_ONEDNN_ISAS
+
+
+def read_cpu(cpuinfo: str | None = None, onednn_max_isa: str | None = None) -> CpuFacts:
+    """This machine's CPU from `cpuinfo` (the text of /proc/cpuinfo; read from there when None), as oneDNN may
+    use it: a cap below bfloat16 (`onednn_max_isa`, the ONEDNN_MAX_CPU_ISA setting) hides the bfloat16 flags."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -53,6 +66,8 @@ def read_cpu(cpuinfo: str | None = None) -> CpuFacts:
         elif key == "flags" and not flags:
             flags = frozenset(value.split())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if onednn_blocks_bfloat16(onednn_max_isa):
+        flags = flags - set(BFLOAT16_CPU_FLAGS)
     return CpuFacts(model or platform.processor() or platform.machine(), flags, cores)
 
 

@@ -117,6 +117,11 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
+def onednn_max_isa() -> str | None:
+    """The instruction-set cap the user gave oneDNN (ONEDNN_MAX_CPU_ISA), if any: `hardware.read_cpu` takes it."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
+
+
 def gpu_capability() -> tuple[int, int] | None:
     """The first visible GPU's CUDA compute capability, or None (no GPU, or TensorFlow does not say)."""
     import tensorflow as tf

@@ -72,3 +72,13 @@ def test_auto_jit_compile_is_on_only_where_a_long_run_of_a_dense_model_repays_it
 
     chosen, reason = resolve_jit_compile(requested, model, params, steps)
     assert chosen is on and reason.startswith("auto: " if requested == "auto" else "as configured")
+
+
+def test_a_onednn_cap_below_bfloat16_hides_the_bfloat16_flags():
+    # ONEDNN_MAX_CPU_ISA=AVX2 on a Zen 4: oneDNN then aborts bfloat16 convolutions, so `auto` must not pick them.
+    assert not read_cpu(ZEN4, onednn_max_isa="AVX2").native_bfloat16
+    assert not read_cpu(ZEN4, onednn_max_isa="avx512_core").native_bfloat16
+    assert read_cpu(ZEN4, onednn_max_isa="AVX512_CORE_BF16").native_bfloat16
+    assert read_cpu(SAPPHIRE_RAPIDS, onednn_max_isa="ALL").native_bfloat16
+    capped = resolve_precision("auto", "cpu (x86_64)", read_cpu(ZEN4, onednn_max_isa="AVX2"))
+    assert capped.policy == "float32"

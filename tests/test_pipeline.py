@@ -90,7 +90,8 @@ def fake_cpu(monkeypatch, flags: str) -> None:
     """The CPU flags are the one thing faked: everything else runs on this machine's real CPU."""
     from mnist_pipeline import hardware
 
-    monkeypatch.setattr(hardware, "read_cpu", lambda cpuinfo=None, real=hardware.read_cpu: real(flags))
+    monkeypatch.setattr(hardware, "read_cpu", lambda cpuinfo=None, onednn_max_isa=None, real=hardware.read_cpu:
+                        real(flags, onednn_max_isa))
 
 
 @pytest.mark.parametrize("emulated", [True, False])
@@ -145,3 +146,20 @@ def test_a_run_resumed_on_a_cpu_that_would_choose_otherwise_keeps_its_precision_
     assert resumed.metrics["precision"] == kept and resumed.metrics["resumed"] is True
     assert resumed.metrics["weights_sha256"] == whole.metrics["weights_sha256"]
     assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
+
+
+def test_a_onednn_cap_below_bfloat16_makes_auto_float32_and_refuses_explicit_bfloat16(idx_dir, tmp_path,
+                                                                                      monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN abort bfloat16 convolutions (seen on a Zen 4 class CPU): `auto`
+    picks float32 whatever the flags say, and an explicit mixed_bfloat16 is one config error, before any folder."""
+    from mnist_pipeline.errors import ConfigError
+
+    fake_cpu(monkeypatch, ZEN4_FLAGS)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    logs = []
+    result = run(config(idx_dir, tmp_path / "auto", "training.epochs=1", *TINY_CNN), Events(log=logs.append))
+    assert result.metrics["precision"] == "float32"
+    assert "precision: float32 (auto: this CPU has no avx512_bf16 or amx_bf16)" in logs
+    with pytest.raises(ConfigError, match=r"mixed_bfloat16 cannot train with ONEDNN_MAX_CPU_ISA=AVX2: oneDNN"):
+        run(config(idx_dir, tmp_path / "forced", "training.precision=mixed_bfloat16", *TINY_CNN))
+    assert not (tmp_path / "forced").exists()

@@ -324,9 +324,9 @@ class TrainingConfig(_Section):
                        "stop requests then act once per group)")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
         "auto", description="compute dtype (Keras policy); variables, logits and loss stay float32. auto: "
-                            "mixed_bfloat16 where the device computes bfloat16 natively (CPUs with AVX-512 BF16 "
-                            "or AMX, GPUs of compute capability 8.0+), else float32; a resumed run keeps what it "
-                            "trained with. mixed_float16: GPU only, with loss scaling")
+                            "mixed_bfloat16 for the cnn where the device computes bfloat16 natively (CPUs with "
+                            "AVX-512 BF16 or AMX, GPUs of compute capability 8.0+), else float32; a resumed run "
+                            "keeps what it trained with. mixed_float16: GPU only, with loss scaling")
     mixed_precision: StrictBool = Field(
         False, description="older name for precision: mixed_float16 (kept so that earlier run configs load)")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
