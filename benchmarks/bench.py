@@ -68,14 +68,15 @@ def _worker(args) -> dict:
     cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", overrides)
     strategy, _ = create_strategy(cfg.training.distribute, cfg.training.batch_size, "cpu")
     # `auto` settings resolved as `mnist train` resolves them for the config's own full run, for either trainer.
-    cpu = hardware.read_cpu(onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA"))
+    cpu = hardware.read_cpu(onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                            onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0")
     precision = hardware.resolve_precision(cfg.training.compute_precision, "cpu", cpu,
                                            convolutional=cfg.model.name == "cnn")
+    x, y = _training_arrays(args.data_dir)
     jit_compile, _ = hardware.resolve_jit_compile(cfg.training.jit_compile, cfg.model.name, cfg.model.params,
-                                                  cfg.planned_steps)
+                                                  cfg.planned_steps(len(y)))
     keras.mixed_precision.set_global_policy(precision.policy)
     keras.utils.set_random_seed(0)
-    x, y = _training_arrays(args.data_dir)
     batch = cfg.training.batch_size
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_model(cfg.model.name, **cfg.model.params)

@@ -26,10 +26,12 @@ class CpuFacts:
     model: str  # "AMD EPYC 9R14 96-Core Processor", or the architecture when /proc/cpuinfo says nothing
     flags: frozenset[str]  # empty when unknown (no /proc/cpuinfo: macOS, Windows)
     cores: int  # usable by this process
+    # A setting that keeps oneDNN's bfloat16 kernels from running, e.g. "ONEDNN_MAX_CPU_ISA=AVX2", else None
+    bfloat16_blocked_by: str | None = None
 
     @property
     def native_bfloat16(self) -> bool:
-        return bool(self.flags & set(BFLOAT16_CPU_FLAGS))
+        return bool(self.flags & set(BFLOAT16_CPU_FLAGS)) and self.bfloat16_blocked_by is None
 
     def describe(self) -> str:
         """"AMD EPYC ... (2 cores; avx2, avx512f, avx512_bf16)", the facts a speed figure depends on."""
@@ -49,9 +51,11 @@ def onednn_blocks_bfloat16(onednn_max_isa: str | None) -> bool:
     return bool(onednn_max_isa) and onednn_max_isa.strip().upper() not in BFLOAT16_ONEDNN_ISAS
 
 
-def read_cpu(cpuinfo: str | None = None, onednn_max_isa: str | None = None) -> CpuFacts:
-    """This machine's CPU from `cpuinfo` (the text of /proc/cpuinfo; read from there when None), as oneDNN may
-    use it: a cap below bfloat16 (`onednn_max_isa`, the ONEDNN_MAX_CPU_ISA setting) hides the bfloat16 flags."""
+def read_cpu(cpuinfo: str | None = None, onednn_max_isa: str | None = None, onednn: bool = True) -> CpuFacts:
+    """This machine's CPU from `cpuinfo` (the text of /proc/cpuinfo; read from there when None), as TensorFlow
+    may use it: its native bfloat16 kernels are oneDNN's, so oneDNN turned off (`onednn` false:
+    TF_ENABLE_ONEDNN_OPTS=0, where Eigen emulates bfloat16) or capped below bfloat16 (`onednn_max_isa`, where
+    it aborts) blocks them."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -66,9 +70,9 @@ def read_cpu(cpuinfo: str | None = None, onednn_max_isa: str | None = None) -> C
         elif key == "flags" and not flags:
             flags = frozenset(value.split())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if onednn_blocks_bfloat16(onednn_max_isa):
-        flags = flags - set(BFLOAT16_CPU_FLAGS)
-    return CpuFacts(model or platform.processor() or platform.machine(), flags, cores)
+    blocked = (f"ONEDNN_MAX_CPU_ISA={onednn_max_isa}" if onednn_blocks_bfloat16(onednn_max_isa)
+               else None if onednn else "TF_ENABLE_ONEDNN_OPTS=0")
+    return CpuFacts(model or platform.processor() or platform.machine(), flags, cores, blocked)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ def _native_bfloat16(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int]
         native = tuple(gpu_capability) >= BFLOAT16_GPU_CAPABILITY
         return native, f"this GPU is compute capability {major}.{minor}{'' if native else ' (bfloat16 from 8.0)'}"
     flags = [flag for flag in BFLOAT16_CPU_FLAGS if flag in cpu.flags]
+    if flags and cpu.bfloat16_blocked_by:
+        return False, f"{cpu.bfloat16_blocked_by} keeps oneDNN's bfloat16 kernels off"
     if flags:
         return True, f"this CPU has {' and '.join(flags)}"
     if not cpu.flags:

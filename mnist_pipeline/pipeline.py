@@ -78,21 +78,22 @@ class Runtime:
 
 
 def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None = None,
-        test: bool = True, planned_steps: int | None = None) -> RunResult:
+        test: bool = True, as_written: RunConfig | None = None) -> RunResult:
     """Train, validate and test the configured model; write the run folder; return its path and metrics.
 
     With `resume` (from `open_resumable`), continue that run folder from its last checkpoint (cfg is then its
     saved config). The data is read and checked before TensorFlow loads, so bad data costs no import and no
     folder. The folder says `completed` only once every file is written. Without `test` (a sweep's trial,
     chosen on validation only), the test split is never evaluated: metrics.json says `"tested": false` and
-    holds no test numbers. `planned_steps`: the optimizer steps of the config the run came from, as written
-    (`RunConfig.planned_steps`, before --epochs or a subset): metrics.json's `budget` compares the run with it.
+    holds no test numbers. `as_written`: the config the run came from as its file says (before --epochs or
+    --set): metrics.json's `budget` compares the run's steps with what that config plans on the same data.
     """
     events = events or Events()
     wall_start = time.perf_counter()
     distribute.check_environment(cfg.training.distribute.strategy)
     raw, splits = load_data(cfg)
     data_fingerprint, source = fingerprint_data(raw), raw.source
+    planned = as_written.planned_training(len(raw.y_train)) if as_written is not None else None
     del raw  # the splits hold what training needs: the full training images would outlive their use (47 MB)
     if resume is not None:
         check_same_data(resume, data_fingerprint, source)
@@ -127,12 +128,12 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
             rf.write_text(run_dir / rf.CONFIG, config_text)
             rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
                                                      "data_sha256": data_fingerprint, "data_source": source,
-                                                     "planned_steps": planned_steps})
+                                                     "planned_training": planned})
         else:
-            planned_steps = resume.fingerprint.get("planned_steps")
+            planned = resume.fingerprint.get("planned_training")
         rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
-        budget = {"steps": cfg.training.epochs * (splits.sizes["train"] // cfg.training.batch_size),
-                  "planned_steps": planned_steps}
+        budget = {"epochs": cfg.training.epochs, "images": splits.sizes["train"],
+                  "planned_epochs": planned[0] if planned else None, "planned_images": planned[1] if planned else None}
         metrics = _finish(cfg, splits, source, run_dir, events, rt, resume is not None, started, wall_start, test,
                           budget)
     finally:
@@ -288,7 +289,7 @@ def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str 
     device = runtime.select_device(cfg.training.device)
     strategy, topology = (distribute.create_strategy(cfg.training.distribute, cfg.training.batch_size, device)
                           if distributed else (None, distribute.Topology("none", 1)))
-    cpu = hardware.read_cpu(onednn_max_isa=runtime.onednn_max_isa())  # a cap below bfloat16 hides it
+    cpu = hardware.read_cpu(onednn_max_isa=runtime.onednn_max_isa(), onednn=runtime.onednn_enabled())
     capability = runtime.gpu_capability() if device.startswith("gpu") else None
     requested = cfg.training.compute_precision
     precision = (hardware.Precision(kept_precision, requested, "kept from the resumed run's checkpoint")
@@ -296,9 +297,10 @@ def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str 
                                                                    convolutional=cfg.model.name == "cnn"))
     cap = runtime.onednn_max_isa()
     if precision.policy == "mixed_bfloat16" and device.startswith("cpu") and hardware.onednn_blocks_bfloat16(cap):
+        fix = ("unset ONEDNN_MAX_CPU_ISA to resume this run (a resumed run keeps the precision it trained with)"
+               if kept_precision else "unset ONEDNN_MAX_CPU_ISA, or set training.precision: auto or float32")
         raise ConfigError(f"training.precision = mixed_bfloat16 cannot train with ONEDNN_MAX_CPU_ISA={cap}: oneDNN "
-                          f"then aborts bfloat16 convolutions; unset ONEDNN_MAX_CPU_ISA, or set "
-                          f"training.precision: auto or float32")
+                          f"then aborts bfloat16 convolutions; {fix}")
     runtime.set_precision(precision.policy, device, "training.mixed_precision = true"
                           if cfg.training.mixed_precision else f"training.precision = {cfg.training.precision}")
     deterministic = device.startswith("cpu")
@@ -396,7 +398,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     model, trainer, batches, schedule, early_stopping = (setup.model, setup.trainer, setup.batches, setup.schedule,
                                                          setup.early_stopping)
     events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; {topology.describe(rt.device)}; "
-               f"{training.epochs} epochs of {batches.steps_per_epoch} steps")
+               f"{training.epochs} epoch{'s' if training.epochs != 1 else ''} of {batches.steps_per_epoch} steps")
     if trainer.jit_compile:  # said before the first steps, which wait for the compile
         events.log(f"XLA: on ({setup.jit_reason}); compiling first")
     elif setup.jit_wanted:

@@ -112,7 +112,7 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
 
     if precision == "mixed_float16" and not device.startswith("gpu"):
         raise ConfigError(f"{setting or 'training.precision = mixed_float16'} needs a GPU (float16 on a CPU is "
-                          f"slower, not faster); use training.precision: mixed_bfloat16 on a CPU, or train with "
+                          f"slower, not faster); use training.precision: auto on a CPU (bfloat16 where it is native), or train with "
                           f"--device gpu on a machine that has one")
     keras.mixed_precision.set_global_policy(precision)
 
@@ -120,6 +120,11 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
 def onednn_max_isa() -> str | None:
     """The instruction-set cap the user gave oneDNN (ONEDNN_MAX_CPU_ISA), if any: `hardware.read_cpu` takes it."""
     return os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow's oneDNN kernels are on (`prepare_environment` turns them on unless the user said 0)."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
 
 
 def gpu_capability() -> tuple[int, int] | None:

@@ -360,7 +360,7 @@ CATALOGUE = [
     ("data-dir-long", train("--data-dir", "/nowhere/" + "d" * 3000), 2, ["characters", "does not exist"]),
     ("mixed-precision-on-cpu", train("--set", "training.mixed_precision=true", *TINY), 2, ["needs a GPU"]),
     ("float16-precision-on-cpu", train("--set", "training.precision=mixed_float16", *TINY), 2,
-     ["training.precision = mixed_float16 needs a GPU", "mixed_bfloat16 on a CPU"]),
+     ["training.precision = mixed_float16 needs a GPU", "training.precision: auto on a CPU"]),
     ("precision-contradiction", train("--set", "training.precision=mixed_bfloat16", "--set",
                                       "training.mixed_precision=true", *TINY), 2, ["contradicts"]),
     # -- tf.distribute settings and flags (refused before any folder exists) --

@@ -290,9 +290,9 @@ def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(id
     screen = [line.rsplit("\r", 1)[-1] for line in plain.replace("\r\n", "\n").split("\n") if line.strip()]
     kept = [line for line in screen if "img/s" not in line]
     assert [line.split()[0] for line in kept] == ["data:", "starting", "precision:", "model:", "XLA:", "epoch", "1/2",
-                                                  "2/2", "testing,", "test", "short", "run"], kept
+                                                  "2/2", "testing,", "test", "run"], kept
     ours = [line for line in kept if str(tmp_path) not in line and str(idx_dir) not in line]  # not their paths
-    assert len(ours) == 10 and all(len(line) <= 80 for line in ours), max(ours, key=len)
+    assert len(ours) == 9 and all(len(line) <= 80 for line in ours), max(ours, key=len)
     assert "\x1b[2K" in drawn and drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")  # erased; cursor back
 
 
@@ -351,18 +351,24 @@ def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):
 
 
 def test_a_run_far_shorter_than_its_config_plans_says_so_in_the_result_line_and_the_report(idx_dir, tmp_path):
-    result, run_dir = train(ROOT / "configs/cnn.yaml", idx_dir, tmp_path / "short")  # 2 epochs of 300 images
-    planned = 15 * ((60_000 - 6_000) // 128)  # cnn.yaml as written: 15 epochs of full MNIST's training split
-    note = f"short run: 18 of the config's {planned:,} steps (0.3%); expect lower accuracy"
-    assert result.output.splitlines()[-2] == note and result.output.splitlines()[-3].startswith("test  loss")
+    # cnn.yaml as written, on these 600 training images: 15 epochs of the 540 left after validation. This run:
+    # 1 epoch of 300 (3.7%, shown as 4%). Batch size plays no part: the budget is epochs x images.
+    result = invoke("train", "--config", ROOT / "configs/cnn.yaml", "--data-dir", idx_dir, "--output-dir",
+                    tmp_path / "short", "--epochs", "1", "--set", "data.subset=300", "--set",
+                    "training.batch_size=32", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    run_dir = Path(lines[-1].removeprefix("run folder: "))
+    assert lines[-2] == "short run: 4% of the config's 15 epochs x 540 images; expect lower accuracy"
+    assert lines[-3].startswith("test  loss")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["budget"] == {"steps": 18, "planned_steps": planned}
+    assert metrics["budget"] == {"epochs": 1, "images": 300, "planned_epochs": 15, "planned_images": 540}
     report = (run_dir / "report.md").read_text()
-    assert "| short run | 18 of the config's 6,315 steps (0.3%); expect lower accuracy than the config's " in report
+    assert "| short run | 4% of the config's 15 epochs x 540 images; expect lower accuracy than " in report
     assert f"| precision | {metrics['precision']} (auto: this CPU" in report  # the choice and its reason
     assert "| XLA | off (auto: no deterministic XLA max-pooling gradient) |" in report
 
-    # A config that plans its own subset and epochs (as smoke.yaml does), run as written: no short run.
+    # A config run as written on the data at hand (as the README's documented runs are): no short run.
     written = tmp_path / "as_written.yaml"
     written.write_text("data: {subset: 300}\ntraining: {epochs: 2, batch_size: 32, device: cpu}\n")
     result = invoke("train", "--config", written, "--data-dir", idx_dir, "--output-dir", tmp_path / "as-written")

@@ -74,6 +74,18 @@ def test_auto_jit_compile_is_on_only_where_a_long_run_of_a_dense_model_repays_it
     assert chosen is on and reason.startswith("auto: " if requested == "auto" else "as configured")
 
 
+def test_onednn_turned_off_means_emulated_bfloat16_said_as_such():
+    # TF_ENABLE_ONEDNN_OPTS=0 on a Zen 4: Eigen emulates bfloat16 (6.4x slower for cnn_fashion_fast, README).
+    off = read_cpu(ZEN4, onednn=False)
+    assert not off.native_bfloat16 and "avx512_bf16" in off.flags
+    chosen = resolve_precision("auto", "cpu (x86_64)", off)
+    assert chosen.policy == "float32"
+    assert chosen.reason == "auto: TF_ENABLE_ONEDNN_OPTS=0 keeps oneDNN's bfloat16 kernels off"
+    forced = resolve_precision("mixed_bfloat16", "cpu (x86_64)", off)
+    assert bfloat16_warning(forced, "cpu (x86_64)", off).startswith(
+        "warning: TF_ENABLE_ONEDNN_OPTS=0 keeps oneDNN's bfloat16 kernels off, so mixed_bfloat16 is emulated")
+
+
 def test_a_onednn_cap_below_bfloat16_hides_the_bfloat16_flags():
     # ONEDNN_MAX_CPU_ISA=AVX2 on a Zen 4: oneDNN then aborts bfloat16 convolutions, so `auto` must not pick them.
     assert not read_cpu(ZEN4, onednn_max_isa="AVX2").native_bfloat16

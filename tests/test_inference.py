@@ -30,7 +30,7 @@ def test_evaluate_reproduces_metrics_json_exactly(trained_runs, name):
 
 
 def test_a_bfloat16_run_reloads_in_bfloat16_and_reproduces_its_numbers_while_exports_compute_in_float32(
-        rendered_dir, tmp_path):
+        rendered_dir, tmp_path, monkeypatch):
     import keras
 
     from mnist_pipeline.config import load_config
@@ -48,6 +48,14 @@ def test_a_bfloat16_run_reloads_in_bfloat16_and_reproduces_its_numbers_while_exp
     assert (test["loss"], test["accuracy"]) == (metrics["test_loss"], metrics["test_accuracy"])
     exported = load_run(run_dir, precision="float32").model
     assert all(layer.compute_dtype == "float32" for layer in exported.stack)
+    result = invoke("export", run_dir, "--format", "savedmodel")
+    assert result.exit_code == 0, result.output
+    assert "note: this run trained in mixed_bfloat16 and the export computes in float32" in result.output
+    # Under a oneDNN cap that aborts bfloat16 convolutions, the run is used in float32, not called damaged.
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = evaluate_run(run_dir, "test")
+    assert abs(capped["accuracy"] - test["accuracy"]) <= 0.01 and load_run(run_dir).model.stack[0].compute_dtype == (
+        "float32")
     keras.mixed_precision.set_global_policy("float32")
 
 

@@ -90,8 +90,8 @@ def fake_cpu(monkeypatch, flags: str) -> None:
     """The CPU flags are the one thing faked: everything else runs on this machine's real CPU."""
     from mnist_pipeline import hardware
 
-    monkeypatch.setattr(hardware, "read_cpu", lambda cpuinfo=None, onednn_max_isa=None, real=hardware.read_cpu:
-                        real(flags, onednn_max_isa))
+    monkeypatch.setattr(hardware, "read_cpu", lambda cpuinfo=None, onednn_max_isa=None, onednn=True,
+                        real=hardware.read_cpu: real(flags, onednn_max_isa, onednn))
 
 
 @pytest.mark.parametrize("emulated", [True, False])
@@ -159,7 +159,23 @@ def test_a_onednn_cap_below_bfloat16_makes_auto_float32_and_refuses_explicit_bfl
     logs = []
     result = run(config(idx_dir, tmp_path / "auto", "training.epochs=1", *TINY_CNN), Events(log=logs.append))
     assert result.metrics["precision"] == "float32"
-    assert "precision: float32 (auto: this CPU has no avx512_bf16 or amx_bf16)" in logs
+    assert "precision: float32 (auto: ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN's bfloat16 kernels off)" in logs
     with pytest.raises(ConfigError, match=r"mixed_bfloat16 cannot train with ONEDNN_MAX_CPU_ISA=AVX2: oneDNN"):
         run(config(idx_dir, tmp_path / "forced", "training.precision=mixed_bfloat16", *TINY_CNN))
     assert not (tmp_path / "forced").exists()
+
+
+def test_a_bfloat16_run_resumed_under_a_onednn_cap_is_refused_with_the_one_fix_that_works(idx_dir, tmp_path,
+                                                                                         monkeypatch):
+    from mnist_pipeline.errors import ConfigError, Interrupted
+    from mnist_pipeline.pipeline import open_resumable
+
+    fake_cpu(monkeypatch, ZEN4_FLAGS)
+    epochs_seen = []
+    with pytest.raises(Interrupted):
+        run(config(idx_dir, tmp_path, *TINY_CNN), Events(epoch=lambda r, n: epochs_seen.append(r.epoch),
+                                                         stop_requested=lambda: bool(epochs_seen)))
+    (cut_dir,) = (tmp_path / "runs").iterdir()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(ConfigError, match=r"unset ONEDNN_MAX_CPU_ISA to resume this run \(a resumed run keeps"):
+        run(load_config(cut_dir / "config.yaml"), resume=open_resumable(cut_dir))

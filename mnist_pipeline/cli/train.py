@@ -69,7 +69,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         config_path = resume.run_dir / "config.yaml"
     cfg = load_config(config_path, overrides, flags)
     # What the config plans as written: --epochs, --set and a smaller --data-dir can make a run far shorter.
-    planned_steps = None if resume else _planned_steps(config_path)
+    as_written = None if resume else _as_written(config_path)
 
     # The bar only on a terminal: in a log file its redraws would be noise. The epoch table goes everywhere.
     progress = TrainingProgress(bar=sys.stdout.isatty(), quiet=quiet, batch_size=cfg.training.batch_size)
@@ -77,7 +77,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         with runtime.StopSignals() as signals:
             events = Events(log=progress.log, step=progress.step, epoch=progress.epoch_done,
                             stop_requested=signals.requested, warn=progress.warn)
-            result = run(cfg, events, resume=resume, planned_steps=planned_steps)
+            result = run(cfg, events, resume=resume, as_written=as_written)
     except Interrupted as exc:
         progress.clear()
         interrupted = Interrupted(f"{signals.name}: {exc}")
@@ -106,11 +106,11 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     click.echo(f"run folder: {result.run_dir}")
 
 
-def _planned_steps(config_path) -> int | None:
-    """The steps the config file plans on its own (None when only the flags make it a valid config)."""
+def _as_written(config_path):
+    """The config file alone, without --set or flags (None when only they make it a valid config)."""
     from mnist_pipeline.config import load_config
 
     try:
-        return load_config(config_path).planned_steps
+        return load_config(config_path)
     except ConfigError:
         return None

@@ -403,11 +403,15 @@ class RunConfig(_Section):
     def run_name(self) -> str:
         return self.output.name or self.model.name
 
-    @property
-    def planned_steps(self) -> int:
-        """Optimizer steps this config makes on the training split it was written for: its subset, else the
-        dataset's full 60,000 minus validation. A run on less data, or for fewer epochs, is shorter than the
-        budget its settings (rate, schedule, regularization) were tuned for."""
-        examples = self.data.subset or FULL_TRAINING_EXAMPLES[self.data.dataset]
+    def planned_training(self, examples: int = 0) -> tuple[int, int]:
+        """(epochs, training images) this config plans on a training file of `examples` images (0: the
+        dataset's full 60,000): its subset of them, else all, less the validation split. A run with fewer
+        epochs or a smaller subset than its config as written trains less than its settings were tuned for."""
+        examples = examples or FULL_TRAINING_EXAMPLES[self.data.dataset]
         train = examples - round(examples * self.data.validation_split)
-        return self.training.epochs * max(train // self.training.batch_size, 1)
+        return self.training.epochs, min(self.data.subset, train) if self.data.subset else train
+
+    def planned_steps(self, examples: int = 0) -> int:
+        """Optimizer steps of `planned_training`."""
+        epochs, images = self.planned_training(examples)
+        return epochs * max(images // self.training.batch_size, 1)

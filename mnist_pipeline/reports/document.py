@@ -188,7 +188,7 @@ def _headline_rows(config, metrics, status) -> list[list[str]]:
                  ["training time", f"{metrics['train_seconds']:.1f} s"]]
     note = run_files.short_run_note(metrics)
     if note:
-        rows += [["short run", note.removeprefix("short run: ") + " than the config's documented results: "
+        rows += [["short run", note.removeprefix("short run: ") + " than the config reaches as written: "
                   "fewer epochs or less data than it was tuned for"]]
     rows += [["model", config.get("model", {}).get("name", "?")],
              ["dataset", config.get("data", {}).get("dataset", "?")], ["status", status]]
