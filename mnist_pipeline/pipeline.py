@@ -74,6 +74,7 @@ class Runtime:
     strategy: Any  # tf.distribute.Strategy, or None for one device
     topology: distribute.Topology
     precision: hardware.Precision
+    cpu: str  # the CPU and the flags a speed figure depends on (`hardware.CpuFacts.describe`)
     warning: str | None = None  # a slow choice the run goes ahead with (bfloat16 that this machine emulates)
 
 
@@ -152,7 +153,7 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
             raise Interrupted("stopped before training started")
         metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries, test)
         metrics.update(
-            wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device,
+            wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device, cpu=rt.cpu,
             deterministic=rt.device.startswith("cpu"),
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=source, split_sizes=splits.sizes,
             train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
@@ -311,7 +312,8 @@ def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str 
                           "deterministic, and XLA has no deterministic max-pooling gradient; set "
                           "training.jit_compile: false")
     runtime.seed_everything(cfg.training.seed, deterministic=deterministic)
-    return Runtime(device, strategy, topology, precision, hardware.bfloat16_warning(precision, device, cpu, capability))
+    return Runtime(device, strategy, topology, precision, cpu.describe(),
+                   hardware.bfloat16_warning(precision, device, cpu, capability))
 
 
 def load_data(cfg: RunConfig):

@@ -112,7 +112,8 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
 
     if precision == "mixed_float16" and not device.startswith("gpu"):
         raise ConfigError(f"{setting or 'training.precision = mixed_float16'} needs a GPU (float16 on a CPU is "
-                          f"slower, not faster); use training.precision: auto on a CPU (bfloat16 where it is native), or train with "
+                          f"slower, not faster); use training.precision: auto on a CPU (bfloat16 where it is "
+                          f"native), or train with "
                           f"--device gpu on a machine that has one")
     keras.mixed_precision.set_global_policy(precision)
 

@@ -120,6 +120,7 @@ def test_auto_precision_is_chosen_for_the_cpu_said_in_the_header_and_recorded(id
     reason = "this CPU has avx512_bf16" if native else "this CPU has no avx512_bf16 or amx_bf16"
     assert f"precision: {policy} (auto: {reason})" in logs and not warnings
     assert result.metrics["precision"] == policy and result.metrics["precision_choice"]["requested"] == "auto"
+    assert result.metrics["cpu"].endswith("cores; avx2, avx512f, avx512_bf16)" if native else "cores; avx2)")
     assert "precision: auto" in (result.run_dir / "config.yaml").read_text()  # the next machine chooses anew
 
 

@@ -201,7 +201,8 @@ def _run_rows(metrics) -> list[list[str]]:
     if "jit_compile_reason" in metrics:
         speed.append(["XLA", f"{'on' if metrics.get('jit_compile') else 'off'} ({metrics['jit_compile_reason']})"])
     return [["wall time", f"{metrics['wall_seconds']:.1f} s (data, training, test, report)"],
-            ["device", metrics["device"]], *speed, ["seed", str(metrics["seed"])], ["data", metrics["data_source"]],
+            ["device", metrics["device"]], *([["CPU", metrics["cpu"]]] if isinstance(metrics.get("cpu"), str) else []),
+            *speed, ["seed", str(metrics["seed"])], ["data", metrics["data_source"]],
             ["split sizes", ", ".join(f"{k} {v:,}" for k, v in metrics["split_sizes"].items())],
             ["versions", ", ".join(f"{k} {v}" for k, v in metrics["versions"].items())]]
 
