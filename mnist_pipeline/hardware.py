@@ -26,8 +26,22 @@ class CpuFacts:
     model: str  # "AMD EPYC 9R14 96-Core Processor", or the architecture when /proc/cpuinfo says nothing
     flags: frozenset[str]  # empty when unknown (no /proc/cpuinfo: macOS, Windows)
     cores: int  # usable by this process
-    # A setting that keeps oneDNN's bfloat16 kernels from running, e.g. "ONEDNN_MAX_CPU_ISA=AVX2", else None
-    bfloat16_blocked_by: str | None = None
+    # TensorFlow's native bfloat16 kernels on a CPU are oneDNN's: turned off (TF_ENABLE_ONEDNN_OPTS=0), Eigen
+    # emulates bfloat16; capped below them (ONEDNN_MAX_CPU_ISA=AVX2, ...), a bfloat16 convolution aborts.
+    onednn: bool = True
+    onednn_max_isa: str | None = None
+
+    @property
+    def bfloat16_aborts(self) -> bool:
+        """Whether oneDNN's instruction-set cap stops bfloat16 convolutions (they abort, not slow down)."""
+        return bool(self.onednn_max_isa) and self.onednn_max_isa.strip().upper() not in BFLOAT16_ONEDNN_ISAS
+
+    @property
+    def bfloat16_blocked_by(self) -> str | None:
+        """The setting that keeps oneDNN's bfloat16 kernels from running, e.g. "ONEDNN_MAX_CPU_ISA=AVX2"."""
+        if self.bfloat16_aborts:
+            return f"ONEDNN_MAX_CPU_ISA={self.onednn_max_isa}"
+        return None if self.onednn else "TF_ENABLE_ONEDNN_OPTS=0"
 
     @property
     def native_bfloat16(self) -> bool:
@@ -46,16 +60,9 @@ BFLOAT16_ONEDNN_ISAS = {"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16"
                         "AVX10_2_512", "AVX10_2_512_AMX_2"}
 
 
-def onednn_blocks_bfloat16(onednn_max_isa: str | None) -> bool:
-    """Whether an ONEDNN_MAX_CPU_ISA setting caps oneDNN below its bfloat16 kernels."""
-    return bool(onednn_max_isa) and onednn_max_isa.strip().upper() not in BFLOAT16_ONEDNN_ISAS
-
-
 def read_cpu(cpuinfo: str | None = None, onednn_max_isa: str | None = None, onednn: bool = True) -> CpuFacts:
     """This machine's CPU from `cpuinfo` (the text of /proc/cpuinfo; read from there when None), as TensorFlow
-    may use it: its native bfloat16 kernels are oneDNN's, so oneDNN turned off (`onednn` false:
-    TF_ENABLE_ONEDNN_OPTS=0, where Eigen emulates bfloat16) or capped below bfloat16 (`onednn_max_isa`, where
-    it aborts) blocks them."""
+    may use it: with oneDNN on or off (`onednn`) and capped at `onednn_max_isa` (see `CpuFacts`)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -70,9 +77,7 @@ def read_cpu(cpuinfo: str | None = None, onednn_max_isa: str | None = None, oned
         elif key == "flags" and not flags:
             flags = frozenset(value.split())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    blocked = (f"ONEDNN_MAX_CPU_ISA={onednn_max_isa}" if onednn_blocks_bfloat16(onednn_max_isa)
-               else None if onednn else "TF_ENABLE_ONEDNN_OPTS=0")
-    return CpuFacts(model or platform.processor() or platform.machine(), flags, cores, blocked)
+    return CpuFacts(model or platform.processor() or platform.machine(), flags, cores, onednn, onednn_max_isa)
 
 
 @dataclass(frozen=True)
@@ -135,9 +140,9 @@ def _knows(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -
     return gpu_capability is not None if device.startswith("gpu") else bool(cpu.flags)
 
 
-# XLA compiles a group of steps once, then runs each faster. The mlp's compile cost as much as ~800 of its
-# steps saved, and several times more on a slower CPU (README "Speed rules"): below this many steps a
-# run spends longer compiling than it gains.
+# XLA compiles a group of steps once, then runs each faster: below this many steps a run spends longer
+# compiling than it gains. Set with room for a CPU that compiles several times slower than the one it was
+# measured on (README "Speed rules" has the figures and machines).
 XLA_MIN_STEPS = 2_000
 
 

@@ -73,10 +73,8 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
 def _trained_policy(metrics: dict) -> str:
     """The Keras policy a run trained under, where this process can compute it; else float32 (runs from before
     precision was recorded; float16 away from a GPU; bfloat16 under a oneDNN cap that aborts it)."""
-    from mnist_pipeline.hardware import onednn_blocks_bfloat16
-
     policy = metrics.get("precision")
-    if policy == "mixed_bfloat16" and not onednn_blocks_bfloat16(runtime.onednn_max_isa()):
+    if policy == "mixed_bfloat16" and not runtime.cpu().bfloat16_aborts:
         return policy
     if policy == "mixed_float16" and runtime.using_gpu():
         return policy

@@ -290,17 +290,16 @@ def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str 
     device = runtime.select_device(cfg.training.device)
     strategy, topology = (distribute.create_strategy(cfg.training.distribute, cfg.training.batch_size, device)
                           if distributed else (None, distribute.Topology("none", 1)))
-    cpu = hardware.read_cpu(onednn_max_isa=runtime.onednn_max_isa(), onednn=runtime.onednn_enabled())
+    cpu = runtime.cpu()
     capability = runtime.gpu_capability() if device.startswith("gpu") else None
     requested = cfg.training.compute_precision
     precision = (hardware.Precision(kept_precision, requested, "kept from the resumed run's checkpoint")
                  if kept_precision else hardware.resolve_precision(requested, device, cpu, capability,
                                                                    convolutional=cfg.model.name == "cnn"))
-    cap = runtime.onednn_max_isa()
-    if precision.policy == "mixed_bfloat16" and device.startswith("cpu") and hardware.onednn_blocks_bfloat16(cap):
+    if precision.policy == "mixed_bfloat16" and device.startswith("cpu") and cpu.bfloat16_aborts:
         fix = ("unset ONEDNN_MAX_CPU_ISA to resume this run (a resumed run keeps the precision it trained with)"
                if kept_precision else "unset ONEDNN_MAX_CPU_ISA, or set training.precision: auto or float32")
-        raise ConfigError(f"training.precision = mixed_bfloat16 cannot train with ONEDNN_MAX_CPU_ISA={cap}: oneDNN "
+        raise ConfigError(f"training.precision = mixed_bfloat16 cannot train with {cpu.bfloat16_blocked_by}: oneDNN "
                           f"then aborts bfloat16 convolutions; {fix}")
     runtime.set_precision(precision.policy, device, "training.mixed_precision = true"
                           if cfg.training.mixed_precision else f"training.precision = {cfg.training.precision}")

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from mnist_pipeline import hardware
 from mnist_pipeline.errors import DeviceError, PipelineError, StopNow
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
@@ -118,14 +119,12 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
-def onednn_max_isa() -> str | None:
-    """The instruction-set cap the user gave oneDNN (ONEDNN_MAX_CPU_ISA), if any: `hardware.read_cpu` takes it."""
-    return os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
-
-
-def onednn_enabled() -> bool:
-    """Whether TensorFlow's oneDNN kernels are on (`prepare_environment` turns them on unless the user said 0)."""
-    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+def cpu() -> hardware.CpuFacts:
+    """This machine's CPU as TensorFlow may use it: its flags, and oneDNN's settings from the environment
+    (TF_ENABLE_ONEDNN_OPTS, ONEDNN_MAX_CPU_ISA or its older name DNNL_MAX_CPU_ISA)."""
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
+    return hardware.read_cpu(onednn_max_isa=cap, onednn=onednn)
 
 
 def gpu_capability() -> tuple[int, int] | None:
