@@ -67,3 +67,14 @@ def test_the_shipped_cnn_on_a_short_run_validates_what_it_learned(idx_dir, tmp_p
     # Seen here (generated digits): val loss 0.31 against 1.33 after epoch 1, test accuracy 0.99 against 0.74.
     assert precise_val_loss < moving_val_loss / 2
     assert precise["test_accuracy"] > moving["test_accuracy"] + 0.1
+
+
+def test_statistics_batches_are_full_training_batches_or_none():
+    from mnist_pipeline.data.datasets import statistics_batches
+
+    x = np.arange(300 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(300, 28, 28)
+    assert statistics_batches(x, 32, 0, seed=0) is None  # turned off
+    assert statistics_batches(x[:20], 32, 2048, seed=0) is None  # not one full batch to compute them on
+    assert [tuple(b.shape) for b in statistics_batches(x, 32, 10, seed=0)] == [(32, 28, 28)]  # at least one
+    assert len(list(statistics_batches(x, 32, 2048, seed=0))) == 300 // 32  # no more than the split holds
+    assert len(list(statistics_batches(x, 32, 100, seed=0))) == 100 // 32

@@ -65,7 +65,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-FULL_TRAINING_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000}  # the training files, before validation
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -403,15 +402,14 @@ class RunConfig(_Section):
     def run_name(self) -> str:
         return self.output.name or self.model.name
 
-    def planned_training(self, examples: int = 0) -> tuple[int, int]:
-        """(epochs, training images) this config plans on a training file of `examples` images (0: the
-        dataset's full 60,000): its subset of them, else all, less the validation split. A run with fewer
-        epochs or a smaller subset than its config as written trains less than its settings were tuned for."""
-        examples = examples or FULL_TRAINING_EXAMPLES[self.data.dataset]
-        train = examples - round(examples * self.data.validation_split)
+    def planned_training(self, examples: int) -> tuple[int, int]:
+        """(epochs, training images) this config plans on a training file of `examples` images: its subset of
+        them, else all, less the validation split. A run with fewer epochs or a smaller subset than its config
+        as written trains less than its settings were tuned for."""
+        train = examples - round(examples * self.data.validation_split)  # as `stratified_split` holds it out
         return self.training.epochs, min(self.data.subset, train) if self.data.subset else train
 
-    def planned_steps(self, examples: int = 0) -> int:
+    def planned_steps(self, examples: int) -> int:
         """Optimizer steps of `planned_training`."""
         epochs, images = self.planned_training(examples)
         return epochs * max(images // self.training.batch_size, 1)

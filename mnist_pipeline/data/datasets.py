@@ -232,12 +232,11 @@ def statistics_batches(x: np.ndarray, batch_size: int, images: int, seed: int,
                        normalization: Normalization | None = None) -> tf.data.Dataset | None:
     """Full batches of `images` training images drawn once with `seed` (fewer when the split is smaller; at
     least one batch), unaugmented: what `precise_bn` recomputes batch norm's statistics on. None when
-    `images` is 0. Batches of the training batch size, because batch statistics depend on it."""
-    count = min(images // batch_size, len(x) // batch_size) if images else 0
-    if images and not count:
-        count = 1 if len(x) >= batch_size else 0
-    if not count:
+    `images` is 0 or the split holds no full batch. Batches of the training batch size, because batch
+    statistics depend on it."""
+    if not images or len(x) < batch_size:
         return None
+    count = max(min(images, len(x)) // batch_size, 1)
     chosen = np.sort(np.random.default_rng(seed).choice(len(x), count * batch_size, replace=False))
     sample = tf.constant(x[chosen])  # at most `images` images: a copy is cheap
     return (tf.data.Dataset.from_tensor_slices(sample).batch(batch_size, drop_remainder=True)
