@@ -44,6 +44,18 @@ def _installed(module: str) -> bool:
         return False
 
 
+EXPORT_PRECISION = "float32"  # what the converters take (tf2onnx: float32 policies only)
+
+
+def precision_note(trained_precision: str | None) -> str | None:
+    """What to tell the user about an export of a run trained under `trained_precision` (metrics.json's
+    `precision`): exports compute in float32, so a bfloat16 run's exported probabilities differ from its own."""
+    if trained_precision in (None, EXPORT_PRECISION):
+        return None
+    return (f"note: this run trained in {trained_precision} and the export computes in {EXPORT_PRECISION}: its "
+            f"probabilities differ from the run's by up to ~1e-2 (README \"Use the model elsewhere\")")
+
+
 def default_output(run_dir: Path, fmt: str) -> Path:
     return run_dir / FORMATS[fmt][1]
 
@@ -59,7 +71,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
     if output is not None and not target.parent.is_dir():
         raise ConfigError(f"{target.parent}: no such folder; create it or pass another --output")
-    run = load_run(run_dir, precision="float32")  # what the converters take (ONNX: float32 only); README
+    run = load_run(run_dir, precision=EXPORT_PRECISION)
     serving = _serving_model(run)
     made_parent = not target.parent.is_dir()
     tmp = rf.temporary_name(target)

@@ -374,3 +374,15 @@ def test_a_run_far_shorter_than_its_config_plans_says_so_in_the_result_line_and_
     result = invoke("train", "--config", written, "--data-dir", idx_dir, "--output-dir", tmp_path / "as-written")
     assert result.exit_code == 0, result.output
     assert "short run" not in result.output
+
+
+def test_train_export_of_a_bfloat16_run_says_the_export_computes_in_float32(idx_dir, tmp_path):
+    result = invoke("train", "--config", ROOT / "configs/smoke.yaml", "--data-dir", idx_dir, "--output-dir", tmp_path,
+                    *FAST, "--set", "model.params.filters=[4, 8]", "--set", "training.precision=mixed_bfloat16",
+                    "--export", "savedmodel")
+    assert result.exit_code == 0, result.output
+    assert "note: this run trained in mixed_bfloat16 and the export computes in float32" in result.output
+    float32 = invoke("train", "--config", ROOT / "configs/smoke.yaml", "--data-dir", idx_dir, "--output-dir",
+                     tmp_path, *FAST, "--set", "model.params.filters=[4, 8]", "--set", "training.precision=float32",
+                     "--export", "savedmodel")
+    assert float32.exit_code == 0 and "note: this run trained" not in float32.output

@@ -194,7 +194,9 @@ def export(run_dir, formats, output) -> None:
 
     Example: mnist export outputs/runs/20261123T120000Z-cnn --format tflite --format onnx
     """
-    from mnist_pipeline.export import check_format, export_run
+    from mnist_pipeline.export import check_format, export_run, precision_note
+    from mnist_pipeline.reports import run_files
+    from mnist_pipeline.reports import run_folder as rf
 
     formats = list(dict.fromkeys(formats))
     if output and len(formats) > 1:
@@ -203,14 +205,6 @@ def export(run_dir, formats, output) -> None:
         check_format(fmt)  # every converter present before the first export starts
     for fmt in formats:
         click.echo(f"{fmt}: {export_run(run_dir, fmt, output)}")
-    _say_if_bfloat16(run_dir)
-
-
-def _say_if_bfloat16(run_dir) -> None:
-    """Exports compute in float32: a run trained in bfloat16 then gives slightly other probabilities."""
-    from mnist_pipeline.reports import run_files
-    from mnist_pipeline.reports import run_folder as rf
-
-    if run_files.read_metrics(rf.run_folder(run_dir)).get("precision") == "mixed_bfloat16":
-        click.echo("note: this run trained in mixed_bfloat16 and the export computes in float32: its probabilities "
-                   "differ from the run's by up to ~1e-2 (README \"Use the model elsewhere\")", err=True)
+    note = precision_note(run_files.read_metrics(rf.run_folder(run_dir)).get("precision"))
+    if note:
+        click.echo(note, err=True)

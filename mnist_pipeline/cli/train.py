@@ -44,7 +44,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     """
     from mnist_pipeline import distribute, runtime
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
-    from mnist_pipeline.export import check_format, export_run  # no TensorFlow until an export runs
+    from mnist_pipeline.export import check_format, export_run, precision_note  # no TensorFlow until an export
     from mnist_pipeline.pipeline import Events, open_resumable, run  # no TensorFlow until run() starts
     from mnist_pipeline.reports.run_files import short_run_note
 
@@ -103,6 +103,9 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         click.echo(note)
     for fmt in exports:
         click.echo(f"{fmt}: {export_run(result.run_dir, fmt)}")
+    export_note = precision_note(m["precision"]) if exports else None
+    if export_note:
+        click.echo(export_note, err=True)
     click.echo(f"run folder: {result.run_dir}")
 
 
