@@ -45,16 +45,15 @@ VARIANTS = [  # (model config, augmentation on?)
 def _worker(args) -> dict:
     # Our trainer runs with the settings `mnist train` makes (runtime.prepare_environment: oneDNN kernels on);
     # `fit` with TensorFlow's defaults, as a Keras user gets them, or with the same settings ("fit-same").
+    from mnist_pipeline import hardware, runtime
+
     if args.worker == "fit":
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     else:
-        from mnist_pipeline import runtime
-
         runtime.prepare_environment()
     import keras
     import tensorflow as tf
 
-    from mnist_pipeline import hardware
     from mnist_pipeline.config import load_config
     from mnist_pipeline.data.augment import Augmentation
     from mnist_pipeline.data.datasets import training_batches
@@ -68,8 +67,7 @@ def _worker(args) -> dict:
     cfg = load_config(ROOT / "configs" / f"{args.model}.yaml", overrides)
     strategy, _ = create_strategy(cfg.training.distribute, cfg.training.batch_size, "cpu")
     # `auto` settings resolved as `mnist train` resolves them for the config's own full run, for either trainer.
-    cpu = hardware.read_cpu(onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA"),
-                            onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0")
+    cpu = runtime.cpu()
     precision = hardware.resolve_precision(cfg.training.compute_precision, "cpu", cpu,
                                            convolutional=cfg.model.name == "cnn")
     x, y = _training_arrays(args.data_dir)
@@ -216,7 +214,7 @@ def _run_variant(model: str, augment: bool, args) -> dict:
             runs[trainer].append(_run_worker(trainer, model, augment, per_round, args))
     pooled = {}
     for trainer, results in runs.items():
-        rates = [rate for result in results for rate in result["images_per_second"]]
+        rates = _rates(results)
         pooled[trainer] = {**results[0], "images_per_second": rates, "median": statistics.median(rates),
                            "spread": [min(rates), max(rates)], "processes": len(results),
                            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
@@ -224,19 +222,23 @@ def _run_variant(model: str, augment: bool, args) -> dict:
     return pooled
 
 
-def _taking_turns(model: str, settings: dict[str, tuple[int, list[str]]], args) -> dict[str, list[float]]:
+def _taking_turns(model: str, settings: dict[str, tuple[int, list[str]]], args) -> dict[str, list[dict]]:
     """Our trainer on the shipped config under each setting (replicas, extra KEY=VALUE overrides), without
     augmentation, in args.rounds rounds of one process per setting, the order rotating as the trainers' does:
-    images/s per setting, every process's repeats pooled."""
+    every process's result, per setting."""
     per_round = -(-args.repeats // args.rounds)
     names = list(settings)
-    rates: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, list[dict]] = {name: [] for name in names}
     for round_ in range(args.rounds):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             replicas, overrides = settings[name]
-            rates[name] += _run_worker("custom", model, False, per_round, args, replicas,
-                                       overrides)["images_per_second"]
-    return rates
+            results[name].append(_run_worker("custom", model, False, per_round, args, replicas, overrides))
+    return results
+
+
+def _rates(results: list[dict]) -> list[float]:
+    """images/s of every repeat of these processes, pooled."""
+    return [rate for result in results for rate in result["images_per_second"]]
 
 
 def _spread(rates: list[float]) -> list[int]:
@@ -246,7 +248,8 @@ def _spread(rates: list[float]) -> list[int]:
 def _replicas(model: str, args) -> dict:
     """One device vs MirroredStrategy over 2 logical CPU devices (under the strategy XLA is off and batches
     come from tf.data per replica)."""
-    rates = _taking_turns(model, {"1": (1, []), "2": (2, [])}, args)
+    rates = {name: _rates(results) for name, results in _taking_turns(model, {"1": (1, []), "2": (2, [])},
+                                                                       args).items()}
     one, two = statistics.median(rates["1"]), statistics.median(rates["2"])
     return {"model": model, "1 replica img/s": round(one), "2 replicas img/s": round(two),
             "2 / 1": round(two / one, 2), "spread 1": _spread(rates["1"]), "spread 2": _spread(rates["2"])}
@@ -254,7 +257,8 @@ def _replicas(model: str, args) -> dict:
 
 def _precision(model: str, args) -> dict:
     """float32 vs mixed_bfloat16."""
-    rates = _taking_turns(model, {p: (1, [f"training.precision={p}"]) for p in ("float32", "mixed_bfloat16")}, args)
+    settings = {p: (1, [f"training.precision={p}"]) for p in ("float32", "mixed_bfloat16")}
+    rates = {name: _rates(results) for name, results in _taking_turns(model, settings, args).items()}
     fp32, bf16 = statistics.median(rates["float32"]), statistics.median(rates["mixed_bfloat16"])
     return {"model": model, "float32 img/s": round(fp32), "bfloat16 img/s": round(bf16),
             "bfloat16 / float32": round(bf16 / fp32, 2), "float32 spread": _spread(rates["float32"]),
@@ -267,10 +271,11 @@ def _shipped_vs_float32(args) -> list[dict]:
     rows = []
     for config in SHIPPED_CONFIGS:
         settings = {"shipped": (1, []), "float32": (1, ["training.precision=float32"])}
-        rates = _taking_turns(config, settings, args)
+        results = _taking_turns(config, settings, args)
+        rates = {name: _rates(runs) for name, runs in results.items()}
         shipped, fp32 = statistics.median(rates["shipped"]), statistics.median(rates["float32"])
-        probe = _run_worker("custom", config, False, 0, args)  # what the shipped settings resolved to here
-        rows.append({"config": config, "shipped precision": probe["precision"], "jit": probe["jit_compile"],
+        resolved = results["shipped"][0]  # what the shipped settings resolved to on this machine
+        rows.append({"config": config, "shipped precision": resolved["precision"], "jit": resolved["jit_compile"],
                      "shipped img/s": round(shipped), "float32 img/s": round(fp32),
                      "shipped / float32": round(shipped / fp32, 2), "shipped spread": _spread(rates["shipped"]),
                      "float32 spread": _spread(rates["float32"])})
@@ -546,6 +551,7 @@ def main() -> None:
         flops = custom["train_flops_per_image"]
         rows.append({
             "model": custom["model"], "augmentation": custom["augment"], "batch": custom["batch_size"],
+            "precision": custom["precision"],
             "steps/repeat": custom["steps_per_repeat"],
             "custom img/s": round(custom["median"]), "custom spread": [round(v) for v in custom["spread"]],
             "fit img/s": round(fit["median"]), "fit spread": [round(v) for v in fit["spread"]],
@@ -576,12 +582,12 @@ def main() -> None:
 
 def _machine() -> dict:
     """The facts a speed figure depends on, printed at the top of the report: CPU model, cores, the flags that
-    matter (AVX2, AVX-512, bfloat16, AMX), and whether oneDNN's kernels were asked for."""
-    from mnist_pipeline import hardware
+    matter (AVX2, AVX-512, bfloat16, AMX), and a oneDNN setting that keeps bfloat16 from running natively."""
+    from mnist_pipeline import runtime
 
-    cpu = hardware.read_cpu()
+    cpu = runtime.cpu()
     return {"cpu": cpu.describe(), "native_bfloat16": cpu.native_bfloat16,
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1 (set by mnist)"),
+            "bfloat16_blocked_by": cpu.bfloat16_blocked_by,
             "python": sys.version.split()[0]}
 
 
@@ -613,9 +619,9 @@ def _table(rows: list[dict]) -> list[str]:
 
 def _machine_lines(report: dict) -> list[str]:
     machine = report.get("machine") or {}
-    return [f"Machine: {machine.get('cpu', '?')}; native bfloat16: {machine.get('native_bfloat16', '?')}; "
-            f"TF_ENABLE_ONEDNN_OPTS={machine.get('TF_ENABLE_ONEDNN_OPTS', '?')}; Python {machine.get('python', '?')}",
-            ""]
+    blocked = machine.get("bfloat16_blocked_by")
+    return [f"Machine: {machine.get('cpu', '?')}; native bfloat16: {machine.get('native_bfloat16', '?')}"
+            f"{f' (off: {blocked})' if blocked else ''}; Python {machine.get('python', '?')}", ""]
 
 
 def _shipped_section(report: dict) -> list[str]:
