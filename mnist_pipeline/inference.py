@@ -12,11 +12,12 @@ import numpy as np
 
 from mnist_pipeline import runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, load_config
-from mnist_pipeline.data.images import Digit, load_digits
+from mnist_pipeline.data.images import Item, input_files, load_items
 from mnist_pipeline.data.prepare import Normalization, stratified_split
 from mnist_pipeline.data.sources import load_raw
 from mnist_pipeline.errors import ConfigError, DataError, OutputError, PipelineError, RunNotCompleted, brief, clip
 from mnist_pipeline.reports import run_files
+from mnist_pipeline.reports.metrics import UNSURE_ACCURACY
 from mnist_pipeline.reports import run_folder as rf
 
 
@@ -139,42 +140,59 @@ def agreement(r: dict) -> tuple[bool | None, str]:
 @dataclass(frozen=True)
 class Prediction:
     source: str
-    top: list[tuple[int, str, float]]  # (class, class name, probability), most likely first; empty on error/warning
+    probabilities: list[tuple[int, str, float]]  # every (class, class name, probability), most likely first;
+    #                                              empty on error or warning
     error: str | None = None  # the file could not be read
-    warning: str | None = None  # read, but nothing to classify (a blank image)
+    warning: str | None = None  # nothing to classify (a blank image), or an answer the run is unsure of
     seen: np.ndarray | None = field(default=None, repr=False, compare=False)  # the (28, 28) uint8 image classified
+    uncertain: bool | None = None  # the answer's confidence is below the run's unsure level (None: no answer,
+    #                                or a run from before unsure levels were recorded)
+
+    @property
+    def top(self) -> list[tuple[int, str, float]]:
+        return self.probabilities[:3]
 
 
-def predict_files(run_dir: str | Path, files: list[str], top_k: int = 3) -> list[Prediction]:
-    """Predict each image in `files`, in order; each file stands alone: one that cannot be read, whatever
-    the reason, gets an error entry, and a blank image a warning, and the others are still predicted."""
+def predict_files(run_dir: str | Path, files: list[str]) -> list[Prediction]:
+    """Predict each image in `files` (a folder: the images in it), in order; each file stands alone: one that
+    cannot be read, whatever the reason, gets an error entry, and a blank image a warning, and the others are
+    still predicted. Pictures are prepared by the recipe of the run's dataset."""
     run = load_run(run_dir)
-    names = CLASS_NAMES[run.config.data.dataset]
-    digits: list[Digit | Prediction] = []
-    for file in files:
+    dataset = run.config.data.dataset
+    names = CLASS_NAMES[dataset]
+    unsure_below = run.metrics.get("unsure_below")  # recorded since mnist-pipeline 0.2
+    items: list[Item | Prediction] = []
+    for file, error in input_files(files):
+        if error:
+            items.append(Prediction(file, [], error=error))
+            continue
         try:
-            digits += load_digits(file)
+            items += load_items(file, dataset)
         except DataError as exc:
-            digits.append(Prediction(file, [], error=str(exc)))
+            items.append(Prediction(file, [], error=str(exc)))
         except Exception as exc:  # a reader's surprise must cost this file only, never the others
-            digits.append(Prediction(file, [], error=f"{clip(file)}: cannot read ({type(exc).__name__}: "
-                                                     f"{brief(exc)})"))
-    images = [d.image for d in digits if isinstance(d, Digit) and d.image is not None]
+            items.append(Prediction(file, [], error=f"{clip(file)}: cannot read ({type(exc).__name__}: "
+                                                    f"{brief(exc)})"))
+    images = [d.image for d in items if isinstance(d, Item) and d.image is not None]
     if images:
         from mnist_pipeline.trainer import class_probabilities
 
         x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
         probabilities = iter(np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip)))
     predictions = []
-    for d in digits:
+    for d in items:
         if isinstance(d, Prediction):
             predictions.append(d)
         elif d.image is None:
             predictions.append(Prediction(d.source, [], warning=d.warning))
         else:
             p = next(probabilities)
-            predictions.append(Prediction(d.source, [(int(i), names[i], float(p[i])) for i in np.argsort(-p)[:top_k]],
-                                          seen=d.image))
+            ranked = [(int(i), names[i], float(p[i])) for i in np.argsort(-p)]
+            uncertain = None if unsure_below is None else ranked[0][2] < unsure_below
+            warning = (f"{d.source}: unsure: {ranked[0][1]} {ranked[0][2]:.2f} or {ranked[1][1]} "
+                       f"{ranked[1][2]:.2f}; this run's answers below {min(unsure_below, 1.0):.2f} were right less "
+                       f"than {UNSURE_ACCURACY:.0%} of the time on validation") if uncertain else None
+            predictions.append(Prediction(d.source, ranked, warning=warning, seen=d.image, uncertain=uncertain))
     return predictions
 
 

@@ -26,7 +26,7 @@ from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, Pipelin
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
-from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table
+from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table, unsure_threshold
 
 
 def _ignore(*_: Any) -> None:
@@ -446,6 +446,9 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
             test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, rt.strategy,
                                            splits.normalization)
             test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
+            # predict flags answers below the confidence at which this model's validation answers were
+            # right less than 90% of the time: chosen on validation, so the test split stays untouched.
+            unsure_below = unsure_threshold(trainer.test(setup.val_data, probabilities=True)[2], splits.y_val)
             if events.stop_requested():
                 raise Interrupted("stopped during the test, after the last epoch")
     if summaries and test:
@@ -457,7 +460,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         if test:
             _write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
     best = history[fit.best_epoch - 1]
-    metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy} if test else {}
+    metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "unsure_below": unsure_below} if test else {}
     metrics.update({
         "tested": test, "best_epoch": fit.best_epoch,
         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"],

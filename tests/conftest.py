@@ -116,7 +116,7 @@ def render_digit(digit: int, rng: np.random.Generator, canvas: int = 64, size: i
 
 def make_rendered_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`n` MNIST-style (28, 28) uint8 images of printed digits, prepared as `mnist predict` prepares files."""
-    from mnist_pipeline.data.images import mnist_style
+    from mnist_pipeline.data.recipes import mnist_style
 
     rng = np.random.default_rng(seed)
     labels = (np.arange(n) % 10).astype(np.uint8)

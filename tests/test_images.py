@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from conftest import render_digit
-from mnist_pipeline.data.images import load_digits, mnist_style
+from mnist_pipeline.data.images import load_items
+from mnist_pipeline.data.recipes import mnist_style
 from mnist_pipeline.errors import DataError
 
 
@@ -18,7 +19,7 @@ def test_any_size_image_becomes_a_centred_light_on_dark_digit(tmp_path, light_ba
     ink = render_digit(4, np.random.default_rng(0), canvas=150, size=90)  # dark ink on white
     pixels = ink if light_background else 255 - ink
     Image.fromarray(pixels.astype(np.uint8)).resize((150, 110)).save(tmp_path / "d.png")
-    ((name, digit, warning),) = [(d.source, d.image, d.warning) for d in load_digits(tmp_path / "d.png")]
+    ((name, digit, warning),) = [(d.source, d.image, d.warning) for d in load_items(tmp_path / "d.png", "mnist")]
     assert name == str(tmp_path / "d.png") and warning is None and digit.shape == (28, 28) and digit.dtype == np.uint8
     assert digit.max() == 255 and np.all(digit[0] == 0) and np.all(digit[:, 0] == 0)  # light digit, dark border
     rows, cols = np.nonzero(digit > 25)
@@ -42,9 +43,9 @@ def test_rgba_jpeg_and_blank_images(tmp_path):
     rgba[10:30, 18:22] = (0, 0, 0, 255)  # opaque black bar on a transparent background
     Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
     Image.fromarray(np.full((30, 30, 3), 255, np.uint8)).save(tmp_path / "blank.jpg")
-    (bar,) = load_digits(tmp_path / "t.png")
+    (bar,) = load_items(tmp_path / "t.png", "mnist")
     assert bar.image.max() == 255 and bar.image[:, 13:15].sum() > bar.image[:, :5].sum()
-    (blank,) = load_digits(tmp_path / "blank.jpg")
+    (blank,) = load_items(tmp_path / "blank.jpg", "mnist")
     assert blank.image is None and "blank or nearly one colour" in blank.warning
 
 
@@ -52,8 +53,8 @@ def test_near_constant_images_get_a_warning_not_an_amplified_guess(tmp_path):
     noise = 128 + np.random.default_rng(0).integers(-5, 6, size=(60, 60))  # grey paper, no ink
     Image.fromarray(noise.astype(np.uint8)).save(tmp_path / "paper.png")
     np.save(tmp_path / "zeros.npy", np.zeros((2, 28, 28)))
-    assert [d.image for d in load_digits(tmp_path / "paper.png")] == [None]
-    assert [d.warning is not None for d in load_digits(tmp_path / "zeros.npy")] == [True, True]
+    assert [d.image for d in load_items(tmp_path / "paper.png", "mnist")] == [None]
+    assert [d.warning is not None for d in load_items(tmp_path / "zeros.npy", "mnist")] == [True, True]
 
 
 def test_npy_arrays_single_batch_and_unit_scale(tmp_path):
@@ -61,11 +62,11 @@ def test_npy_arrays_single_batch_and_unit_scale(tmp_path):
     np.save(tmp_path / "one.npy", digits[0])
     np.save(tmp_path / "batch.npy", digits[..., None])
     np.save(tmp_path / "unit.npy", digits[0] / 255.0)
-    (one,) = load_digits(tmp_path / "one.npy")
+    (one,) = load_items(tmp_path / "one.npy", "mnist")
     np.testing.assert_array_equal(one.image, digits[0])  # already MNIST-shaped: used as it is
-    batch = load_digits(tmp_path / "batch.npy")
+    batch = load_items(tmp_path / "batch.npy", "mnist")
     assert [d.source for d in batch] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
-    (unit,) = load_digits(tmp_path / "unit.npy")
+    (unit,) = load_items(tmp_path / "unit.npy", "mnist")
     assert np.abs(unit.image.astype(int) - digits[0]).max() <= 1
 
 
@@ -77,7 +78,7 @@ def test_npy_arrays_single_batch_and_unit_scale(tmp_path):
 def test_bad_files(tmp_path, name, content, words):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError) as info:
-        load_digits(tmp_path / name)
+        load_items(tmp_path / name, "mnist")
     assert str(info.value).startswith(str(tmp_path / name))
     for word in words:
         assert word in str(info.value)
@@ -85,8 +86,8 @@ def test_bad_files(tmp_path, name, content, words):
 
 def test_npy_of_wrong_shape(tmp_path):
     np.save(tmp_path / "w.npy", np.zeros((2, 3, 4, 5)))
-    with pytest.raises(DataError, match=r"expected shape \(H, W\)"):
-        load_digits(tmp_path / "w.npy")
+    with pytest.raises(DataError, match=r"is not a layout of images"):
+        load_items(tmp_path / "w.npy", "mnist")
 
 
 def test_mnist_style_keeps_a_28x28_digit_in_the_box():

@@ -57,40 +57,50 @@ def evaluate(run_dir, data_dir, split, as_json) -> None:
 @click.command(short_help="Classify image files with a run's model.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON (all class probabilities).")
 @click.option("--save-input", metavar="DIR", type=click.Path(file_okay=False),
               help="Also save each image as the model saw it (28x28 PNG, light on dark) into DIR.")
 def predict(run_dir, files, as_json, save_input) -> None:
-    """Classify image files (PNG/JPEG, any size; made MNIST-like) or .npy arrays with a run's model.
+    """Classify pictures with a run's model: image files (PNG, JPEG, ...; phone photos of any size), .npy
+    arrays, or folders of them. Each picture is prepared as the run's dataset was made (MNIST: the digit
+    in a 20x20 box, centred by mass; Fashion-MNIST: trimmed, longest edge 28, centred, negated), after the
+    paper's uneven light is flattened.
 
-    Prints the predicted class and the top-3 probabilities per image. A bad file gets one error line and
-    the others are still predicted; the exit code is then 1. A blank image gets a warning, not an answer.
+    Prints the answer and the top-3 probabilities per image. Warns when the picture is blank, and when the
+    answer is unsure: below the confidence at which the run's validation answers were right less than 90%
+    of the time. A bad file gets one error line and the others are still predicted; the exit code is then 1.
 
-    Example: mnist predict outputs/runs/20261123T120000Z-cnn digit.png more.npy
+    Example: mnist predict outputs/runs/20261123T120000Z-cnn digit.jpg more.npy photos/
     """
     from mnist_pipeline.inference import predict_files, save_seen
 
     predictions = predict_files(run_dir, list(files))
     saved = save_seen(predictions, save_input) if save_input else [None] * len(predictions)
     if as_json:
-        click.echo(json.dumps([{"file": p.source, "prediction": p.top[0][0] if p.top else None,
-                                "name": p.top[0][1] if p.top else None,
-                                "top": [{"class": c, "name": name, "probability": q} for c, name, q in p.top],
-                                **({"seen": str(seen)} if seen else {}),
-                                **({"error": p.error} if p.error else {}),
-                                **({"warning": p.warning} if p.warning else {})}
-                               for p, seen in zip(predictions, saved, strict=True)], indent=2))
+        click.echo(json.dumps([_prediction_json(p, seen) for p, seen in zip(predictions, saved, strict=True)],
+                              indent=2))
     for p, seen in zip(predictions, saved, strict=True):
         if p.error:
             click.echo(f"error: {p.error}", err=True)
-        elif p.warning:
+            continue
+        if p.warning:
             click.echo(f"warning: {p.warning}", err=True)
-        elif not as_json:
+        if p.probabilities and not as_json:
             top = ", ".join(f"{name} {q:.3f}" for _, name, q in p.top)
             where = f"; seen as {seen}" if seen else ""
-            click.echo(f"{p.source}: {p.top[0][1]}  (top {len(p.top)}: {top}{where})")
+            click.echo(f"{p.source}: {p.top[0][1]}{'?' if p.uncertain else ''}  (top {len(p.top)}: {top}{where})")
     if any(p.error for p in predictions):
         sys.exit(1)
+
+
+def _prediction_json(p, seen) -> dict:
+    by_class = sorted(p.probabilities)
+    return {"file": p.source, "prediction": p.top[0][0] if p.top else None, "name": p.top[0][1] if p.top else None,
+            "confidence": p.top[0][2] if p.top else None, "uncertain": p.uncertain,
+            "probabilities": [q for _, _, q in by_class], "classes": [name for _, name, _ in by_class],
+            "top": [{"class": c, "name": name, "probability": q} for c, name, q in p.top],
+            **({"seen": str(seen)} if seen else {}), **({"error": p.error} if p.error else {}),
+            **({"warning": p.warning} if p.warning else {})}
 
 
 @click.command(short_help="Rank runs by validation accuracy, side by side.")

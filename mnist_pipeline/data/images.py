@@ -1,135 +1,197 @@
-"""Turning a user's image file or .npy array into MNIST-style 28x28 uint8 digits (NumPy + Pillow, no TF).
-
-MNIST's own recipe: light strokes on a dark background, the digit scaled to fit a 20x20 box keeping its
-aspect ratio, then placed in a 28x28 field so that its centre of mass is at the centre.
+"""Reading what a user gives `mnist predict`: image files of any size (phone photos included), .npy arrays in the
+layouts people keep images in, and folders of either. Each picture then goes through its dataset's recipe
+(`recipes.prepare`). NumPy + Pillow; no TensorFlow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.data.recipes import corner_level, ink_is_dark, prepare
 from mnist_pipeline.errors import DataError, brief, clip
 from mnist_pipeline.files import load_npy, require_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
-MAX_PIXELS = 40_000_000  # a 40-megapixel photo; a decompression bomb claims far more
+# Pixels decoded in full (PNG, TIFF, ...): a 12000x12000 scan is 144 million; a decompression bomb claims
+# billions from a few kilobytes. JPEG decodes at up to 1/8 scale (Image.draft), so its limit is 64 times larger
+# in the header for the same memory: any phone's photo (48-200 megapixels) reads.
+MAX_DECODED_PIXELS = 150_000_000
+MAX_JPEG_PIXELS = 64 * MAX_DECODED_PIXELS
+READ_SIDE = 1024  # a photo is decoded at no less than this on its longer side, then reduced
 MAX_ARRAY_BYTES = 512 << 20  # an .npy to predict: ~170,000 28x28 float32 images
-MIN_CONTRAST = 24  # grey levels (of 255) between the darkest and lightest pixel: below it, no digit to see
+MIN_SIDE = 8  # an image smaller than 8x8 pixels is not a picture of anything: a wrong layout, most likely
+MIN_CONTRAST = 24  # grey levels (of 255) between the darkest and lightest pixel: below it, nothing to see
+LAYOUTS = ("(28, 28), (N, 28, 28), (N, 28, 28, 1) or (N, 784) grey, (H, W, 3) or (H, W, 4) colour, "
+           "any H, W >= 8; uint8 0-255 or floats 0-1")
 
 
 @dataclass(frozen=True)
-class Digit:
+class Item:
     source: str  # the file, or file[i] for one image of an array
-    image: np.ndarray | None  # (28, 28) uint8, MNIST-style; None when blank
+    image: np.ndarray | None  # (28, 28) uint8 as the run's dataset makes its images; None when blank
     warning: str | None = None  # why there is no image to classify
 
 
-def load_digits(path: str | Path) -> list[Digit]:
-    """The images in a file, MNIST-style: one for an image file, one or more for a .npy. Any failure to read
-    is a one-line DataError naming the file; a blank image is a Digit with a warning instead."""
+def input_files(arguments: list[str]) -> list[tuple[str, str | None]]:
+    """(file, error) for each file to predict: the arguments in order, a folder replaced by the images and
+    arrays directly in it (by name). A folder with none of them is one error entry."""
+    files: list[tuple[str, str | None]] = []
+    for argument in arguments:
+        folder = Path(argument)
+        if not folder.is_dir():
+            files.append((argument, None))
+            continue
+        try:
+            found = sorted(str(p) for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
+                           and p.suffix.lower() in IMAGE_SUFFIXES | {".npy"})
+        except OSError as exc:
+            files.append((argument, f"{clip(argument)}: cannot list the folder ({exc.strerror or exc})"))
+            continue
+        files += [(file, None) for file in found] or [
+            (argument, f"{clip(argument)}: no images in this folder (PNG, JPEG, BMP, GIF, WebP, TIFF or .npy)")]
+    return files
+
+
+def load_items(path: str | Path, dataset: str) -> list[Item]:
+    """The pictures in a file, prepared as `dataset`'s images are: one for an image file, one or more for a
+    .npy. Any failure to read is a one-line DataError naming the file; a blank picture is an Item with a
+    warning instead."""
     path = require_file(path, "image file or .npy array")
     if path.suffix.lower() == ".npy":
-        return [_digit(name, image, prepared) for name, image, prepared in _load_npy(path)]
+        return [_item(name, image, dataset, ready) for name, image, ready in _read_array(path)]
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return [_digit(str(path), _read_image(path), False)]
+        gray = _read_image(path)
+        return [_item(str(path), gray, dataset, gray.shape == (28, 28))]
     raise DataError(f"{path}: unsupported file type {clip(path.suffix) or '(none)'}; use PNG/JPEG or .npy")
 
 
-def _digit(source: str, gray: np.ndarray, prepared: bool) -> Digit:
-    """`gray` (H, W) 0-255; `prepared`: already MNIST-style, used as it is."""
+def _item(source: str, gray: np.ndarray, dataset: str, ready: bool) -> Item:
+    """`gray` (H, W) 0-255; `ready`: already 28x28, taken to be made as the dataset's images are (someone who
+    brings a picture to exactly 28x28 has done so): only its polarity is checked."""
     if float(gray.max() - gray.min()) < MIN_CONTRAST:
-        return Digit(source, None, f"{source}: the image is blank or nearly one colour "
-                                   f"(contrast {gray.max() - gray.min():.0f} of 255); no digit to classify")
-    return Digit(source, gray.clip(0, 255).astype(np.uint8) if prepared else mnist_style(gray))
+        return Item(source, None, f"{source}: the image is blank or nearly one colour "
+                                  f"(contrast {gray.max() - gray.min():.0f} of 255); nothing to classify")
+    if ready:
+        if ink_is_dark(gray - corner_level(gray)):  # dark on light: the datasets have light on black
+            gray = 255.0 - gray
+        return Item(source, gray.clip(0, 255).round().astype(np.uint8))
+    return Item(source, prepare(gray, dataset))
+
+
+@contextlib.contextmanager
+def _pillow_limit(pixels: int):
+    """Pillow's own bomb check, set to our limit while a header is read (it refuses past twice its setting)."""
+    from PIL import Image
+
+    kept = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = pixels // 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = kept
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    """(H, W) float32 0-255, the picture upright (EXIF orientation applied), transparency as white, at most
+    about READ_SIDE on its longer side. Memory stays bounded: JPEG decodes at a reduced scale, other formats
+    are refused past MAX_DECODED_PIXELS before anything is decoded."""
+    from PIL import Image, ImageOps
 
-    too_large = f"{path}: more than the {MAX_PIXELS // 1_000_000} megapixels read; scale the image down"
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (on stderr) past ~89 megapixels and refuses past ~179; ours is a lower bound.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _pillow_limit(MAX_JPEG_PIXELS):
             image = Image.open(path)
         with image:
             width, height = image.size  # from the header: nothing is decoded yet
-            if width * height > MAX_PIXELS:
-                raise DataError(f"{too_large} ({width}x{height})")
+            if image.format == "JPEG":
+                if width * height > MAX_JPEG_PIXELS:
+                    raise DataError(f"{path}: {width}x{height} pixels is more than a photo has (limit "
+                                    f"{MAX_JPEG_PIXELS // 1_000_000:,} megapixels); not read")
+                scale = max(1, min(width, height) // READ_SIDE)
+                image.draft("L" if image.mode in ("L", "RGB", "CMYK", "YCbCr") else None,
+                            (width // scale, height // scale))
+            elif width * height > MAX_DECODED_PIXELS:
+                raise DataError(f"{path}: {width}x{height} pixels is more than the "
+                                f"{MAX_DECODED_PIXELS // 1_000_000} megapixels read from a {image.format or 'non-JPEG'} "
+                                f"file; save it as JPEG or scale it down")
             image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
                 # Transparent pixels are background: flatten onto white before going grey.
                 background = Image.new("RGBA", image.size, "white")
                 image = Image.alpha_composite(background, image.convert("RGBA"))
-            return np.asarray(image.convert("L"), dtype=np.float32)
+            if image.mode.startswith("I;16") or image.mode in ("I", "F"):  # 16-bit and float: scale to 8 bits
+                values = np.asarray(image, np.float32)
+                return values * (255.0 / max(float(values.max()), 1.0)) if values.max() > 255 else values
+            image = image.convert("L")
+            if max(image.size) > 2 * READ_SIDE:
+                image.thumbnail((2 * READ_SIDE, 2 * READ_SIDE), Image.Resampling.BOX)
+            return np.asarray(image, dtype=np.float32)
     except DataError:
         raise
     except Image.DecompressionBombError:
-        raise DataError(too_large) from None
+        raise DataError(f"{path}: refused: its header claims more pixels than any photo (a decompression bomb?)") \
+            from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read this image; scale it down") from None
     except Exception as exc:  # Pillow raises many kinds (OSError, ValueError, SyntaxError, ...)
         raise DataError(f"{path}: not a readable image ({brief(exc)})") from None
 
 
-def _load_npy(path: Path) -> list[tuple[str, np.ndarray, bool]]:
-    """(name, (H, W) float32 0-255, already MNIST-style) for each image of a .npy array."""
+def _read_array(path: Path) -> list[tuple[str, np.ndarray, bool]]:
+    """(name, (H, W) float32 0-255, already 28x28) for each picture of a .npy array, in the layouts LAYOUTS
+    names; anything else is refused with them named."""
     array = load_npy(path, MAX_ARRAY_BYTES)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array) \
             or array.size == 0:
-        raise DataError(f"{path}: expected a numeric image array, got dtype {array.dtype} shape {array.shape}")
+        raise DataError(f"{path}: expected a numeric image array, got dtype {array.dtype} shape {array.shape}; "
+                        f"accepted: {LAYOUTS}")
+    shape = array.shape
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise DataError(f"{path}: holds NaN or infinite values; an image has pixel values 0-255 or 0-1")
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or min(array.shape[1:]) < 1:
-        raise DataError(f"{path}: expected shape (H, W), (N, H, W) or (N, H, W, 1), got {array.shape}")
-    if array.max() <= 1.0:  # [0, 1] floats: bring to pixel scale
+    if array.min() < 0 or array.max() > 255:
+        raise DataError(f"{path}: values from {array.min():g} to {array.max():g}; pass pixel values 0-255 or "
+                        f"0-1 (not standardized ones)")
+    if array.max() <= 1.0:  # [0, 1] floats (or booleans): bring to pixel scale
         array = array * 255.0
+    if array.ndim == 1 and array.size == 784:
+        array = array.reshape(1, 28, 28)
+    elif array.ndim == 2 and shape[-1] == 784:  # (N, 784): flattened images, as in many tutorials
+        array = array.reshape(-1, 28, 28)
+    elif array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and shape[-1] in (3, 4) and shape[0] >= MIN_SIDE:  # one colour picture
+        array = _to_grey(array)[None]
+    elif array.ndim == 4 and shape[-1] == 1:
+        array = array[..., 0]
+    elif array.ndim == 4 and shape[-1] in (3, 4):
+        array = _to_grey(array)
+    elif array.ndim != 3:
+        array = None
+    if array is None or min(array.shape[1:]) < MIN_SIDE:
+        raise DataError(f"{path}: shape {shape} is not a layout of images; accepted: {LAYOUTS}")
     names = [str(path)] if len(array) == 1 else [f"{path}[{i}]" for i in range(len(array))]
-    # Arrays already in MNIST form (28x28, dark background) are used as they are.
     return [(name, image, image.shape == (28, 28)) for name, image in zip(names, array, strict=True)]
 
 
-def mnist_style(gray: np.ndarray) -> np.ndarray:
-    """Any-size grey image (0-255) -> (28, 28) uint8, light digit on black, size-normalized and mass-centred."""
-    from PIL import Image
-
-    if ink_is_dark(gray):  # dark ink on lighter paper: invert to MNIST's light-on-dark
-        gray = 255.0 - gray
-    gray = np.clip(gray - np.median(_border(gray)), 0, None)  # background to 0
-    if gray.max() <= 0:
-        return np.zeros((28, 28), np.uint8)
-    gray = gray * (255.0 / gray.max())
-    rows, cols = np.nonzero(gray > 0.1 * 255)  # ignore faint noise when finding the digit's box
-    digit = gray[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
-    scale = BOX / max(digit.shape)
-    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))  # (width, height)
-    small = np.asarray(Image.fromarray(digit.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
-    small = np.clip(small, 0, 255)
-    canvas = np.zeros((28, 28), np.float32)
-    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
-    canvas[top: top + small.shape[0], left: left + small.shape[1]] = small
-    return _centre_of_mass_to_middle(canvas).round().astype(np.uint8)
-
-
-def ink_is_dark(gray: np.ndarray) -> bool:
-    """Whether the strokes are darker than the background (the border's median). Decided by the pixels that
-    stand out most from the background, not by how light the background is: light ink on mid-grey paper
-    is light ink, however grey the paper."""
-    deviation = gray - np.median(_border(gray))
-    strong = np.abs(deviation) >= 0.5 * np.abs(deviation).max()
-    return float(deviation[strong].sum()) < 0
+def _to_grey(colour: np.ndarray) -> np.ndarray:
+    """(..., 3 or 4) 0-255 -> (...) grey, as Pillow's "L" conversion weighs colours; alpha flattened onto white."""
+    grey = colour[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    if colour.shape[-1] == 4:
+        alpha = colour[..., 3] / 255.0
+        grey = grey * alpha + 255.0 * (1 - alpha)
+    return grey
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """A (28, 28) uint8 digit as PNG bytes, exactly as the model sees it before normalization (light on dark):
+    """A (28, 28) uint8 image as PNG bytes, exactly as the model sees it before normalization (light on dark):
     predicting the PNG again gives the same answer."""
     import io
 
@@ -138,21 +200,3 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _border(image: np.ndarray) -> np.ndarray:
-    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-
-
-def _centre_of_mass_to_middle(image: np.ndarray) -> np.ndarray:
-    total = image.sum()
-    rows, cols = np.indices(image.shape)
-    shift_r = int(round(13.5 - (rows * image).sum() / total))
-    shift_c = int(round(13.5 - (cols * image).sum() / total))
-    shifted = np.zeros_like(image)
-    src_r = slice(max(0, -shift_r), min(28, 28 - shift_r))
-    src_c = slice(max(0, -shift_c), min(28, 28 - shift_c))
-    dst_r = slice(max(0, shift_r), min(28, 28 + shift_r))
-    dst_c = slice(max(0, shift_c), min(28, 28 + shift_c))
-    shifted[dst_r, dst_c] = image[src_r, src_c]
-    return shifted

@@ -30,3 +30,22 @@ def most_confident_mistakes(labels: np.ndarray, probabilities: np.ndarray, k: in
     wrong = np.flatnonzero(predictions != labels)
     confidence = probabilities[wrong, predictions[wrong]]
     return wrong[np.argsort(-confidence, kind="stable")[:k]]
+
+
+UNSURE_ACCURACY = 0.9  # answers less often right than this on validation are flagged as unsure
+
+
+def unsure_threshold(probabilities: np.ndarray, labels: np.ndarray, accuracy: float = UNSURE_ACCURACY) -> float:
+    """The confidence (top probability) below which a run's validation answers were right less than
+    `accuracy` of the time: the largest level such that the answers under it, taken together, fall short.
+    0.0 when no low-confidence group falls short (nothing is ever unsure); above 1 when the whole split does."""
+    confidence = probabilities.max(axis=1)
+    order = np.argsort(confidence, kind="stable")
+    right = (probabilities.argmax(axis=1) == labels)[order]
+    short = np.nonzero(np.cumsum(right) < accuracy * np.arange(1, len(right) + 1))[0]
+    if short.size == 0:
+        return 0.0
+    k = short[-1]  # the answers order[:k + 1] fall short together
+    if k + 1 == len(right):
+        return float(np.nextafter(np.float64(1.0), 2.0))
+    return float((confidence[order[k]] + confidence[order[k + 1]]) / 2)
