@@ -1,11 +1,14 @@
 """`mnist export`: a completed run's model as a SavedModel, a LiteRT (TFLite) file or ONNX, usable without this
 package: the file maps raw images to class probabilities with the run's preprocessing inside.
 
-Input `images`: (batch, 28, 28) float32 pixel values 0-255, any batch size. Output: (batch, 10) probabilities,
-computed as `mnist evaluate` computes them (normalization, softmax, and the mean over each image and its mirror
-image when the run tested with test_time_flip). All three go through Keras 3's own `model.export` (SavedModel via
-its ExportArchive; LiteRT via TensorFlow's TFLite converter on that SavedModel; ONNX via tf2onnx), given an
-explicit input signature because subclassed models have none of their own.
+Input `pixels`: (batch, 28, 28) float32 pixel values 0-255, light on dark, any batch size (an image whose pixels
+are all 1 or less is taken as 0-1 and scaled: feeding 0-1 floats is the commonest mistake, and would otherwise
+answer one class for everything). Output `probabilities`: (batch, 10), computed as `mnist evaluate` computes them
+(normalization, softmax, and the mean over each image and its mirror image when the run tested with
+test_time_flip). Each file carries these facts and the class names as metadata (METADATA_KEY): ONNX metadata
+properties, a TFLite metadata buffer, a SavedModel `metadata` signature. All three go through Keras 3's own export
+(SavedModel via its ExportArchive; LiteRT via TensorFlow's TFLite converter; ONNX via tf2onnx), given an explicit
+input signature because subclassed models have none of their own.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ FORMATS = {
     "onnx": ("onnx", "export/model.onnx", ("tf2onnx", "onnx")),
 }
 EXTRA_HINT = "pip install -e '.[export]'"
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}  # what the converters need on the files they write
+INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
+METADATA_KEY = "mnist_pipeline"
 
 
 def check_format(fmt: str) -> None:
@@ -67,6 +73,10 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
 
     check_format(fmt)
     target = Path(output) if output is not None else default_output(rf.run_folder(run_dir), fmt)
+    others = {suffix for name, suffix in SUFFIXES.items() if name != fmt}
+    if target.suffix.lower() in others:
+        raise ConfigError(f"--output {target}: its suffix names another format than {fmt}; end it with "
+                          f"{SUFFIXES[fmt]} or pass --format {next(k for k, v in SUFFIXES.items() if v == target.suffix.lower())}")
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
     if output is not None and not target.parent.is_dir():
@@ -75,11 +85,16 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
     serving = _serving_model(run)
     made_parent = not target.parent.is_dir()
     tmp = rf.temporary_name(target)
-    tmp = tmp.with_name(tmp.name + target.suffix)  # the converters look at the suffix
+    tmp = tmp.with_name(tmp.name + SUFFIXES.get(fmt, ""))  # the converters look at the suffix, not the target's
+    metadata = _metadata(run)
     try:
         target.parent.mkdir(exist_ok=True)  # the run's own export/ folder
-        _quietly(lambda: serving.export(str(tmp), format=FORMATS[fmt][0], input_signature=_signature(),
-                                        verbose=False))
+        if fmt == "savedmodel":
+            _quietly(lambda: _write_saved_model(serving, tmp, metadata))
+        else:
+            _quietly(lambda: serving.export(str(tmp), format=FORMATS[fmt][0], input_signature=_signature(),
+                                            verbose=False))
+            (_label_onnx if fmt == "onnx" else _label_tflite)(tmp, metadata)
         os.replace(tmp, target)
     except Exception as exc:
         _remove(tmp)
@@ -96,7 +111,73 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
 def _signature():
     import tensorflow as tf
 
-    return [tf.TensorSpec((None, 28, 28), tf.float32, name="images")]
+    return [tf.TensorSpec((None, 28, 28), tf.float32, name=INPUT_NAME)]
+
+
+def _metadata(run) -> dict:
+    """What a program using the file needs to know, in every format."""
+    from mnist_pipeline.config import CLASS_NAMES
+
+    return {"input": INPUT_NAME, "input_shape": ["batch", 28, 28], "input_dtype": "float32",
+            "input_range": "pixel values 0-255, light on dark as in the dataset (an image with every pixel at 1 or "
+                           "less is taken as 0-1 and scaled)",
+            "output": OUTPUT_NAME, "output_shape": ["batch", 10], "class_names": CLASS_NAMES[run.config.data.dataset],
+            "dataset": run.config.data.dataset, "run": run.run_dir.name, "model": run.config.model.name,
+            "test_accuracy": run.metrics.get("test_accuracy"), "unsure_below": run.metrics.get("unsure_below"),
+            "preprocessing": "mnist predict's recipe for the dataset (README \"Predict\")"}
+
+
+def _write_saved_model(serving, path: Path, metadata: dict) -> None:
+    """The SavedModel with a `serving_default` signature (pixels -> probabilities) and a `metadata` one that
+    returns the metadata as a JSON string."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(serving)
+    archive.add_endpoint("serve", serving.call, input_signature=_signature())
+    text = json.dumps(metadata)
+    archive.add_endpoint("metadata", tf.function(lambda: {METADATA_KEY: tf.constant(text)}), input_signature=[])
+    archive.write_out(str(path), verbose=False)
+
+
+def _label_onnx(path: Path, metadata: dict) -> None:
+    """Name the ONNX graph's output `probabilities` (tf2onnx calls it after a TensorFlow node) and add the
+    metadata as properties, which onnxruntime reads back (`get_modelmeta().custom_metadata_map`)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path))
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
+        node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
+    model.graph.output[0].name = OUTPUT_NAME
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata),
+                                        "class_names": json.dumps(metadata["class_names"]),
+                                        "input_range": metadata["input_range"]})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _label_tflite(path: Path, metadata: dict) -> None:
+    """Add the metadata as a named buffer of the TFLite flatbuffer (the format's place for it)."""
+    import json
+
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    buffer = schema.BufferT()
+    buffer.data = list(json.dumps(metadata).encode())
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    flatbuffer_utils.write_model(model, str(path))
 
 
 def _serving_model(run):
@@ -110,9 +191,11 @@ def _serving_model(run):
     normalization, flip, model = run.normalization, run.config.data.augmentation.test_time_flip, run.model
 
     class Serving(keras.Model):
-        def call(self, images):  # (batch, 28, 28) float32, 0-255
-            x = normalization.standardize(tf.expand_dims(images, -1) / 255.0)
-            return class_probabilities(model, x, flip)
+        def call(self, pixels):  # (batch, 28, 28) float32, 0-255
+            unit_scale = tf.reduce_max(pixels, axis=[1, 2], keepdims=True) <= 1.0  # 0-1 floats: scale them
+            pixels = tf.where(unit_scale, pixels * 255.0, pixels)
+            x = normalization.standardize(tf.expand_dims(pixels, -1) / 255.0)
+            return {OUTPUT_NAME: class_probabilities(model, x, flip)}
 
     serving = Serving()
     serving(keras.ops.zeros((1, 28, 28)))  # builds it: Keras exports only built models

@@ -17,8 +17,8 @@ from mnist_pipeline.data.prepare import Normalization, stratified_split
 from mnist_pipeline.data.sources import load_raw
 from mnist_pipeline.errors import ConfigError, DataError, OutputError, PipelineError, RunNotCompleted, brief, clip
 from mnist_pipeline.reports import run_files
-from mnist_pipeline.reports.metrics import UNSURE_ACCURACY
 from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports.metrics import UNSURE_ACCURACY
 
 
 @dataclass

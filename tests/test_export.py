@@ -20,43 +20,59 @@ from mnist_pipeline.trainer import class_probabilities
 FORMATS = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
 TOLERANCE = 1e-5  # float32 graphs of the same operations; measured up to 1.3e-6 (README)
 
-# Each client reads raw pixels from images.npy, writes probabilities.npy for the whole batch and for the first
-# three images alone (any batch size), and proves it ran without our package.
+# Each client reads raw pixels from images.npy and writes probabilities.npy for the whole batch, for the first
+# three images alone (any batch size) and for those three as 0-1 floats, reads the file's metadata, and proves it
+# ran without our package. Input and output are asked for by name: `pixels` -> `probabilities`.
 CLIENTS = {
     "savedmodel": """
         import tensorflow as tf
         model = tf.saved_model.load(path)
         serving = model.signatures["serving_default"]  # what TF Serving calls
-        (output,) = serving(images=tf.constant(images)).values()
-        whole, first = output.numpy(), model.serve(images[:3]).numpy()
+        whole = serving(pixels=tf.constant(images))["probabilities"].numpy()
+        first = model.serve(images[:3])["probabilities"].numpy()
+        unit = serving(pixels=tf.constant(images[:3] / 255))["probabilities"].numpy()
+        metadata = model.signatures["metadata"]()["mnist_pipeline"].numpy().decode()
     """,
     "tflite": """
+        from ai_edge_litert import schema_py_generated as schema
         from ai_edge_litert.interpreter import Interpreter
         runner = Interpreter(model_path=path).get_signature_runner()
-        (whole,) = runner(images=images).values()
-        (first,) = runner(images=images[:3]).values()
+        whole, first, unit = (runner(pixels=batch)["probabilities"]
+                              for batch in (images, images[:3], images[:3] / 255))
+        flat = schema.Model.GetRootAs(open(path, "rb").read())
+        (index,) = [i for i in range(flat.MetadataLength()) if flat.Metadata(i).Name() == b"mnist_pipeline"]
+        metadata = flat.Buffers(flat.Metadata(index).Buffer()).DataAsNumpy().tobytes().decode()
     """,
     "onnx": """
         import onnxruntime
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        whole, first = (session.run(None, {name: batch})[0] for batch in (images, images[:3]))
+        assert [i.name for i in session.get_inputs()] == ["pixels"], session.get_inputs()
+        whole, first, unit = (session.run(["probabilities"], {"pixels": batch})[0]
+                              for batch in (images, images[:3], images[:3] / 255))
+        metadata = session.get_modelmeta().custom_metadata_map["mnist_pipeline"]
     """,
 }
 
 
 def run_client(fmt: str, path: Path, images: np.ndarray, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(whole, first three) probabilities; also checks the 0-1 input and the metadata every format carries."""
     np.save(tmp_path / "images.npy", images.astype(np.float32))  # raw pixel values 0-255
     script = "\n".join([
-        "import sys", "import numpy as np", f"path = {str(path)!r}",
+        "import json, sys", "import numpy as np", f"path = {str(path)!r}",
         f"images = np.load({str(tmp_path / 'images.npy')!r})",
         textwrap.dedent(CLIENTS[fmt]),
-        f"np.savez({str(tmp_path / 'out.npz')!r}, whole=whole, first=first)",
+        f"np.savez({str(tmp_path / 'out.npz')!r}, whole=whole, first=first, unit=unit)",
+        f"open({str(tmp_path / 'metadata.json')!r}, 'w').write(metadata)",
         "assert not any(m.startswith('mnist_pipeline') for m in sys.modules), 'imported mnist_pipeline'",
     ])
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = np.load(tmp_path / "out.npz")
+    assert np.abs(out["unit"] - out["first"]).max() < 1e-4  # 0-1 floats are scaled, not read as near-black
+    metadata = json.loads((tmp_path / "metadata.json").read_text())
+    assert metadata["input"] == "pixels" and metadata["output"] == "probabilities"
+    assert metadata["input_shape"] == ["batch", 28, 28] and "0-255" in metadata["input_range"]
+    assert len(metadata["class_names"]) == 10 and metadata["dataset"] in ("mnist", "fashion_mnist")
     return out["whole"], out["first"]
 
 
@@ -128,3 +144,19 @@ def test_a_missing_converter_names_the_extra_before_training(rendered_dir, tmp_p
         assert done.stderr == ("error: export to onnx needs tf2onnx, from the export extra: "
                                "pip install -e '.[export]'\n")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt, name", [("tflite", "export-tflite"), ("onnx", "model.bin")])
+def test_an_output_path_without_the_formats_suffix_is_taken(fmt, name, trained_runs, rendered_dir, tmp_path):
+    done = mnist("export", trained_runs["smoke"], "--format", fmt, "--output", tmp_path / name)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left beside it
+    whole, _ = run_client(fmt, tmp_path / name, read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3), tmp_path)
+    assert np.abs(whole - recorded(trained_runs["smoke"])).max() < TOLERANCE
+
+
+def test_an_output_path_naming_another_format_is_refused(trained_runs, tmp_path):
+    done = mnist("export", trained_runs["smoke"], "--format", "tflite", "--output", tmp_path / "model.onnx")
+    assert done.returncode == 2 and not (tmp_path / "model.onnx").exists()
+    assert done.stderr == (f"error: --output {tmp_path / 'model.onnx'}: its suffix names another format than "
+                           f"tflite; end it with .tflite or pass --format onnx\n")

@@ -118,8 +118,8 @@ def _read_image(path: Path) -> np.ndarray:
                             (width // scale, height // scale))
             elif width * height > MAX_DECODED_PIXELS:
                 raise DataError(f"{path}: {width}x{height} pixels is more than the "
-                                f"{MAX_DECODED_PIXELS // 1_000_000} megapixels read from a {image.format or 'non-JPEG'} "
-                                f"file; save it as JPEG or scale it down")
+                                f"{MAX_DECODED_PIXELS // 1_000_000} megapixels read from a {image.format} file; "
+                                f"save it as JPEG or scale it down")
             image.load()
             image = ImageOps.exif_transpose(image)
             if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
