@@ -73,10 +73,10 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
 
     check_format(fmt)
     target = Path(output) if output is not None else default_output(rf.run_folder(run_dir), fmt)
-    others = {suffix for name, suffix in SUFFIXES.items() if name != fmt}
-    if target.suffix.lower() in others:
+    other = next((name for name, suffix in SUFFIXES.items() if name != fmt and suffix == target.suffix.lower()), None)
+    if other:
         raise ConfigError(f"--output {target}: its suffix names another format than {fmt}; end it with "
-                          f"{SUFFIXES[fmt]} or pass --format {next(k for k, v in SUFFIXES.items() if v == target.suffix.lower())}")
+                          f"{SUFFIXES.get(fmt, ' no suffix (a folder)')} or pass --format {other}")
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
     if output is not None and not target.parent.is_dir():
