@@ -121,18 +121,19 @@ def _read_image(path: Path) -> np.ndarray:
                                 f"{MAX_DECODED_PIXELS // 1_000_000} megapixels read from a {image.format} file; "
                                 f"save it as JPEG or scale it down")
             image.load()
+            if image.mode in ("P", "PA", "1"):  # palettes and bilevel: resampled only as full colour or grey
+                image = image.convert("RGBA" if image.mode != "1" else "L")
+            # Reduced before anything else is made from it: a 144-megapixel scan costs its decoded size once.
+            image.thumbnail((2 * READ_SIDE, 2 * READ_SIDE), Image.Resampling.BOX)
             image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
+            if image.mode in ("RGBA", "LA") or "transparency" in image.info:
                 # Transparent pixels are background: flatten onto white before going grey.
                 background = Image.new("RGBA", image.size, "white")
                 image = Image.alpha_composite(background, image.convert("RGBA"))
             if image.mode.startswith("I;16") or image.mode in ("I", "F"):  # 16-bit and float: scale to 8 bits
                 values = np.asarray(image, np.float32)
                 return values * (255.0 / max(float(values.max()), 1.0)) if values.max() > 255 else values
-            image = image.convert("L")
-            if max(image.size) > 2 * READ_SIDE:
-                image.thumbnail((2 * READ_SIDE, 2 * READ_SIDE), Image.Resampling.BOX)
-            return np.asarray(image, dtype=np.float32)
+            return np.asarray(image.convert("L"), dtype=np.float32)
     except DataError:
         raise
     except Image.DecompressionBombError:

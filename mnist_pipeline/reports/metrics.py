@@ -36,16 +36,20 @@ UNSURE_ACCURACY = 0.9  # answers less often right than this on validation are fl
 
 
 def unsure_threshold(probabilities: np.ndarray, labels: np.ndarray, accuracy: float = UNSURE_ACCURACY) -> float:
-    """The confidence (top probability) below which a run's validation answers were right less than
-    `accuracy` of the time: the largest level such that the answers under it, taken together, fall short.
-    0.0 when no low-confidence group falls short (nothing is ever unsure); above 1 when the whole split does."""
+    """The confidence (top probability) below which a run's validation answers were right less than `accuracy`
+    of the time. How often an answer is right, as a function of its confidence, is estimated by isotonic
+    regression (the most likely non-decreasing curve: more confident answers are not less often right); the
+    threshold lies where that curve reaches `accuracy`. 0.0 when it is there from the lowest confidence on
+    (nothing is ever unsure); above 1 when it never gets there (every answer is)."""
+    from scipy.optimize import isotonic_regression
+
     confidence = probabilities.max(axis=1)
-    order = np.argsort(confidence, kind="stable")
-    right = (probabilities.argmax(axis=1) == labels)[order]
-    short = np.nonzero(np.cumsum(right) < accuracy * np.arange(1, len(right) + 1))[0]
-    if short.size == 0:
-        return 0.0
-    k = short[-1]  # the answers order[:k + 1] fall short together
-    if k + 1 == len(right):
+    right = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    levels, group = np.unique(confidence, return_inverse=True)  # answers of one confidence count together
+    count = np.bincount(group, minlength=len(levels))
+    rate = isotonic_regression(np.bincount(group, right, len(levels)) / count, weights=count).x
+    reached = np.nonzero(rate >= accuracy)[0]
+    if reached.size == 0:
         return float(np.nextafter(np.float64(1.0), 2.0))
-    return float((confidence[order[k]] + confidence[order[k + 1]]) / 2)
+    first = reached[0]
+    return 0.0 if first == 0 else float((levels[first - 1] + levels[first]) / 2)
