@@ -75,8 +75,9 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
     target = Path(output) if output is not None else default_output(rf.run_folder(run_dir), fmt)
     other = next((name for name, suffix in SUFFIXES.items() if name != fmt and suffix == target.suffix.lower()), None)
     if other:
-        raise ConfigError(f"--output {target}: its suffix names another format than {fmt}; end it with "
-                          f"{SUFFIXES.get(fmt, ' no suffix (a folder)')} or pass --format {other}")
+        fix = f"end it with {SUFFIXES[fmt]}" if fmt in SUFFIXES else "drop the suffix (a SavedModel is a folder)"
+        raise ConfigError(f"--output {target}: its suffix names another format than {fmt}; {fix} or pass "
+                          f"--format {other}")
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
     if output is not None and not target.parent.is_dir():
