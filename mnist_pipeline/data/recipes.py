@@ -13,8 +13,6 @@ that runs along the picture's edge (a table, the sheet's edge) is dropped. Then 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
@@ -34,14 +32,6 @@ THIN_STROKE = 0.084
 TYPICAL_STROKE = 0.125
 
 
-@dataclass(frozen=True)
-class Ink:
-    """What is on the surface: `amount` (H, W) in [0, 1], 0 where there is only surface; `dark`: whether the ink
-    was darker than its surface (black on white) in the picture."""
-    amount: np.ndarray
-    dark: bool
-
-
 def prepare(gray: np.ndarray, dataset: str) -> np.ndarray:
     """A grey picture (H, W) 0-255 of one item -> (28, 28) uint8 as `dataset`'s images are made."""
     if dataset == "fashion_mnist":
@@ -52,8 +42,8 @@ def prepare(gray: np.ndarray, dataset: str) -> np.ndarray:
 def mnist_style(gray: np.ndarray) -> np.ndarray:
     """Any-size grey picture (0-255) of a digit -> (28, 28) uint8, light digit on black, size-normalized to
     MNIST's 20x20 box and mass-centred. Strokes much thinner than MNIST's (a ballpoint photographed) are
-    thickened to MNIST's thinnest usual width first: shrunk into the box they would be faint hairlines."""
-    ink = surface_and_ink(gray, large_item=False).amount
+    thickened to MNIST's median width first: shrunk into the box they would be faint hairlines."""
+    ink = surface_and_ink(gray, large_item=False)
     ratio = stroke_ratio(ink)
     if 0 < ratio < THIN_STROKE:
         ink = _thicken(ink, (TYPICAL_STROKE - ratio) * _extent(ink))
@@ -72,10 +62,10 @@ def fashion_style(gray: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     ink = surface_and_ink(gray, large_item=True)
-    rows, cols = np.nonzero(ink.amount > 0.05)  # the README's trim: 5% of the intensity range
+    rows, cols = np.nonzero(ink > 0.05)  # the README's trim: 5% of the intensity range
     if rows.size == 0:
         return np.zeros((28, 28), np.uint8)
-    item = ink.amount[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1] * 255.0
+    item = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1] * 255.0
     scale = 28 / max(item.shape)
     size = (max(1, round(item.shape[1] * scale)), max(1, round(item.shape[0] * scale)))  # (width, height)
     small = np.asarray(Image.fromarray(item.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
@@ -85,8 +75,9 @@ def fashion_style(gray: np.ndarray) -> np.ndarray:
     return canvas.clip(0, 255).round().astype(np.uint8)
 
 
-def surface_and_ink(gray: np.ndarray, large_item: bool) -> Ink:
-    """Separate the ink from the surface it is on, whatever the light.
+def surface_and_ink(gray: np.ndarray, large_item: bool) -> np.ndarray:
+    """How much ink covers each pixel, (H', W') in [0, 1], 0 where there is only the surface it is on, whatever
+    the light; at the picture's working size (WORK_SIDE at most).
 
     Strokes (`large_item` False: a digit): the surface's light is estimated everywhere from the picture itself,
     shapes running along the picture's edge are dropped, and the ink is stretched so the strokes' cores reach 1
@@ -103,16 +94,16 @@ def surface_and_ink(gray: np.ndarray, large_item: bool) -> Ink:
     # dimmer lamp scales ink and surface alike, so the share stays what it is in full light.
     amount = np.clip((surface - gray if dark else gray - surface) / np.maximum(surface, 16.0), 0, None)
     if large_item:  # what differs from the background by less than the README's 5% trim is background
-        return Ink(np.where(amount < 0.05, 0, np.clip(amount, 0, 1)), dark)
+        return np.where(amount < 0.05, 0, np.clip(amount, 0, 1))
     noise = 1.4826 * float(np.median(np.abs(amount - np.median(amount))))  # most of a digit's picture is paper
     amount = np.clip(amount - 3 * noise, 0, None)  # sensor noise and paper texture: under 3 sigma is surface
     if not amount.any():
-        return Ink(amount, dark)
+        return amount
     amount = _without_edge_shapes(amount)
     if amount.any():
         core = np.percentile(amount[amount > 0.5 * amount.max()], 75)  # the strokes' cores
         amount = np.clip(amount / core, 0, 1)
-    return Ink(np.clip(amount, 0, 1), dark)
+    return amount
 
 
 def ink_is_dark(difference: np.ndarray) -> bool:
