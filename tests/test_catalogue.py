@@ -488,7 +488,7 @@ CATALOGUE = [
     ("predict-npy-lying-header", predict(("big.npy", npy_lying_header())), 1, ["big.npy"]),
     ("predict-npy-objects", predict(("obj.npy", npy_bytes(np.array([None, 1], dtype=object)))), 1,
      ["obj.npy", "Python objects"]),
-    ("predict-folder", predict(("adir", lambda p: p.mkdir())), 1, ["adir", "is a folder"]),
+    ("predict-empty-folder", predict(("adir", lambda p: p.mkdir())), 1, ["adir", "no images in this folder"]),
     ("predict-missing", predict(("nothing.png", None)), 1, ["nothing.png", "file not found"]),
     ("predict-text-file", predict(("notes.txt", b"hello")), 1, ["notes.txt", "unsupported file type"]),
     ("predict-unfinished-run", on_run("predict", "resumable", None, lambda tmp: ROOT / "README.md"), 1,

@@ -106,6 +106,15 @@ def test_a_table_along_the_edge_of_the_photo_is_not_part_of_the_digit():
     assert np.corrcoef(mnist_style(stroke_image()).ravel(), seen.ravel())[0, 1] > 0.95
 
 
+def test_a_notebooks_ruled_lines_are_not_part_of_the_digit():
+    photo = stroke_image()
+    for row in (20, 40, 215, 230):  # rules above and below the digit, the faint blue of a school notebook
+        photo[row: row + 2, :] = 175
+    photo[:, 24:26] = 150  # and its margin line
+    seen = mnist_style(photo)
+    assert np.corrcoef(mnist_style(stroke_image()).ravel(), seen.ravel())[0, 1] > 0.95
+
+
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_a_28x28_picture_is_taken_as_the_dataset_makes_them_whatever_its_polarity(dataset, tmp_path):
     item = np.zeros((28, 28), np.uint8)
@@ -196,7 +205,8 @@ def test_a_huge_photo_reads_at_reduced_scale_and_a_bomb_is_refused_from_its_head
     Image.new("L", (8, 8)).save(small)
     for side, words in ((20_000, "20000x20000 pixels is more than the 150 megapixels read from a PNG file; "
                                  "save it as JPEG or scale it down"),
-                        (100_000, "refused: its header claims more pixels than any photo (a decompression bomb?)")):
+                        (100_000, "refused: its header claims over 9,600 megapixels, more than any photo "
+                                  "(a decompression bomb?)")):
         data = bytearray(small.read_bytes())
         data[16:24] = side.to_bytes(4, "big") * 2  # IHDR's width and height...
         data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # ...and its checksum

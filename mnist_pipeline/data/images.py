@@ -137,8 +137,8 @@ def _read_image(path: Path) -> np.ndarray:
     except DataError:
         raise
     except Image.DecompressionBombError:
-        raise DataError(f"{path}: refused: its header claims more pixels than any photo (a decompression bomb?)") \
-            from None
+        raise DataError(f"{path}: refused: its header claims over {MAX_JPEG_PIXELS // 1_000_000:,} megapixels, "
+                        f"more than any photo (a decompression bomb?)") from None
     except MemoryError:
         raise DataError(f"{path}: not enough memory to read this image; scale it down") from None
     except Exception as exc:  # Pillow raises many kinds (OSError, ValueError, SyntaxError, ...)

@@ -25,6 +25,10 @@ LIGHT_CELLS = 5  # ...as a median over 5x5 cells: ink covers a minority of any s
 EDGE_CONTACT = 0.2
 EDGE_MARGIN = 0.2
 EDGE_SPAN = 0.4
+# A notebook's ruled line: across RULE_SPAN of the picture or more (a digit, even a "1", leaves more margin than
+# that), and no thicker than RULE_WIDTH of it.
+RULE_SPAN = 0.9
+RULE_WIDTH = 0.03
 MIN_PART = 0.1  # a shape with less than this share of the largest shape's ink is a speck, not part of the item
 # MNIST's stroke width over digit height (`stroke_ratio` on its training digits, upscaled 8x): a digit thinner
 # than its 5th percentile is thickened to its median.
@@ -191,22 +195,25 @@ def corner_level(gray: np.ndarray) -> float:
 
 def _without_edge_shapes(amount: np.ndarray) -> np.ndarray:
     """The ink without what runs along the picture's edge (the table beside the sheet, the sheet's edge, a
-    shadow's edge) and without specks. An edge shape touches one side of the picture along a fifth of it or
-    more, or lies almost all within a margin along the sides and stretches along one of them; a digit near the
-    edge is shorter than that. Specks are judged after pieces of one stroke (chalk skipping, a pencil's gaps)
-    are grouped."""
+    shadow's edge), without a notebook's ruled lines that do not cross the digit, and without specks. An edge
+    shape touches one side of the picture along a fifth of it or more, or lies almost all within a margin along
+    the sides and stretches along one of them; a digit near the edge is shorter than that. Specks are judged
+    after pieces of one stroke (chalk skipping, a pencil's gaps) are grouped."""
     from scipy import ndimage
 
     shapes, count = ndimage.label(amount > 0.1 * amount.max(), structure=np.ones((3, 3)))
     labels = np.arange(1, count + 1)
     mass = ndimage.sum(amount, shapes, labels)
     in_margin = ndimage.sum(amount * _margin(amount.shape), shapes, labels) / np.maximum(mass, 1e-12)
-    along = np.array([max((rows.stop - rows.start) / amount.shape[0], (cols.stop - cols.start) / amount.shape[1])
-                      for rows, cols in ndimage.find_objects(shapes)])
     touching = np.zeros(count + 1)
     for side in (shapes[0], shapes[-1], shapes[:, 0], shapes[:, -1]):
         touching = np.maximum(touching, np.bincount(side, minlength=count + 1) / side.size)
-    edge = (touching[1:] >= EDGE_CONTACT) | ((in_margin > 0.8) & (along >= EDGE_SPAN))
+    extent = np.array([((rows.stop - rows.start) / amount.shape[0], (cols.stop - cols.start) / amount.shape[1])
+                       for rows, cols in ndimage.find_objects(shapes)])  # (height, width) as shares of the picture
+    along = extent.max(axis=1)
+    ruled = ((extent[:, 1] >= RULE_SPAN) & (extent[:, 0] <= RULE_WIDTH)) | \
+            ((extent[:, 0] >= RULE_SPAN) & (extent[:, 1] <= RULE_WIDTH))  # a notebook's lines, its margin
+    edge = (touching[1:] >= EDGE_CONTACT) | ((in_margin > 0.8) & (along >= EDGE_SPAN)) | ruled
     if edge.all():  # nothing but edge shapes: keep them rather than return nothing
         return amount
     amount = np.where(np.isin(shapes, labels[edge]), 0, amount)
