@@ -34,6 +34,7 @@ def test_report_holds_the_runs_numbers(trained_runs, name):
     assert summary["test accuracy"] == f"{metrics['test_accuracy']:.4f}"
     assert summary["test loss"] == f"{metrics['test_loss']:.4f}"
     assert summary["best validation accuracy"] == f"{metrics['best_val_accuracy']:.4f}"
+    assert summary["unsure below"].startswith(f"{min(metrics['unsure_below'], 1.0):.3f} confidence: ")
     assert summary["status"] == "completed"
     # What a person looks at first comes first; the details after.
     headings = re.findall(r"^## (.+)$", md, flags=re.MULTILINE)

@@ -179,6 +179,9 @@ def _headline_rows(config, metrics, status) -> list[list[str]]:
     rows = []
     if "test_accuracy" in metrics:
         rows += [["test accuracy", f"{metrics['test_accuracy']:.4f}"], ["test loss", f"{metrics['test_loss']:.4f}"]]
+        if isinstance(metrics.get("unsure_below"), float):  # runs before unsure levels have none
+            rows += [["unsure below", f"{min(metrics['unsure_below'], 1.0):.3f} confidence: validation answers "
+                      f"under it were right less than 90% of the time; `mnist predict` flags them"]]
     elif metrics.get("tested") is False:
         rows += [["test", "not evaluated: a sweep trial, chosen on validation only"]]
     if "best_epoch" in metrics:
