@@ -78,6 +78,8 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
         fix = f"end it with {SUFFIXES[fmt]}" if fmt in SUFFIXES else "drop the suffix (a SavedModel is a folder)"
         raise ConfigError(f"--output {target}: its suffix names another format than {fmt}; {fix} or pass "
                           f"--format {other}")
+    if output is not None and fmt in SUFFIXES and target.is_dir():  # a folder to write the file into, as cp does
+        target = target / Path(FORMATS[fmt][1]).name
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
     if output is not None and not target.parent.is_dir():
@@ -157,6 +159,8 @@ def _label_onnx(path: Path, metadata: dict) -> None:
         node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
         node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
     model.graph.output[0].name = OUTPUT_NAME
+    for value in (model.graph.input[0], model.graph.output[0]):  # tf2onnx names the batch axis "unk__N"
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata),
                                         "class_names": json.dumps(metadata["class_names"]),
                                         "input_range": metadata["input_range"]})

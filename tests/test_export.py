@@ -46,7 +46,7 @@ CLIENTS = {
     "onnx": """
         import onnxruntime
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        assert [i.name for i in session.get_inputs()] == ["pixels"], session.get_inputs()
+        assert [(i.name, i.shape) for i in session.get_inputs()] == [("pixels", ["batch", 28, 28])]
         whole, first, unit = (session.run(["probabilities"], {"pixels": batch})[0]
                               for batch in (images, images[:3], images[:3] / 255))
         metadata = session.get_modelmeta().custom_metadata_map["mnist_pipeline"]
@@ -153,6 +153,12 @@ def test_an_output_path_without_the_formats_suffix_is_taken(fmt, name, trained_r
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left beside it
     whole, _ = run_client(fmt, tmp_path / name, read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3), tmp_path)
     assert np.abs(whole - recorded(trained_runs["smoke"])).max() < TOLERANCE
+
+
+def test_an_existing_folder_as_output_gets_the_file_inside_it(trained_runs, tmp_path):
+    (tmp_path / "exports").mkdir()
+    done = mnist("export", trained_runs["smoke"], "--format", "onnx", "--output", tmp_path / "exports")
+    assert done.returncode == 0 and done.stdout == f"onnx: {tmp_path / 'exports' / 'model.onnx'}\n", done.stderr
 
 
 def test_an_output_path_naming_another_format_is_refused(trained_runs, tmp_path):

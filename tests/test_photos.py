@@ -98,6 +98,53 @@ def test_a_lighting_gradient_and_a_shadow_do_not_survive_into_the_input():
     assert lit[lit < 128].mean() < 8  # the background is black, not a grey wedge
 
 
+def corner_shadow(height: int, width: int) -> np.ndarray:
+    """A hand's or a phone's soft shadow over one corner of the page: 40% darker, a penumbra 8% wide."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return 1 - 0.4 * np.clip((xx - 0.6 * width) / (0.08 * width), 0, 1) * np.clip((yy - 0.6 * height) / (0.08 * width),
+                                                                                 0, 1)
+
+
+def test_a_shadow_over_a_corner_of_the_page_is_not_ink():
+    page = np.full((400, 600), 235.0, np.float32)
+    page[40:280, 60:360] = stroke_image((300, 240))  # the digit in the upper left, out of the shadow
+    seen = mnist_style(page * corner_shadow(400, 600) + np.random.default_rng(0).normal(0, 2, page.shape))
+    assert np.corrcoef(mnist_style(stroke_image()).ravel(), seen.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("light", ["even", "gradient", "corner shadow", "grain"])
+def test_a_blank_page_is_nothing_to_classify_whatever_its_light(light, tmp_path):
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:400, 0:600]
+    page = {"even": np.full((400, 600), 230.0), "gradient": 240 - 60 * xx / 600,
+            "corner shadow": 235 * corner_shadow(400, 600), "grain": rng.uniform(200, 240, (400, 600))}[light]
+    page = page + rng.normal(0, 2, page.shape)
+    Image.fromarray(page.clip(0, 255).astype(np.uint8)).save(tmp_path / "page.jpg", quality=80)
+    (item,) = load_items(tmp_path / "page.jpg", "mnist")
+    assert item.image is None and item.warning.endswith("nothing to classify")
+
+
+@pytest.mark.parametrize("polarity", ["white on black", "black on white"])
+def test_a_drawing_that_fills_its_canvas_keeps_its_strokes(polarity, tmp_path):
+    canvas = 255 - stroke_image((400, 400))  # light strokes on black, reaching close to the edges
+    canvas = canvas[20:380, 40:400]
+    drawn = canvas if polarity == "white on black" else 255 - canvas
+    Image.fromarray(drawn.clip(0, 255).astype(np.uint8)).save(tmp_path / "canvas.png")
+    (item,) = load_items(tmp_path / "canvas.png", "mnist")
+    with_margins = mnist_style(255 - stroke_image((400, 400)))
+    assert np.corrcoef(item.image.ravel(), with_margins.ravel())[0, 1] > 0.95
+
+
+def test_empty_and_heic_files_get_their_own_messages(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(DataError, match=r"empty\.jpg: the file is empty \(0 bytes\)$"):
+        load_items(tmp_path / "empty.jpg", "mnist")
+    with pytest.raises(DataError, match="unsupported file type .HEIC; use PNG, JPEG, BMP, GIF, WebP, TIFF or .npy; "
+                                        "convert HEIC/HEIF photos to JPEG first"):
+        load_items(tmp_path / "IMG_0001.HEIC", "mnist")
+
+
 def test_a_table_along_the_edge_of_the_photo_is_not_part_of_the_digit():
     photo = stroke_image()
     photo[:, :30] = 90  # a dark table along the left edge
@@ -111,6 +158,7 @@ def test_a_notebooks_ruled_lines_are_not_part_of_the_digit():
     for row in (20, 40, 215, 230):  # rules above and below the digit, the faint blue of a school notebook
         photo[row: row + 2, :] = 175
     photo[:, 24:26] = 150  # and its margin line
+    photo = photo * np.linspace(0.85, 1.0, 300) + np.random.default_rng(2).normal(0, 2, photo.shape)  # a photo
     seen = mnist_style(photo)
     assert np.corrcoef(mnist_style(stroke_image()).ravel(), seen.ravel())[0, 1] > 0.95
 

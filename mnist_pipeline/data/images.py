@@ -67,7 +67,9 @@ def load_items(path: str | Path, dataset: str) -> list[Item]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         gray = _read_image(path)
         return [_item(str(path), gray, dataset, gray.shape == (28, 28))]
-    raise DataError(f"{path}: unsupported file type {clip(path.suffix) or '(none)'}; use PNG/JPEG or .npy")
+    hint = "; convert HEIC/HEIF photos to JPEG first" if path.suffix.lower() in (".heic", ".heif") else ""
+    raise DataError(f"{path}: unsupported file type {clip(path.suffix) or '(none)'}; use PNG, JPEG, BMP, GIF, "
+                    f"WebP, TIFF or .npy{hint}")
 
 
 def _item(source: str, gray: np.ndarray, dataset: str, ready: bool) -> Item:
@@ -80,7 +82,11 @@ def _item(source: str, gray: np.ndarray, dataset: str, ready: bool) -> Item:
         if ink_is_dark(gray - corner_level(gray)):  # dark on light: the datasets have light on black
             gray = 255.0 - gray
         return Item(source, gray.clip(0, 255).round().astype(np.uint8))
-    return Item(source, prepare(gray, dataset))
+    prepared = prepare(gray, dataset)
+    if prepared.max() < MIN_CONTRAST:  # only grain, a gradient or a shadow: nothing stood out from the surface
+        return Item(source, None, f"{source}: nothing stands out from the paper or background (its grain, light "
+                                  f"and shadows removed); nothing to classify")
+    return Item(source, prepared)
 
 
 @contextlib.contextmanager
@@ -104,6 +110,8 @@ def _read_image(path: Path) -> np.ndarray:
     are refused past MAX_DECODED_PIXELS before anything is decoded."""
     from PIL import Image, ImageOps
 
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes)")
     try:
         with _pillow_limit(MAX_JPEG_PIXELS):
             image = Image.open(path)

@@ -30,6 +30,10 @@ EDGE_SPAN = 0.4
 RULE_SPAN = 0.9
 RULE_WIDTH = 0.03
 MIN_PART = 0.1  # a shape with less than this share of the largest shape's ink is a speck, not part of the item
+STANDS_OUT = 8  # ink stands out from the paper's noise by this many of its standard deviations...
+MIN_INK = 0.06  # ...and by this share of the surface's light at least; below both, the page is blank
+STROKE_LIMIT = 0.2  # wider than this share of the picture's shorter side is not a stroke (a frame-filling
+#                    digit's are about 12%)
 # MNIST's stroke width over digit height (`stroke_ratio` on its training digits, upscaled 8x): a digit thinner
 # than its 5th percentile is thickened to its median.
 THIN_STROKE = 0.084
@@ -89,25 +93,58 @@ def surface_and_ink(gray: np.ndarray, large_item: bool) -> np.ndarray:
     picture's border and extended inwards, and the ink keeps its contrast (a pale item stays pale: Fashion's
     shading)."""
     gray = _working_size(np.asarray(gray, np.float32))
-    if min(gray.shape) < SMALL_SIDE:
+    drawn = _drawn(gray)
+    if min(gray.shape) < SMALL_SIDE or (drawn and not large_item):
         surface = np.full_like(gray, corner_level(gray))
     else:
         surface = _border_light(gray) if large_item else _surface_light(gray)
     dark = ink_is_dark(gray - surface)
+    if not large_item and not drawn and min(gray.shape) >= SMALL_SIDE:
+        surface = _surface_around_strokes(gray, surface, dark)
     # The share of the surface's light that the ink takes away (dark ink) or adds (light ink): a shadow or a
     # dimmer lamp scales ink and surface alike, so the share stays what it is in full light.
-    amount = np.clip((surface - gray if dark else gray - surface) / np.maximum(surface, 16.0), 0, None)
+    share = (surface - gray if dark else gray - surface) / np.maximum(surface, 16.0)
+    amount = np.clip(share, 0, None)
     if large_item:  # what differs from the background by less than the README's 5% trim is background
         return np.where(amount < 0.05, 0, np.clip(amount, 0, 1))
-    noise = 1.4826 * float(np.median(np.abs(amount - np.median(amount))))  # most of a digit's picture is paper
-    amount = np.clip(amount - 3 * noise, 0, None)  # sensor noise and paper texture: under 3 sigma is surface
-    if not amount.any():
-        return amount
-    amount = _without_edge_shapes(amount)
-    if amount.any():
-        core = np.percentile(amount[amount > 0.5 * amount.max()], 75)  # the strokes' cores
-        amount = np.clip(amount / core, 0, 1)
-    return amount
+    noise = 1.4826 * float(np.median(np.abs(share - np.median(share))))  # most of a digit's picture is paper
+    if amount.max() < max(STANDS_OUT * noise, MIN_INK):  # grain, banding, a gradient's remains: a blank page
+        return np.zeros_like(amount)
+    # Sensor noise and the paper's grain: within 3 sigma of the paper's own level is paper.
+    amount = np.clip(share - float(np.median(share)) - 3 * noise, 0, None)
+    if not drawn and min(amount.shape) >= SMALL_SIDE:
+        amount = _without_edge_shapes(amount)
+    if amount.max() < MIN_INK:
+        return np.zeros_like(amount)
+    core = np.percentile(amount[amount > 0.5 * amount.max()], 75)  # the strokes' cores
+    return np.clip(amount / core, 0, 1)
+
+
+def _drawn(gray: np.ndarray) -> bool:
+    """Whether the picture was drawn (a canvas, a paint program) or scanned flat rather than photographed: its
+    four corners are within 3 grey levels of each other and half its pixels or more within 2 of them. Such a
+    picture has no uneven light or table to remove, and its strokes may fill the frame and touch its edges."""
+    size = max(1, min(gray.shape) // 10)
+    corners = [np.median(gray[rows, cols]) for rows in (slice(0, size), slice(-size, None))
+               for cols in (slice(0, size), slice(-size, None))]
+    if max(corners) - min(corners) > 3:
+        return False
+    return float(np.mean(np.abs(gray - np.median(corners)) <= 2)) >= 0.5
+
+
+def _surface_around_strokes(gray: np.ndarray, rough: np.ndarray, dark: bool) -> np.ndarray:
+    """The surface's brightness, refined where the `rough` estimate (smooth, from cell medians) cannot follow
+    the light: a morphological closing (dark ink) or opening (light ink) over a square STROKE_LIMIT of the
+    shorter side keeps everything wider than a stroke as it is (a shadow's soft edge and its corners), and the
+    strokes, narrower, vanish from it. Of the two estimates the one on the ink's side is taken: the closing
+    where a shadow is deeper than the smooth estimate, the smooth estimate where the closing would paint a
+    narrow table strip over as paper (the strip then shows as ink along the picture's edge, and is dropped)."""
+    from scipy import ndimage
+
+    size = max(3, round(STROKE_LIMIT * min(gray.shape)) | 1)
+    if dark:
+        return np.minimum(rough, ndimage.grey_closing(gray, size=(size, size)))
+    return np.maximum(rough, ndimage.grey_opening(gray, size=(size, size)))
 
 
 def ink_is_dark(difference: np.ndarray) -> bool:
@@ -201,7 +238,10 @@ def _without_edge_shapes(amount: np.ndarray) -> np.ndarray:
     after pieces of one stroke (chalk skipping, a pencil's gaps) are grouped."""
     from scipy import ndimage
 
-    shapes, count = ndimage.label(amount > 0.1 * amount.max(), structure=np.ones((3, 3)))
+    # A textured table's grain or a dashed band is one shape: pieces a few pixels apart are joined first.
+    close = max(1, round(max(amount.shape) / 120))
+    shapes, count = ndimage.label(ndimage.binary_dilation(amount > 0.1 * amount.max(), iterations=close),
+                                  structure=np.ones((3, 3)))
     labels = np.arange(1, count + 1)
     mass = ndimage.sum(amount, shapes, labels)
     in_margin = ndimage.sum(amount * _margin(amount.shape), shapes, labels) / np.maximum(mass, 1e-12)
