@@ -166,3 +166,10 @@ def test_an_output_path_naming_another_format_is_refused(trained_runs, tmp_path)
     assert done.returncode == 2 and not (tmp_path / "model.onnx").exists()
     assert done.stderr == (f"error: --output {tmp_path / 'model.onnx'}: its suffix names another format than "
                            f"tflite; end it with .tflite or pass --format onnx\n")
+
+
+def test_a_missing_format_is_one_line_naming_the_choices(trained_runs):
+    done = mnist("export", trained_runs["smoke"])
+    assert done.returncode == 2
+    assert done.stderr == ("error: Missing option '--format'. Choose from: savedmodel, tflite, onnx; "
+                           "see `mnist export --help`\n")

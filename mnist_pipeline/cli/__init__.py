@@ -38,7 +38,8 @@ class _Group(OrderedGroup):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
-            click.echo(f"error: {exc.format_message().rstrip('.')}{where}", err=True)
+            message = " ".join(exc.format_message().split())  # click lists choices over several lines
+            click.echo(f"error: {message.rstrip('.')}{where}", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
