@@ -160,7 +160,7 @@ def predict_files(run_dir: str | Path, files: list[str]) -> list[Prediction]:
     run = load_run(run_dir)
     dataset = run.config.data.dataset
     names = CLASS_NAMES[dataset]
-    unsure_below = run.metrics.get("unsure_below")  # recorded since mnist-pipeline 0.2
+    unsure_below = run.metrics.get("unsure_below")  # None for runs trained before unsure levels were recorded
     items: list[Item | Prediction] = []
     for file, error in input_files(files):
         if error:

@@ -117,10 +117,7 @@ def _read_image(path: Path) -> np.ndarray:
             image = Image.open(path)
         with image:
             width, height = image.size  # from the header: nothing is decoded yet
-            if image.format == "JPEG":
-                if width * height > MAX_JPEG_PIXELS:
-                    raise DataError(f"{path}: {width}x{height} pixels is more than a photo has (limit "
-                                    f"{MAX_JPEG_PIXELS // 1_000_000:,} megapixels); not read")
+            if image.format == "JPEG":  # past MAX_JPEG_PIXELS, Pillow refused it at open (_pillow_limit)
                 scale = max(1, min(width, height) // READ_SIDE)
                 image.draft("L" if image.mode in ("L", "RGB", "CMYK", "YCbCr") else None,
                             (width // scale, height // scale))

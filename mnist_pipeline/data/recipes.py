@@ -55,32 +55,35 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     ratio = stroke_ratio(ink)
     if 0 < ratio < THIN_STROKE:
         ink = _thicken(ink, (TYPICAL_STROKE - ratio) * _extent(ink))
-    digit = _boxed(ink)
-    if digit is None:
-        return np.zeros((28, 28), np.uint8)
-    canvas = np.zeros((28, 28), np.float32)
-    top, left = (28 - digit.shape[0]) // 2, (28 - digit.shape[1]) // 2
-    canvas[top: top + digit.shape[0], left: left + digit.shape[1]] = digit
+    canvas = _centred_in_28(ink, threshold=0.1, side=BOX)  # faint remains of noise do not widen the box
     return _centre_of_mass_to_middle(canvas).round().astype(np.uint8)
 
 
 def fashion_style(gray: np.ndarray) -> np.ndarray:
     """Any-size grey picture (0-255) of one clothing item -> (28, 28) uint8 as Fashion-MNIST makes its images:
     the item light on black with its own shading, trimmed, its longest edge 28 pixels, centred."""
+    ink = surface_and_ink(gray, large_item=True)
+    canvas = _centred_in_28(ink, threshold=0.05, side=28)  # the README's trim: 5% of the intensity range
+    return canvas.clip(0, 255).round().astype(np.uint8)
+
+
+def _centred_in_28(ink: np.ndarray, threshold: float, side: int) -> np.ndarray:
+    """The ink over `threshold`, cropped to its bounding box, scaled (aspect kept, anti-aliased) so its longer
+    edge is `side` pixels, and placed in the middle of a 28x28 field: (28, 28) float32 0-255, zeros if no ink."""
     from PIL import Image
 
-    ink = surface_and_ink(gray, large_item=True)
-    rows, cols = np.nonzero(ink > 0.05)  # the README's trim: 5% of the intensity range
-    if rows.size == 0:
-        return np.zeros((28, 28), np.uint8)
-    item = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1] * 255.0
-    scale = 28 / max(item.shape)
-    size = (max(1, round(item.shape[1] * scale)), max(1, round(item.shape[0] * scale)))  # (width, height)
-    small = np.asarray(Image.fromarray(item.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
     canvas = np.zeros((28, 28), np.float32)
+    rows, cols = np.nonzero(ink > threshold)
+    if rows.size == 0:
+        return canvas
+    item = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1] * 255.0
+    scale = side / max(item.shape)
+    size = (max(1, round(item.shape[1] * scale)), max(1, round(item.shape[0] * scale)))  # (width, height)
+    small = np.clip(np.asarray(Image.fromarray(item.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)),
+                    0, 255)
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
     canvas[top: top + small.shape[0], left: left + small.shape[1]] = small
-    return canvas.clip(0, 255).round().astype(np.uint8)
+    return canvas
 
 
 def surface_and_ink(gray: np.ndarray, large_item: bool) -> np.ndarray:
@@ -286,22 +289,10 @@ def _thicken(ink: np.ndarray, width: float) -> np.ndarray:
     return ndimage.grey_dilation(ink, footprint=xx ** 2 + yy ** 2 <= radius ** 2)
 
 
-def _boxed(ink: np.ndarray) -> np.ndarray | None:
-    """The ink's bounding box scaled to fit MNIST's 20x20 box, keeping its aspect ratio, 0-255; None if no ink."""
-    from PIL import Image
-
-    rows, cols = np.nonzero(ink > 0.1)  # faint remains of noise do not widen the box
-    if rows.size == 0:
-        return None
-    digit = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1] * 255.0
-    scale = BOX / max(digit.shape)
-    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))  # (width, height)
-    small = np.asarray(Image.fromarray(digit.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
-    return np.clip(small, 0, 255)
-
-
 def _centre_of_mass_to_middle(image: np.ndarray) -> np.ndarray:
     total = image.sum()
+    if total <= 0:  # no ink: nothing to move
+        return image
     rows, cols = np.indices(image.shape)
     shift_r = int(round(13.5 - (rows * image).sum() / total))
     shift_c = int(round(13.5 - (cols * image).sum() / total))
