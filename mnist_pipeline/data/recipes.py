@@ -127,9 +127,7 @@ def _drawn(gray: np.ndarray) -> bool:
     """Whether the picture was drawn (a canvas, a paint program) or scanned flat rather than photographed: its
     four corners are within 3 grey levels of each other and half its pixels or more within 2 of them. Such a
     picture has no uneven light or table to remove, and its strokes may fill the frame and touch its edges."""
-    size = max(1, min(gray.shape) // 10)
-    corners = [np.median(gray[rows, cols]) for rows in (slice(0, size), slice(-size, None))
-               for cols in (slice(0, size), slice(-size, None))]
+    corners = [np.median(patch) for patch in _corners(gray)]
     if max(corners) - min(corners) > 3:
         return False
     return float(np.mean(np.abs(gray - np.median(corners)) <= 2)) >= 0.5
@@ -228,9 +226,14 @@ def _border_light(gray: np.ndarray) -> np.ndarray:
 def corner_level(gray: np.ndarray) -> float:
     """The background's level in a small or dataset-made picture: the median of its four corners (a tenth of
     each side), which a centred item rarely reaches even when it spans the picture (a pullover, a "1")."""
+    return float(np.median(np.concatenate(_corners(gray), axis=None)))
+
+
+def _corners(gray: np.ndarray) -> list[np.ndarray]:
+    """The picture's four corner patches, a tenth of its shorter side square."""
     size = max(1, min(gray.shape) // 10)
-    return float(np.median(np.concatenate([gray[:size, :size], gray[:size, -size:], gray[-size:, :size],
-                                           gray[-size:, -size:]], axis=None)))
+    return [gray[rows, cols] for rows in (slice(0, size), slice(-size, None))
+            for cols in (slice(0, size), slice(-size, None))]
 
 
 def _without_edge_shapes(amount: np.ndarray) -> np.ndarray:
