@@ -11,7 +11,6 @@ checkpoint, and a full disk leaves the previous one.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import DataError, OutputError, RunFolderError, brief, clip
-from mnist_pipeline.files import MiB, load_npz
+from mnist_pipeline.files import MiB, load_npz, sha256_file
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.run_files import damaged, field, read_json
 
@@ -85,7 +84,7 @@ class Checkpointer:
             buffer = io.BytesIO()
             np.savez(buffer, *(state.best_weights or []))
             (tmp / BEST_WEIGHTS).write_bytes(buffer.getvalue())
-            files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
             (tmp / STATE).write_text(json.dumps({**self._state_dict(state), "files": files}))
             shutil.rmtree(final, ignore_errors=True)  # only when re-saving an epoch after a resume
             os.replace(tmp, final)
@@ -143,7 +142,7 @@ def read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray] | None]:
         file = path / name
         if "/" in name or not file.is_file():
             raise damaged(file, "missing from the checkpoint")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise damaged(file, "does not match the checkpoint's record of it (damaged after it was written)")
     next_epoch = field(data, state_path, "next_epoch", int, lambda n: n >= 1)
     history = field(data, state_path, "history", list, lambda h: len(h) == next_epoch)
@@ -167,11 +166,3 @@ def _cause(exc: BaseException) -> str:
         return exc.strerror
     text = str(exc).split(" [Op:")[0]
     return clip(text.rsplit("; ", 1)[-1].strip(), 120)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MiB), b""):
-            digest.update(block)
-    return digest.hexdigest()

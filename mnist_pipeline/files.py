@@ -7,6 +7,7 @@ failure is a one-line DataError naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 import zlib
@@ -19,6 +20,15 @@ from mnist_pipeline.errors import DataError, brief
 MiB = 1 << 20
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:

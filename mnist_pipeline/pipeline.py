@@ -23,10 +23,10 @@ from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
 from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError, Pruned, StopNow, WorkerLost
-from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
 from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table, unsure_threshold
+from mnist_pipeline.resume import RUN_FORMAT, Resumable, check_init_from, check_same_data, load_initial_weights, made_by
 
 
 def _ignore(*_: Any) -> None:
@@ -52,18 +52,6 @@ class Events:
 class RunResult:
     run_dir: Path | None  # None on a worker that is not the chief: the chief writes the run folder
     metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Resumable:
-    """A run folder checked for `--resume` and locked by this process (see `open_resumable`)."""
-
-    run_dir: Path
-    lock: rf.RunLock | None  # None on a worker that is not the chief: it reads the folder, the chief holds it
-    started: str
-    fingerprint: dict[str, Any]
-    topology: dict[str, Any] | None  # what the last checkpoint was trained on (None: before tf.distribute)
-    precision: str | None  # the Keras policy it trained under (None: a checkpoint from before `auto`)
 
 
 @dataclass(frozen=True)
@@ -98,6 +86,7 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     del raw  # the splits hold what training needs: the full training images would outlive their use (47 MB)
     if resume is not None:
         check_same_data(resume, data_fingerprint, source)
+    init_from = check_init_from(cfg) if resume is None else None  # fine-tuning: the weights' run, before TF
     events.log(f"data: {cfg.data.dataset}, train {splits.sizes['train']}, val {splits.sizes['val']}, "
                f"test {splits.sizes['test']}, {cfg.data.normalization}; from {source}")
     # TensorFlow loads here; a missing GPU, a cluster that does not form or another topology than the resumed
@@ -127,23 +116,28 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
         if resume is None:
             config_text = to_yaml(_reproducible(cfg))
             rf.write_text(run_dir / rf.CONFIG, config_text)
-            rf.write_json(run_dir / rf.FINGERPRINT, {"config_sha256": _sha256(config_text.encode()),
-                                                     "data_sha256": data_fingerprint, "data_source": source,
-                                                     "planned_training": planned})
+            fingerprint = {"config_sha256": _sha256(config_text.encode()), "data_sha256": data_fingerprint,
+                           "data_source": source, "planned_training": planned, "format": RUN_FORMAT,
+                           "made_by": made_by(), "init_from": init_from}
+            rf.write_json(run_dir / rf.FINGERPRINT, fingerprint)
         else:
-            planned = resume.fingerprint.get("planned_training")
+            fingerprint = resume.fingerprint
+            planned = fingerprint.get("planned_training")
         rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
         budget = {"epochs": cfg.training.epochs, "images": splits.sizes["train"],
                   "planned_epochs": planned[0] if planned else None, "planned_images": planned[1] if planned else None}
+        # Where the run's weights came from, besides its own epochs: metrics.json and the report say it.
+        origin = {key: fingerprint.get(key) for key in ("continued_from", "init_from")}
         metrics = _finish(cfg, splits, source, run_dir, events, rt, resume is not None, started, wall_start, test,
-                          budget)
+                          budget, origin)
     finally:
         lock.release()
     return RunResult(run_dir, metrics)
 
 
 def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime, resumed: bool, started: str,
-            wall_start: float, test: bool = True, budget: dict | None = None) -> dict[str, Any]:
+            wall_start: float, test: bool = True, budget: dict | None = None,
+            origin: dict | None = None) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
     summaries = None
@@ -152,11 +146,13 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
         if events.stop_requested():
             raise Interrupted("stopped before training started")
         metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries, test)
+        tool = made_by()  # this version, which finished the run (a resumed run may have started under another)
         metrics.update(
             wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device, cpu=rt.cpu,
             deterministic=rt.device.startswith("cpu"),
             seed=cfg.training.seed, dataset=cfg.data.dataset, data_source=source, split_sizes=splits.sizes,
-            train_class_counts=class_counts(splits.y_train), versions=runtime.library_versions(),
+            train_class_counts=class_counts(splits.y_train), made_by=tool,
+            versions={**runtime.library_versions(), "mnist_pipeline": tool["version"]}, **(origin or {}),
             mixed_precision=rt.precision.policy == "mixed_float16",
             precision=rt.precision.policy, precision_choice=rt.precision.to_dict(), budget=budget,
             resumed=resumed, started=started, finished=rf.utc_now().isoformat(timespec="seconds"),
@@ -214,48 +210,6 @@ def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:
     if isinstance(exc, StopNow):
         return StopNow(f"{exc}; {step}", exc.exit_code)
     return type(exc)(f"{exc}; {step}")
-
-
-def open_resumable(run_dir: str | Path, lock: bool = True) -> Resumable:
-    """The run folder, locked by this process, if it can be resumed: stopped (interrupted, failed, or killed
-    while running) with an intact checkpoint and its config unchanged. Otherwise a one-line refusal (exit 2,
-    or 1 for a damaged file), with the folder left as it was. Needs no TensorFlow. Without `lock` (a worker
-    that is not the chief, which holds the lock), the same checks, reading only."""
-    from mnist_pipeline.checkpoints import read_checkpoint
-
-    path = Path(run_dir)
-    if not path.is_dir() or not rf.is_run_folder(path):
-        raise ConfigError(f"--resume {path}: not a run folder (no status.json and config.yaml); "
-                          f"pass a folder under <output dir>/runs/")
-    run_lock = rf.RunLock(path) if lock else None
-    if run_lock is not None and not run_lock.acquire():
-        pid = run_files.read_status(path).get("pid", "?")
-        raise ConfigError(f"--resume {path}: another process (pid {pid}) is training this run right now; "
-                          f"wait for it to finish or stop it first")
-    status = run_files.read_status(path)
-    if status["status"] == "completed":
-        raise ConfigError(f"--resume {path}: the run is already completed; start a new run instead")
-    fingerprint = run_files.read_json(path / rf.FINGERPRINT)
-    recorded = run_files.field(fingerprint, path / rf.FINGERPRINT, "config_sha256", str)
-    run_files.field(fingerprint, path / rf.FINGERPRINT, "data_sha256", str)
-    if _sha256((path / rf.CONFIG).read_bytes()) != recorded:
-        raise ConfigError(f"--resume {path}: {rf.CONFIG} was changed after the run started, and a resumed run "
-                          f"must go on with the config it started with; restore the file, or start a new run "
-                          f"with `mnist train --config {path / rf.CONFIG}`")
-    checkpoint = rf.latest_checkpoint(path)
-    if checkpoint is None:
-        raise ConfigError(f"--resume {path}: no checkpoint: the run stopped before its first epoch ended; "
-                          f"start it again with `mnist train --config {path / rf.CONFIG}`")
-    state, _ = read_checkpoint(checkpoint)  # every file against its hash, before anything is loaded or written
-    return Resumable(path, run_lock, status.get("started", ""), fingerprint, state.get("topology"),
-                     state.get("precision"))
-
-
-def check_same_data(resume: Resumable, data_fingerprint: str, source: str) -> None:
-    if data_fingerprint != resume.fingerprint["data_sha256"]:
-        was = resume.fingerprint.get("data_source", "?")
-        raise ConfigError(f"--resume {resume.run_dir}: the data ({source}) is not the data the run started with "
-                          f"({was}); resume with the same data (--data-dir), or start a new run")
 
 
 def fingerprint_data(raw) -> str:
@@ -408,6 +362,9 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     else:
         events.log(f"XLA: off ({setup.jit_reason})")
 
+    if cfg.model.init_from and not resume:  # fine-tuning; a resumed run's weights come from its checkpoint
+        load_initial_weights(model, cfg.model.init_from)
+        events.log(f"starting from the weights of {cfg.model.init_from}")
     checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping, topology.to_dict(),
                                 writes_folder=chief, precision=rt.precision.policy)
     state = None

@@ -148,7 +148,7 @@ def test_resume_refuses_completed_runs_and_extra_options(earlier):
     done = invoke("train", "--resume", run_dir)
     assert done.exit_code == 2 and "already completed" in done.output
     mixed = invoke("train", "--resume", run_dir, "--config", MLP)
-    assert mixed.exit_code == 2 and "--resume continues a run with its saved config" in mixed.output
+    assert mixed.exit_code == 2 and "--resume goes on with the run's saved config; drop --config" in mixed.output
     assert snapshot(run_dir) == before
 
 

@@ -22,7 +22,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from mnist_pipeline.config import load_config
-from mnist_pipeline.pipeline import Events, open_resumable, run
+from mnist_pipeline.pipeline import Events, run
+from mnist_pipeline.resume import open_resumable
 
 SUBSET, BATCH = 200, 32  # 6 steps an epoch
 

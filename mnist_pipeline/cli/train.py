@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -22,7 +23,10 @@ from mnist_pipeline.errors import ConfigError, Interrupted
 @click.option("--epochs", type=int, help="Number of epochs (same as --set training.epochs=N).")
 @click.option("--output-dir", type=str, metavar="DIR", help="Where runs/ goes (default: outputs).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
-              help="Continue an interrupted run in its own folder from its last checkpoint.")
+              help="Continue a stopped run in its own folder from its last checkpoint; with more --epochs, train "
+                   "any run further in a new run folder.")
+@click.option("--init-from", "init_from", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Start from a completed run's weights (fine-tuning; same as --set model.init_from=RUN_DIR).")
 @click.option("--workers", metavar="HOST:PORT,...",
               help="Train as one of these machines (the same list on each; the first is the chief, which writes "
                    "the run folder): sets TF_CONFIG and training.distribute.strategy=multi_worker.")
@@ -31,13 +35,15 @@ from mnist_pipeline.errors import ConfigError, Interrupted
               help="Print only the result lines (test accuracy, run folder) and warnings: no bar, no epochs.")
 @click.option("--export", "exports", type=click.Choice(["savedmodel", "tflite", "onnx"]), multiple=True,
               help="Also export the finished model (as `mnist export`, into <run>/export/); repeatable.")
-def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir, workers,
+def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, resume_dir, init_from, workers,
           worker_index, quiet, exports) -> None:
     """Train the configured model, validate each epoch, test the best weights, write a run folder.
 
     A checkpoint is written after every epoch. Ctrl-C (or SIGTERM) stops after the current step (after the
     last epoch too: before the test) and marks the run interrupted (exit 130 / 143); a second Ctrl-C stops
-    at once. --resume continues it.
+    at once. --resume continues it exactly. --resume RUN --epochs N trains a run (completed or stopped)
+    further, up to N epochs in all, in a new run folder: the learning-rate schedule is laid out over the N
+    epochs, early stopping's patience starts again, and RUN stays as it was.
     Several devices: --set training.distribute.strategy=mirrored; several machines: --workers (README).
 
     Example: mnist train --config configs/cnn.yaml --set training.epochs=3 --device cpu
@@ -45,8 +51,9 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     from mnist_pipeline import distribute, runtime
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
     from mnist_pipeline.export import check_format, export_run, precision_note  # no TensorFlow until an export
-    from mnist_pipeline.pipeline import Events, open_resumable, run  # no TensorFlow until run() starts
+    from mnist_pipeline.pipeline import Events, run  # no TensorFlow until run() starts
     from mnist_pipeline.reports.run_files import short_run_note
+    from mnist_pipeline.resume import continue_run, open_resumable, wants_new_folder
 
     exports = list(dict.fromkeys(exports))
     for fmt in exports:  # a missing converter is said before training, not after
@@ -57,15 +64,27 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
         distribute.set_workers(workers, worker_index)
     flags = {"data.data_dir": data_dir, "training.device": device, "training.seed": seed,
              "training.epochs": epochs, "output.dir": output_dir,
+             "model.init_from": os.path.abspath(init_from) if init_from else None,
              "training.distribute.strategy": "multi_worker" if workers and not resume_dir else None}
     resume = None
     if resume_dir:
-        if config_path or overrides or seed is not None or epochs is not None or output_dir:
-            raise ConfigError("--resume continues a run with its saved config; it takes only --data-dir, "
-                              "--device and --workers (drop --config, --set, --seed, --epochs, --output-dir)")
-        cluster = distribute.cluster_from_env()
-        # Locks the folder: a second --resume is refused from here on. Other workers of a cluster only read it.
-        resume = open_resumable(resume_dir, lock=cluster is None or cluster.chief)
+        given = [name for name, value in (("--config", config_path), ("--set", overrides), ("--seed", seed),
+                                           ("--output-dir", output_dir), ("--init-from", init_from))
+                 if value not in (None, ())]
+        if given:
+            raise ConfigError(f"--resume goes on with the run's saved config; drop {', '.join(given)} "
+                              f"(it takes --epochs, --data-dir, --device and --workers)")
+        if epochs is not None and wants_new_folder(resume_dir, epochs):
+            if workers:
+                raise ConfigError("--resume with more --epochs makes a new run folder, on one machine; drop "
+                                  "--workers")
+            resume = continue_run(resume_dir, epochs)
+            click.echo(f"training {resume_dir} further, up to epoch {epochs}, in a new run folder "
+                       f"{resume.run_dir} ({resume_dir} stays as it was)")
+        else:
+            cluster = distribute.cluster_from_env()
+            # Locks the folder: a second --resume is refused from here on. Other workers only read it.
+            resume = open_resumable(resume_dir, lock=cluster is None or cluster.chief)
         config_path = resume.run_dir / "config.yaml"
     cfg = load_config(config_path, overrides, flags)
     # What the config plans as written: --epochs, --set and a smaller --data-dir can make a run far shorter.

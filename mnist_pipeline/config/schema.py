@@ -229,6 +229,9 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: StrictStr = Field("mlp", description="registry name: linear, mlp, deep_mlp or cnn")
     params: dict[str, Any] = Field(default_factory=dict, description="the model's arguments (`mnist models`)")
+    init_from: Annotated[StrictStr, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="a completed run folder of the same model whose weights training starts from "
+                          "(fine-tuning; `mnist train --init-from RUN`); null = random weights")
 
     @field_validator("name")
     @classmethod
