@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mnist_pipeline.config import shipped
 from mnist_pipeline.config.docs import describe_fields, type_in_words
 from mnist_pipeline.config.schema import MAX_TRAINING_BYTES, MODEL_PARAMS, RunConfig, training_memory
 from mnist_pipeline.errors import ConfigError, clip, quote
@@ -28,8 +29,9 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
     `flags` maps dotted keys to already-typed values (from dedicated CLI options); None values are skipped.
     Raises ConfigError with one line naming the field, the value and what is allowed.
     """
+    path = shipped.find(path) if path else None
     source = str(path) if path else "config"
-    raw = _read_with_bases(Path(path)) if path else {}
+    raw = _read_with_bases(path) if path else {}
     if path:
         if raw.get("output") is None:
             raw["output"] = {}
@@ -128,8 +130,12 @@ def to_yaml(cfg: RunConfig) -> str:
 
 def _read_yaml(path: Path, what: str = "config file", example: str = "configs/cnn.yaml") -> dict[str, Any]:
     """A YAML mapping read within the bounds of `parse_yaml`; `what` and `example` word the errors."""
+    if not path.exists():
+        space = what == "space file"
+        raise ConfigError(f"{what} {quote(str(path))} not found; pass a YAML file, or the name of one that ships "
+                          f"with mnist-pipeline ({', '.join(shipped.names(space)[:6])}, ...: `mnist config list`)")
     if not path.is_file():
-        problem = "is a folder, not" if path.is_dir() else "not found; pass" if not path.exists() else "is not"
+        problem = "is a folder, not" if path.is_dir() else "is not"
         raise ConfigError(f"{what} {quote(str(path))} {problem} a YAML file (e.g. {example})")
     try:
         with open(path, "rb") as f:

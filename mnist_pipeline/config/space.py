@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, StrictBool, StrictInt, Tag, ValidationError, field_validator, model_validator
 
+from mnist_pipeline.config import shipped
 from mnist_pipeline.config.loading import _describe, _read_yaml, load_config
 from mnist_pipeline.config.schema import Number, _Section
 from mnist_pipeline.errors import ConfigError, quote
@@ -102,7 +103,8 @@ class SweepSpace(_Section):
 
 def load_space(path: str | Path) -> SweepSpace:
     """Read and validate a space file (its own schema only: `check_space` checks it against a config)."""
-    raw = _read_yaml(Path(path), what="space file", example="configs/sweeps/mlp.yaml")
+    path = shipped.find(path, space=True)
+    raw = _read_yaml(path, what="space file", example="configs/sweeps/mlp.yaml")
     for key in raw:  # a misspelt section first: "params is required" would hide the cause
         if key not in SweepSpace.model_fields:
             hint = difflib.get_close_matches(str(key), list(SweepSpace.model_fields), n=1)

@@ -1,0 +1,43 @@
+"""The configs that ship inside the package (run configs, study lessons, sweep spaces), found by name from any
+folder: `--config cnn`, `--config study/perceptron`, `--space mlp`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHIPPED = Path(__file__).resolve().parent.parent / "configs"
+SPACES = "sweeps"  # the sweep spaces' subfolder
+
+
+def find(path: str | Path, space: bool = False) -> Path:
+    """`path` itself when it exists; else the shipped file it names (`cnn`, `cnn.yaml`, `configs/cnn.yaml` as
+    typed outside the repository, `study/perceptron`; for a space, `mlp` means sweeps/mlp.yaml). A name that
+    is neither comes back unchanged, for the reader to say it is not found."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    name = given.as_posix().removeprefix("./").removeprefix("configs/")
+    if space and not name.startswith(f"{SPACES}/"):
+        name = f"{SPACES}/{name}"
+    for candidate in (name, f"{name}.yaml"):
+        found = SHIPPED / candidate
+        if found.is_file() and ".." not in Path(candidate).parts:
+            return found
+    return given
+
+
+def listing(space: bool = False) -> list[tuple[str, str]]:
+    """(name to pass, first comment line) of every shipped run config, or of every sweep space."""
+    root = SHIPPED / SPACES if space else SHIPPED
+    files = sorted(p for p in root.rglob("*.yaml") if space or SPACES not in p.relative_to(root).parts)
+    return [(p.relative_to(root).with_suffix("").as_posix(), _summary(p)) for p in files]
+
+
+def names(space: bool = False) -> list[str]:
+    return [name for name, _ in listing(space)]
+
+
+def _summary(path: Path) -> str:
+    """The file's first comment line: every shipped config starts by saying what it is."""
+    first = path.read_text().lstrip().splitlines()[:1]
+    return first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""

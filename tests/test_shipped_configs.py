@@ -1,0 +1,64 @@
+"""The configs that ship with mnist-pipeline: found by name from any folder, listed, and packaged."""
+
+import fnmatch
+import json
+import re
+
+from click.testing import CliRunner
+
+from conftest import ROOT
+from mnist_pipeline.cli import cli
+from mnist_pipeline.config import load_config
+from mnist_pipeline.config.shipped import SHIPPED, listing
+from mnist_pipeline.config.space import load_space
+
+
+def show(*args):
+    result = CliRunner().invoke(cli, ["config", "show", *args])
+    return result.exit_code, result.output
+
+
+def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    expected = show(str(ROOT / "configs/cnn.yaml"))
+    monkeypatch.chdir(tmp_path)
+    assert show("cnn") == show("cnn.yaml") == show("configs/cnn.yaml") == expected
+    assert expected[0] == 0 and "name: cnn" in expected[1]
+    assert load_config("study/perceptron") == load_config(SHIPPED / "study/perceptron.yaml")
+    assert load_config("study/fitting/overfit") == load_config(SHIPPED / "study/fitting/overfit.yaml")
+    assert load_space("smoke") == load_space(SHIPPED / "sweeps/smoke.yaml") == load_space("sweeps/smoke")
+
+
+def test_a_file_of_the_same_name_here_wins_over_the_shipped_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cnn").write_text("training:\n  epochs: 7\n")
+    assert load_config("cnn").training.epochs == 7
+
+
+def test_an_unknown_name_lists_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, output = show("cnnn")
+    assert code == 2 and output.count("\n") == 1
+    assert "config file 'cnnn' not found; pass a YAML file, or the name of one that ships" in output
+    assert "cnn, cnn_fashion" in output and "`mnist config list`" in output
+    for escape in ("../mnist_pipeline/config/schema", "/etc/passwd.yaml"):
+        code, output = show(escape)
+        assert code == 2 and "not found" in output
+
+
+def test_every_shipped_config_is_valid_described_and_packaged():
+    # (tomllib is Python 3.11+; the package supports 3.10) the one line that lists the package's data files
+    line = re.search(r"^mnist_pipeline = (\[.*\])$", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    patterns = {"mnist_pipeline": json.loads(line)}
+    files = sorted(SHIPPED.rglob("*.yaml"))
+    assert len(files) >= 20
+    for path in files:  # what a wheel carries: pip installs the configs with the code
+        relative = path.relative_to(SHIPPED.parent).as_posix()
+        assert any(fnmatch.fnmatch(relative, p) and relative.count("/") == p.count("/")
+                   for p in patterns["mnist_pipeline"]), relative
+    runs, spaces = listing(), listing(space=True)
+    assert len(runs) + len(spaces) == len(files)
+    assert all(summary for _, summary in runs + spaces)  # each says what it is
+    for name, _ in runs:
+        load_config(name)
+    for name, _ in spaces:
+        load_space(name)
