@@ -3,6 +3,8 @@
 import json
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -12,8 +14,10 @@ from mnist_pipeline.cli import cli
 ROOT = Path(__file__).parent.parent
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+def invoke(*args, columns=200):
+    """`mnist ARGS` in a terminal `columns` wide (wide by default: the tests that read cells by position see
+    every column)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], env={"COLUMNS": str(columns)})
 
 
 def metric(run_dir, key):
@@ -36,14 +40,15 @@ def test_compare_ranks_runs_on_validation_and_lists_a_failed_one(trained_runs, t
     assert rows[2].split()[1] == "failed" and rows[2].split()[7] == "-"  # no test accuracy
     best = trained_runs[order[0]]
     assert rows[0].split()[6:8] == [f"{metric(best, 'best_val_accuracy'):.4f}", f"{metric(best, 'test_accuracy'):.4f}"]
-    assert result.output.splitlines()[-2] == (
+    assert result.output.splitlines()[-3] == (
         f"best on validation: {best.name} ({metric(best, 'model')}, val {metric(best, 'best_val_accuracy'):.4f}, "
         f"test {metric(best, 'test_accuracy'):.4f})")
     (out_dir,) = (tmp_path / "comparisons").iterdir()
     md = (out_dir / "comparison.md").read_text()
     assert md.index(trained_runs[order[0]].name) < md.index(trained_runs[order[1]].name) < md.index(failed.name)
     assert (out_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    assert result.output.splitlines()[-1] == f"comparison: {out_dir / 'comparison.md'}"
+    assert result.output.splitlines()[-2:] == [f"wrote {out_dir / 'comparison.md'}",
+                                               f"wrote {out_dir / 'comparison.png'}"]
 
 
 def test_compare_without_arguments_ranks_every_run_by_validation_with_the_differing_keys(trained_runs, tmp_path):
@@ -97,9 +102,121 @@ def test_compare_all_finds_every_run_and_errors_without_any(trained_runs, tmp_pa
     empty = invoke("compare", "--all", "--output-dir", tmp_path / "empty")
     assert empty.exit_code == 2 and "no runs to compare: none under" in empty.output
     default = invoke("compare", "--output-dir", tmp_path)  # --all is the default
-    assert default.exit_code == 0 and default.output.splitlines()[:-1] == result.output.splitlines()[:-1]
+    assert default.exit_code == 0 and default.output.splitlines()[:-2] == result.output.splitlines()[:-2]
+    assert len(list((tmp_path / "comparisons").iterdir())) == 2  # --all --output-dir: written there
     missing = invoke("compare", tmp_path / "nope")
-    assert missing.exit_code == 2 and "no such run folder" in missing.output
+    assert missing.exit_code == 2 and "nope: no such run folder; pass run folders" in missing.output
+    (tmp_path / "file").write_text("")
+    a_file = invoke("compare", tmp_path / "file")
+    assert a_file.exit_code == 2 and "file: is a file, not a run folder" in a_file.output
+    both = invoke("compare", "--all", tmp_path / "runs" / "20990101T000000Z-running")
+    assert both.exit_code == 2 and "error: give RUN_DIR... or --all, not both" in both.output
+
+
+def written(result) -> list[Path]:
+    return [Path(line.removeprefix("wrote ")) for line in result.output.splitlines() if line.startswith("wrote ")]
+
+
+def test_compare_writes_beside_the_runs_wherever_it_is_run_from(trained_runs, tmp_path, monkeypatch):
+    """Issue 29: `mnist compare /data/exp/runs/a /data/exp/runs/b` from $HOME wrote ./outputs/comparisons/."""
+    exp = tmp_path / "data" / "exp"
+    runs = [shutil.copytree(path, exp / "runs" / path.name) for path in trained_runs.values()]
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    result = invoke("compare", *runs)
+    assert result.exit_code == 0, result.output
+    (out_dir,) = (exp / "comparisons").iterdir()  # <output dir>/runs/ -> <output dir>/comparisons/
+    assert written(result) == [out_dir / "comparison.md", out_dir / "comparison.png"]
+    assert all(file.is_file() for file in written(result)) and list(home.iterdir()) == []
+    monkeypatch.chdir(exp)  # relative paths: the same place, printed in full
+    relative = invoke("compare", *(Path("runs") / run.name for run in runs))
+    assert written(relative)[0].parent.parent == exp / "comparisons" and written(relative)[0].is_absolute()
+    apart = [shutil.copytree(run, tmp_path / "data" / folder / run.name)
+             for run, folder in zip(runs, "ab", strict=True)]
+    result = invoke("compare", *apart)  # no shared runs/ folder: into the deepest folder holding them all
+    assert result.exit_code == 0 and written(result)[0].parent.parent == tmp_path / "data" / "comparisons"
+    chosen = invoke("compare", *runs, "--output-dir", home / "mine")  # given explicitly, it wins
+    assert chosen.exit_code == 0 and written(chosen)[0].parent.parent == home / "mine" / "comparisons"
+    monkeypatch.chdir(exp.parent)  # no RUN_DIR, no --output-dir: ./outputs/runs, written to ./outputs
+    shutil.copytree(exp / "runs", exp.parent / "outputs" / "runs")
+    default = invoke("compare")
+    assert default.exit_code == 0 and written(default)[0].parent.parent == exp.parent / "outputs" / "comparisons"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder would go")
+    refused = invoke("compare", *runs, "--output-dir", blocked)
+    assert refused.exit_code == 1 and refused.output.startswith(f"error: {blocked / 'comparisons'}: cannot write")
+    assert "pass --output-dir DIR, a folder you can write to" in refused.output
+
+
+def test_compare_of_real_runs_does_not_import_tensorflow(trained_runs, tmp_path):
+    """The table, the choice of columns, comparison.md and .png come from files alone."""
+    runs = [shutil.copytree(path, tmp_path / "runs" / path.name) for path in trained_runs.values()]
+    probe = ("import sys\nfrom click.testing import CliRunner\nfrom mnist_pipeline.cli import cli\n"
+             f"result = CliRunner().invoke(cli, ['compare', *{[str(r) for r in runs]!r}], env={{'COLUMNS': '80'}})\n"
+             "print(result.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "0 False False", done.stdout + done.stderr
+    assert len(list((tmp_path / "comparisons").iterdir())) == 1
+
+
+def variant(source: Path, folder: Path, val: float, **values) -> Path:
+    """A copy of a trained run whose config.yaml has `values` (`subset="100"`) and best_val_accuracy `val`."""
+    run = shutil.copytree(source, folder)
+    config = (run / "config.yaml").read_text()
+    for key, value in values.items():
+        line = next(line for line in config.splitlines() if line.strip().startswith(f"{key}: "))
+        config = config.replace(line, f"{line.split(':')[0]}: {value}")
+    (run / "config.yaml").write_text(config)
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "best_val_accuracy": val}))
+    return run
+
+
+def explaining_runs(trained_runs, folder: Path) -> list[Path]:
+    """Four runs whose ranking data.subset explains; learning_rate and seed vary too, but explain nothing."""
+    mlp = trained_runs["mlp"]
+    return [variant(mlp, folder / f"2099010{n + 1}T000000Z-mlp", val, subset=subset, learning_rate=lr, seed=seed)
+            for n, (val, subset, lr, seed) in enumerate([(0.95, "null", 0.001, 1), (0.96, "null", 0.003, 2),
+                                                         (0.70, 100, 0.001, 3), (0.71, 100, 0.003, 4)])]
+
+
+def test_keys_are_ranked_by_the_share_of_accuracy_variance_they_explain(trained_runs, tmp_path):
+    from mnist_pipeline.reports.compare import differing_keys, explained_share, keys_by_explanation, summarize_run
+
+    summaries = [summarize_run(run) for run in explaining_runs(trained_runs, tmp_path)]
+    keys = differing_keys(summaries)
+    assert sorted(keys) == ["data.subset", "training.learning_rate", "training.seed"]
+    ranked = keys_by_explanation(summaries, keys)
+    # subset: groups (0.95, 0.96) and (0.70, 0.71); within 0.0001 over 2 degrees of freedom, total 0.0626 over 3.
+    assert ranked[0][0] == "data.subset" and abs(ranked[0][1] - (1 - (0.0001 / 2) / (0.0626 / 3))) < 1e-9
+    # learning_rate splits each subset group: worse than chance, so 0; seed has a value per run: nothing to tell.
+    assert ranked[1:] == [("training.learning_rate", 0.0), ("training.seed", 0.0)]  # fewer values first
+    assert explained_share(summaries[:1], "data.subset") == 0.0  # one run: nothing to explain
+
+
+def test_compare_table_fits_the_terminal_with_the_key_that_explains_the_ranking(trained_runs, tmp_path):
+    """Issue 29: a ~220-column table showed the first five differing keys and hid data.subset."""
+    runs = explaining_runs(trained_runs, tmp_path / "runs")
+    narrow = invoke("compare", *runs, columns=80)
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.output.splitlines()
+    header, rule, *rows = lines[:2 + len(runs)]
+    assert all(len(line) <= 80 for line in lines[:3 + len(runs)]), narrow.output
+    assert header.split()[:3] == ["run", "status", "model"] and "subset" in header.split()
+    assert "learning_rate" not in header and "seed" not in header
+    assert [row.split()[-1] for row in rows] == ["null", "null", "100", "100"]  # ranked: subset explains it
+    note = lines[2 + len(runs)]
+    assert note == "no room for: learning_rate, seed, parameters, train s (all in comparison.md)"
+    wide = invoke("compare", *runs, columns=200)
+    header = wide.output.splitlines()[0]
+    assert header.split()[-3:] == ["subset", "learning_rate", "seed"]  # best explanation first
+    assert not any(line.startswith("no room for") for line in wide.output.splitlines())
+    payload = json.loads(invoke("compare", *runs, "--json", columns=80).output)  # JSON and files keep every key
+    assert sorted(payload["differing_keys"]) == ["data.subset", "training.learning_rate", "training.seed"]
+    assert set(payload["runs"][0]["config"]) == set(payload["differing_keys"])
+    md = Path(payload["comparison"]).read_text()
+    assert all(f"| {name} " in md for name in ("subset", "learning_rate", "seed", "parameters", "train s"))
 
 
 def test_diagnose_gradients_help_example_shows_vanishing_gradients_with_sigmoid(idx_dir, tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mnist_pipeline.cli.common import OrderedGroup
+from mnist_pipeline.cli.common import OrderedGroup, terminal_width, wrap, wrapped_table
 from mnist_pipeline.errors import ConfigError
 
 
@@ -67,8 +67,9 @@ def config_fields(as_json) -> None:
         click.echo(json.dumps([{"key": key, "type": type_name, "default": default, "description": description}
                                for key, type_name, default, description in describe_fields()], indent=2))
         return
-    for key, type_name, default, description in describe_fields():
-        click.echo(f"{key:<38} {type_name:<40} default {yaml_value(default):<10} {description}")
+    rows = [[key, type_name, yaml_value(default), description] for key, type_name, default, description
+            in describe_fields()]
+    click.echo(wrapped_table(["key", "type and range", "default", "meaning"], rows, wrapped={1}))
 
 
 @click.command(short_help="The registered models and their parameters.")
@@ -88,8 +89,13 @@ def models(as_json) -> None:
                                                  in describe_model_params(name)}}
                                for name, schema in MODEL_PARAMS.items()}, indent=2))
         return
+    described = {name: [[param, yaml_value(default), f"{description} [{type_name}]"]
+                        for param, type_name, default, description in describe_model_params(name)]
+                 for name in MODEL_PARAMS}
+    # Padded to the widest name and default of any model, so that every model's columns line up.
+    name_width, default_width = (max(len(row[i]) for rows in described.values() for row in rows) for i in (0, 1))
     for name, schema in MODEL_PARAMS.items():
-        click.echo(f"{name}: {(schema.__doc__ or '').strip()}")
-        for param, type_name, default, description in describe_model_params(name):
-            click.echo(f"  {param:<19} {yaml_value(default):<16} {description} [{type_name}]")
+        click.echo("\n".join(wrap(f"{name}: {(schema.__doc__ or '').strip()}", terminal_width())))
+        click.echo(wrapped_table(None, [[param.ljust(name_width), default.ljust(default_width), text]
+                                        for param, default, text in described[name]], indent="  "))
         click.echo("")

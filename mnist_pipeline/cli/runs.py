@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from mnist_pipeline.cli.common import table
+from mnist_pipeline.cli.common import table, terminal_width
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.reports import run_folder as rf
 
 
 @click.command(short_help="Redraw a run's figures and report (no TensorFlow).")
@@ -107,60 +106,105 @@ def _prediction_json(p, seen) -> dict:
 @click.argument("run_dirs", nargs=-1, type=click.Path())
 @click.option("--all", "all_runs", is_flag=True, help="Compare every run under OUTPUT_DIR/runs (the default "
                                                         "when no RUN_DIR is given).")
-@click.option("--output-dir", default="outputs", show_default=True, metavar="DIR",
-              help="Where runs are found (without RUN_DIR) and comparisons/ is written.")
+@click.option("--output-dir", metavar="DIR",
+              help="Where to find runs when no RUN_DIR is given (default: outputs), and where to write "
+                   "comparisons/ (default: beside the runs, e.g. X/comparisons/ for runs in X/runs/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked runs as one JSON object.")
 def compare(run_dirs, all_runs, output_dir, as_json) -> None:
     """Rank runs by best validation accuracy, with test accuracy beside it and the config keys in which they
-    differ as columns; write comparison.md and comparison.png (validation curves overlaid).
+    differ as columns; write comparison.md and comparison.png (validation curves overlaid) beside the runs,
+    in a new comparisons/<timestamp>-compare/ folder (with --output-dir DIR: under DIR instead).
 
     Without RUN_DIR, every run under OUTPUT_DIR/runs. Failed and unfinished runs are listed with their status.
-    Ranking on validation, not test, keeps the test number an honest estimate of the chosen run.
+    Ranking on validation, not test, keeps the test number an honest estimate of the chosen run. The terminal
+    table fits the terminal's width: the config keys that best explain the ranking come first, and a line
+    under it names what was left out (comparison.md and --json have every key).
 
-    Example: mnist compare
+    Example: mnist compare outputs/runs/*-cnn
     """
     from mnist_pipeline.reports.compare import (
-        COLUMNS,
-        TABLE_KEYS,
+        comparison_home,
         differing_keys,
         find_runs,
+        new_comparison_dir,
         rank,
-        short_keys,
         summarize_run,
         write_comparison,
     )
 
     if all_runs and run_dirs:
-        raise ConfigError("compare takes RUN_DIR... or --all, not both")
-    paths = [_folder(d) for d in run_dirs] if run_dirs else find_runs(Path(output_dir))
+        raise ConfigError("give RUN_DIR... or --all, not both (--all compares every run under OUTPUT_DIR/runs)")
+    search = Path(output_dir or "outputs")
+    paths = [_folder(d) for d in run_dirs] if run_dirs else find_runs(search)
     if not paths:
-        raise ConfigError(f"no runs to compare: none under {Path(output_dir) / 'runs'}; train one, or pass "
-                          f"RUN_DIR... or --output-dir DIR")
+        raise ConfigError(f"no runs to compare: none under {search / 'runs'}; train one, or pass RUN_DIR... "
+                          f"or --output-dir DIR")
     summaries = rank([summarize_run(p) for p in paths])
     keys = differing_keys(summaries)
-    out_dir = rf.create_unique_dir(Path(output_dir) / "comparisons", "compare")
+    # An explicit --output-dir wins; else beside the runs, wherever the command is run from.
+    out_dir = new_comparison_dir(Path(output_dir) / "comparisons" if output_dir else comparison_home(paths))
     files = write_comparison(summaries, out_dir)
     ranked = summaries[0] if summaries[0].best_val_accuracy is not None else None
     if as_json:
         click.echo(json.dumps({"runs": [s.to_dict(keys) for s in summaries], "ranked_by": "best_val_accuracy",
                                "differing_keys": keys, "best": ranked.run_dir.name if ranked else None,
-                               "comparison": str(files[0])}, indent=2))
+                               "comparison": str(files[0]), "files": [str(f) for f in files]}, indent=2))
         return
-    shown = keys[:TABLE_KEYS]
-    click.echo(table([*COLUMNS, *short_keys(shown).values()], [s.cells(shown) for s in summaries]))
-    if len(keys) > len(shown):
-        click.echo(f"(they also differ in {len(keys) - len(shown)} more config keys: see comparison.md)")
+    width = terminal_width()
+    text, left_out = _compare_table(summaries, keys, width)
+    click.echo(text)
+    if left_out:
+        click.echo(_left_out_line(left_out, width))
     if ranked:
         test = f", test {ranked.test_accuracy:.4f}" if ranked.test_accuracy is not None else ""
         click.echo(f"best on validation: {ranked.run_dir.name} ({ranked.model}, val {ranked.best_val_accuracy:.4f}"
                    f"{test})")
-    click.echo(f"comparison: {files[0]}")
+    for file in files:
+        click.echo(f"wrote {file}")
+
+
+def _compare_table(summaries, keys: list[str], width: int) -> tuple[str, list[str]]:
+    """The ranked runs as a table at most `width` wide, and the names of the columns left out to fit (config
+    keys first). Columns are taken while they fit: the essential ones (always, however narrow the terminal),
+    the keys that explain some of the ranking (best first), the secondary numbers, then the keys that explain
+    none of it."""
+    from mnist_pipeline.reports.compare import COLUMNS, keys_by_explanation, short_keys
+
+    base = [s.cells() for s in summaries]
+    cells = {name: [row[i] for row in base] for i, name in enumerate(COLUMNS)}
+    cells |= {key: [s.config.get(key, "-") for s in summaries] for key in keys}
+    names = {**{c: c for c in COLUMNS}, **short_keys(keys)}  # `subset` for data.subset, unique among the keys
+    ranked = keys_by_explanation(summaries, keys)
+    order = ([key for key, share in ranked if share > 0] + ["parameters", "epochs", "train s"]
+             + [key for key, share in ranked if share <= 0])
+    shown = ["run", "status", "model", "best val acc", "test acc"]
+    used = sum(max(len(names[c]), *map(len, cells[c])) for c in shown) + 2 * (len(shown) - 1)
+    for column in order:
+        need = 2 + max(len(names[column]), *map(len, cells[column]))  # the gap before it, then its width
+        if used + need <= width:
+            shown.append(column)
+            used += need
+    columns = [c for c in COLUMNS if c in shown] + [key for key, _ in ranked if key in shown]
+    rows = [[cells[c][n] for c in columns] for n in range(len(summaries))]
+    left_out = [key for key, _ in ranked if key not in shown] + [c for c in COLUMNS if c not in shown]
+    return table([names[c] for c in columns], rows), [names[c] for c in left_out]
+
+
+def _left_out_line(left_out: list[str], width: int) -> str:
+    """One line naming the columns left out, within `width` where it can be: every name, else as many as fit
+    ("and 12 more"), the pointer to comparison.md kept where it fits too."""
+    lines = [f"no room for: {', '.join(left_out)}"]
+    lines += [f"no room for: {', '.join(left_out[:n])} and {len(left_out) - n} more"
+              for n in range(len(left_out) - 1, 0, -1)]
+    return next((line + end for line in lines for end in (" (all in comparison.md)", "")
+                 if len(line + end) <= width), lines[-1])
 
 
 def _folder(run_dir: str) -> Path:
     path = Path(run_dir)
     if not path.is_dir():  # a damaged run is still a folder: it is listed as unreadable, not refused
-        raise ConfigError(f"{path}: no such run folder; runs are under <output dir>/runs/")
+        problem = "is a file, not a run folder" if path.exists() else "no such run folder"
+        raise ConfigError(f"{path}: {problem}; pass run folders, such as outputs/runs/<run>/")
     return path
 
 

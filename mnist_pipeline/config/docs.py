@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
@@ -24,42 +25,94 @@ def describe_fields(schema: type[BaseModel] = RunConfig, prefix: str = "") -> li
             rows += describe_fields(annotation, f"{prefix}{name}.")
             continue
         default = info.default_factory() if info.default_factory else info.default
-        rows.append((f"{prefix}{name}", _type_name(annotation) + _range(info), default, info.description or ""))
+        rows.append((f"{prefix}{name}", _type_text(schema, name), default, info.description or ""))
     return rows
 
 
-def _range(info) -> str:
-    bounds = []
-    for item in [*info.metadata, *_nested_metadata(info.annotation)]:
-        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            if getattr(item, attr, None) is not None:
-                bounds.append(f"{symbol} {getattr(item, attr)}")
-    return f" ({', '.join(bounds)})" if bounds else ""
+@functools.cache
+def _json_schema(schema: type[BaseModel]) -> dict:
+    return schema.model_json_schema()
 
 
-def _nested_metadata(annotation: Any) -> list:
-    metadata = []
-    for arg in (annotation, *get_args(annotation)):
-        if get_origin(arg) is Annotated:
-            for item in get_args(arg)[1:]:
-                metadata += [item, *getattr(item, "metadata", [])]
-            metadata += _nested_metadata(get_args(arg)[0])
-    return metadata
+def _type_text(schema: type[BaseModel], name: str) -> str:
+    """A field's type and limits, each limit once: "int, 1 to 7", "list of int, each 1 to 2048, 1 to 4 items",
+    "int at least 10, or null".
+
+    Read from pydantic's JSON schema, not from the annotations: the schema holds the limits pydantic enforces
+    once it has merged them. Two `le` on an int (an alias's and the field's) leave only the last in force, and
+    the annotations would show both."""
+    root = _json_schema(schema)
+    node = _resolve(root, root["properties"][name])
+    described = [_describe(root, _resolve(root, option)) for option in node.get("anyOf", [node])]
+    if len(described) == 1:
+        return ", ".join(described[0])
+    described.sort(key=lambda parts: parts == ["null"])  # "int at least 10, or null": null last
+    texts = [" ".join([head, ", ".join(limits)]).rstrip() for head, *limits in described]
+    # Commas inside an option ("list of str each ..., 1 to 64 items") call for a stronger break between them.
+    joiner = ("; or " if any(len(parts) > 2 for parts in described)
+              else ", or " if any(len(parts) > 1 for parts in described) else " or ")
+    return joiner.join(texts)
 
 
-def _type_name(annotation: Any) -> str:
-    if get_origin(annotation) is Annotated:
-        return _type_name(get_args(annotation)[0])
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if type(None) in get_args(annotation) and len(args) == 1:
-        return f"{_type_name(args[0])} or null"
-    if get_origin(annotation) is Literal:
-        return "|".join(str(choice) for choice in get_args(annotation))
-    if get_origin(annotation) is tuple:
-        return f"list of {_type_name(get_args(annotation)[0])}"
-    if args and type(None) not in get_args(annotation) and get_origin(annotation) not in (Literal, list, dict):
-        return " or ".join(_type_name(a) for a in args)  # a union such as int | tuple[int, ...]
-    return getattr(annotation, "__name__", str(annotation))
+def _resolve(root: dict, node: dict) -> dict:
+    while "$ref" in node:  # "#/$defs/Name": an enum or a model shared by several fields
+        node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+_JSON_TYPES = {"integer": "int", "number": "float", "string": "str", "boolean": "bool", "null": "null",
+               "object": "dict"}
+
+
+def _describe(root: dict, node: dict) -> list[str]:
+    """[type name, limit, ...] of one JSON schema node."""
+    if "enum" in node:
+        return [" | ".join(map(yaml_value, node["enum"]))]  # spaced: a long list wraps between choices
+    if "const" in node:
+        return [yaml_value(node["const"])]
+    if node.get("type") == "array":
+        head, *each = _describe(root, _resolve(root, node.get("items", {})))
+        return [f"list of {head}", *(f"each {limit}" for limit in each),
+                *_span(node.get("minItems"), False, node.get("maxItems"), False, " items")]
+    head = _JSON_TYPES.get(node.get("type"), str(node.get("type", "any")))
+    limits = _span(*_bounds(node))
+    limits += _span(node.get("minLength"), False, node.get("maxLength"), False, " characters")
+    if "pattern" in node:
+        limits.append(f"matching {node['pattern']}")
+    return [head, *limits]
+
+
+def _bounds(node: dict) -> tuple[Any, bool, Any, bool]:
+    """(low, low excluded, high, high excluded), the tightest where several are given. Pydantic writes a
+    bound as JSON schema's `minimum`, or keeps its own `ge` where a validator runs before the type's check
+    (our `Number`)."""
+    low = high = None
+    low_open = high_open = False
+    for key, open_ in (("minimum", False), ("ge", False), ("exclusiveMinimum", True), ("gt", True)):
+        value = node.get(key)
+        if value is not None and (low is None or value > low or (value == low and open_)):
+            low, low_open = value, open_
+    for key, open_ in (("maximum", False), ("le", False), ("exclusiveMaximum", True), ("lt", True)):
+        value = node.get(key)
+        if value is not None and (high is None or value < high or (value == high and open_)):
+            high, high_open = value, open_
+    return low, low_open, high, high_open
+
+
+def _span(low, low_open: bool, high, high_open: bool, unit: str = "") -> list[str]:
+    """One limit in words: "1 to 7", "0 to below 1", "above 0 to 10", "at least 10", "at most 4096 characters"."""
+    if low is None and high is None:
+        return []
+    if high is None:
+        return [f"{'above' if low_open else 'at least'} {_number(low)}{unit}"]
+    if low is None:
+        return [f"{'below' if high_open else 'at most'} {_number(high)}{unit}"]
+    return [f"{'above ' if low_open else ''}{_number(low)} to {'below ' if high_open else ''}{_number(high)}{unit}"]
+
+
+def _number(value: float) -> str:
+    """10.0 as 10 and 0.5 as 0.5, as a user would type them (never 1e+06)."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 _WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),

@@ -114,7 +114,8 @@ class CNNParams(_DenseKnobs):
     filters: tuple[Filters, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
     convs_per_block: Annotated[StrictInt, Field(ge=1, le=4)] | tuple[Annotated[StrictInt, Field(ge=1, le=4)], ...] = (
         Field(2, description="conv layers before each 2x2 max-pool: one number for all blocks, or one per block"))
-    kernel_size: Width = Field(3, le=7, description="square conv kernel size")
+    # Its own bounds: a Field(le=7) stacked on Width's le=16384 was dropped by pydantic for the latter.
+    kernel_size: Annotated[StrictInt, Field(ge=1, le=7)] = Field(3, description="square conv kernel size")
     padding: Literal["same", "valid"] = Field(
         "same", description="'same' keeps each conv's height and width; 'valid' trims kernel_size - 1 pixels "
                             "(fewer FLOPs, as in the Keras example CNN)")

@@ -5,16 +5,16 @@ Reads only files (no TensorFlow). Failed or unfinished runs are listed with thei
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_pipeline.errors import ConfigError, RunFolderError
+from mnist_pipeline.errors import ConfigError, OutputError, RunFolderError
 from mnist_pipeline.reports import plots, run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import Section, render_markdown
 
 COLUMNS = ["run", "status", "model", "parameters", "epochs", "train s", "best val acc", "test acc"]
-TABLE_KEYS = 5  # differing config keys shown in the terminal table; comparison.md and --json have them all
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,38 @@ def differing_keys(summaries: list[RunSummary]) -> list[str]:
     return sorted(differing, key=lambda k: (section.get(k.split(".")[0], 2), any(k not in c for c in configs)))
 
 
+def explained_share(summaries: list[RunSummary], key: str) -> float:
+    """How much of the spread in the runs' best validation accuracy `key` accounts for: the share of its
+    variance explained by grouping the runs by the key's value, adjusted for the number of values as adjusted
+    R² is (epsilon squared: 1 - within-group variance / total variance, each per degree of freedom), so that
+    a key with a value per run does not explain everything by construction. 1: runs with the same value score
+    the same; 0: no better than grouping at random, or nothing to tell (every run its own value, fewer than
+    two runs, or equal accuracies). Runs without a validation result or a readable config are left out."""
+    scored = [(s.config.get(key, "-"), s.best_val_accuracy) for s in summaries
+              if s.best_val_accuracy is not None and s.config]
+    groups: dict[str, list[float]] = {}
+    for value, acc in scored:
+        groups.setdefault(value, []).append(acc)
+    n, k = len(scored), len(groups)
+    if k < 2 or k >= n:
+        return 0.0
+    mean = sum(acc for _, acc in scored) / n
+    total = sum((acc - mean) ** 2 for _, acc in scored)
+    within = sum((acc - sum(accs) / len(accs)) ** 2 for accs in groups.values() for acc in accs)
+    if total < 1e-18:  # equal accuracies, up to float noise
+        return 0.0
+    return max(0.0, 1 - (within / (n - k)) / (total / (n - 1)))
+
+
+def keys_by_explanation(summaries: list[RunSummary], keys: list[str]) -> list[tuple[str, float]]:
+    """(key, explained_share) of `keys`, the key that best explains the ranking first; ties (0 above all) go
+    to the key with fewer distinct values, the simpler explanation, then by name."""
+    def distinct(key):
+        return len({s.config.get(key, "-") for s in summaries if s.config})
+    shares = {key: explained_share(summaries, key) for key in keys}
+    return sorted(shares.items(), key=lambda item: (-round(item[1], 9), distinct(item[0]), item[0]))
+
+
 def short_keys(keys: list[str]) -> dict[str, str]:
     """A column name per key: its last part (`learning_rate`), or more of it where it would clash with another
     key's or a fixed column's (`training.epochs` beside `epochs`, the epochs a run trained)."""
@@ -153,6 +185,25 @@ def write_comparison(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
         sections.append(Section("Validation curves", image="comparison.png"))
     rf.write_text(out_dir / "comparison.md", render_markdown("Run comparison", sections))
     return [out_dir / "comparison.md"] + ([out_dir / "comparison.png"] if curves else [])
+
+
+def comparison_home(run_dirs: list[Path]) -> Path:
+    """Where a comparison of these runs goes when no output dir is given: beside the runs. Runs in one
+    `<output dir>/runs/` go to `<output dir>/comparisons/`; others to `comparisons/` in the deepest folder
+    that holds them all. Absolute, so that the printed path is right from any folder."""
+    parents = [Path(os.path.abspath(run)).parent for run in run_dirs]
+    common = Path(os.path.commonpath(parents))
+    return (common.parent if common.name == "runs" else common) / "comparisons"
+
+
+def new_comparison_dir(home: Path) -> Path:
+    """A new `<home>/<UTC timestamp>-compare/` folder; an unwritable home is refused with the way out."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{home}: cannot write the comparison there ({exc.strerror or exc}); pass "
+                          f"--output-dir DIR, a folder you can write to") from None
+    return rf.create_unique_dir(home, "compare")
 
 
 def find_runs(output_dir: Path) -> list[Path]:
