@@ -380,7 +380,7 @@ CATALOGUE = [
     ("worker-index-alone", train("--worker-index", "1"), 2, ["needs --workers"]),
     # -- TensorBoard settings --
     ("tensorboard-negative-every", train("--set", "output.tensorboard.loss_every_steps=-1"), 2,
-     ["output.tensorboard.loss_every_steps", "greater than or equal to 0"]),
+     ["output.tensorboard.loss_every_steps", "must be at least 0"]),
     ("tensorboard-unknown-key", train("--set", "output.tensorboard.histogram_freq=1"), 2,
      ["unknown key", "histograms_every_epochs"]),
     # -- data files (exit 1, refused before any folder exists) --
@@ -409,7 +409,7 @@ CATALOGUE = [
     ("resume-other-data", resume_other_data, 2, ["not the data the run started with"]),
     ("resume-no-checkpoint", on_run("resume", "resumable", remove("checkpoints")), 2,
      ["no checkpoint", "mnist train --config"]),
-    ("resume-extra-flags", on_run("resume", "resumable", None, "--epochs", "5"), 2, ["--resume continues"]),
+    ("resume-extra-flags", on_run("resume", "resumable", None, "--seed", "5"), 2, ["--resume goes on", "drop --seed"]),
     ("resume-checkpoint-truncated", on_run("resume", "resumable", truncate("training.data-*")), 1,
      ["training.data-00000-of-00001", "damaged"]),
     ("resume-checkpoint-bitflip", on_run("resume", "resumable", flip_byte("training.data-*")), 1,
@@ -463,7 +463,7 @@ CATALOGUE = [
     ("sweep-space-unknown-key", sweep_with({"params": {"model.params.unit": {"choices": [64]}}}), 2,
      ["unknown key 'model.params.unit'", "did you mean 'units'"]),
     ("sweep-space-refused-value", sweep_with({"params": {"training.batch_size": {"low": 0, "high": 64}}}), 2,
-     ["training.batch_size=0", "greater than or equal to 1"]),
+     ["training.batch_size=0", "must be at least 1"]),
     ("sweep-space-inverted-range", sweep_with({"params": {"training.epochs": {"low": 9, "high": 2}}}), 2,
      ["low (9) must be less than high (2)"]),
     ("sweep-space-is-a-list", sweep_with([1, 2]), 2, ["must be a mapping"]),

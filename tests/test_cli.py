@@ -114,7 +114,7 @@ def test_a_saved_config_with_a_relative_data_dir_reruns_from_anywhere(idx_dir, t
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (["--set", "training.epochs=-1"], 2, ["training.epochs = -1", "greater than or equal to 1"]),
+    (["--set", "training.epochs=-1"], 2, ["training.epochs = -1", "must be at least 1"]),
     (["--set", "model.name=resnet"], 2, ["model.name = 'resnet'", "known models"]),
     (["--set", "training.epoch=3"], 2, ["unknown key 'training.epoch'", "did you mean 'epochs'"]),
     (["--set", "nonsense"], 2, ["--set expects section.key=value"]),

@@ -71,7 +71,7 @@ def np_array(shape, value=0):
 
 CATALOGUE = [
     ("unknown-key", flags("--set", "training.epoch=3"), 2, ["unknown key 'training.epoch'", "did you mean 'epochs'"]),
-    ("negative-epochs", flags("--set", "training.epochs=-1"), 2, ["training.epochs = -1", "greater than or equal"]),
+    ("negative-epochs", flags("--set", "training.epochs=-1"), 2, ["training.epochs = -1", "must be at least"]),
     ("epochs-text", flags("--set", "training.epochs=ten"), 2, ["training.epochs = 'ten'", "integer"]),
     ("zero-batch", flags("--set", "training.batch_size=0"), 2, ["training.batch_size = 0"]),
     ("lr-text", flags("--set", "training.learning_rate=fast"), 2, ["learning_rate = 'fast'", "number"]),

@@ -46,15 +46,21 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
         if value is not None:
             _set_dotted(raw, key, value, origin=f"--{key.split('.')[-1].replace('_', '-')}")
             from_cli.add(key)
+    problems: list[str] = []
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, RunConfig, "", from_cli)) from None
-    schema = MODEL_PARAMS[cfg.model.name]
-    try:
-        params = schema.model_validate(cfg.model.params)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, schema, "model.params.", from_cli)) from None
+        problems += _describe(exc, source, RunConfig, "", from_cli)
+        cfg = None
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    name = cfg.model.name if cfg else model.get("name", "mlp")
+    if name in MODEL_PARAMS and isinstance(model.get("params", {}), dict):  # every problem in one go
+        try:
+            params = MODEL_PARAMS[name].model_validate(cfg.model.params if cfg else model.get("params", {}))
+        except ValidationError as exc:
+            problems += _describe(exc, source, MODEL_PARAMS[name], "model.params.", from_cli)
+    if problems:
+        raise ConfigProblems(problems[:MAX_PROBLEMS], len(problems))
     # Store every parameter with its default filled in, so the saved config is complete.
     model = cfg.model.model_copy(update={"params": params.model_dump(mode="json")})
     needed = training_memory(model.name, model.params, cfg.training.batch_size)
@@ -211,32 +217,78 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, origin: str) -> None:
     node[parts[-1]] = value
 
 
+class ConfigProblems(ConfigError):
+    """Every problem of one config (up to MAX_PROBLEMS), each a line naming the key, the value and the fix;
+    as one message, the first and then the rest."""
+
+    def __init__(self, problems: list[str], total: int):
+        self.problems = problems
+        first, *rest = problems
+        others = "; ".join(p.split(": ", 1)[-1] for p in rest)
+        unsaid = f"; and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(first + (f" (and {total - 1} more: {others}{unsaid})" if rest else ""))
+
+
+MAX_PROBLEMS = 10  # a file of 50 typos is a wrong file: the first ten say so
+
+
 def _describe(exc: ValidationError, source: str, schema: type[BaseModel], prefix: str,
-              from_cli: set[str]) -> str:
-    """The first validation error as one line: where, the field, the value, what is allowed."""
-    err = exc.errors()[0]
+              from_cli: set[str]) -> list[str]:
+    """Every validation error as a line: where, the field, the value, what is allowed. A value that fits no
+    member of a union fails once per member: one problem, not several."""
+    seen: set[tuple] = set()
+    problems = []
+    for err in exc.errors():
+        path, _, inside = _locate(schema, err["loc"])
+        where = (*path, *inside)
+        if where not in seen:
+            seen.add(where)
+            problems.append(_problem(err, source, schema, prefix, from_cli))
+    return problems
+
+
+def _problem(err: dict, source: str, schema: type[BaseModel], prefix: str, from_cli: set[str]) -> str:
     path, annotation, inside = _locate(schema, err["loc"])
     loc = prefix + ".".join(path) + "".join(f"[{i}]" for i in inside)
     key = prefix + ".".join(path)
     origin = " (from the command line)" if any(k == key or k.startswith(key + ".") for k in from_cli) else ""
-    # A value that fits no member of a union fails once per member: one problem, not several.
-    problems = len({tuple(str(p) for p in _locate(schema, e["loc"])[0]) + tuple(_locate(schema, e["loc"])[2])
-                    for e in exc.errors()})
-    more = f" (and {problems - 1} more problem(s))" if problems > 1 else ""
     if err["type"] == "extra_forbidden":
         parent, _, leaf = loc.rpartition(".")
         allowed = _field_names(schema, err["loc"][:-1])
         hint = _did_you_mean(leaf, allowed)
         did_you_mean = f"did you mean {hint!r}? " if hint else ""
         return (f"{source}: unknown key {quote(loc)}{origin}; {did_you_mean}"
-                f"allowed in {parent or 'the top level'}: {', '.join(allowed)}{more}")
+                f"allowed in {parent or 'the top level'}: {', '.join(allowed)}")
     if err["type"] == "missing":
-        return f"{source}: {loc} is required{more}"
+        return f"{source}: {loc} is required"
     msg = _expected(err, annotation, inside)
+    if err["type"] in _BOUNDS and not inside:
+        msg = f"{msg}{_bound_meaning(schema, path, err.get('input'))}"
     if not err["loc"] or isinstance(err.get("input"), dict):  # a check across the fields of one section:
         # naming the whole section's value says nothing
-        return f"{source}: {loc.rstrip('.')}: {msg}{more}"
-    return f"{source}: {clip(loc, 120)} = {quote(err.get('input'))}{origin}: {msg}{more}"
+        return f"{source}: {loc.rstrip('.')}: {msg}"
+    return f"{source}: {clip(loc, 120)} = {quote(err.get('input'))}{origin}: {msg}"
+
+
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _bound_meaning(schema: type[BaseModel], path: list[str], value: Any) -> str:
+    """What the number means, from its field's description, so that a bound reads with its unit: a rotation
+    of 15 is refused as "a fraction of a full turn", with what 15 degrees would be."""
+    node: Any = schema
+    info = None
+    for part in path:
+        if not (isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields):
+            return ""
+        info = node.model_fields[part]
+        node = info.annotation
+    if info is None or not info.description:
+        return ""
+    meaning = f" ({info.description})"
+    if "fraction of a full turn" in info.description and isinstance(value, (int, float)) and 1 < value <= 360:
+        meaning += f"; for {value} degrees write {value / 360:.3g}"
+    return meaning
 
 
 # Pydantic's words for a wrong type ("input should be a valid tuple") name Python's types; a config is YAML.
@@ -254,7 +306,15 @@ def _expected(err: dict, annotation: Any, inside: list[int]) -> str:
     if word:
         return f"expected {word}"
     msg = err["msg"].removeprefix("Value error, ")
+    for pydantic_words, ours in _BOUND_WORDS:
+        msg = msg.replace(pydantic_words, ours)
     return msg[:1].lower() + msg[1:]
+
+
+_BOUND_WORDS = (("Input should be less than or equal to", "must be at most"),
+                ("Input should be greater than or equal to", "must be at least"),
+                ("Input should be greater than", "must be more than"),
+                ("Input should be less than", "must be less than"))
 
 
 def _locate(schema: type[BaseModel], loc: tuple) -> tuple[list[str], Any, list[int]]:

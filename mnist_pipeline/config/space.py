@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, StrictBool, StrictInt, Tag, ValidationError, field_validator, model_validator
 
 from mnist_pipeline.config import shipped
-from mnist_pipeline.config.loading import _describe, _read_yaml, load_config
+from mnist_pipeline.config.loading import MAX_PROBLEMS, ConfigProblems, _describe, _read_yaml, load_config
 from mnist_pipeline.config.schema import Number, _Section
 from mnist_pipeline.errors import ConfigError, quote
 
@@ -115,7 +115,8 @@ def load_space(path: str | Path) -> SweepSpace:
     except ValidationError as exc:
         err = exc.errors()[0]
         if err["loc"][:1] != ("params",) or len(err["loc"]) < 2:
-            raise ConfigError(_describe(exc, str(path), SweepSpace, "", set())) from None
+            problems = _describe(exc, str(path), SweepSpace, "", set())
+            raise ConfigProblems(problems[:MAX_PROBLEMS], len(problems)) from None
         key, where = err["loc"][1], err["loc"][3:]  # [2] is the distribution's tag
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "model_type":
