@@ -62,3 +62,43 @@ def test_every_shipped_config_is_valid_described_and_packaged():
         load_config(name)
     for name, _ in spaces:
         load_space(name)
+
+
+def test_config_list_names_every_shipped_config_with_what_it_is():
+    result = CliRunner().invoke(cli, ["config", "list"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    spaces_start = lines.index("sweep spaces (mnist sweep --space NAME):")
+    for entries, section in ((listing(), lines[:spaces_start]), (listing(space=True), lines[spaces_start:])):
+        for name, summary in entries:
+            entry = next(line for line in section if line.split()[:1] == [name])  # each name on a line of its own
+            assert summary.split()[0] in entry
+
+
+def test_config_validate_reports_every_problem_each_with_its_fix(tmp_path):
+    bad = tmp_path / "two.yaml"
+    bad.write_text("data:\n  augmentation:\n    rotation: 15\n    translaton: 0.1\ntraining:\n  lr: 0.1\n"
+                   "model:\n  params:\n    units: -3\n")
+    result = CliRunner().invoke(cli, ["config", "validate", str(bad), str(ROOT / "configs/cnn.yaml")])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4, result.output
+    assert "rotation = 15: must be at most 0.5 (max random rotation, fraction of a full turn" in errors[0]
+    assert "for 15 degrees write 0.0417" in errors[0]
+    assert "'data.augmentation.translaton'; did you mean 'translation'?" in errors[1]
+    assert "'training.lr'; did you mean 'learning_rate'?" in errors[2]
+    assert "model.params.units = -3: must be at least 1" in errors[3]
+    assert f"ok: {ROOT / 'configs/cnn.yaml'}" in result.output
+    # Elsewhere the same problems make one line: the first, then the rest by name.
+    train = CliRunner().invoke(cli, ["train", "--config", str(bad)])
+    assert train.exit_code == 2 and train.output.count("\n") == 1
+    assert "(and 3 more: unknown key 'data.augmentation.translaton'" in train.output
+
+
+def test_a_file_of_many_mistakes_names_the_first_ten(tmp_path):
+    bad = tmp_path / "many.yaml"
+    bad.write_text("training:\n" + "".join(f"  typo{i}: 1\n" for i in range(14)))
+    result = CliRunner().invoke(cli, ["config", "validate", str(bad)])
+    assert result.exit_code == 2 and result.output.count("error:") == 10
+    assert "; and 4 more)" in CliRunner().invoke(cli, ["config", "show", str(bad)]).output

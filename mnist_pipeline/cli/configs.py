@@ -1,4 +1,4 @@
-"""`mnist config show|validate|fields` and `mnist models`: everything about configs, without TensorFlow."""
+"""`mnist config show|validate|list|fields` and `mnist models`: everything about configs, without TensorFlow."""
 
 from __future__ import annotations
 
@@ -49,9 +49,28 @@ def config_validate(config_paths) -> None:
             click.echo(f"ok: {path}")
         except ConfigError as exc:
             bad += 1
-            click.echo(f"error: {exc}", err=True)
+            for problem in getattr(exc, "problems", None) or [str(exc)]:  # every problem, each with its fix
+                click.echo(f"error: {problem}", err=True)
     if bad:
         sys.exit(2)
+
+
+@config.command("list", short_help="The configs that ship with mnist-pipeline, by name.")
+def config_list() -> None:
+    """The run configs, study lessons and sweep spaces that ship with mnist-pipeline. Pass a name where a
+    file is asked for, from any folder: `mnist train --config cnn`, `mnist sweep --config mlp --space mlp`.
+
+    Example: mnist config list
+    """
+    from mnist_pipeline.config.shipped import SHIPPED, listing
+
+    runs = listing()
+    for title, entries in (("run configs (--config NAME)", [e for e in runs if "/" not in e[0]]),
+                           ("study lessons (--config NAME; make study)", [e for e in runs if "/" in e[0]]),
+                           ("sweep spaces (mnist sweep --space NAME)", listing(space=True))):
+        click.echo(f"{title}:")
+        click.echo(wrapped_table(None, [[name, summary] for name, summary in entries], indent="  "))
+    click.echo(f"(files in {SHIPPED}; `mnist config show NAME` prints one resolved)")
 
 
 @config.command("fields", short_help="Every config key: type, range, default, meaning.")

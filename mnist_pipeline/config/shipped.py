@@ -27,7 +27,7 @@ def find(path: str | Path, space: bool = False) -> Path:
 
 
 def listing(space: bool = False) -> list[tuple[str, str]]:
-    """(name to pass, first comment line) of every shipped run config, or of every sweep space."""
+    """(name to pass, what it is) of every shipped run config, or of every sweep space."""
     root = SHIPPED / SPACES if space else SHIPPED
     files = sorted(p for p in root.rglob("*.yaml") if space or SPACES not in p.relative_to(root).parts)
     return [(p.relative_to(root).with_suffix("").as_posix(), _summary(p)) for p in files]
@@ -38,6 +38,12 @@ def names(space: bool = False) -> list[str]:
 
 
 def _summary(path: Path) -> str:
-    """The file's first comment line: every shipped config starts by saying what it is."""
-    first = path.read_text().lstrip().splitlines()[:1]
-    return first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+    """The first sentence of the file's opening comment: every shipped config starts by saying what it is."""
+    comment = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("# ").strip())
+    text = " ".join(comment)
+    end = text.find(". ")
+    return text[:end + 1] if end >= 0 else text
