@@ -477,7 +477,10 @@ CATALOGUE = [
     ("sweep-file-damaged", existing_sweep([], damage=True), 1, ["sweep.json", "damaged"]),
     ("sweep-storage-unknown-scheme", sweep_with(SPACE, "--storage", "nosuchdb://nowhere/x"), 1,
      ["--storage nosuchdb://nowhere/x", "cannot open the study"]),
-    ("sweep-report-not-a-sweep", lambda tmp, *_: (["sweep", "report", "nope", "--output-dir", tmp], None), 2,
+    ("sweep-report-no-such-sweep", lambda tmp, *_: (["sweep", "report", "nope", "--output-dir", tmp], None), 2,
+     ["does not exist"]),
+    ("sweep-report-not-a-sweep", lambda tmp, *_: ((tmp / "sweeps" / "nope").mkdir(parents=True) or
+                                                  ["sweep", "report", "nope", "--output-dir", tmp], None), 2,
      ["not a sweep folder"]),
     # -- predict: every file on its own; here each case has one bad file --
     ("predict-png-bomb", predict(("bomb.png", png_bomb)), 1, ["bomb.png", "megapixels"]),

@@ -79,3 +79,51 @@ def test_a_stopped_report_says_so_first_with_the_resume_command(browser, trained
     assert "This run is interrupted: Interrupted: SIGINT: stopped." in text
     assert f"mnist train --resume {stopped}" in text
     page.close()
+
+
+@pytest.fixture(scope="module")
+def prefixed_sweep(idx_dir, tmp_path_factory):
+    """A tiny real sweep (4 trials of 1 epoch) over keys that share long prefixes: its sweep folder."""
+    import json
+
+    from conftest import ROOT, run_mnist
+
+    out = tmp_path_factory.mktemp("sweep")
+    (out / "space.yaml").write_text(json.dumps({"sampler": "random", "trials": 4, "params": {
+        "data.augmentation.rotation": {"low": 0.0, "high": 0.05},
+        "data.augmentation.translation": {"low": 0.0, "high": 0.15},
+        "training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}}))  # JSON is YAML
+    done = run_mnist("sweep", "--config", ROOT / "configs/mlp.yaml", "--space", out / "space.yaml", "--name",
+                     "prefixed", "--data-dir", idx_dir, "--output-dir", out, "--set", "data.subset=200", "--set",
+                     "training.batch_size=32", "--set", "training.epochs=1", "--set", "training.jit_compile=false",
+                     "--device", "cpu", "--no-prune")
+    assert done.returncode == 0, done.stderr
+    return out / "sweeps/prefixed"
+
+
+def test_a_sweep_report_shows_its_figures_and_keeps_its_wide_table_in_its_own_box(browser, prefixed_sweep):
+    runs = sorted(p.name for p in (prefixed_sweep / "runs").iterdir())
+    for width in (VIEWPORT["width"], 640):  # a laptop's window, and a narrow one that the table cannot fit
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto((prefixed_sweep / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        assert [alt for alt, _, _ in images] == ["Optimization history", "Parameter importances",
+                                                 "Parallel coordinates", "Slices"]
+        assert all(done and natural > 500 for _, done, natural in images), images  # all decoded
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+        trials = page.locator("table", has=page.locator("th", has_text="run folder"))
+        headers = trials.locator("th").all_inner_texts()
+        assert headers[5:8] == ["rotation", "translation", "learning_rate"]  # short, and distinct
+        assert sorted(cell for cell in trials.locator("td").all_inner_texts() if "-trial-" in cell) == runs
+        # Every table fits its box or scrolls inside it: (table width, box width, box scroll width, overflow-x).
+        boxes = page.evaluate("""() => Array.from(document.querySelectorAll('table')).map(t => [
+            t.getBoundingClientRect().width, t.parentElement.clientWidth, t.parentElement.scrollWidth,
+            getComputedStyle(t.parentElement).overflowX])""")
+        for table, box, scrolled, overflow in boxes:
+            assert table <= box + 1 or (overflow == "auto" and scrolled > box), (width, boxes)
+        table, box, scrolled = page.evaluate("""() => { const t = Array.from(document.querySelectorAll('th'))
+            .find(h => h.textContent === 'run folder').closest('table');
+            return [t.getBoundingClientRect().width, t.parentElement.clientWidth, t.parentElement.scrollWidth]; }""")
+        assert width > 1000 or scrolled > box < table  # the narrow window: the trials table scrolls in its box
+        page.close()

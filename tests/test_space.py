@@ -75,7 +75,7 @@ def test_values_pass_through_set_as_yaml():
     ({"params": {"model.params.unit": {"choices": [64]}}}, ["'model.params.unit=64' are refused",
                                                            "unknown key 'model.params.unit'", "did you mean 'units'"]),
     ({"params": {"training.epochs": {"low": 0, "high": 3}}}, ["'training.epochs=0' are refused",
-                                                             "greater than or equal to 1"]),
+                                                             "must be at least 1"]),
     ({"params": {"model.params.filters": {"choices": [[16, 32]]}}}, ["unknown key 'model.params.filters'"]),  # MLP
     ({"params": {"training.learning_rate": {"low": 0, "high": 1, "log": True}}},
      ["params.training.learning_rate: a log scale needs low > 0"]),

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +46,10 @@ def study_of(folder: Path) -> optuna.Study:
 
 
 def test_a_tiny_sweep_ranks_its_trials_and_writes_a_best_config_to_rerun(idx_dir, tmp_path):
-    done = mnist(*sweep_args(idx_dir, tmp_path, "--no-prune"))
+    # Relative --data-dir and --output-dir (the processes run in ROOT): best.yaml must still re-run from anywhere.
+    relative = ["--data-dir", os.path.relpath(idx_dir, ROOT), "--output-dir", os.path.relpath(tmp_path / "out", ROOT)]
+    args = [*sweep_args(idx_dir, tmp_path, "--no-prune"), *relative]  # the later options win
+    done = mnist(*args)
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "out/sweeps/tiny"
     study = study_of(folder)
@@ -60,9 +66,11 @@ def test_a_tiny_sweep_ranks_its_trials_and_writes_a_best_config_to_rerun(idx_dir
     best = max(trials, key=lambda t: t.value)
     lines = done.stdout.splitlines()
     assert lines[-2].startswith(f"best: trial {best.number} (val_accuracy {best.value:.4f}; test accuracy ")
-    assert lines[-1] == f"report: {folder / 'report.html'}"
+    assert lines[-1] == f"report: {os.path.relpath(folder, ROOT)}/report.html"
     best_cfg = load_config(folder / "best.yaml")
     assert best_cfg.model.params["units"] == best.params["model.params.units"]
+    # Absolute paths, as run folders keep them: the sweep's data, and its output dir.
+    assert best_cfg.data.data_dir == str(idx_dir) and best_cfg.output.dir == str(tmp_path / "out")
     recorded = json.loads((folder / "best.json").read_text())
     assert recorded["trial"] == best.number and 0.1 < recorded["test_accuracy"] <= 1
     (best_run,) = best.user_attrs["runs"]
@@ -72,12 +80,125 @@ def test_a_tiny_sweep_ranks_its_trials_and_writes_a_best_config_to_rerun(idx_dir
     assert html.count("data:image/png;base64,") >= 2 and f"Trial {best.number}:" in html
     # The same command again continues the finished study: no new trial, the test not measured again.
     before = (folder / "best.json").read_bytes()
-    again = mnist(*sweep_args(idx_dir, tmp_path, "--no-prune"))
+    again = mnist(*args)
     assert again.returncode == 0, again.stderr
     assert len(study_of(folder).get_trials()) == 4 and (folder / "best.json").read_bytes() == before
-    # The best config trains as an ordinary run.
-    rerun = mnist("train", "--config", folder / "best.yaml", "--output-dir", tmp_path / "rerun", "--epochs", "1")
+    # `mnist sweep --output-dir D report NAME`: the group's --output-dir finds the sweep.
+    report = mnist("sweep", "--output-dir", tmp_path / "out", "report", "tiny")
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.splitlines()[-1] == f"report: {folder / 'report.html'}"
+    # The best config trains as an ordinary run from another directory, into the sweep's output dir.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rerun = subprocess.run([sys.executable, "-m", "mnist_pipeline", "train", "--config", str(folder / "best.yaml"),
+                            "--epochs", "1", "--quiet"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
+    assert len(list((tmp_path / "out/runs").glob("*-tiny-best/metrics.json"))) == 1 and not any(elsewhere.iterdir())
+
+
+def test_a_sweep_grows_with_more_trials_and_shows_each_trial_and_epoch_as_it_trains(idx_dir, tmp_path):
+    args = sweep_args(idx_dir, tmp_path, "--no-prune", "--set", "training.epochs=2")
+    folder = tmp_path / "out/sweeps/tiny"
+    first = mnist(*args, "--trials", "2")
+    assert first.returncode == 0, first.stderr
+    # Progress as plain log lines: a line as each trial starts (its place in the sweep, its values), one per
+    # finished epoch, then its result.
+    lines = first.stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("trial 1 (2 of 2): ")))
+    assert re.fullmatch(r"trial 1 \(2 of 2\): units=(16|64), learning_rate=[0-9.e-]+", lines[start])
+    assert re.fullmatch(r"trial 1  epoch 1/2  loss \d\.\d{4}  val_loss \d\.\d{4}  val_accuracy \d\.\d{4}  "
+                        r"\d+\.\ds", lines[start + 1])
+    assert lines[start + 2].startswith("trial 1  epoch 2/2  ") and lines[start + 3].startswith("trial 1: val_accuracy ")
+    assert json.loads((folder / "sweep.json").read_text())["trials"] == 2
+    # More trials: the study goes on where it stopped (as Optuna's own optimize would).
+    grown = mnist(*args, "--trials", "3")
+    assert grown.returncode == 0, grown.stderr
+    assert "sweep tiny: 3 trials in all, was 2" in grown.stdout
+    trained = [line for line in grown.stdout.splitlines() if "  epoch " in line]
+    assert "trial 2 (3 of 3): " in grown.stdout and len(trained) == 2 and trained[0].startswith("trial 2  epoch 1/2")
+    assert [t.state.name for t in study_of(folder).get_trials()] == ["COMPLETE"] * 3
+    assert json.loads((folder / "sweep.json").read_text())["trials"] == 3
+    report = mnist("sweep", "report", "tiny", "--output-dir", tmp_path / "out")
+    assert report.returncode == 0, report.stderr
+    assert "| trials | 3 of 3: 3 completed |" in (folder / "report.md").read_text()
+    # Fewer: nothing more runs, nothing is lost.
+    fewer = mnist(*args, "--trials", "2")
+    assert fewer.returncode == 0, fewer.stderr
+    assert "epoch" not in fewer.stdout and len(study_of(folder).get_trials()) == 3
+    assert "| trials | 3 (the sweep now asks for 2): 3 completed |" in (folder / "report.md").read_text()
+
+
+def test_a_rerun_that_would_mix_two_sweeps_is_refused_in_words(tmp_path):
+    from mnist_pipeline.errors import ConfigError
+    from mnist_pipeline.sweep import make_sweep
+
+    def start(space_path, prune=True, overrides=(), seeds=None, trials=4):
+        return make_sweep(ROOT / "configs/mlp.yaml", space_path, trials, None, "x", seeds, prune, overrides, None,
+                          None, tmp_path / "out")
+
+    sweep = start(space(tmp_path))
+    assert start(space(tmp_path), trials=9).trials == 9  # only the count changed: the same sweep
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = space(other, **{"params": {"training.learning_rate": {"low": 1e-3, "high": 1e-2, "log": True},
+                                         "model.params.units": {"choices": [16, 64]}}})
+    with pytest.raises(ConfigError) as refused:
+        start(changed, prune=False)
+    assert str(refused.value) == (
+        f"sweep 'x' ({sweep.folder}) was started with another search space (training.learning_rate differs); "
+        f"and with pruning on (now off); run it as it started (only --trials may change), or pick another --name")
+    with pytest.raises(ConfigError) as refused:
+        start(space(tmp_path), overrides=["training.epochs=7"], seeds="0,1")
+    assert str(refused.value).startswith(
+        f"sweep 'x' ({sweep.folder}) was started with another base config (training.epochs was 40, now 7); "
+        f"and with no --seeds (now --seeds 0,1); ")
+    # A sweep.json written before the count could change (the count in describe and in the space) continues.
+    path = sweep.folder / "sweep.json"
+    old = json.loads(path.read_text())
+    described = old.pop("describe")
+    old["describe"] = {**described, "trials": old.pop("trials"), "space": {**described["space"], "trials": 4}}
+    path.write_text(json.dumps(old))
+    assert start(space(tmp_path), trials=5).trials_before == 9
+
+
+def test_sweep_report_tells_a_missing_sweep_from_a_folder_that_is_not_one(tmp_path):
+    out = tmp_path / "out"
+    nothing = mnist("sweep", "report", "nope", "--output-dir", out)
+    assert nothing.returncode == 2
+    assert nothing.stderr == (f"error: sweep 'nope' does not exist: no folder {out}/sweeps/nope; start one with "
+                              f"`mnist sweep --space FILE --name nope` (or pass the --output-dir the sweep ran with)\n")
+    (out / "sweeps/real").mkdir(parents=True)
+    (out / "sweeps/real/sweep.json").write_text("{}")
+    (out / "sweeps/plain").mkdir()
+    missing = mnist("sweep", "--output-dir", out, "report", "nope")  # the group's --output-dir
+    assert missing.returncode == 2 and missing.stderr.startswith("error: sweep 'nope' does not exist: ")
+    assert "the sweeps there: real (or pass" in missing.stderr
+    plain = mnist("sweep", "report", "plain", "--output-dir", out)
+    assert plain.returncode == 2
+    assert plain.stderr == (f"error: {out}/sweeps/plain is not a sweep folder (it has no sweep.json, which "
+                            f"`mnist sweep` writes first); the sweeps there: real\n")
+
+
+def test_short_labels_are_the_shortest_unique_trailing_parts_of_the_keys():
+    from mnist_pipeline.sweep import short_labels
+
+    keys = ["data.augmentation.rotation", "data.augmentation.translation", "training.learning_rate"]
+    assert short_labels(keys) == dict(zip(keys, ["rotation", "translation", "learning_rate"], strict=True))
+    clash = ["model.params.units", "model.head.units", "model.params.dropout_rate"]
+    assert list(short_labels(clash).values()) == ["params.units", "head.units", "dropout_rate"]
+    nested = ["x.c", "a.x.c"]  # one key is the tail of the other: the longer one needs its whole path
+    assert list(short_labels(nested).values()) == ["x.c", "a.x.c"]
+    for labels in (short_labels(keys), short_labels(clash), short_labels(nested)):
+        assert len(set(labels.values())) == len(labels)
+
+
+def test_log_axes_get_a_few_round_ticks_in_one_notation():
+    from mnist_pipeline.sweep.figures import linear_ticks, log_ticks, numbers_text
+
+    assert numbers_text(log_ticks(1e-4, 1e-2)) == ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"]
+    assert numbers_text(log_ticks(3e-4, 3e-3)) == ["5e-4", "1e-3", "2e-3"]
+    assert numbers_text(log_ticks(1e-8, 1.0)) == ["1e-8", "1e-6", "1e-4", "1e-2", "1"]  # many decades: fewer
+    assert numbers_text(linear_ticks(0.0, 0.15)) == ["0", "0.03", "0.06", "0.09", "0.12", "0.15"]
 
 
 def test_two_workers_share_one_study_and_no_trial_runs_twice(idx_dir, tmp_path):
@@ -117,12 +238,20 @@ def test_a_killed_sweep_continues_and_accounts_for_the_killed_trial(idx_dir, tmp
     process.wait()
     resumed = mnist(*args)
     assert resumed.returncode == 0, resumed.stderr
-    assert "re-queued trial(s) 1: their process had died" in resumed.stdout
+    assert "re-queued trial 1: its process had died" in resumed.stdout
     trials = study_of(folder).get_trials()
     states = [t.state.name for t in trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # 1 killed; 2 re-runs its values; then 3
     assert trials[2].user_attrs["replaces"] == 1 and trials[2].params == trials[1].params
     assert "best: trial" in resumed.stdout
+    # The killed trial stays in the report, with its state, its run folder and what became of it.
+    (killed_run,) = (folder / "runs").glob("*-trial-0001")
+    report = (folder / "report.md").read_text()
+    assert "| trials | 3 of 3: 3 completed; 1 interrupted and re-run |" in report
+    assert "| 1 | interrupted | - | - |" in report
+    assert f"| {killed_run.name} | its process died; its values re-run as trial 2 |" in report
+    assert "| the values of interrupted trial 1 again |" in report
+    assert "    1  interrupted" in resumed.stdout
 
 
 def test_a_stopped_sweep_says_how_to_continue_and_requeues_its_trial(idx_dir, tmp_path):
@@ -144,6 +273,9 @@ def test_a_stopped_sweep_says_how_to_continue_and_requeues_its_trial(idx_dir, tm
     assert again.returncode == 0, again.stderr
     completed = study_of(folder).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(completed) == 2 and completed[0].user_attrs["replaces"] == stopped.number
+    # Its folder is in the report, beside the trial that ran its values again.
+    assert (f"| {run.name} | stopped by Ctrl-C or SIGTERM; its values re-run as trial {completed[0].number} |"
+            in (folder / "report.md").read_text())
 
 
 def _postgres_bin() -> Path | None:
@@ -228,7 +360,11 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
         assert f"trial {trial.number}: failed: " in done.stdout
     report = mnist("sweep", "report", "clash", "--output-dir", tmp_path / "out")
     assert report.returncode == 0 and report.stdout.splitlines()[-1].startswith("report: ")
-    assert report.stdout.count(" fail ") == len(failed)
+    assert report.stdout.count(" failed ") == len(failed)
+    report_md = (tmp_path / "out/sweeps/clash/report.md").read_text()
+    for trial in failed:  # in the trials table too: refused before a run folder existed, so none
+        assert f"| {trial.number} | failed | - | - |" in report_md
+        assert f"| - | {trial.user_attrs['outcome']} |" in report_md
 
 
 def test_list_choices_reach_the_trials_and_the_best_config_as_lists(idx_dir, tmp_path):

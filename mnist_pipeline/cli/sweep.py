@@ -52,6 +52,8 @@ def sweep(ctx, config_path, space_path, trials, workers, storage, name, seeds, p
 
     plan = make_sweep(config_path, space_path, trials, storage, name, seeds, prune, overrides, data_dir, device,
                       output_dir)
+    if quota is None and plan.trials_before not in (None, plan.trials):
+        click.echo(f"sweep {plan.name}: {plan.trials} trials in all, was {plan.trials_before}")
     if workers > 1 and quota is None:
         _run_workers(plan, workers, _worker_command(ctx.params))
     else:
@@ -78,12 +80,10 @@ def _worker_command(params: dict) -> list[str]:
 
 def _run_here(sweep, quota, worker_index) -> None:
     from mnist_pipeline import runtime
-    from mnist_pipeline.sweep import open_study, requeue_dead_trials, work
+    from mnist_pipeline.sweep import open_study, work
 
     study = open_study(sweep, sampler_seed=sweep.sampler_seed + (worker_index or 0))
-    requeued = requeue_dead_trials(study)
-    if requeued:
-        click.echo(f"re-queued trial(s) {', '.join(map(str, requeued))}: their process had died")
+    _requeue_dead(study)
     try:
         with runtime.StopSignals() as signals:
             work(sweep, study, quota, click.echo, signals.requested)
@@ -94,14 +94,22 @@ def _run_here(sweep, quota, worker_index) -> None:
         raise stopped from None
 
 
+def _requeue_dead(study) -> None:
+    from mnist_pipeline.sweep import requeue_dead_trials
+
+    requeued = requeue_dead_trials(study)
+    if len(requeued) == 1:
+        click.echo(f"re-queued trial {requeued[0]}: its process had died")
+    elif requeued:
+        click.echo(f"re-queued trials {', '.join(map(str, requeued))}: their processes had died")
+
+
 def _run_workers(sweep, workers: int, command: list[str]) -> None:
     """K copies of this command, each running its share of the trials with its share of the cores."""
-    from mnist_pipeline.sweep import counted_trials, open_study, requeue_dead_trials
+    from mnist_pipeline.sweep import counted_trials, open_study
 
     study = open_study(sweep)  # created once, before the workers race for it
-    requeued = requeue_dead_trials(study)
-    if requeued:
-        click.echo(f"re-queued trial(s) {', '.join(map(str, requeued))}: their process had died")
+    _requeue_dead(study)
     left = max(sweep.trials - counted_trials(study), 0)
     threads = max(1, (os.cpu_count() or 1) // workers)
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
@@ -124,15 +132,19 @@ def _report(sweep) -> None:
     _print_summary(sweep, result)
 
 
-def _print_summary(sweep, result) -> None:
-    from mnist_pipeline.sweep import savings_text, show_value
+def _print_summary(sweep, result, shown: int = 10) -> None:
+    from mnist_pipeline.sweep import savings_text, short_labels, show_value
 
-    rows = result["rows"][:10]
-    click.echo(f"{'trial':>5}  {'state':<8}  {sweep.space.objective:>12}  params")
-    for r in rows:
+    labels = short_labels(sweep.space.params)
+    rows = result["rows"]
+    click.echo(f"{'trial':>5}  {'state':<11}  {sweep.space.objective:>12}  values")
+    for r in rows[:shown]:
         value = "-" if r["value"] is None else f"{r['value']:.4f}"
-        click.echo(f"{r['trial']:>5}  {r['state']:<8}  {value:>12}  "
-                   f"{', '.join(f'{k}={show_value(v)}' for k, v in r['params'].items())}")
+        outcome = f"  ({r['outcome']})" if r["outcome"] and r["state"] != "completed" else ""
+        click.echo(f"{r['trial']:>5}  {r['state']:<11}  {value:>12}  "
+                   f"{', '.join(f'{labels[k]}={show_value(v)}' for k, v in r['params'].items())}{outcome}")
+    if len(rows) > shown:
+        click.echo(f"... and {len(rows) - shown} more trials in the report")
     if sweep.prune:
         click.echo(f"pruning: {savings_text(result['savings'])}")
     best = result["best"]
@@ -144,13 +156,17 @@ def _print_summary(sweep, result) -> None:
 
 @sweep.command("report", short_help="Rewrite a sweep's report from its study.")
 @click.argument("name")
-@click.option("--output-dir", default="outputs", show_default=True, metavar="DIR", help="Where sweeps/ is.")
-@click.option("--storage", metavar="URL", help="The study's storage, if not the sweep folder's journal file.")
-def sweep_report(name, output_dir, storage) -> None:
+@click.option("--output-dir", metavar="DIR",
+              help="Where sweeps/ is (default: the --output-dir given before `report`, else outputs).")
+@click.option("--storage", metavar="URL", help="The study's storage, if not the one the sweep recorded.")
+@click.pass_context
+def sweep_report(ctx, name, output_dir, storage) -> None:
     """Rewrite a sweep's report (ranked trials, best.yaml, figures, report.html) from its study.
 
-    Example: mnist sweep report mlp-mlp
+    Example: mnist sweep --output-dir outputs report mlp-mlp
     """
     from mnist_pipeline.sweep import reopen_sweep
 
-    _report(reopen_sweep(Path(output_dir) / "sweeps" / name, storage))
+    group = ctx.parent.params  # `mnist sweep --output-dir D report NAME`: the group's options, unless given here
+    folder = Path(output_dir or group["output_dir"]) / "sweeps" / name
+    _report(reopen_sweep(folder, storage or group["storage"]))

@@ -238,7 +238,8 @@ _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
-table { border-collapse: collapse; margin: .5em 0; font-size: .92em; }
+table { border-collapse: collapse; font-size: .92em; }
+.scroll { overflow-x: auto; margin: .5em 0; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
 th { background: #f4f4f4; } tr:nth-child(even) td { background: #fafafa; }
 td:not(:first-child) { font-variant-numeric: tabular-nums; }
@@ -285,7 +286,9 @@ def _html_body(section: Section, image_dir: Path) -> str:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                        for row in section.rows)
         thead = f"<thead><tr>{head}</tr></thead>" if head else ""
-        parts.append(f"<table>{thead}<tbody>{body}</tbody></table>")
+        # In a box that scrolls sideways: a table wider than the page (a sweep's column per parameter) must
+        # not make the whole page scroll.
+        parts.append(f"<div class=\"scroll\"><table>{thead}<tbody>{body}</tbody></table></div>")
     if section.image:
         encoded = base64.b64encode((image_dir / section.image).read_bytes()).decode("ascii")
         parts.append(f"<img alt=\"{html.escape(section.heading)}\" src=\"data:image/png;base64,{encoded}\">")

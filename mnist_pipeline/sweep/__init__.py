@@ -7,9 +7,10 @@ trial once, at the end. `setup` reads and checks what the command line asks for,
 `report` ranks them. Optuna and TensorFlow load only inside the functions that need them.
 """
 
+from mnist_pipeline.sweep.labels import short_labels, show_value
 from mnist_pipeline.sweep.report import savings_text, write_report
 from mnist_pipeline.sweep.setup import Sweep, make_sweep, reopen_sweep
-from mnist_pipeline.sweep.study import counted_trials, open_study, requeue_dead_trials, show_value, work
+from mnist_pipeline.sweep.study import counted_trials, open_study, requeue_dead_trials, work
 
 __all__ = ["Sweep", "counted_trials", "make_sweep", "open_study", "reopen_sweep", "requeue_dead_trials",
-           "savings_text", "show_value", "work", "write_report"]
+           "savings_text", "short_labels", "show_value", "work", "write_report"]

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
-import warnings
 from typing import Any
 
 from mnist_pipeline.config import load_config, to_yaml
@@ -13,42 +13,60 @@ from mnist_pipeline.config.space import override
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.sweep.labels import short_labels, show_value
 from mnist_pipeline.sweep.setup import Sweep
-from mnist_pipeline.sweep.study import _counted, config_value, show_value
+from mnist_pipeline.sweep.study import config_value
 
 BEST_CONFIG = "best.yaml"
 BEST = "best.json"
-FIGURES = {  # file -> (heading, Optuna's matplotlib function)
-    "optimization_history.png": ("Optimization history", "plot_optimization_history"),
-    "param_importances.png": ("Parameter importances", "plot_param_importances"),
-    "parallel_coordinate.png": ("Parallel coordinates", "plot_parallel_coordinate"),
-    "slice.png": ("Slices", "plot_slice"),
-}
+STATES = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+          "WAITING": "waiting"}  # Optuna's states in the words of run folders' status.json
 
 
 def trial_rows(sweep: Sweep, study) -> list[dict[str, Any]]:
-    """Every trial (replaced ones left out), best first: completed by the objective, then pruned, then the rest."""
-    rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value, "std": t.user_attrs.get("std"),
-             "params": dict(t.params), "runs": t.user_attrs.get("runs", []), "outcome": t.user_attrs.get("outcome"),
-             "seconds": t.duration.total_seconds() if t.duration else None, **_epochs(sweep, t.number)}
-            for t in _counted(study.get_trials(deepcopy=False))]
+    """Every trial that ran or waits to, with its state and run folders: completed ones first, ranked by the
+    objective, then the rest (pruned, failed, interrupted and re-run, running, waiting) by number. Left out:
+    trials that stepped back unrun when another worker took the sweep's last trial (no values, no folder)."""
+    trials = [t for t in study.get_trials(deepcopy=False) if "skipped" not in t.user_attrs]
+    replaced_by = {t.user_attrs["replaces"]: t.number for t in trials if "replaces" in t.user_attrs}
+    rows = [_row(sweep, t, replaced_by.get(t.number)) for t in trials]
     sign = -1 if sweep.space.direction == "maximize" else 1
-    order = {"complete": 0, "pruned": 1}
-    return sorted(rows, key=lambda r: (order.get(r["state"], 2), r["value"] is None,
-                                       sign * (r["value"] or 0), r["trial"]))
+    return sorted(rows, key=lambda r: (r["state"] != "completed", sign * r["value"] if r["state"] == "completed"
+                                       else 0, r["trial"]))
 
 
-def _epochs(sweep: Sweep, number: int) -> dict[str, Any]:
-    """{epochs: trained, planned: configured, epoch_seconds: [...]} over a trial's run folders (pruned and
-    failed ones too: they are found by name, `<timestamp>-trial-NNNN[-seedS]`)."""
+def _row(sweep: Sweep, trial, replaced_by: int | None) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    recorded = list(attrs.get("runs", []))
+    # Folders are found by name too (`<timestamp>-trial-NNNN[-seedS]`): a pruned, failed or interrupted seed's
+    # run never reached the trial's list.
+    found = sorted(p.name for p in (sweep.folder / "runs").glob(f"*-trial-{trial.number:04d}*"))
+    runs = recorded + [name for name in found if name not in recorded]
+    state, outcome = STATES.get(trial.state.name, trial.state.name.lower()), attrs.get("outcome")
+    if replaced_by is not None:
+        state = "interrupted"  # stopped or killed, not the trial's own doing: its values ran again
+        outcome = f"{outcome or 'its process died'}; its values re-run as trial {replaced_by}"
+    elif "replaces" in attrs:
+        outcome = "; ".join(filter(None, [f"the values of interrupted trial {attrs['replaces']} again", outcome]))
+    epochs = _epochs(sweep, runs)
+    took = trial.duration.total_seconds() if trial.duration else None
+    if state in ("interrupted", "running"):  # the trial's clock ran on until a re-run found it dead
+        took = sum(epochs["epoch_seconds"]) or None
+    return {"trial": trial.number, "state": state, "value": trial.value if state == "completed" else None,
+            "std": attrs.get("std"), "params": dict(trial.params), "runs": runs, "outcome": outcome,
+            "seconds": took, "replaced_by": replaced_by, **epochs}
+
+
+def _epochs(sweep: Sweep, runs: list[str]) -> dict[str, Any]:
+    """{epochs: trained, planned: configured, epoch_seconds: [...]} over a trial's run folders."""
     trained, planned, seconds = 0, 0, []
-    for run in sorted((sweep.folder / "runs").glob(f"*-trial-{number:04d}*")):
+    for run in (sweep.folder / "runs" / name for name in runs):
         try:
             history = run_files.read_history(run) if (run / rf.HISTORY).exists() else []
             # every seed's run would have had as many epochs (a pruned trial stops before its other seeds)
             planned = load_config(run / rf.CONFIG).training.epochs * len(sweep.seeds or (None,))
         except PipelineError:
-            continue  # a damaged run folder: left out of the counts, the report still lists the trial
+            continue  # a damaged run folder (or one on another machine): left out of the counts
         trained += len(history)
         seconds += [row["seconds"] for row in history]
     return {"epochs": trained, "planned": planned, "epoch_seconds": seconds}
@@ -56,13 +74,15 @@ def _epochs(sweep: Sweep, number: int) -> dict[str, Any]:
 
 def pruning_savings(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What the pruner saved: the epochs pruned trials did not train, and the time, estimated as what the
-    pruned trials would have taken at the mean duration of a complete trial minus what they took."""
-    pruned = [r for r in rows if r["state"] == "pruned"]
-    complete = [r["seconds"] for r in rows if r["state"] == "complete" and r["seconds"] is not None]
+    pruned trials would have taken at the mean duration of a complete trial minus what they took. Planned
+    epochs count each trial once: not an interrupted trial whose values ran again."""
+    counted = [r for r in rows if r["replaced_by"] is None]
+    pruned = [r for r in counted if r["state"] == "pruned"]
+    complete = [r["seconds"] for r in counted if r["state"] == "completed" and r["seconds"] is not None]
     took = sum(r["seconds"] or 0 for r in pruned)
     saved = max(len(pruned) * statistics.fmean(complete) - took, 0.0) if complete and pruned else 0.0
     return {"pruned": len(pruned), "epochs_saved": sum(r["planned"] - r["epochs"] for r in pruned),
-            "epochs_planned": sum(r["planned"] for r in rows), "seconds_saved": saved,
+            "epochs_planned": sum(r["planned"] for r in counted), "seconds_saved": saved,
             "seconds_total": sum(r["seconds"] or 0 for r in rows)}
 
 
@@ -84,25 +104,43 @@ def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
     return with_test
 
 
+def best_config(sweep: Sweep, best: dict[str, Any]):
+    """The base config with the best trial's values, named `<sweep>-best`, with absolute paths (as run folders
+    keep them) so that `mnist train --config best.yaml` trains the same from any directory: the data its runs
+    read, into the sweep's output dir."""
+    data_dir = None
+    if best["runs"] and (sweep.folder / "runs" / best["runs"][0] / rf.CONFIG).is_file():
+        data_dir = load_config(sweep.folder / "runs" / best["runs"][0] / rf.CONFIG).data.data_dir
+    if data_dir is None:  # the runs are on another machine of the study: the base's, from here
+        from mnist_pipeline.runtime import data_dir as used_data_dir
+
+        used = used_data_dir(load_config(sweep.base).data.data_dir)
+        data_dir = os.path.abspath(used) if used else None
+    return load_config(sweep.base, [override(k, config_value(sweep.space.params[k], v))
+                                    for k, v in best["params"].items()],
+                       {"output.name": f"{sweep.name}-best", "output.dir": os.path.abspath(sweep.output_dir),
+                        "data.data_dir": data_dir})
+
+
 def write_report(sweep: Sweep, study) -> dict[str, Any]:
-    """Ranked trials, best.yaml, best.json (with the best trial's test accuracy, computed once), Optuna's
-    figures, report.md and report.html in the sweep's folder; returns {rows, best, files}."""
+    """Ranked trials, best.yaml, best.json (with the best trial's test accuracy, computed once), the figures,
+    report.md and report.html in the sweep's folder; returns {rows, best, savings, files}."""
     from mnist_pipeline.reports.document import Section, render_html, render_markdown
+    from mnist_pipeline.sweep.figures import draw_figures
 
     rows = trial_rows(sweep, study)
-    best = rows[0] if rows and rows[0]["state"] == "complete" else None
+    labels = short_labels(sweep.space.params)
+    best = rows[0] if rows and rows[0]["state"] == "completed" else None
     sections = [Section("Sweep", columns=["", "value"], rows=[
         ["objective", f"{sweep.space.objective} ({sweep.space.direction}), best epoch of each run; validation only"],
-        ["trials", _count_states(rows)],
+        ["trials", _count_states(rows, sweep.trials)],
+        ["parameters", "; ".join(f"{label}: {key}" for key, label in labels.items() if label != key) or "-"],
         ["seeds per trial", ", ".join(map(str, sweep.seeds)) if sweep.seeds else "the base config's"],
-        ["pruning saved", savings_text(pruning_savings(rows))],
+        *([["pruning saved", savings_text(pruning_savings(rows))]] if sweep.prune else []),
         ["sampler, pruning", f"{sweep.space.sampler}, {'median pruner' if sweep.prune else 'off'}"]])]
     files = []
     if best:
-        cfg = load_config(sweep.base, [override(k, config_value(sweep.space.params[k], v))
-                                       for k, v in best["params"].items()],
-                          {"output.name": f"{sweep.name}-best"})
-        rf.write_text(sweep.folder / BEST_CONFIG, to_yaml(cfg))
+        rf.write_text(sweep.folder / BEST_CONFIG, to_yaml(best_config(sweep, best)))
         best = best_on_test(sweep, best)
         files.append(sweep.folder / BEST_CONFIG)
         spread = f" (sd {best['test_accuracy_std']:.4f})" if best.get("test_accuracy_std") is not None else ""
@@ -110,13 +148,16 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
             f"Trial {best['trial']}: {sweep.space.objective} {best['value']:.4f}; test accuracy "
             f"{best['test_accuracy']:.4f}{spread}, measured once, after the sweep. Re-run it with "
             f"`mnist train --config {sweep.folder / BEST_CONFIG}`.")))
-    sections.append(Section("Trials", columns=["trial", "state", sweep.space.objective, "sd", "seconds",
-                                               *sweep.space.params, "outcome"],
-                            rows=[[r["trial"], r["state"], _cell(r["value"]), _cell(r["std"]), _cell(r["seconds"], 1),
-                                   *[show_value(r["params"].get(k, "-")) for k in sweep.space.params],
-                                   r["outcome"] or ""] for r in rows]))
-    for file, heading in _draw_figures(sweep, study).items():
-        sections.append(Section(heading, image=file))
+    sections.append(Section(
+        "Trials", text="Completed trials ranked by the objective, then every other trial by number; run folders "
+                       f"are under {sweep.folder / 'runs'}.",
+        columns=["trial", "state", sweep.space.objective, "sd", "seconds", *labels.values(), "run folder",
+                 "outcome"],
+        rows=[[r["trial"], r["state"], _cell(r["value"]), _cell(r["std"]), _cell(r["seconds"], 1),
+               *[show_value(r["params"].get(k, "-")) for k in sweep.space.params], " ".join(r["runs"]) or "-",
+               r["outcome"] or ""] for r in rows]))
+    for file, (heading, caption) in draw_figures(sweep, study).items():
+        sections.append(Section(heading, text=caption, image=file))
         files.append(sweep.folder / file)
     rf.write_text(sweep.folder / "report.md", render_markdown(f"Sweep {sweep.name}", sections))
     rf.write_text(sweep.folder / "report.html", render_html(f"Sweep {sweep.name}", sections, sweep.folder))
@@ -130,36 +171,15 @@ def savings_text(saved: dict[str, Any]) -> str:
             f"{saved['seconds_total']:.0f} s in all)")
 
 
-def _count_states(rows: list[dict[str, Any]]) -> str:
-    states = [r["state"] for r in rows]
-    return ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "running", "waiting")
-                     if s in states)
+def _count_states(rows: list[dict[str, Any]], total: int) -> str:
+    """`4 of 4: 3 completed, 1 pruned; 1 interrupted and re-run`."""
+    counted = [r["state"] for r in rows if r["replaced_by"] is None]
+    states = ", ".join(f"{counted.count(s)} {s}" for s in dict.fromkeys(["completed", *STATES.values(), *counted])
+                       if s in counted)
+    rerun = sum(r["replaced_by"] is not None for r in rows)
+    of = f"of {total}" if len(counted) <= total else f"(the sweep now asks for {total})"  # --trials lowered
+    return f"{len(counted)} {of}: {states or 'none yet'}" + (f"; {rerun} interrupted and re-run" if rerun else "")
 
 
 def _cell(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _draw_figures(sweep: Sweep, study) -> dict[str, str]:
-    """Optuna's own figures (matplotlib) as PNG; one that needs more finished trials than there are is skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    drawn = {}
-    for file, (heading, function) in FIGURES.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib figures experimental; layout notes
-            try:
-                axes = getattr(optuna_plots, function)(study)
-            except (ValueError, RuntimeError, ZeroDivisionError):
-                continue  # e.g. importances need two finished trials
-            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-            figure.set_size_inches(9, 5)
-            figure.tight_layout()
-            figure.savefig(sweep.folder / file, dpi=100, bbox_inches="tight")  # legends sit outside the axes
-        plt.close(figure)
-        drawn[file] = heading
-    return drawn

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import statistics
 import time
@@ -15,7 +14,8 @@ from typing import Any
 from mnist_pipeline.config import load_config
 from mnist_pipeline.config.space import Choice, FloatRange, SweepSpace, grid, override
 from mnist_pipeline.errors import PipelineError, Pruned, brief
-from mnist_pipeline.sweep.setup import JOURNAL, Sweep
+from mnist_pipeline.sweep.labels import short_labels, values_text
+from mnist_pipeline.sweep.setup import JOURNAL, Sweep, masked
 
 
 def open_study(sweep: Sweep, sampler_seed: int | None = None):
@@ -49,15 +49,10 @@ def _database(url: str):
                                                   heartbeat_stale_trial_callback=requeue)
         except Exception as exc:
             if attempt == 3 or "ModuleNotFoundError" in type(exc).__name__ or isinstance(exc, ImportError):
-                raise PipelineError(f"--storage {_masked(url)}: cannot open the study there ({type(exc).__name__}: "
+                raise PipelineError(f"--storage {masked(url)}: cannot open the study there ({type(exc).__name__}: "
                                     f"{brief(exc)}); check the URL, the server and the database driver (e.g. "
                                     f"pip install psycopg2-binary for postgresql://)") from None
             time.sleep(0.5 + attempt)
-
-
-def _masked(url: str) -> str:
-    """A storage URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def _sampler(space: SweepSpace, seed: int | None):
@@ -104,13 +99,19 @@ def config_value(distribution, stored: Any) -> Any:
     return stored
 
 
+def trial_values(sweep: Sweep, trial) -> dict[str, Any]:
+    """The trial's value for every key of the space (Optuna gives the same again if asked twice)."""
+    return {key: suggest(trial, key, d) for key, d in sweep.space.params.items()}
+
+
 def run_trial(sweep: Sweep, trial, events_factory) -> float:
     """Train the trial's config once per seed (the first seed's epochs go to the pruner); return the mean of the
     objective over the seeds, and keep each seed's value, their standard deviation and run folders on the trial.
-    Raises Pruned, or the run's error (the trial then fails)."""
+    `events_factory(trial, seed, first)` gives each seed's run its Events. Raises Pruned, or the run's error (the
+    trial then fails)."""
     from mnist_pipeline.pipeline import run
 
-    values = {key: suggest(trial, key, d) for key, d in sweep.space.params.items()}
+    values = trial_values(sweep, trial)
     seeds = sweep.seeds or (None,)
     results, runs = [], []
     for index, seed in enumerate(seeds):
@@ -119,7 +120,7 @@ def run_trial(sweep: Sweep, trial, events_factory) -> float:
         if seed is not None:
             extra.append(f"training.seed={seed}")
         cfg = load_config(sweep.base, extra, {"output.dir": str(sweep.folder), "output.name": name})
-        result = run(cfg, events_factory(trial, report=index == 0), test=False)
+        result = run(cfg, events_factory(trial, seed if len(seeds) > 1 else None, index == 0), test=False)
         results.append(float(result.metrics[sweep.objective_key]))
         runs.append(result.run_dir.name)
         trial.set_user_attr("runs", runs)
@@ -127,6 +128,16 @@ def run_trial(sweep: Sweep, trial, events_factory) -> float:
     if len(results) > 1:
         trial.set_user_attr("std", statistics.stdev(results))
     return statistics.fmean(results)
+
+
+def epoch_printer(log, number: int, seed: int | None):
+    """An `Events.epoch` callback: one plain line per finished epoch of a trial (a log, not a redrawn bar; the
+    trial number on each line, since --workers interleave theirs)."""
+    def on_epoch(record, epochs: int) -> None:
+        log(f"trial {number}{f' seed {seed}' if seed is not None else ''}  epoch {record.epoch}/{epochs}  "
+            f"loss {record.loss:.4f}  val_loss {record.val_loss:.4f}  val_accuracy {record.val_accuracy:.4f}  "
+            f"{record.seconds:.1f}s")
+    return on_epoch
 
 
 def pruning_reporter(trial, objective: str):
@@ -201,29 +212,41 @@ def work(sweep: Sweep, study, quota: int | None, log, stop_requested) -> int:
     from mnist_pipeline.errors import Interrupted
     from mnist_pipeline.pipeline import Events
 
-    def events(trial, report: bool) -> Events:
-        reporter = pruning_reporter(trial, sweep.space.objective) if report else Events().epoch
-        return Events(epoch=reporter, stop_requested=stop_requested)
+    def events(trial, seed: int | None, first: bool) -> Events:
+        printer = epoch_printer(log, trial.number, seed)
+        reporter = pruning_reporter(trial, sweep.space.objective) if first else Events().epoch
+
+        def on_epoch(record, epochs: int) -> None:
+            printer(record, epochs)  # before the pruner: the epoch it stops after is on screen
+            reporter(record, epochs)
+        return Events(epoch=on_epoch, stop_requested=stop_requested)
 
     def objective(trial) -> float:
         started.append(trial)
-        if counted_trials(study, up_to=trial.number) > sweep.trials:
+        position = counted_trials(study, up_to=trial.number)
+        if position > sweep.trials:
             # Trial numbers are given out in order: exactly the ones past the total step back, unrun, uncounted.
             trial.set_user_attr("skipped", "over the sweep's total: another worker took the last trial")
             raise _OverTotal
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # a re-run finds dead ones
+        again = trial.user_attrs.get("replaces")
+        log(f"trial {trial.number} ({position} of {sweep.trials}"
+            f"{f', again the values of trial {again}' if again is not None else ''}): "
+            f"{values_text(trial_values(sweep, trial), labels)}")
         try:
             return run_trial(sweep, trial, events)
         except Pruned as exc:
             trial.set_user_attr("outcome", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         except (Interrupted, KeyboardInterrupt):
+            trial.set_user_attr("outcome", "stopped by Ctrl-C or SIGTERM")
             raise
         except Exception as exc:  # a NaN, a combination the config refuses, a full disk: this trial only
             message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {brief(exc)}"
             trial.set_user_attr("outcome", f"failed: {message}")
             raise _TrialFailed(message) from None
 
+    labels = short_labels(sweep.space.params)
     ran, started = 0, []
     while (quota is None or ran < quota) and counted_trials(study) < sweep.trials:
         try:
@@ -248,10 +271,4 @@ def _outcome_line(sweep: Sweep, trial) -> str:
     std = trial.user_attrs.get("std")
     spread = f" (sd {std:.4f} over {len(sweep.seeds)} seeds)" if std is not None else ""
     return (f"trial {trial.number}: {sweep.space.objective} {trial.value:.4f}{spread}  "
-            f"{', '.join(f'{k}={show_value(v)}' for k, v in trial.params.items())}")
-
-
-def show_value(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
+            f"{values_text(trial.params, short_labels(sweep.space.params))}")
