@@ -168,14 +168,19 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
         return metrics
     except BaseException as exc:  # KeyboardInterrupt too: the folder must never look finished
         interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
-        if summaries:
-            with contextlib.suppress(Exception):  # the steps seen so far; never hides the original error
-                summaries.close()
-        status = "pruned" if isinstance(exc, Pruned) else "interrupted" if interrupted else "failed"
-        with contextlib.suppress(PipelineError):  # a full disk must not hide the original error
-            rf.write_status(run_dir, status, started=started, error=f"{type(exc).__name__}: {exc}")
-        if not isinstance(exc, KeyboardInterrupt):  # a second signal means: stop now, no report
-            _try_report(run_dir)
+        try:
+            if summaries:
+                with contextlib.suppress(Exception):  # the steps seen so far; never hides the original error
+                    summaries.close()
+            status = "pruned" if isinstance(exc, Pruned) else "interrupted" if interrupted else "failed"
+            # A stop is the user's own doing, not an error of a kind: its words alone.
+            error = str(exc) if interrupted else f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(PipelineError):  # a full disk must not hide the original error
+                rf.write_status(run_dir, status, started=started, error=error)
+            if not isinstance(exc, KeyboardInterrupt):  # a second signal means: stop now, no report
+                _try_report(run_dir)
+        except StopNow as again:  # a second Ctrl-C while the first one's files are written: say the same
+            exc = again
         raise _with_next_step(exc, run_dir) from None
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -246,9 +247,10 @@ def test_console_script_and_python_dash_m():
         assert result.returncode == 0 and result.stdout.startswith("mnist, version "), result.stderr
 
 
-def run_in_terminal(args, columns=80, timeout=300, interrupt_at=None, code=0):
+def run_in_terminal(args, columns=80, timeout=300, interrupt_at=None, code=0, interrupts=1):
     """`mnist ARGS` with its stdout and stderr on a pseudo-terminal of `columns` columns: what it draws there.
-    With `interrupt_at`, SIGINT (Ctrl-C) is sent once that text has been drawn."""
+    With `interrupt_at`, SIGINT (Ctrl-C) is sent `interrupts` times, as fast as a user can, once that text has
+    been drawn."""
     import fcntl
     import pty
     import signal
@@ -271,7 +273,9 @@ def run_in_terminal(args, columns=80, timeout=300, interrupt_at=None, code=0):
             break
         chunks.append(chunk)
         if interrupt_at and interrupt_at.encode() in b"".join(chunks):
-            process.send_signal(signal.SIGINT)
+            for _ in range(interrupts):
+                process.send_signal(signal.SIGINT)
+                time.sleep(0.05)
             interrupt_at = None
     os.close(leader)
     assert process.wait(timeout=timeout) == code, b"".join(chunks).decode()
@@ -303,8 +307,22 @@ def test_ctrl_c_in_a_terminal_erases_the_bar_before_the_error_line(idx_dir, tmp_
                              "--output-dir", tmp_path, *FAST, "--epochs", "50"], interrupt_at="epoch 2/50 ", code=130)
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn).replace("\r\n", "\n")
     last = plain.strip().split("\n")[-1].rsplit("\r", 1)[-1]  # what the terminal shows on the last line
-    assert last.startswith("error: SIGINT: stopped"), repr(last)  # on a line of its own, no bar before it
+    assert last.startswith("SIGINT: stopped"), repr(last)  # on a line of its own, no bar before it
     assert "mnist train --resume" in last
+
+
+def test_ctrl_c_twice_erases_the_bar_and_says_the_run_can_go_on_without_calling_it_an_error(idx_dir, tmp_path):
+    import re
+
+    drawn = run_in_terminal(["train", "--config", ROOT / "configs/smoke.yaml", "--data-dir", idx_dir,
+                             "--output-dir", tmp_path, *FAST, "--epochs", "50"], interrupt_at="epoch 3/50 ", code=130,
+                            interrupts=2)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn).replace("\r\n", "\n")
+    last = plain.strip().split("\n")[-1].rsplit("\r", 1)[-1]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert last.startswith("SIGINT again: stopped at once; it can go on from its checkpoint after epoch "), repr(last)
+    assert last.endswith(f"`mnist train --resume {run_dir}`") and "error" not in plain.lower()
+    assert "\x1b[2K" in drawn and drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")  # erased; cursor back
 
 
 def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alone(idx_dir, tmp_path):

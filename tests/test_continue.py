@@ -142,3 +142,24 @@ def test_a_folder_from_a_later_version_asks_for_an_upgrade(one_epoch, tmp_path):
     result = invoke("train", "--resume", new)
     assert result.exit_code == 1 and "made by mnist-pipeline 9.0.0" in result.output
     assert "upgrade mnist-pipeline" in result.output
+
+
+def test_a_run_held_by_another_process_shows_as_running_and_its_report_is_left_alone(one_epoch, tmp_path):
+    from mnist_pipeline.reports.run_folder import RunLock
+
+    _, first = one_epoch
+    stopped = stopped_copy(first, tmp_path)  # as a resume finds it in its first seconds: still "interrupted"
+    lock = RunLock(stopped)
+    assert lock.acquire()
+    try:
+        before = snapshot(stopped)
+        refused = invoke("report", stopped)
+        assert refused.exit_code == 2 and "another process is training this run right now" in refused.output
+        assert snapshot(stopped) == before
+        listed = invoke("compare", stopped, "--json")
+        assert json.loads(listed.output)["runs"][0]["status"] == "running"
+        busy = invoke("train", "--resume", stopped, "--epochs", "5")
+        assert busy.exit_code == 2 and "is training this run right now" in busy.output
+    finally:
+        lock.release()
+    assert json.loads(invoke("compare", stopped, "--json").output)["runs"][0]["status"] == "interrupted"

@@ -198,7 +198,7 @@ def test_sigterm_stops_after_the_step_marks_interrupted_and_can_resume(idx_dir, 
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     last = stderr.strip().splitlines()[-1]
-    assert re.match(r"error: SIGTERM: stopped (during|after) epoch \d+", last) and "mnist train --resume" in last
+    assert re.match(r"SIGTERM: stopped (during|after) epoch \d+", last) and "mnist train --resume" in last
     run_dir = new_run(tmp_path)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
     assert (run_dir / "report.md").exists() and "This run is **interrupted**" in (run_dir / "report.md").read_text()

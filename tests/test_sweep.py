@@ -264,7 +264,7 @@ def test_a_stopped_sweep_says_how_to_continue_and_requeues_its_trial(idx_dir, tm
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143
-    assert stderr == ("error: SIGTERM: the sweep stopped during a trial, which is re-queued; run the same command "
+    assert stderr == ("SIGTERM: the sweep stopped during a trial, which is re-queued; run the same command "
                       "again to continue\n")
     (stopped,) = study_of(folder).get_trials(states=(optuna.trial.TrialState.FAIL,))
     (run,) = folder.glob(f"runs/*-trial-{stopped.number:04d}")  # the stopped trial's run folder says so

@@ -19,7 +19,7 @@ from mnist_pipeline.cli.diagnose import diagnose
 from mnist_pipeline.cli.runs import compare, ensemble, evaluate, export, predict, report
 from mnist_pipeline.cli.sweep import sweep
 from mnist_pipeline.cli.train import train
-from mnist_pipeline.errors import PipelineError, StopNow
+from mnist_pipeline.errors import Interrupted, PipelineError, StopNow
 
 # click >= 8.2 raises this for a group called without a command (8.1 printed the help and exited 0 by itself).
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -52,6 +52,9 @@ class _Group(OrderedGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:  # the user's own stop is not an error: what stopped and what can follow
+            click.echo(str(exc), err=True)
+            ctx.exit(exc.exit_code)
         except PipelineError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -59,10 +62,10 @@ class _Group(OrderedGroup):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(1)
         except StopNow as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(str(exc), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
+            click.echo("interrupted", err=True)
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise

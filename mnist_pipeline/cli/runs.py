@@ -21,8 +21,12 @@ def report(run_dir) -> None:
 
     Example: mnist report outputs/runs/20261123T120000Z-cnn
     """
+    from mnist_pipeline.reports import run_folder as rf
     from mnist_pipeline.reports.document import write_report  # NumPy and matplotlib: only when drawing
 
+    if rf.is_locked(Path(run_dir)):  # its trainer rewrites the report as it goes, and at the end
+        raise ConfigError(f"{run_dir}: another process is training this run right now, and writes its report "
+                          f"when it stops; run `mnist report` after that")
     files = write_report(Path(run_dir))  # refuses a folder that is not a run's before drawing anything
     for file in files:
         click.echo(f"wrote {file}")

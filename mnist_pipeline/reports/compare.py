@@ -52,7 +52,10 @@ def summarize_run(run_dir: Path) -> RunSummary:
     """A run's row; a damaged run is listed as unreadable (naming the file), never dropped or fatal."""
     try:
         status = run_files.read_status(run_dir)["status"]
-        if status == "running" and not rf.is_locked(run_dir):
+        locked = rf.is_locked(run_dir)
+        if locked:  # a resume holds the lock seconds before it writes "running" (data, TensorFlow's start)
+            status = "running"
+        elif status == "running":
             status = "stale: was running, process gone (resumable)"
         metrics = run_files.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
         history = run_files.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []

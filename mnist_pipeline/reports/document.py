@@ -129,9 +129,12 @@ def _notice(run_dir: Path, status: str, error: str | None) -> Section:
     if status == "pruned":
         text = "This run is **pruned**: the sweep stopped it early because it was behind the other trials."
     else:
-        text = f"This run is **{status}**" + (f": {error}." if error else ".")
+        # Folders from before 0.1.0's last change wrote a stop as "Interrupted: ...": the status says it already.
+        error = error.removeprefix("Interrupted: ") if error and status == "interrupted" else error
+        text = f"This run is **{status}**" + (f": {error.rstrip('.')}." if error else ".")
         if status in ("interrupted", "failed", "running"):
-            text += f" To finish it, {rf.next_step(run_dir)}."
+            step = rf.next_step(run_dir)
+            text += f" {step[:1].upper()}{step[1:]}."
     text += (" Parts that need the finished run (test metrics, per-class table, figures from test predictions) "
              "are missing.")
     return Section("Not completed", text=text, style="notice")

@@ -150,8 +150,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def next_step(run_dir: Path) -> str:
     """What to do with a stopped run: resume it from its last checkpoint, or start it again if it has none."""
-    if latest_checkpoint(run_dir) is not None:
-        return f"continue with `mnist train --resume {run_dir}`"
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        epoch = checkpoint.name.removeprefix("epoch-").lstrip("0") or "0"
+        return f"it can go on from its checkpoint after epoch {epoch}: `mnist train --resume {run_dir}`"
     return (f"no epoch had finished, so there is nothing to resume; start again with "
             f"`mnist train --config {run_dir / CONFIG}`")
 
