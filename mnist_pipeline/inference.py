@@ -47,19 +47,10 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     runtime.prepare_environment()
     import keras
 
-    import mnist_pipeline.models  # noqa: F401 - registers the model classes for deserialization
-
     # The layers take their compute dtype from the policy in force when they are built, at load: a run trained
     # in bfloat16 reloaded in float32 gives probabilities ~1e-3 away from the ones it recorded.
     keras.mixed_precision.set_global_policy(precision or _trained_policy(metrics))
-    try:
-        # safe_mode (the default, kept explicit): refuses files that would run arbitrary code (lambdas).
-        model = keras.models.load_model(path / rf.MODEL, safe_mode=True)
-    except Exception as exc:
-        if "arbitrary code" in str(exc):
-            raise PipelineError(f"{path / rf.MODEL}: refused to load: the file holds Python code (a Lambda "
-                                f"layer) that would run on load; use only model files this pipeline wrote") from None
-        raise run_files.damaged(path / rf.MODEL, f"cannot load it ({type(exc).__name__}: {brief(exc)})") from None
+    model = load_model_file(path / rf.MODEL)
     try:
         scores = model(np.zeros((1, 28, 28, 1), np.float32), training=False)
         fits = tuple(scores.shape) == (1, len(CLASS_NAMES[config.data.dataset]))
@@ -69,6 +60,27 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
         raise run_files.damaged(path / rf.MODEL, "not a model of this run (it does not map a 28x28 image to "
                                                  "10 class scores)")
     return LoadedRun(path, config, normalization, metrics, model)
+
+
+def load_model_file(path: Path):
+    """A run's model.keras, or a one-line error that says what is wrong with the file."""
+    import zipfile
+
+    import keras
+
+    import mnist_pipeline.models  # noqa: F401 - registers the model classes for deserialization
+
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there
+        raise run_files.damaged(path, "not a readable Keras model file (a .keras file is a zip archive, and this "
+                                      "one is not a whole one): it was damaged or replaced")
+    try:
+        # safe_mode (the default, kept explicit): refuses files that would run arbitrary code (lambdas).
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:
+        if "arbitrary code" in str(exc):
+            raise PipelineError(f"{path}: refused to load: the file holds Python code (a Lambda layer) that would "
+                                f"run on load; use only model files this pipeline wrote") from None
+        raise run_files.damaged(path, f"cannot load it ({type(exc).__name__}: {brief(exc)})") from None
 
 
 def _trained_policy(metrics: dict) -> str:
@@ -91,7 +103,7 @@ def evaluation(run: LoadedRun, phase: str):
 
 def split_arrays(config: RunConfig, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     """The raw (uint8 images, labels) of a run's test or validation split, re-derived from its config."""
-    raw = load_raw(config.data.dataset, runtime.data_dir(data_dir or config.data.data_dir))
+    raw = load_raw(config.data.dataset, runtime.data_dir(data_dir if data_dir is not None else config.data.data_dir))
     if split == "test":
         return raw.x_test, raw.y_test.astype(np.int32), raw.source
     _, val_idx = stratified_split(raw.y_train, config.data.validation_split, config.training.seed)

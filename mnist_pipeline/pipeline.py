@@ -22,7 +22,16 @@ from mnist_pipeline import distribute, hardware, runtime
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, to_yaml
 from mnist_pipeline.data.prepare import Splits, class_counts, prepare_splits
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, Interrupted, OutputError, PipelineError, Pruned, StopNow, WorkerLost
+from mnist_pipeline.errors import (
+    ConfigError,
+    Interrupted,
+    OutputError,
+    PipelineError,
+    Pruned,
+    StopNow,
+    TrainingDiverged,
+    WorkerLost,
+)
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
 from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table, unsure_threshold
@@ -491,7 +500,9 @@ def _write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.n
 def diagnose_gradients(cfg: RunConfig, steps: int) -> dict[str, Any]:
     """Train `steps` steps (no augmentation) and record the gradient norm of every layer's kernel per step.
 
-    Returns {"layers": names from input to logits, "norms": [[norm per layer] per step], "mean": [per layer]}.
+    Returns {"layers": names from input to logits, "norms": [[norm per layer] per step], "mean": [per layer],
+    "diverged_at_step": the first step whose gradients were NaN or infinite (not recorded, and the last one
+    tried), or None}. Exploding gradients are a finding too, so only all steps failing is an error.
     """
     from mnist_pipeline.data.datasets import PipelinedBatches
 
@@ -502,13 +513,21 @@ def diagnose_gradients(cfg: RunConfig, steps: int) -> dict[str, Any]:
     batches = PipelinedBatches(splits.x_train, splits.y_train, cfg.training.batch_size, cfg.training.seed,
                                normalization=splits.normalization)
     norms: list[list[float]] = []
+    diverged_at = None
     epoch = 0
-    while len(norms) < steps:
+    while len(norms) < steps and diverged_at is None:
         for images, labels in batches.epoch(epoch):
             _, gradient_norms = trainer.learning_step_with_gradient_norms(images, labels)
-            norms.append([float(gradient_norms[i]) for i in kernels])
+            step_norms = [float(gradient_norms[i]) for i in kernels]
+            if not np.all(np.isfinite(step_norms)):
+                diverged_at = len(norms) + 1
+                break
+            norms.append(step_norms)
             if len(norms) == steps:
                 break
         epoch += 1
+    if not norms:
+        raise TrainingDiverged(f"the gradients were NaN or infinite from the first step; lower "
+                               f"training.learning_rate (now {cfg.training.learning_rate:g}) or check the data")
     return {"layers": [model.trainable_variables[i].path.split("/")[-2] for i in kernels], "norms": norms,
-            "mean": np.mean(norms, axis=0).tolist()}
+            "mean": np.mean(norms, axis=0).tolist(), "diverged_at_step": diverged_at}

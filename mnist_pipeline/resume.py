@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.config import RunConfig, load_config, to_yaml
-from mnist_pipeline.errors import ConfigError, RunFolderError, brief
+from mnist_pipeline.errors import ConfigError, RunFolderError
 from mnist_pipeline.files import sha256_file
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
@@ -203,16 +203,9 @@ def check_init_from(cfg: RunConfig) -> dict[str, Any] | None:
 def load_initial_weights(model, source: str | Path) -> None:
     """Set `model`'s weights to those of the run folder `source` (its model.keras, the best epoch's weights).
     Needs TensorFlow; call after `check_init_from` and after the model is built."""
-    import keras
+    from mnist_pipeline.inference import load_model_file
 
-    import mnist_pipeline.models  # noqa: F401 - registers the model classes for deserialization
-
-    path = Path(source) / rf.MODEL
-    try:
-        trained = keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as exc:
-        raise run_files.damaged(path, f"cannot load it ({type(exc).__name__}: {brief(exc)})") from None
-    weights = trained.get_weights()
+    weights = load_model_file(Path(source) / rf.MODEL).get_weights()
     shapes, wanted = [w.shape for w in weights], [tuple(w.shape) for w in model.get_weights()]
     if shapes != wanted:
         raise ConfigError(f"model.init_from {source}: its weights do not fit this config's model (layer shapes "

@@ -18,13 +18,17 @@ import warnings
 import numpy as np
 
 from mnist_pipeline import hardware
-from mnist_pipeline.errors import DeviceError, PipelineError, StopNow
+from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, StopNow
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 
 
 def data_dir(configured: str | None) -> str | None:
-    """The data dir to read: the configured one (flag or config), else $MNIST_DATA_DIR, else None (download)."""
+    """The data dir to read: the configured one (flag or config), else $MNIST_DATA_DIR, else None (download).
+    An empty one is refused: quietly reading other data (or downloading) in its place would mislead."""
+    if configured is not None and not configured.strip():
+        raise ConfigError(f"--data-dir {configured!r} is empty; name the folder with the data, or leave the option "
+                          f"out to read ${DATA_DIR_ENV} or Keras's download")
     return configured or os.environ.get(DATA_DIR_ENV) or None
 
 

@@ -439,7 +439,16 @@ CATALOGUE = [
     ("evaluate-normalization-missing", on_run("evaluate", "completed", remove("normalization.json")), 1,
      ["normalization.json", "file not found"]),
     ("evaluate-model-truncated", on_run("evaluate", "completed", truncate("model.keras", 300)), 1,
-     ["model.keras", "cannot load it"]),
+     ["model.keras", "not a whole one): it was damaged or replaced"]),
+    ("train-data-dir-empty", lambda tmp, *_: (["train", "--data-dir", "", "--output-dir", tmp / "out"], None), 2,
+     ["data.data_dir = ''", "an empty folder name", "leave data_dir out"]),
+    ("evaluate-data-dir-empty", on_run("evaluate", "completed", None, "--data-dir", ""), 2,
+     ["--data-dir '' is empty", "leave the option out"]),
+    ("evaluate-model-garbage", on_run("evaluate", "completed", write("model.keras", "not a model\n")), 1,
+     ["model.keras", "not a readable Keras model file", "damaged or replaced"]),
+    ("predict-model-garbage", lambda tmp, data, completed, resumable: (
+        (shutil.copytree(completed, tmp / "run") / "model.keras").write_text("{}") and
+        ["predict", tmp / "run", tmp / "run" / "samples.png"], tmp / "run"), 1, ["model.keras", "damaged or replaced"]),
     ("evaluate-model-missing", on_run("evaluate", "completed", remove("model.keras")), 1, ["model.keras", "missing"]),
     ("evaluate-config-garbage", on_run("evaluate", "completed", write("config.yaml", "model: [")), 2,
      ["config.yaml", "invalid YAML"]),

@@ -1,6 +1,7 @@
 """`mnist compare` and `mnist diagnose gradients`."""
 
 import json
+import math
 import shlex
 import shutil
 import subprocess
@@ -242,6 +243,23 @@ def test_diagnose_gradients_help_example_shows_vanishing_gradients_with_sigmoid(
     assert 0.1 < relu["mean"][-1] / relu["mean"][0] < 10
     assert (out_dir / "gradients.png").read_bytes()[:4] == b"\x89PNG"
     assert "activation=sigmoid" in result.output and result.output.splitlines()[-1].endswith("gradients.png")
+
+
+def test_diagnose_exploding_gradients_is_a_finding_not_a_crash(idx_dir, tmp_path):
+    result = invoke("diagnose", "gradients", "--config", ROOT / "configs/mlp.yaml", "--steps", "30",
+                    "--data-dir", idx_dir, "--output-dir", tmp_path, "--set", "training.optimizer=sgd",
+                    "--set", "training.batch_size=32",
+                    "--set", "model.params.activation=linear", "--compare", "training.learning_rate=1e-3,10")
+    assert result.exit_code == 0, result.output
+    (out_dir,) = (tmp_path / "diagnostics").iterdir()
+    report = json.loads((out_dir / "gradients.json").read_text())  # strict JSON: no NaN in it
+    exploded, calm = report["configurations"]["learning_rate=10"], report["configurations"]["learning_rate=1e-3"]
+    assert calm["diverged_at_step"] is None and len(calm["norms"]) == 30
+    assert 2 <= exploded["diverged_at_step"] <= 30 and len(exploded["norms"]) == exploded["diverged_at_step"] - 1
+    assert all(math.isfinite(v) for v in exploded["mean"])
+    assert (f"note: learning_rate=10: the gradients became NaN or infinite at step {exploded['diverged_at_step']}"
+            in result.output)
+    assert (out_dir / "gradients.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_diagnose_bad_compare_option():

@@ -64,4 +64,9 @@ def gradients(config_path, overrides, vary, steps, data_dir, device, output_dir)
     click.echo(table(["configuration", "first layer", "last layer", "last / first"],
                       [[label, f"{r['mean'][0]:.3e}", f"{r['mean'][-1]:.3e}", f"{ratios[label]:.3g}"]
                        for label, r in results.items()]))
+    for label, r in results.items():
+        if r["diverged_at_step"]:
+            click.echo(f"note: {label}: the gradients became NaN or infinite at step {r['diverged_at_step']} "
+                       f"(exploding), so its means cover steps 1-{r['diverged_at_step'] - 1}; lower "
+                       f"training.learning_rate to see further", err=True)
     click.echo(f"gradients: {files[1]}")

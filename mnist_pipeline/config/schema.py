@@ -222,9 +222,18 @@ class DataConfig(_Section):
         "scale", description="scale: pixels to [0, 1]; standardize: mean 0, std 1 from the training split")
     validation_split: Number = Field(0.1, gt=0.0, lt=1.0, description="stratified fraction held out to validate")
     subset: Annotated[StrictInt, Field(ge=10)] | None = Field(
-        None, description="train on this many stratified training examples (null = all)"
+        None, description="train on this many stratified training examples (null = all); validation and test "
+                          "keep their full size, so results stay comparable"
     )
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _named(cls, folder: str | None) -> str | None:
+        if folder is not None and not folder.strip():  # would quietly read $MNIST_DATA_DIR or download instead
+            raise ValueError("an empty folder name; name the folder with the data, or leave data_dir out (null) to "
+                             "read $MNIST_DATA_DIR or Keras's download")
+        return folder
 
 
 class ModelConfig(_Section):

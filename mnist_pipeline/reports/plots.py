@@ -179,9 +179,11 @@ def plot_gradient_norms(norms: dict[str, list[float]], layer_names: dict[str, li
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
     longest = max(layer_names.values(), key=len)
     ax.set_xticks(range(1, len(longest) + 1), longest, rotation=30, ha="right", fontsize=8)
-    ax.set_yscale("log")
+    # Log scale shows vanishing gradients; it needs a positive value (all-zero gradients: a zero-initialized net).
+    positive = any(v > 0 for values in norms.values() for v in values)
+    ax.set_yscale("log" if positive else "linear")
     ax.set_xlabel("layer (input side left, logits right)")
-    ax.set_ylabel("gradient norm of the layer's kernel (log scale)")
+    ax.set_ylabel(f"gradient norm of the layer's kernel{' (log scale)' if positive else ''}")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     ax.set_title(title)
