@@ -41,10 +41,7 @@ def open_resumable(run_dir: str | Path, lock: bool = True) -> Resumable:
     while running) with an intact checkpoint and its config unchanged. Otherwise a one-line refusal (exit 2,
     or 1 for a damaged file), with the folder left as it was. Without `lock` (a worker that is not the chief,
     which holds the lock), the same checks, reading only."""
-    path = Path(run_dir)
-    if not path.is_dir() or not rf.is_run_folder(path):
-        what = "no such folder" if not path.is_dir() else "not a run folder (no status.json and config.yaml)"
-        raise ConfigError(f"--resume {path}: {what}; pass a folder under <output dir>/runs/")
+    path = _run_folder(run_dir, "--resume", "pass a folder under <output dir>/runs/")
     run_lock = rf.RunLock(path) if lock else None
     if run_lock is not None and not run_lock.acquire():
         raise ConfigError(f"--resume {path}: {_trainer_of(path)} is training this run right now; wait for it to "
@@ -64,19 +61,25 @@ def open_resumable(run_dir: str | Path, lock: bool = True) -> Resumable:
 def _checked(path: Path, run_lock, started: str) -> Resumable:
     from mnist_pipeline.checkpoints import read_checkpoint
 
-    fingerprint = read_fingerprint(path)
-    recorded = run_files.field(fingerprint, path / rf.FINGERPRINT, "config_sha256", str)
-    run_files.field(fingerprint, path / rf.FINGERPRINT, "data_sha256", str)
-    if sha256_file(path / rf.CONFIG) != recorded:
-        raise ConfigError(f"--resume {path}: {rf.CONFIG} was changed after the run started, and a resumed run "
-                          f"must go on with the config it started with; restore the file, or start a new run "
-                          f"with `mnist train --config {path / rf.CONFIG}`")
+    fingerprint = _unchanged_fingerprint(path)
     checkpoint = rf.latest_checkpoint(path)
     if checkpoint is None:
         raise ConfigError(f"--resume {path}: no checkpoint: the run stopped before its first epoch ended; "
                           f"start it again with `mnist train --config {path / rf.CONFIG}`")
     state, _ = read_checkpoint(checkpoint)  # every file against its hash, before anything is loaded or written
     return Resumable(path, run_lock, started, fingerprint, state.get("topology"), state.get("precision"))
+
+
+def _unchanged_fingerprint(path: Path) -> dict[str, Any]:
+    """fingerprint.json, once config.yaml is checked against it: a checkpoint goes on only with its config."""
+    fingerprint = read_fingerprint(path)
+    recorded = run_files.field(fingerprint, path / rf.FINGERPRINT, "config_sha256", str)
+    run_files.field(fingerprint, path / rf.FINGERPRINT, "data_sha256", str)
+    if sha256_file(path / rf.CONFIG) != recorded:
+        raise ConfigError(f"--resume {path}: {rf.CONFIG} was changed after the run started, and a run must go on "
+                          f"with the config it started with; restore the file, or start a new run with "
+                          f"`mnist train --config {path / rf.CONFIG}`")
+    return fingerprint
 
 
 def read_fingerprint(path: Path) -> dict[str, Any]:
@@ -93,6 +96,15 @@ def read_fingerprint(path: Path) -> dict[str, Any]:
         raise RunFolderError(f"{path}: made by mnist-pipeline {version} (run folder format {made}), newer than "
                              f"this one; upgrade mnist-pipeline to resume or continue it", file)
     return fingerprint
+
+
+def _run_folder(given: str | Path, option: str, fix: str) -> Path:
+    """`given` as a Path if it is a run folder; else a usage error that tells a missing folder from another."""
+    path = Path(given)
+    if not path.is_dir() or not rf.is_run_folder(path):
+        what = "no such folder" if not path.is_dir() else "not a run folder (no status.json and config.yaml)"
+        raise ConfigError(f"{option} {path}: {what}; {fix}")
+    return path
 
 
 def _trainer_of(path: Path) -> str:
@@ -130,14 +142,11 @@ def continue_run(source: str | Path, epochs: int) -> Resumable:
     patience starts again, and `source` is left as it was."""
     from mnist_pipeline.checkpoints import STATE, read_checkpoint
 
-    path = Path(source)
-    if not path.is_dir() or not rf.is_run_folder(path):
-        what = "no such folder" if not path.is_dir() else "not a run folder (no status.json and config.yaml)"
-        raise ConfigError(f"--resume {path}: {what}; pass a folder under <output dir>/runs/")
+    path = _run_folder(source, "--resume", "pass a folder under <output dir>/runs/")
     if rf.is_locked(path):
         raise ConfigError(f"--resume {path}: {_trainer_of(path)} is training this run right now; continue it "
                           f"once it has stopped")
-    fingerprint = read_fingerprint(path)
+    fingerprint = _unchanged_fingerprint(path)
     checkpoint = rf.latest_checkpoint(path)
     if checkpoint is None:
         raise ConfigError(f"--resume {path}: no checkpoint to continue from (the run stopped before its first "
@@ -181,11 +190,8 @@ def check_init_from(cfg: RunConfig) -> dict[str, Any] | None:
     source = cfg.model.init_from
     if source is None:
         return None
-    path = Path(source)
     where = f"model.init_from {source}"
-    if not path.is_dir() or not rf.is_run_folder(path):
-        what = "no such folder" if not path.is_dir() else "not a run folder (no status.json and config.yaml)"
-        raise ConfigError(f"{where}: {what}; name a completed run folder whose weights this run starts from")
+    path = _run_folder(source, "model.init_from", "name a completed run folder whose weights this run starts from")
     status = run_files.read_status(path)["status"]
     if status != "completed":
         raise ConfigError(f"{where}: the run is {status}, so it has no final model to start from; pick a "

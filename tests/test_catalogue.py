@@ -406,6 +406,10 @@ CATALOGUE = [
     ("resume-completed", on_run("resume", "completed"), 2, ["already completed"]),
     ("resume-config-edited", on_run("resume", "resumable", lambda f: (f / "config.yaml").write_text(
         (f / "config.yaml").read_text().replace("epochs: 3", "epochs: 4"))), 2, ["config.yaml was changed"]),
+    ("continue-config-edited", on_run("resume", "completed", lambda f: (f / "config.yaml").write_text(
+        (f / "config.yaml").read_text().replace("batch_size: 32", "batch_size: 16")), "--epochs", "9"), 2,
+     ["config.yaml was changed"]),
+    ("continue-fewer-epochs", on_run("resume", "completed", None, "--epochs", "1"), 2, ["already; to continue it"]),
     ("resume-other-data", resume_other_data, 2, ["not the data the run started with"]),
     ("resume-no-checkpoint", on_run("resume", "resumable", remove("checkpoints")), 2,
      ["no checkpoint", "mnist train --config"]),
