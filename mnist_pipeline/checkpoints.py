@@ -114,8 +114,8 @@ class Checkpointer:
 
         path = rf.latest_checkpoint(self.run_dir)
         if path is None:
-            raise RunFolderError(f"{self.folder}: no checkpoint; the run stopped before its first epoch ended, "
-                                 f"start it again instead of resuming")
+            raise RunFolderError(f"{self.folder}: no checkpoint: the run stopped before its first epoch ended; "
+                                 f"start it again with `mnist train --config {self.run_dir / rf.CONFIG}`")
         data, best = read_checkpoint(path)
         try:
             self.checkpoint.read(str(path / VARIABLES)).assert_existing_objects_matched()

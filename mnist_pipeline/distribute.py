@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, WorkerLost, brief, quote
+from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, WorkerLost, brief, plural, quote
 
 TF_CONFIG = "TF_CONFIG"
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")  # host:port, IPv6 in brackets
@@ -57,7 +57,7 @@ class Topology:
         if self.strategy == "none":
             return device
         workers = f" on each of {self.workers} workers" if self.workers > 1 else ""
-        return f"{self.strategy}, {self.replicas} replicas ({', '.join(self.devices)}{workers})"
+        return f"{self.strategy}, {plural(self.replicas, 'replica')} ({', '.join(self.devices)}{workers})"
 
     def check_same(self, recorded: dict | None, run_dir) -> None:
         """Refuse to resume a run that trained on another number of replicas or workers: each replica's slice
@@ -66,8 +66,8 @@ class Topology:
         was = (recorded.get("strategy"), recorded.get("replicas"), recorded.get("workers"))
         if was != (self.strategy, self.replicas, self.workers):
             raise ConfigError(f"--resume {run_dir}: the run trained with {_shape(*was)}, this process has "
-                              f"{_shape(self.strategy, self.replicas, self.workers)}; resume with the same "
-                              f"devices and workers (training.distribute), or start a new run")
+                              f"{_shape(self.strategy, self.replicas, self.workers)}; resume it with the same "
+                              f"devices visible and the same workers (--workers), or start a new run")
 
 
 @contextlib.contextmanager
@@ -104,7 +104,7 @@ def _peer_cause(exc) -> str:
 
 
 def _shape(strategy, replicas, workers) -> str:
-    return f"strategy {strategy}, {replicas} replica(s) on {workers} worker(s)"
+    return f"strategy {strategy}, {plural(replicas, 'replica')} on {plural(workers, 'worker')}"
 
 
 def cluster_from_env() -> Cluster | None:
@@ -195,7 +195,7 @@ def _mirrored(tf, devices):
     elif devices[0].startswith("GPU"):
         missing = [name for name in devices if int(name.split(":")[1]) >= len(gpus)]
         if missing:
-            raise DeviceError(f"training.distribute.devices: TensorFlow sees {len(gpus)} GPU(s), not "
+            raise DeviceError(f"training.distribute.devices: TensorFlow sees {plural(len(gpus), 'GPU')}, not "
                               f"{', '.join(missing)}; name visible GPUs, or leave devices null to use them all")
     else:
         # Logical CPU devices, so that MirroredStrategy can place one replica on each; they share the cores.
@@ -204,7 +204,7 @@ def _mirrored(tf, devices):
         try:
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
         except RuntimeError as exc:  # TensorFlow already initialized (only when called twice in one process)
-            raise PipelineError(f"cannot split the CPU into {count} devices ({brief(exc)})") from None
+            raise PipelineError(f"cannot split the CPU into {plural(count, 'device')} ({brief(exc)})") from None
     strategy = tf.distribute.MirroredStrategy([f"/{name.lower()}" for name in devices])
     return strategy, Topology("mirrored", strategy.num_replicas_in_sync, 1, tuple(devices))
 

@@ -85,6 +85,11 @@ def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """A count with its noun in the right form: `1 epoch`, `2 epochs`, `1,000 images`, `2 GPUs`."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
 def brief(exc: BaseException, limit: int = BRIEF_LIMIT) -> str:
     """A foreign exception as a short single line: its first line, cut to `limit` characters."""
     lines = str(exc).strip().splitlines()

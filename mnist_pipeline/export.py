@@ -40,7 +40,7 @@ def check_format(fmt: str) -> None:
     """Refuse a format whose converter is not installed, before anything loads (exit 2)."""
     missing = [module for module in FORMATS[fmt][2] if not _installed(module)]
     if missing:
-        raise ConfigError(f"export to {fmt} needs {', '.join(missing)}, from the export extra: {EXTRA_HINT}")
+        raise ConfigError(f"export to {fmt} needs {' and '.join(missing)}, from the export extra: {EXTRA_HINT}")
 
 
 def _installed(module: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError, brief
+from mnist_pipeline.errors import DataError, brief, plural
 
 MiB = 1 << 20
 _NPY_MAGIC = b"\x93NUMPY"
@@ -31,19 +31,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def require_file(path: str | Path, what: str = "file") -> Path:
-    """`path` if it is a regular file; folders, devices and pipes (which never end) are refused by name."""
+def require_file(path: str | Path, what: str = "a file") -> Path:
+    """`path` if it is a regular file; folders, devices and pipes (which never end) are refused by name.
+    `what` the file should be, with its article: "an IDX file"."""
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a {what}")
+        raise DataError(f"{path}: is a folder, expected {what}")
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if not path.is_file():
-        raise DataError(f"{path}: not a regular file (a device or pipe?); pass a {what}")
+        raise DataError(f"{path}: not a regular file (a device or pipe?); pass {what}")
     return path
 
 
-def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
+def read_limited(path: Path, limit: int, what: str = "a file") -> bytes:
     """All bytes of a regular file of at most `limit` bytes."""
     path = require_file(path, what)
     try:
@@ -52,7 +53,7 @@ def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or brief(exc)})") from None
     if len(data) > limit:
-        raise DataError(f"{path}: larger than {limit / MiB:,.0f} MiB, too large for a {what}")
+        raise DataError(f"{path}: larger than {limit / MiB:,.0f} MiB, too large for {what}")
     return data
 
 
@@ -62,14 +63,15 @@ def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dic
     Both what the zip directory declares and what each array's .npy header promises are checked before a
     member is inflated; the inflating itself stops at the declared size and checks the CRC.
     """
-    path = require_file(path, ".npz file")
+    path = require_file(path, "an .npz file")
     try:
         with zipfile.ZipFile(path) as archive:
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
             wanted = list(keys) if keys is not None else list(members)
             missing = [k for k in wanted if k not in members]
             if missing:
-                raise DataError(f"{path}: missing array(s) {', '.join(missing)}; expected {', '.join(wanted)}")
+                raise DataError(f"{path}: missing the {'array' if len(missing) == 1 else 'arrays'} "
+                                f"{', '.join(missing)}; expected {', '.join(wanted)}")
             declared = sum(members[k].file_size for k in wanted)
             if declared > limit:
                 raise DataError(f"{path}: its arrays hold {declared / MiB:,.0f} MiB uncompressed, more than the "
@@ -91,7 +93,7 @@ def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dic
 def load_npy(path: Path, limit: int) -> np.ndarray:
     """The array of an .npy file whose header promises at most `limit` bytes, and whose size matches."""
     path = Path(path)
-    head = read_limited(path, limit + 4096, ".npy file")  # + room for the header
+    head = read_limited(path, limit + 4096, "an .npy file")  # + room for the header
     if head.startswith(_ZIP_MAGIC):
         raise DataError(f"{path}: an .npz archive named .npy; rename it to .npz or save one array with np.save")
     return _npy_from_bytes(head, str(path), limit)
@@ -101,7 +103,7 @@ def _npy_header(data: bytes, where: str, limit: int | None, total: int) -> tuple
     """(shape, fortran order, dtype, offset of the data) from the start of an .npy of `total` bytes; refuses
     a header that promises more than `limit` bytes or other than the bytes that follow it."""
     if not data.startswith(_NPY_MAGIC):
-        raise DataError(f"{where}: not a .npy array (no NumPy header)")
+        raise DataError(f"{where}: not an .npy array (no NumPy header)")
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)
@@ -116,8 +118,10 @@ def _npy_header(data: bytes, where: str, limit: int | None, total: int) -> tuple
         raise DataError(f"{where}: its header promises {size / MiB:,.0f} MiB, more than the {limit / MiB:,.0f} MiB "
                         f"allowed")
     if total - stream.tell() != size:
+        follow = total - stream.tell()
         raise DataError(f"{where}: the header promises shape {shape} ({size:,} bytes) but "
-                        f"{total - stream.tell():,} bytes follow; the file is truncated or damaged")
+                        f"{plural(follow, 'byte')} {'follows' if follow == 1 else 'follow'}; the file is truncated or "
+                        f"damaged")
     return shape, fortran, dtype, stream.tell()
 
 

@@ -158,5 +158,5 @@ def resolve_jit_compile(requested: bool | str, model_name: str, params: dict, st
     if params.get("batch_norm"):
         return False, "auto: dense layers with batch norm ran slower compiled"
     if steps < XLA_MIN_STEPS:
-        return False, f"auto: {steps:,} steps are too few to repay the compile"
+        return False, f"auto: {steps:,} {'step is' if steps == 1 else 'steps are'} too few to repay the compile"
     return True, f"auto: {steps:,} steps of a dense model repay the compile"

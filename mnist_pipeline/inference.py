@@ -15,7 +15,16 @@ from mnist_pipeline.config import CLASS_NAMES, RunConfig, load_config
 from mnist_pipeline.data.images import Item, input_files, load_items
 from mnist_pipeline.data.prepare import Normalization, stratified_split
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.errors import ConfigError, DataError, OutputError, PipelineError, RunNotCompleted, brief, clip
+from mnist_pipeline.errors import (
+    ConfigError,
+    DataError,
+    OutputError,
+    PipelineError,
+    RunNotCompleted,
+    brief,
+    clip,
+    plural,
+)
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.metrics import UNSURE_ACCURACY
@@ -37,8 +46,8 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     path = rf.run_folder(run_dir)
     status = run_files.read_status(path)["status"]
     if status != "completed":
-        raise RunNotCompleted(f"{path}: the run is {status}, so it has no final model to use; pick a completed "
-                              f"run", status)
+        raise RunNotCompleted(f"{path}: the run {run_files.status_phrase(status)}, so it has no final model to use; "
+                              f"pick a completed run", status)
     config = load_config(path / rf.CONFIG)
     normalization = Normalization(**run_files.read_normalization(path))
     metrics = run_files.read_metrics(path)
@@ -140,7 +149,7 @@ def agreement(r: dict) -> tuple[bool | None, str]:
     loss_off = abs(r["loss"] - r["recorded_loss"]) > LOSS_TOLERANCE * max(abs(r["recorded_loss"]), 1e-12)
     if not wrong and not loss_off:
         return True, f"the same: loss within {LOSS_TOLERANCE:g} relative, the same examples right"
-    parts = [f"{wrong:,} example(s) classified differently"] if wrong else []
+    parts = [f"{plural(wrong, 'example')} classified differently"] if wrong else []
     if loss_off:
         parts.append(f"loss {r['loss']:.6g} vs {r['recorded_loss']:.6g}")
     source = r.get("recorded_data_source")
@@ -247,7 +256,8 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
         try:
             runs.append(load_run(path))
         except RunNotCompleted as exc:
-            skipped.append({"run": Path(path).name, "reason": f"the run is {exc.status}, so it has no final model"})
+            reason = f"the run {run_files.status_phrase(exc.status)}, so it has no final model"
+            skipped.append({"run": Path(path).name, "reason": reason})
     if len(runs) < 2:
         why = "".join(f"; {s['run']} skipped: {s['reason']}" for s in skipped)
         raise ConfigError(f"an ensemble needs at least two completed runs, got {len(runs)}{why}")

@@ -31,6 +31,8 @@ from mnist_pipeline.errors import (
     StopNow,
     TrainingDiverged,
     WorkerLost,
+    brief,
+    plural,
 )
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
@@ -182,8 +184,12 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
                 with contextlib.suppress(Exception):  # the steps seen so far; never hides the original error
                     summaries.close()
             status = "pruned" if isinstance(exc, Pruned) else "interrupted" if interrupted else "failed"
-            # A stop is the user's own doing, not an error of a kind: its words alone.
-            error = str(exc) if interrupted else f"{type(exc).__name__}: {exc}"
+            # A stop is the user's own doing, and our errors say what happened in words: their words alone
+            # (the report shows them). A bare Ctrl-C has none; a foreign error is named by its kind.
+            if interrupted:
+                error = str(exc) or "stopped by Ctrl-C"
+            else:
+                error = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {brief(exc, 1000)}"
             with contextlib.suppress(PipelineError):  # a full disk must not hide the original error
                 rf.write_status(run_dir, status, started=started, error=error)
             if not isinstance(exc, KeyboardInterrupt):  # a second signal means: stop now, no report
@@ -288,8 +294,9 @@ def load_data(cfg: RunConfig):
     splits = prepare_splits(raw, validation_split=cfg.data.validation_split, subset=cfg.data.subset,
                             normalization=cfg.data.normalization, seed=cfg.training.seed)
     if splits.sizes["train"] < cfg.training.batch_size:
+        more = " or raise data.subset" if cfg.data.subset else ""
         raise ConfigError(f"training.batch_size = {cfg.training.batch_size} is larger than the "
-                          f"{splits.sizes['train']} training examples; lower the batch size or raise data.subset")
+                          f"{splits.sizes['train']} training examples; lower the batch size{more}")
     return raw, splits
 
 
@@ -367,11 +374,11 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     model, trainer, batches, schedule, early_stopping = (setup.model, setup.trainer, setup.batches, setup.schedule,
                                                          setup.early_stopping)
     events.log(f"model: {cfg.model.name}, {model.count_params():,} parameters; {topology.describe(rt.device)}; "
-               f"{training.epochs} epoch{'s' if training.epochs != 1 else ''} of {batches.steps_per_epoch} steps")
+               f"{plural(training.epochs, 'epoch')} of {plural(batches.steps_per_epoch, 'step')}")
     if trainer.jit_compile:  # said before the first steps, which wait for the compile
         events.log(f"XLA: on ({setup.jit_reason}); compiling first")
     elif setup.jit_wanted:
-        events.log("jit_compile: off under a tf.distribute strategy (its all-reduces and per-replica batches run "
+        events.log("XLA: off under a tf.distribute strategy (its all-reduces and per-replica batches run "
                    "outside XLA; Keras's fit() does the same)")
     else:
         events.log(f"XLA: off ({setup.jit_reason})")
@@ -395,7 +402,7 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
         events.epoch(record, training.epochs)
         if state.stopped_early:
             events.log(f"early stopping: {early_stopping.monitor} did not improve for "
-                       f"{early_stopping.patience} epochs")
+                       f"{plural(early_stopping.patience, 'epoch')}")
 
     first_step_at: list[float] = []  # wall-clock time the first group of steps ended (command-to-first-step)
 

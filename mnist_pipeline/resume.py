@@ -171,7 +171,7 @@ def continue_run(source: str | Path, epochs: int) -> Resumable:
         "continued_from": {"run": str(path.resolve()), "after_epoch": done}})
     # Until training starts the folder reads as a run stopped after epoch `done`: resumable like any other.
     rf.write_status(new_dir, "interrupted", started=started,
-                    error=f"Continued: made from {path} after epoch {done}; training had not started yet")
+                    error=f"continued from {path} after epoch {done}; training had not started yet")
     copied = new_dir / rf.CHECKPOINTS / checkpoint.name
     shutil.copytree(checkpoint, copied)
     # Asked for more epochs, so an early stop of the source is lifted, and its patience counts afresh.
@@ -194,8 +194,8 @@ def check_init_from(cfg: RunConfig) -> dict[str, Any] | None:
     path = _run_folder(source, "model.init_from", "name a completed run folder whose weights this run starts from")
     status = run_files.read_status(path)["status"]
     if status != "completed":
-        raise ConfigError(f"{where}: the run is {status}, so it has no final model to start from; pick a "
-                          f"completed run, or finish it first with `mnist train --resume {path}`")
+        raise ConfigError(f"{where}: the run {run_files.status_phrase(status)}, so it has no final model to start "
+                          f"from; pick a completed run, or finish it first with `mnist train --resume {path}`")
     theirs = load_config(path / rf.CONFIG).model
     if theirs.name != cfg.model.name:
         raise ConfigError(f"{where}: that run's model is {theirs.name} and this config's is {cfg.model.name}; "

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from mnist_pipeline import hardware
-from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, StopNow
+from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, StopNow, brief
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 
@@ -82,7 +82,7 @@ def select_device(choice: str) -> str:
     try:
         import tensorflow as tf
     except ImportError as exc:
-        raise PipelineError(f"TensorFlow cannot be imported ({exc}); install one build: "
+        raise PipelineError(f"TensorFlow cannot be imported ({brief(exc)}); install one build: "
                             f"pip install -e '.[cpu]' (or '.[gpu]' for CUDA), or run `make install`") from None
 
     gpus = tf.config.list_physical_devices("GPU")

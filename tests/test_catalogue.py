@@ -525,7 +525,7 @@ CATALOGUE = [
         (f / "history.csv").read_text() + "7,1,2\n")), 1, ["history.csv", "row"]),
     ("report-data-truncated", report_on(truncate("report_data.npz", 100)), 1, ["report_data.npz"]),
     ("report-data-wrong-shape", report_on(lambda f: np.savez(f / "report_data.npz", test_labels=np.zeros(3))), 1,
-     ["report_data.npz", "missing array"]),
+     ["report_data.npz", "missing the array"]),
     ("report-summary-garbage", report_on(write("model_summary.json", '{"layers": [1, 2]}')), 1,
      ["model_summary.json"]),
     ("report-confusion-garbage", report_on(edit_json("metrics.json", confusion_matrix=[[1, 2], [3]])), 1,

@@ -62,7 +62,7 @@ def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir,
     assert metrics["device"].startswith("cpu") and metrics["seed"] == saved["training"]["seed"]
     assert metrics["data_source"] == f"idx:{idx_dir.resolve()}"
     assert metrics["parameters"] > 0 and metrics["wall_seconds"] > 0
-    assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy"}
+    assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy", "mnist_pipeline"}
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -123,7 +123,7 @@ def test_a_saved_config_with_a_relative_data_dir_reruns_from_anywhere(idx_dir, t
      ["training.jit_compile = true cannot train the cnn on a CPU", "no deterministic max-pooling gradient"]),
     (["--set", "data.subset=100000"], 2, ["data.subset = 100000 is larger than the 540 training examples"]),
     (["--set", "training.batch_size=1000", "--set", "data.subset=100"], 2, ["batch_size = 1000 is larger"]),
-    (["--data-dir", "/nonexistent/mnist"], 2, ["data dir '/nonexistent/mnist' does not exist", "--data-dir"]),
+    (["--data-dir", "/nonexistent/mnist"], 2, ["data folder '/nonexistent/mnist' does not exist", "--data-dir"]),
     (["--device", "gpu"], 1, ["--device gpu: TensorFlow sees no GPU", "--device cpu"]),
 ])
 def test_bad_input_is_one_line_with_exit_code_and_leaves_no_run(args, code, words, idx_dir, tmp_path):

@@ -66,7 +66,7 @@ def test_resolved_config_round_trips(tmp_path):
     (["training.epochs=-1"], ["training.epochs", "-1", "must be at least 1"]),
     (["training.epochs=2.5"], ["training.epochs", "2.5", "integer"]),
     (["training.epochs=ten"], ["training.epochs", "'ten'", "integer"]),
-    (["training.batch_size=true"], ["training.batch_size", "True", "integer"]),
+    (["training.batch_size=true"], ["training.batch_size = true", "integer"]),  # YAML's true, not Python's True
     (["training.learning_rate=fast"], ["training.learning_rate", "'fast'", "number"]),
     (["training.learning_rate=0"], ["training.learning_rate", "must be more than 0"]),
     (["data.validation_split=1.5"], ["data.validation_split", "1.5", "must be less than 1"]),
@@ -97,7 +97,7 @@ def test_resolved_config_round_trips(tmp_path):
     (["model.params.units=abc", "model.name=deep_mlp"], ["model.params.units = 'abc'", "expected a list of integers"]),
     (["model.params.units=[64,x]", "model.name=deep_mlp"], ["model.params.units[1] = 'x'", "expected an integer"]),
     (["data.subset=many"], ["data.subset = 'many'", "expected an integer or null"]),
-    (["training.jit_compile=maybe"], ["training.jit_compile = 'maybe'", "expected true or false"]),
+    (["training.jit_compile=maybe"], ["training.jit_compile = 'maybe'", "expected true, false or auto"]),
     (["training=fast"], ["training = 'fast'", "expected a section (key: value lines)"]),
 ])
 def test_bad_values_name_field_value_and_what_is_allowed(overrides, words):

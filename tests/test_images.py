@@ -73,7 +73,7 @@ def test_npy_arrays_single_batch_and_unit_scale(tmp_path):
 @pytest.mark.parametrize("name, content, words", [
     ("x.png", b"not an image", ["not a readable image"]),
     ("x.txt", b"hello", ["unsupported file type .txt"]),
-    ("x.npy", b"nope", ["not a .npy array"]),
+    ("x.npy", b"nope", ["not an .npy array"]),
 ])
 def test_bad_files(tmp_path, name, content, words):
     (tmp_path / name).write_bytes(content)

@@ -68,7 +68,7 @@ def test_evaluate_tolerates_float32_summation_order_and_says_what_differs():
     assert float32_order["loss"] != base["recorded_loss"] and agreement(float32_order)[0] is True
     one_example = {**base, "accuracy": 0.975 - 1 / 800}
     same, text = agreement(one_example)
-    assert same is False and text.startswith("different: 1 example(s) classified differently; other weights")
+    assert same is False and text.startswith("different: 1 example classified differently; other weights")
     other_data = {**base, "loss": 0.09, "data_source": "idx:/elsewhere"}
     same, text = agreement(other_data)
     assert same is False and "loss 0.09 vs 0.0806" in text and "recorded on idx:/d, now idx:/elsewhere" in text
@@ -174,16 +174,16 @@ def test_ensemble_prepares_each_member_its_own_way_and_skips_unfinished_ones(tra
     (stopped / "status.json").write_text('{"status": "interrupted", "error": "Interrupted: SIGINT"}')
     result = invoke("ensemble", trained_runs["smoke"], standardized, stopped, "--json")
     assert result.exit_code == 0, result.output
-    assert result.stderr == f"skipped: {stopped.name}: the run is interrupted, so it has no final model\n"
+    assert result.stderr == f"skipped: {stopped.name}: the run was interrupted, so it has no final model\n"
     payload = json.loads(result.stdout)
     members = {m["run"]: m for m in payload["members"]}
     assert set(members) == {trained_runs["smoke"].name, standardized.name}
     assert members[standardized.name]["test_accuracy"] == alone["accuracy"]
     assert members[standardized.name]["normalization"].startswith("standardize")
-    assert payload["skipped"] == [{"run": stopped.name, "reason": "the run is interrupted, so it has no final model"}]
+    assert payload["skipped"] == [{"run": stopped.name, "reason": "the run was interrupted, so it has no final model"}]
     too_few = invoke("ensemble", trained_runs["smoke"], stopped)
     assert too_few.exit_code == 2 and "at least two completed runs, got 1" in too_few.output
-    assert f"{stopped.name} skipped: the run is interrupted" in too_few.output
+    assert f"{stopped.name} skipped: the run was interrupted" in too_few.output
 
 
 def test_commands_refuse_runs_that_did_not_finish(trained_runs, tmp_path):
@@ -191,9 +191,9 @@ def test_commands_refuse_runs_that_did_not_finish(trained_runs, tmp_path):
     (failed / "status.json").write_text('{"status": "failed"}')
     for command in (["evaluate", failed], ["predict", failed, "x.png"]):
         result = invoke(*command)
-        assert result.exit_code == 1 and "the run is failed" in result.output, result.output
+        assert result.exit_code == 1 and "the run failed, so it has no final model" in result.output, result.output
     alone = invoke("ensemble", failed, trained_runs["mlp"])  # skipped, which leaves one member: too few
-    assert alone.exit_code == 2 and "failed skipped: the run is failed" in alone.output
+    assert alone.exit_code == 2 and "failed skipped: the run failed" in alone.output
 
 
 PLAIN_KERAS = """

@@ -76,7 +76,7 @@ def test_a_stopped_report_says_so_first_with_the_resume_command(browser, trained
     notice = page.locator("[role=alert]")
     assert notice.is_visible() and top(page, "[role=alert]") < top(page, "h2")
     text = notice.inner_text()
-    assert "This run is interrupted: SIGINT: stopped." in text
+    assert "This run was interrupted: SIGINT: stopped." in text
     assert f"mnist train --resume {stopped}" in text
     page.close()
 

@@ -116,7 +116,7 @@ def test_report_of_a_failed_run_shows_what_it_has(trained_runs, tmp_path):
     # Said at the top, with the error and the command that finishes the run.
     notice = md.splitlines()[2]
     # (the "Interrupted: " of folders written before stops were recorded in their own words is not repeated)
-    assert notice.startswith("> **Not completed.** This run is **interrupted**: stopped during epoch 3. It can go on")
+    assert notice.startswith("> **Not completed.** This run was **interrupted**: stopped during epoch 3. It can go on")
     checkpoint = int(next((copy / "checkpoints").glob("epoch-*")).name.removeprefix("epoch-"))
     assert f"It can go on from its checkpoint after epoch {checkpoint}: `mnist train --resume {copy}`." in notice
     assert "## Training history" in md

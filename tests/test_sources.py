@@ -69,7 +69,7 @@ def test_inconsistent_idx_files(idx_dir, tmp_path, name, array, words):
 def test_npz_missing_key_and_bad_values(tmp_path):
     x, y = make_digits(20, 0)
     np.savez(tmp_path / "a.npz", x_train=x, y_train=y, x_test=x)
-    with pytest.raises(DataError, match="missing array.*y_test"):
+    with pytest.raises(DataError, match="missing the array.*y_test"):
         load_raw("mnist", str(tmp_path / "a.npz"))
     np.savez(tmp_path / "b.npz", x_train=x.astype(float) / 255, y_train=y, x_test=x, y_test=y)
     with pytest.raises(DataError, match=r"b.npz\[x_train\].*whole numbers in 0..255"):

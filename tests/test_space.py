@@ -84,7 +84,7 @@ def test_values_pass_through_set_as_yaml():
     ({"params": {"training.epochs": 5}}, ["params.training.epochs: got 5, not a mapping", "{choices: [...]}"]),
     ({"params": {"training.epochs": {"low": 1}}}, ["params.training.epochs.high: field required"]),
     ({"params": {"training.epochs": {"choices": []}}}, ["params.training.epochs.choices", "at least 1"]),
-    ({"params": {}}, ["params: dictionary should have at least 1 item"]),
+    ({"params": {}}, ["params: must have at least 1 item"]),
     ({"trials": 0, "params": {"training.epochs": {"choices": [1]}}}, ["trials = 0"]),
     ({"sampler": "bayes", "params": {"training.epochs": {"choices": [1]}}}, ["sampler = 'bayes'"]),
     ({"param": {"training.epochs": {"choices": [1]}}}, ["unknown key 'param'"]),

@@ -86,7 +86,7 @@ class _Group(OrderedGroup):
 def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
     """Train, evaluate and compare MNIST classifiers from YAML configs.
 
-    Example: mnist train --config configs/cnn.yaml --data-dir ../shared/data/mnist-small
+    Example: mnist train --config configs/cnn.yaml --epochs 3
     """
     ctx.obj = {"traceback": traceback}
     if not verbose:

@@ -58,7 +58,7 @@ def gradients(config_path, overrides, vary, steps, data_dir, device, output_dir)
     from mnist_pipeline.reports.diagnostics import first_to_last_ratios, write_gradient_report
 
     results = {label: diagnose_gradients(cfg, steps) for label, cfg in configs.items()}
-    out_dir = rf.create_unique_dir(Path(output_dir) / "diagnostics", "gradients")
+    out_dir = rf.create_unique_dir(Path(output_dir) / "diagnostics", "gradients", what="diagnostics folder")
     files = write_gradient_report(results, out_dir, steps)
     ratios = first_to_last_ratios(results)
     click.echo(table(["configuration", "first layer", "last layer", "last / first"],
@@ -66,7 +66,9 @@ def gradients(config_path, overrides, vary, steps, data_dir, device, output_dir)
                        for label, r in results.items()]))
     for label, r in results.items():
         if r["diverged_at_step"]:
+            last = r["diverged_at_step"] - 1
+            covered = "step 1" if last == 1 else f"steps 1-{last}"
             click.echo(f"note: {label}: the gradients became NaN or infinite at step {r['diverged_at_step']} "
-                       f"(exploding), so its means cover steps 1-{r['diverged_at_step'] - 1}; lower "
-                       f"training.learning_rate to see further", err=True)
+                       f"(exploding), so its means cover {covered}; lower training.learning_rate to see further",
+                       err=True)
     click.echo(f"gradients: {files[1]}")

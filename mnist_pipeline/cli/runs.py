@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mnist_pipeline.cli.common import table, terminal_width
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, plural
 
 
 @click.command(short_help="Redraw a run's figures and report (no TensorFlow).")
@@ -50,7 +50,7 @@ def evaluate(run_dir, data_dir, split, as_json) -> None:
     if as_json:
         click.echo(json.dumps({"run": str(run_dir), **r}, indent=2))
         return
-    click.echo(f"{split}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  ({r['examples']:,} examples, "
+    click.echo(f"{split}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  ({plural(r['examples'], 'example')}, "
                f"{r['data_source']})")
     if r["recorded_accuracy"] is not None:
         click.echo(f"metrics.json: loss {r['recorded_loss']:.4f}  acc {r['recorded_accuracy']:.4f}  "
@@ -236,7 +236,7 @@ def ensemble(run_dirs, data_dir, as_json) -> None:
     rows.append(["ensemble (mean softmax)", f"{len(rows)} models", f"{result['ensemble_accuracy']:.4f}",
                  f"{result['ensemble_loss']:.4f}"])
     click.echo(table(["run", "model", "test acc", "test loss"], rows))
-    click.echo(f"{result['examples']:,} test examples from {result['data_source']}")
+    click.echo(f"{plural(result['examples'], 'test example')} from {result['data_source']}")
 
 
 @click.command(name="export", short_help="Export a run's model: SavedModel, LiteRT or ONNX.")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from mnist_pipeline.cli.common import OrderedGroup
-from mnist_pipeline.errors import ConfigError, Interrupted
+from mnist_pipeline.errors import ConfigError, Interrupted, plural
 
 
 @click.group(cls=OrderedGroup, invoke_without_command=True, short_help="Tune a config over a search space with Optuna.")
@@ -36,7 +36,8 @@ from mnist_pipeline.errors import ConfigError, Interrupted
 @click.pass_context
 def sweep(ctx, config_path, space_path, trials, workers, storage, name, seeds, prune, overrides, data_dir, device,
           output_dir, quota, worker_index) -> None:
-    """Tune a config over a search space on an Optuna study; each trial is a run folder, chosen on validation.
+    """Tune a config over a search space with an Optuna study: each trial trains its own run folder, and the
+    best trial is chosen on validation.
 
     Re-running the same command continues the sweep; other machines join it with the same --storage and --name.
     At the end: trials ranked, best.yaml to re-run, the best trial's test accuracy (measured once), figures,
@@ -53,7 +54,7 @@ def sweep(ctx, config_path, space_path, trials, workers, storage, name, seeds, p
     plan = make_sweep(config_path, space_path, trials, storage, name, seeds, prune, overrides, data_dir, device,
                       output_dir)
     if quota is None and plan.trials_before not in (None, plan.trials):
-        click.echo(f"sweep {plan.name}: {plan.trials} trials in all, was {plan.trials_before}")
+        click.echo(f"sweep {plan.name}: {plural(plan.trials, 'trial')} in all, was {plan.trials_before}")
     if workers > 1 and quota is None:
         _run_workers(plan, workers, _worker_command(ctx.params))
     else:
@@ -144,7 +145,7 @@ def _print_summary(sweep, result, shown: int = 10) -> None:
         click.echo(f"{r['trial']:>5}  {r['state']:<11}  {value:>12}  "
                    f"{', '.join(f'{labels[k]}={show_value(v)}' for k, v in r['params'].items())}{outcome}")
     if len(rows) > shown:
-        click.echo(f"... and {len(rows) - shown} more trials in the report")
+        click.echo(f"... and {plural(len(rows) - shown, 'more trial')} in the report")
     if sweep.prune:
         click.echo(f"pruning: {savings_text(result['savings'])}")
     best = result["best"]

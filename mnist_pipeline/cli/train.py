@@ -73,7 +73,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
                  if value not in (None, ())]
         if given:
             raise ConfigError(f"--resume goes on with the run's saved config; drop {', '.join(given)} "
-                              f"(it takes --epochs, --data-dir, --device and --workers)")
+                              f"(with --resume, only --epochs, --data-dir, --device and --workers apply)")
         if epochs is not None and wants_new_folder(resume_dir, epochs):
             if workers:
                 raise ConfigError("--resume with more --epochs makes a new run folder, on one machine; drop "

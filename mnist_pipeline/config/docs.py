@@ -120,18 +120,35 @@ _WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: 
 
 
 def type_in_words(annotation: Any, plural: bool = False) -> str:
-    """What a field takes, as an error message says it: "a list of integers", "an integer or null"."""
+    """What a field takes, as an error message says it: "a list of integers", "an integer or null",
+    "true, false or auto"."""
     if get_origin(annotation) is Annotated:
         return type_in_words(get_args(annotation)[0], plural)
     args = get_args(annotation)
-    if get_origin(annotation) is Literal:
+    if get_origin(annotation) is Literal and len(args) > 1:
         return "one of " + ", ".join(yaml_value(choice) for choice in args)
     if get_origin(annotation) in (tuple, list):
         return f"{'lists' if plural else 'a list'} of {type_in_words(args[0], plural=True)}"
-    if args:  # a union: int | None, int | tuple[int, ...]
-        return " or ".join("null" if a is type(None) else type_in_words(a, plural) for a in args)
+    if get_origin(annotation) is dict or annotation is dict:  # model.params: keys and values of its own
+        return "sections (key: value lines)" if plural else "a section (key: value lines)"
+    if args:  # a union: int | None, int | tuple[int, ...], bool | Literal["auto"]
+        options = [option for a in args for option in _options(a, plural)]
+        return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
     singular, many = _WORDS.get(annotation, (f"a {getattr(annotation, '__name__', annotation)}",) * 2)
     return many if plural else singular
+
+
+def _options(annotation: Any, plural: bool) -> list[str]:
+    """One member of a union as the values or kinds it allows: ["true", "false"], ["auto"], ["an integer"]."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if annotation is type(None):
+        return ["null"]
+    if annotation is bool:
+        return ["true", "false"]
+    if get_origin(annotation) is Literal:
+        return [yaml_value(choice) for choice in get_args(annotation)]
+    return [type_in_words(annotation, plural)]
 
 
 def yaml_value(value: Any) -> str:

@@ -11,9 +11,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mnist_pipeline.config import shipped
-from mnist_pipeline.config.docs import describe_fields, type_in_words
-from mnist_pipeline.config.schema import MAX_TRAINING_BYTES, MODEL_PARAMS, RunConfig, training_memory
-from mnist_pipeline.errors import ConfigError, clip, quote
+from mnist_pipeline.config.docs import describe_fields, type_in_words, yaml_value
+from mnist_pipeline.config.schema import DEVICE_PATTERN, MAX_TRAINING_BYTES, MODEL_PARAMS, RunConfig, training_memory
+from mnist_pipeline.errors import ConfigError, clip, plural, quote
 
 # A config is a few hundred bytes of a few levels. These bounds refuse hostile YAML (a "billion laughs" of
 # nested aliases, thousands of nested brackets, a huge file) quickly and in bounded memory.
@@ -149,14 +149,16 @@ def _read_yaml(path: Path, what: str = "config file", example: str = "configs/cn
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, more than a config can need")
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the {what} ({str(exc)[:80]}); it must be UTF-8 text") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the {what} as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or clip(str(exc))})") from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a {what} must be a mapping of sections (e.g. {example}), got a "
-                          f"{type(data).__name__}")
+        got = "a list" if isinstance(data, list) else f"the single value {clip(yaml_value(data))}"
+        raise ConfigError(f"{path}: a {what} must be a mapping of sections (e.g. {example}), got {got}")
     return data
 
 
@@ -239,6 +241,9 @@ def _describe(exc: ValidationError, source: str, schema: type[BaseModel], prefix
     seen: set[tuple] = set()
     problems = []
     for err in exc.errors():
+        if err["type"] == "too_short" and isinstance(err.get("input"), (list, tuple, dict)) \
+                and len(err["input"]) >= err["ctx"]["min_length"]:
+            continue  # pydantic counts the items that passed: an item failed, and its own error says why
         path, _, inside = _locate(schema, err["loc"])
         where = (*path, *inside)
         if where not in seen:
@@ -260,14 +265,20 @@ def _problem(err: dict, source: str, schema: type[BaseModel], prefix: str, from_
         return (f"{source}: unknown key {quote(loc)}{origin}; {did_you_mean}"
                 f"allowed in {parent or 'the top level'}: {', '.join(allowed)}")
     if err["type"] == "missing":
-        return f"{source}: {loc} is required"
+        return f"{source}: {loc} is required; add it"
     msg = _expected(err, annotation, inside)
     if err["type"] in _BOUNDS and not inside:
         msg = f"{msg}{_bound_meaning(schema, path, err.get('input'))}"
     if not err["loc"] or isinstance(err.get("input"), dict):  # a check across the fields of one section:
         # naming the whole section's value says nothing
         return f"{source}: {loc.rstrip('.')}: {msg}"
-    return f"{source}: {clip(loc, 120)} = {quote(err.get('input'))}{origin}: {msg}"
+    return f"{source}: {clip(loc, 120)} = {_shown(err.get('input'))}{origin}: {msg}"
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it: strings quoted (an empty or spaced one stays visible), the rest as YAML
+    writes it (`true`, `null`, `[1, 2]`), never Python's `True` or `None`."""
+    return quote(value) if isinstance(value, str) else clip(yaml_value(value))
 
 
 _BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
@@ -305,11 +316,25 @@ def _expected(err: dict, annotation: Any, inside: list[int]) -> str:
     word = _TYPE_WORDS.get(kind.split("_")[0]) if kind.endswith(("_type", "_parsing")) else None
     if word:
         return f"expected {word}"
+    ctx = err.get("ctx") or {}
+    if kind == "too_short":
+        return f"must have at least {plural(ctx['min_length'], 'item')}"
+    if kind == "too_long":
+        return f"must have at most {plural(ctx['max_length'], 'item')}"
+    if kind == "string_too_short":
+        return "must not be empty" if ctx["min_length"] == 1 else \
+            f"must have at least {plural(ctx['min_length'], 'character')}"
+    if kind == "string_too_long":
+        return f"must have at most {plural(ctx['max_length'], 'character')}"
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_WORDS.get(ctx["pattern"], f"must match the pattern {ctx['pattern']}")
     msg = err["msg"].removeprefix("Value error, ")
     for pydantic_words, ours in _BOUND_WORDS:
         msg = msg.replace(pydantic_words, ours)
     return msg[:1].lower() + msg[1:]
 
+
+_PATTERN_WORDS = {DEVICE_PATTERN: "expected a device: CPU or GPU, a colon and its number (e.g. GPU:0)"}
 
 _BOUND_WORDS = (("Input should be less than or equal to", "must be at most"),
                 ("Input should be greater than or equal to", "must be at least"),

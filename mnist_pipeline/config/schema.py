@@ -22,14 +22,14 @@ from pydantic import (
     model_validator,
 )
 
-from mnist_pipeline.errors import quote
+from mnist_pipeline.errors import plural, quote
 
 
 def _number(value: Any) -> Any:
     # PyYAML reads `1e-3` (no dot) as a string; accept any numeric string, but not booleans, NaN or infinity
     # (a rate or penalty of inf would only be found out as a NaN loss halfway through training).
     if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
+        raise ValueError("expected a number, not true or false")
     if isinstance(value, str):
         try:
             value = float(value.strip())
@@ -127,8 +127,8 @@ class CNNParams(_DenseKnobs):
     @model_validator(mode="after")
     def _one_count_per_block(self):
         if isinstance(self.convs_per_block, tuple) and len(self.convs_per_block) != len(self.filters):
-            raise ValueError(f"convs_per_block lists {len(self.convs_per_block)} counts for {len(self.filters)} "
-                             f"blocks (filters); give one per block, or a single number")
+            raise ValueError(f"convs_per_block lists {plural(len(self.convs_per_block), 'count')} for "
+                             f"{plural(len(self.filters), 'block')} (filters); give one per block, or a single number")
         return self
 
     @model_validator(mode="after")
@@ -270,7 +270,8 @@ class EarlyStoppingConfig(_Section):
     min_delta: Number = Field(0.0, ge=0.0, le=10.0, description="smallest change that counts as an improvement")
 
 
-DeviceName = Annotated[StrictStr, Field(pattern=r"^(CPU|GPU):[0-9]{1,2}$")]
+DEVICE_PATTERN = r"^(CPU|GPU):[0-9]{1,2}$"
+DeviceName = Annotated[StrictStr, Field(pattern=DEVICE_PATTERN)]
 
 
 class DistributeConfig(_Section):
@@ -306,7 +307,7 @@ class DistributeConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(10, description="epochs to train (at most)")
+    epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(10, description="how many epochs to train, at most")
     batch_size: Annotated[StrictInt, Field(ge=1, le=65_536)] = Field(128, description="global batch size")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")
     learning_rate: Number = Field(1e-3, gt=0.0, le=10.0, description="initial learning rate")

@@ -37,13 +37,20 @@ def names(space: bool = False) -> list[str]:
     return [name for name, _ in listing(space)]
 
 
+MIN_SUMMARY = 40  # characters: "Lesson 6." alone says which lesson, not what the file is
+
+
 def _summary(path: Path) -> str:
-    """The first sentence of the file's opening comment: every shipped config starts by saying what it is."""
+    """The first sentence of the file's opening comment (every shipped config starts by saying what it is), or
+    as many as make MIN_SUMMARY characters, when the first only names its lesson."""
     comment = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
         comment.append(line.lstrip("# ").strip())
-    text = " ".join(comment)
-    end = text.find(". ")
-    return text[:end + 1] if end >= 0 else text
+    summary, rest = "", " ".join(comment)
+    while rest and len(summary) < MIN_SUMMARY:
+        end = rest.find(". ")
+        sentence, rest = (rest, "") if end < 0 else (rest[:end + 1], rest[end + 2:])
+        summary = f"{summary} {sentence}".strip()
+    return summary

@@ -163,7 +163,8 @@ def check_space(space: SweepSpace, space_path: str | Path, base: str | Path | No
     `reserved` keys are set by the sweep itself (e.g. training.seed with --seeds) and may not be swept."""
     for key in space.params:
         if key in reserved:
-            raise ConfigError(f"{space_path}: params.{key} is set by the sweep itself; drop it from the space")
+            raise ConfigError(f"{space_path}: params.{key} is set by the sweep itself (--seeds gives each trial its "
+                              f"seeds); drop it from the space, or drop --seeds")
     if space.sampler == "grid":
         try:
             values = grid(space)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError, brief
+from mnist_pipeline.errors import DataError, brief, plural
 from mnist_pipeline.files import require_file
 
 UNSIGNED_BYTE = 0x08
@@ -25,12 +25,13 @@ def read_idx(path: str | Path, expected_ndim: int, item_shape: tuple[int, ...] |
     data is read, and no more than the promised bytes (+1, to see trailing junk) are inflated: a few kilobytes
     of gzip claiming gigabytes are refused at once, not decompressed.
     """
-    path = require_file(path, "IDX file")
+    path = require_file(path, "an IDX file")
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
             head = stream.read(4)
             if len(head) < 4:
-                raise DataError(f"{path}: only {len(head)} bytes, too short for an IDX header; the file is truncated")
+                raise DataError(f"{path}: only {plural(len(head), 'byte')}, too short for an IDX header; the file is "
+                                f"truncated: re-download it")
             zeros, dtype_code, ndim = int.from_bytes(head[:2], "big"), head[2], head[3]
             if zeros != 0 or dtype_code != UNSIGNED_BYTE or ndim != expected_ndim:
                 magic = int.from_bytes(head, "big")
@@ -39,7 +40,7 @@ def read_idx(path: str | Path, expected_ndim: int, item_shape: tuple[int, ...] |
                                 f"unsigned byte IDX file); is it the right file?")
             dims = stream.read(4 * ndim)
             if len(dims) < 4 * ndim:
-                raise DataError(f"{path}: header cut short; the file is truncated")
+                raise DataError(f"{path}: header cut short; the file is truncated: re-download it")
             shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
             _check_promise(path, shape, item_shape)
             size = int(np.prod(shape, dtype=np.int64))
@@ -49,12 +50,12 @@ def read_idx(path: str | Path, expected_ndim: int, item_shape: tuple[int, ...] |
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read the file ({brief(exc)}); re-download it") from None
     if len(data) < size:
-        raise DataError(f"{path}: header promises shape {shape} ({size + 4 + 4 * ndim} bytes) but the file has "
-                        f"{len(data) + 4 + 4 * ndim} bytes; the file is truncated")
+        raise DataError(f"{path}: header promises shape {shape} ({size + 4 + 4 * ndim:,} bytes) but the file has "
+                        f"{len(data) + 4 + 4 * ndim:,} bytes; the file is truncated: re-download it")
     if len(data) > size:
         # A raw file's excess is known from its size; a gzip one is not inflated further to count it.
-        extra = "more" if path.suffix == ".gz" else str(path.stat().st_size - size - 4 - 4 * ndim)
-        raise DataError(f"{path}: {extra} bytes after the data of shape {shape}; the file is corrupt")
+        extra = "more bytes" if path.suffix == ".gz" else plural(path.stat().st_size - size - 4 - 4 * ndim, "byte")
+        raise DataError(f"{path}: {extra} after the data of shape {shape}; the file is corrupt: re-download it")
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 

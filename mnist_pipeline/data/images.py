@@ -61,7 +61,7 @@ def load_items(path: str | Path, dataset: str) -> list[Item]:
     """The pictures in a file, prepared as `dataset`'s images are: one for an image file, one or more for a
     .npy. Any failure to read is a one-line DataError naming the file; a blank picture is an Item with a
     warning instead."""
-    path = require_file(path, "image file or .npy array")
+    path = require_file(path, "an image file or .npy array")
     if path.suffix.lower() == ".npy":
         return [_item(name, image, dataset, ready) for name, image, ready in _read_array(path)]
     if path.suffix.lower() in IMAGE_SUFFIXES:

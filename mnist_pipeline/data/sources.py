@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.data.idx import MAX_BYTES, read_idx
-from mnist_pipeline.errors import ConfigError, DataError, brief, quote
+from mnist_pipeline.errors import ConfigError, DataError, brief, plural, quote
 from mnist_pipeline.files import load_npz
 
 NUM_CLASSES = 10
@@ -44,9 +44,9 @@ def load_raw(dataset: str, data_dir: str | None) -> RawData:
     if path.is_file() and path.suffix == ".npz":
         return _load_npz(path)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"data dir {quote(str(path))} is a file, not a folder or an .npz; {OFFLINE_HINT}")
+        raise ConfigError(f"data folder {quote(str(path))} is a file, not a folder or an .npz; {OFFLINE_HINT}")
     if not path.is_dir():
-        raise ConfigError(f"data dir {quote(str(path))} does not exist; {OFFLINE_HINT}")
+        raise ConfigError(f"data folder {quote(str(path))} does not exist; {OFFLINE_HINT}")
     idx_paths = {key: _find_idx(path, stem) for key, (stem, _) in IDX_FILES.items()}
     if all(idx_paths.values()):
         return _load_idx(idx_paths)
@@ -55,7 +55,8 @@ def load_raw(dataset: str, data_dir: str | None) -> RawData:
         return _load_npz(npz)
     if any(idx_paths.values()):
         missing = [IDX_FILES[k][0] + "[.gz]" for k, p in idx_paths.items() if p is None]
-        raise DataError(f"{path}: IDX file(s) missing: {', '.join(missing)}")
+        raise DataError(f"{path}: {plural(len(missing), 'IDX file')} missing: {', '.join(missing)}; the folder "
+                        f"needs all four")
     raise DataError(f"{path}: no IDX files or .npz found; {OFFLINE_HINT}")
 
 
@@ -127,7 +128,7 @@ def _check_pair(x: np.ndarray, y: np.ndarray, x_where: str, y_where: str) -> Non
     if y.ndim != 1:
         raise DataError(f"{y_where}: labels have shape {y.shape}, expected (N,)")
     if len(x) != len(y):
-        raise DataError(f"{y_where}: {len(y)} labels for {len(x)} images; the counts must match")
+        raise DataError(f"{y_where}: {plural(len(y), 'label')} for {plural(len(x), 'image')}; the counts must match")
     if len(y) == 0:
         raise DataError(f"{y_where}: no examples")
     if y.max() >= NUM_CLASSES:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_pipeline.errors import ConfigError, OutputError, RunFolderError
+from mnist_pipeline.errors import ConfigError, OutputError, RunFolderError, plural
 from mnist_pipeline.reports import plots, run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import Section, render_markdown
@@ -184,7 +184,7 @@ def write_comparison(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
     if curves:
         names = labels([s for s in ranked if s.history])
         plots.plot_overlaid_curves({names[run]: history for run, history in curves.items()},
-                                   out_dir / "comparison.png", f"{len(curves)} runs compared")
+                                   out_dir / "comparison.png", f"{plural(len(curves), 'run')} compared")
         sections.append(Section("Validation curves", image="comparison.png"))
     rf.write_text(out_dir / "comparison.md", render_markdown("Run comparison", sections))
     return [out_dir / "comparison.md"] + ([out_dir / "comparison.png"] if curves else [])
@@ -206,7 +206,7 @@ def new_comparison_dir(home: Path) -> Path:
     except OSError as exc:
         raise OutputError(f"{home}: cannot write the comparison there ({exc.strerror or exc}); pass "
                           f"--output-dir DIR, a folder you can write to") from None
-    return rf.create_unique_dir(home, "compare")
+    return rf.create_unique_dir(home, "compare", what="comparison folder")
 
 
 def find_runs(output_dir: Path) -> list[Path]:

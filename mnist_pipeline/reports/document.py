@@ -127,11 +127,11 @@ def _curves_caption(config: dict) -> str:
 def _notice(run_dir: Path, status: str, error: str | None) -> Section:
     """The first thing a stopped run's report says: what happened, the error, and what to do next."""
     if status == "pruned":
-        text = "This run is **pruned**: the sweep stopped it early because it was behind the other trials."
+        text = "This run was **pruned**: the sweep stopped it early because it was behind the other trials."
     else:
         # Folders from before 0.1.0's last change wrote a stop as "Interrupted: ...": the status says it already.
         error = error.removeprefix("Interrupted: ") if error and status == "interrupted" else error
-        text = f"This run is **{status}**" + (f": {error.rstrip('.')}." if error else ".")
+        text = f"This run {run_files.status_phrase(status, bold=True)}" + (f": {error.rstrip('.')}." if error else ".")
         if status in ("interrupted", "failed", "running"):
             step = rf.next_step(run_dir)
             text += f" {step[:1].upper()}{step[1:]}."

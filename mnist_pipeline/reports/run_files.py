@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError, RunFolderError, brief, quote
+from mnist_pipeline.errors import DataError, RunFolderError, brief, plural, quote
 from mnist_pipeline.files import MiB, load_npz, read_limited
 from mnist_pipeline.reports import run_folder as rf
 
@@ -24,6 +24,18 @@ JSON_LIMIT = 4 * MiB
 HISTORY_LIMIT = 8 * MiB
 REPORT_DATA_LIMIT = 1024 * MiB  # test probabilities of up to ~20M examples
 STATUSES = ("running", "completed", "failed", "interrupted", "pruned")  # pruned: a sweep trial stopped early
+# A status as a sentence says it ("the run failed", "was interrupted"): (verb before it, the status word).
+_STATUS_VERBS = {"failed": "", "interrupted": "was ", "pruned": "was ", "running": "is ", "completed": "is "}
+# JSON's names for what a file holds ("an array", "a string"), not Python's ("list", "str").
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def status_phrase(status: str, bold: bool = False) -> str:
+    """How a sentence says a run's status: "failed", "was interrupted", "is running" (the status word in
+    Markdown bold with `bold`)."""
+    word = f"**{status}**" if bold else status
+    return f"{_STATUS_VERBS.get(status, 'is ')}{word}"
 
 
 def damaged(path: Path, problem: str) -> RunFolderError:
@@ -39,13 +51,13 @@ def damaged(path: Path, problem: str) -> RunFolderError:
 def read_json(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:
     """A JSON object from a run file."""
     try:
-        data = json.loads(read_limited(path, limit, "JSON file").decode("utf-8"))
+        data = json.loads(read_limited(path, limit, "a JSON file").decode("utf-8"))
     except DataError as exc:
         raise damaged(path, str(exc).removeprefix(f"{path}: ")) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise damaged(path, f"not valid JSON ({brief(exc)})") from None
     if not isinstance(data, dict):
-        raise damaged(path, f"expected a JSON object, found a {type(data).__name__}")
+        raise damaged(path, f"expected a JSON object, found {_JSON_KINDS.get(type(data), type(data).__name__)}")
     return data
 
 
@@ -56,7 +68,7 @@ def field(data: dict, path: Path, key: str, kind: type | tuple[type, ...], check
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if key not in data or not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise damaged(path, f"'{key}' is missing or not a {'/'.join(k.__name__ for k in kinds)}")
+        raise damaged(path, f"'{key}' is missing or not {' or '.join(_JSON_KINDS.get(k, k.__name__) for k in kinds)}")
     if check is not None and not check(value):
         raise damaged(path, f"'{key}' has an impossible value {quote(value)}")
     return value
@@ -115,7 +127,7 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
     """history.csv: the columns `mnist train` writes, epochs 1, 2, ... in order."""
     path = run_dir / rf.HISTORY
     try:
-        text = read_limited(path, HISTORY_LIMIT, "history file").decode("utf-8")
+        text = read_limited(path, HISTORY_LIMIT, "a history file").decode("utf-8")
     except DataError as exc:
         raise damaged(path, str(exc).removeprefix(f"{path}: ")) from None
     except UnicodeDecodeError:
@@ -209,5 +221,5 @@ def short_run_note(metrics: dict[str, Any]) -> str | None:
     if fraction >= SHORT_RUN_FRACTION:
         return None
     shown = f"{fraction:.1%}" if fraction < 0.01 else f"{fraction:.0%}"
-    return (f"short run: {shown} of the config's {planned_epochs} epochs x {planned_images:,} images; expect lower "
-            f"accuracy")
+    return (f"short run: {shown} of the config's {plural(planned_epochs, 'epoch')} x "
+            f"{plural(planned_images, 'image')}; expect lower accuracy")

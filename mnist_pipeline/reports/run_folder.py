@@ -53,8 +53,8 @@ def create_run_dir(output_dir: str | Path, name: str, now: datetime | None = Non
     return create_unique_dir(Path(output_dir) / "runs", name, now)
 
 
-def create_unique_dir(runs: Path, name: str, now: datetime | None = None) -> Path:
-    """A new folder `<runs>/<UTC timestamp>-<name>[-N]`, created exclusively."""
+def create_unique_dir(runs: Path, name: str, now: datetime | None = None, what: str = "run folder") -> Path:
+    """A new folder `<runs>/<UTC timestamp>-<name>[-N]`, created exclusively; `what` it is words the errors."""
     stamp = (now or utc_now()).strftime("%Y%m%dT%H%M%SZ")
     try:
         runs.mkdir(parents=True, exist_ok=True)
@@ -66,9 +66,9 @@ def create_unique_dir(runs: Path, name: str, now: datetime | None = None) -> Pat
             except FileExistsError:
                 continue
     except OSError as exc:
-        raise OutputError(f"{runs}: cannot create the run folder ({exc.strerror or exc}); "
+        raise OutputError(f"{runs}: cannot create the {what} ({exc.strerror or exc}); "
                           f"choose a writable --output-dir") from None
-    raise OutputError(f"{runs}: 999 runs named {stamp}-{name}; wait a second or pick another output.name")
+    raise OutputError(f"{runs}: 999 folders named {stamp}-{name} already; wait a second and try again")
 
 
 def temporary_name(path: Path) -> Path:

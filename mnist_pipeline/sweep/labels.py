@@ -22,7 +22,12 @@ def short_labels(keys) -> dict[str, str]:
 
 
 def show_value(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A trial's value as a config would write it: `0.002911`, `true`, `null`, `[128, 64]` (not Python's `True`)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
 
 
 def values_text(params: dict[str, Any], labels: dict[str, str]) -> str:

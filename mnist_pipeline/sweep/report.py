@@ -10,7 +10,7 @@ from typing import Any
 
 from mnist_pipeline.config import load_config, to_yaml
 from mnist_pipeline.config.space import override
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, plural
 from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.sweep.labels import short_labels, show_value
@@ -166,7 +166,8 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
 
 
 def savings_text(saved: dict[str, Any]) -> str:
-    return (f"{saved['pruned']} trials pruned: {saved['epochs_saved']} of {saved['epochs_planned']} planned epochs "
+    return (f"{plural(saved['pruned'], 'trial')} pruned: {saved['epochs_saved']} of "
+            f"{plural(saved['epochs_planned'], 'planned epoch')} "
             f"not trained, about {saved['seconds_saved']:.0f} s of trial time saved (trials took "
             f"{saved['seconds_total']:.0f} s in all)")
 
