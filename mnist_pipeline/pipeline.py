@@ -37,7 +37,7 @@ from mnist_pipeline.errors import (
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
 from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table, unsure_threshold
-from mnist_pipeline.resume import RUN_FORMAT, Resumable, check_init_from, check_same_data, load_initial_weights, made_by
+from mnist_pipeline.resume import RUN_FORMAT, Resumable, check_init_from, check_same_data, initial_weights, made_by
 
 
 def _ignore(*_: Any) -> None:
@@ -91,13 +91,13 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     events = events or Events()
     wall_start = time.perf_counter()
     distribute.check_environment(cfg.training.distribute.strategy)
+    init_from = check_init_from(cfg) if resume is None else None  # fine-tuning: the weights' run, before data
     raw, splits = load_data(cfg)
     data_fingerprint, source = fingerprint_data(raw), raw.source
     planned = as_written.planned_training(len(raw.y_train)) if as_written is not None else None
     del raw  # the splits hold what training needs: the full training images would outlive their use (47 MB)
     if resume is not None:
         check_same_data(resume, data_fingerprint, source)
-    init_from = check_init_from(cfg) if resume is None else None  # fine-tuning: the weights' run, before TF
     events.log(f"data: {cfg.data.dataset}, train {splits.sizes['train']}, val {splits.sizes['val']}, "
                f"test {splits.sizes['test']}, {cfg.data.normalization}; from {source}")
     # TensorFlow loads here; a missing GPU, a cluster that does not form or another topology than the resumed
@@ -109,9 +109,14 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
     events.log(f"precision: {rt.precision.policy} ({rt.precision.reason})")
     if rt.warning:
         events.warn(rt.warning)
+    start_weights = initial_weights(cfg, init_from) if init_from else None  # refused before any folder exists
+    if init_from and init_from["normalization"] != cfg.data.normalization:
+        events.warn(f"model.init_from: those weights learned from inputs normalized by {init_from['normalization']}, "
+                    f"and this run normalizes by {cfg.data.normalization}; its first epochs relearn the scale "
+                    f"(set data.normalization: {init_from['normalization']} to start where that run ended)")
     if not rt.topology.chief:  # the same steps, checkpoints and tests as the chief, which alone writes files
         metrics = _train_and_test(cfg, splits, resume.run_dir if resume else None, events, rt, resume is not None,
-                                  test=test)
+                                  test=test, start_weights=start_weights)
         return RunResult(None, metrics)
 
     if resume is None:
@@ -129,18 +134,21 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
             rf.write_text(run_dir / rf.CONFIG, config_text)
             fingerprint = {"config_sha256": _sha256(config_text.encode()), "data_sha256": data_fingerprint,
                            "data_source": source, "planned_training": planned, "format": RUN_FORMAT,
-                           "made_by": made_by(), "init_from": init_from}
+                           "made_by": made_by(),
+                           "init_from": {key: init_from[key] for key in ("run", "model_sha256")} if init_from else None}
             rf.write_json(run_dir / rf.FINGERPRINT, fingerprint)
         else:
             fingerprint = resume.fingerprint
             planned = fingerprint.get("planned_training")
+            if fingerprint.get("continued_from"):
+                events.log(_continuation_note(cfg, fingerprint["continued_from"]))
         rf.write_json(run_dir / rf.NORMALIZATION, splits.normalization.to_dict())  # derived: same bytes on resume
         budget = {"epochs": cfg.training.epochs, "images": splits.sizes["train"],
                   "planned_epochs": planned[0] if planned else None, "planned_images": planned[1] if planned else None}
         # Where the run's weights came from, besides its own epochs: metrics.json and the report say it.
         origin = {key: fingerprint.get(key) for key in ("continued_from", "init_from")}
         metrics = _finish(cfg, splits, source, run_dir, events, rt, resume is not None, started, wall_start, test,
-                          budget, origin)
+                          budget, origin, start_weights)
     finally:
         lock.release()
     return RunResult(run_dir, metrics)
@@ -148,7 +156,7 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
 
 def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime, resumed: bool, started: str,
             wall_start: float, test: bool = True, budget: dict | None = None,
-            origin: dict | None = None) -> dict[str, Any]:
+            origin: dict | None = None, start_weights: list | None = None) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
     summaries = None
@@ -156,7 +164,7 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
         summaries = _open_summaries(cfg, run_dir, events.warn)
         if events.stop_requested():
             raise Interrupted("stopped before training started")
-        metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries, test)
+        metrics = _train_and_test(cfg, splits, run_dir, events, rt, resumed, summaries, test, start_weights)
         tool = made_by()  # this version, which finished the run (a resumed run may have started under another)
         metrics.update(
             wall_seconds=round(time.perf_counter() - wall_start, 2), device=rt.device, cpu=rt.cpu,
@@ -197,6 +205,17 @@ def _finish(cfg, splits, source: str, run_dir: Path, events: Events, rt: Runtime
         except StopNow as again:  # a second Ctrl-C while the first one's files are written: say the same
             exc = again
         raise _with_next_step(exc, run_dir) from None
+
+
+def _continuation_note(cfg: RunConfig, continued: dict) -> str:
+    """What training a run further does to its schedule, in one line: its rate jumps where a longer run's would
+    be, not where the shorter run's ended."""
+    schedule, _ = _policies(cfg)
+    after = continued["after_epoch"]
+    return (f"continued from {continued['run']} after epoch {after}: the {cfg.training.schedule.name} learning-rate "
+            f"schedule is laid out over all {cfg.training.epochs} epochs (epoch {after + 1} starts at "
+            f"{schedule.rate(after):.2g}, as in a run planned for {cfg.training.epochs}); early stopping's patience "
+            f"starts again")
 
 
 def _reproducible(cfg: RunConfig) -> RunConfig:
@@ -267,7 +286,7 @@ def start_runtime(cfg: RunConfig, distributed: bool = True, kept_precision: str 
     cpu = runtime.cpu()
     capability = runtime.gpu_capability() if device.startswith("gpu") else None
     requested = cfg.training.compute_precision
-    precision = (hardware.Precision(kept_precision, requested, "kept from the resumed run's checkpoint")
+    precision = (hardware.Precision(kept_precision, requested, "kept from the checkpoint this run goes on from")
                  if kept_precision else hardware.resolve_precision(requested, device, cpu, capability,
                                                                    convolutional=cfg.model.name == "cnn"))
     if precision.policy == "mixed_bfloat16" and device.startswith("cpu") and cpu.bfloat16_aborts:
@@ -360,7 +379,8 @@ def build_training(cfg: RunConfig, splits: Splits, strategy=None) -> TrainingSet
 
 
 def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events: Events, rt: Runtime,
-                    resume: bool, summaries=None, test: bool = True) -> dict[str, Any]:
+                    resume: bool, summaries=None, test: bool = True, start_weights: list | None = None
+                    ) -> dict[str, Any]:
     """Train and test; on the chief, also write history, checkpoints, model and report data to `run_dir`, and
     TensorBoard events to `summaries` (a `summaries.RunSummaries`, or None). Other workers of a cluster take
     part in every step, checkpoint and test, write nothing, and read `run_dir` only to resume (None on a
@@ -383,15 +403,15 @@ def _train_and_test(cfg: RunConfig, splits: Splits, run_dir: Path | None, events
     else:
         events.log(f"XLA: off ({setup.jit_reason})")
 
-    if cfg.model.init_from and not resume:  # fine-tuning; a resumed run's weights come from its checkpoint
-        load_initial_weights(model, cfg.model.init_from)
+    if start_weights is not None:  # fine-tuning; a resumed run's weights come from its checkpoint instead
+        model.set_weights(start_weights)
         events.log(f"starting from the weights of {cfg.model.init_from}")
     checkpointer = Checkpointer(run_dir, model, trainer.optimizer, schedule, early_stopping, topology.to_dict(),
                                 writes_folder=chief, precision=rt.precision.policy)
     state = None
     if resume:
         state = checkpointer.restore()
-        events.log(f"resuming {run_dir.name} after epoch {state.next_epoch} of {training.epochs}")
+        events.log(f"going on from the checkpoint after epoch {state.next_epoch} (of {training.epochs})")
 
     def on_epoch(record, state) -> None:
         checkpointer.save(state)  # on every worker: tf.distribute may need each of them to save

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,28 +197,38 @@ def check_init_from(cfg: RunConfig) -> dict[str, Any] | None:
     if status != "completed":
         raise ConfigError(f"{where}: the run {run_files.status_phrase(status)}, so it has no final model to start "
                           f"from; pick a completed run, or finish it first with `mnist train --resume {path}`")
-    theirs = load_config(path / rf.CONFIG).model
-    if theirs.name != cfg.model.name:
-        raise ConfigError(f"{where}: that run's model is {theirs.name} and this config's is {cfg.model.name}; "
-                          f"fine-tune from a run of the same model")
+    theirs = load_config(path / rf.CONFIG)
+    if theirs.model.name != cfg.model.name:
+        raise ConfigError(f"{where}: that run's model is {theirs.model.name} and this config's is "
+                          f"{cfg.model.name}; fine-tune from a run of the same model")
     model_file = path / rf.MODEL
     if not model_file.is_file():
         raise run_files.damaged(model_file, "missing")
-    return {"run": str(path.resolve()), "model_sha256": sha256_file(model_file)}
+    if not zipfile.is_zipfile(model_file):
+        raise run_files.damaged(model_file, "not a readable Keras model file (a .keras file is a zip archive, and "
+                                            "this one is not a whole one): it was damaged or replaced")
+    return {"run": str(path.resolve()), "model_sha256": sha256_file(model_file),
+            "normalization": theirs.data.normalization, "params": theirs.model.params}
 
 
-def load_initial_weights(model, source: str | Path) -> None:
-    """Set `model`'s weights to those of the run folder `source` (its model.keras, the best epoch's weights).
-    Needs TensorFlow; call after `check_init_from` and after the model is built."""
+def initial_weights(cfg: RunConfig, source: dict[str, Any]) -> list:
+    """The weights of the run `check_init_from` found (its model.keras: the best epoch's), checked against the
+    model this config builds. Needs TensorFlow; call before the run folder is made, so a refusal leaves none."""
+    import numpy as np
+
     from mnist_pipeline.inference import load_model_file
+    from mnist_pipeline.models.registry import build_model
 
-    weights = load_model_file(Path(source) / rf.MODEL).get_weights()
-    shapes, wanted = [w.shape for w in weights], [tuple(w.shape) for w in model.get_weights()]
-    if shapes != wanted:
-        raise ConfigError(f"model.init_from {source}: its weights do not fit this config's model (layer shapes "
-                          f"differ: model.params are not the same); fine-tune from a run with the same model.params "
-                          f"as this config")
-    model.set_weights(weights)
+    weights = load_model_file(Path(source["run"]) / rf.MODEL).get_weights()
+    model = build_model(cfg.model.name, **cfg.model.params)
+    model(np.zeros((1, 28, 28, 1), np.float32), training=False)  # Keras 3 creates the weights on a first call
+    if [w.shape for w in weights] != [tuple(w.shape) for w in model.get_weights()]:
+        differ = [f"{key} {source['params'].get(key)} -> {value}" for key, value in cfg.model.params.items()
+                  if source["params"].get(key) != value]
+        raise ConfigError(f"model.init_from {source['run']}: its weights do not fit this config's model (its layers "
+                          f"have other shapes; model.params differ: {'; '.join(differ) or 'none'}); fine-tune "
+                          f"from a run with the same layer sizes")
+    return weights
 
 
 def made_by() -> dict[str, Any]:

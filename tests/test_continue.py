@@ -54,6 +54,10 @@ def test_a_completed_run_trains_further_in_a_new_folder_exactly_as_a_longer_run(
     assert metrics(further)["weights_sha256"] == metrics(longer)["weights_sha256"]
     assert metrics(further)["continued_from"] == {"run": str(first.resolve()), "after_epoch": 1}
     assert "epochs: 3" in (further / "config.yaml").read_text()
+    assert (f"continued from {first.resolve()} after epoch 1: the constant learning-rate schedule is laid out over "
+            f"all 3 epochs (epoch 2 starts at 0.001, as in a run planned for 3)") in result.output
+    report = (further / "report.md").read_text()
+    assert f"| continued from | {first.resolve()}, after its epoch 1 (epoch 1 above is that run's) |" in report
     # And once more from the continued run: it is a run like any other.
     again = run_folder(invoke("train", "--resume", further, "--epochs", "4", "--quiet"))
     assert len(history_without_seconds(again)) == 1 + 4
@@ -89,14 +93,35 @@ def test_fine_tuning_starts_from_the_runs_weights_and_records_them(one_epoch, id
 
 @pytest.mark.parametrize("config, change, words", [
     (ROOT / "configs/smoke.yaml", [], "that run's model is mlp and this config's is cnn"),
-    (MLP, ["--set", "model.params.units=32"], "its weights do not fit this config's model"),
+    (MLP, ["--set", "model.params.units=32"], "its weights do not fit this config's model (its layers have other "
+                                              "shapes; model.params differ: units 256 -> 32)"),
 ])
 def test_fine_tuning_from_another_model_is_refused(one_epoch, idx_dir, tmp_path, config, change, words):
     _, first = one_epoch
     result = invoke("train", "--config", config, "--data-dir", idx_dir, "--output-dir", tmp_path, "--epochs", "1",
                     *TINY, "--init-from", first, *change)
     assert result.exit_code == 2 and words in result.output, result.output
-    assert result.output.count("\n") == 1 or "error:" in result.output.splitlines()[-1]
+    assert result.output.splitlines()[-1].startswith("error:")
+    assert not (tmp_path / "runs").exists()  # refused before any run folder was made
+
+
+def test_fine_tuning_from_a_damaged_model_is_refused_before_the_data_is_read(one_epoch, tmp_path):
+    _, first = one_epoch
+    source = shutil.copytree(first, tmp_path / "source")
+    (source / "model.keras").write_text("not a model")
+    result = invoke("train", "--config", MLP, "--data-dir", tmp_path / "no-data-here", "--output-dir",
+                    tmp_path / "out", "--init-from", source)
+    assert result.exit_code == 1 and "model.keras: not a readable Keras model file" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_fine_tuning_across_normalizations_says_what_it_costs(one_epoch, idx_dir, tmp_path):
+    _, first = one_epoch
+    result = invoke("train", "--config", MLP, "--data-dir", idx_dir, "--output-dir", tmp_path, "--epochs", "1",
+                    *TINY, "--init-from", first, "--set", "data.normalization=standardize")
+    assert result.exit_code == 0, result.output
+    assert ("model.init_from: those weights learned from inputs normalized by scale, and this run normalizes by "
+            "standardize") in result.output
 
 
 def test_fine_tuning_from_a_folder_that_is_not_a_completed_run_is_refused_before_anything(idx_dir, tmp_path):

@@ -32,6 +32,19 @@ def test_a_file_of_the_same_name_here_wins_over_the_shipped_one(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cnn").write_text("training:\n  epochs: 7\n")
     assert load_config("cnn").training.epochs == 7
+    (tmp_path / "mlp.yaml").write_text("training:\n  epochs: 8\n")
+    assert load_config("mlp").training.epochs == 8 == load_config("mlp.yaml").training.epochs
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "perceptron.yaml").write_text("training:\n  epochs: 9\n")
+    assert load_config("study/perceptron").training.epochs == 9
+
+
+def test_a_mistyped_shipped_name_gets_the_close_ones():
+    from mnist_pipeline.config.shipped import closest
+
+    assert closest("cnnn") == ["cnn", "cnn_fashion"][:len(closest("cnnn"))] and "cnn" in closest("cnnn")
+    assert closest("perceptron") == ["study/perceptron"] and closest("cnn.yml") == ["cnn"]
+    assert closest("mpl")[:1] == ["mlp"] and closest("sweeps/mpl", space=True)[:1] == ["mlp"]
 
 
 def test_an_unknown_name_lists_the_shipped_ones(tmp_path, monkeypatch):

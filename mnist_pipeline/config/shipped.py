@@ -10,12 +10,14 @@ SPACES = "sweeps"  # the sweep spaces' subfolder
 
 
 def find(path: str | Path, space: bool = False) -> Path:
-    """`path` itself when it exists; else the shipped file it names (`cnn`, `cnn.yaml`, `configs/cnn.yaml` as
-    typed outside the repository, `study/perceptron`; for a space, `mlp` means sweeps/mlp.yaml). A name that
-    is neither comes back unchanged, for the reader to say it is not found."""
+    """`path` itself, or `path`.yaml, when it exists here; else the shipped file it names (`cnn`, `cnn.yaml`,
+    `configs/cnn.yaml` as typed outside the repository, `study/perceptron`; for a space, `mlp` means
+    sweeps/mlp.yaml). A name that is neither comes back unchanged, for the reader to say it is not found."""
     given = Path(path)
     if given.exists() or given.is_absolute():
         return given
+    if not given.suffix and given.with_name(given.name + ".yaml").is_file():  # a local file wins over a shipped one
+        return given.with_name(given.name + ".yaml")
     name = given.as_posix().removeprefix("./").removeprefix("configs/")
     if space and not name.startswith(f"{SPACES}/"):
         name = f"{SPACES}/{name}"
@@ -35,6 +37,17 @@ def listing(space: bool = False) -> list[tuple[str, str]]:
 
 def names(space: bool = False) -> list[str]:
     return [name for name, _ in listing(space)]
+
+
+def closest(path: str | Path, space: bool = False) -> list[str]:
+    """Shipped names close to a mistyped one (`cnnn` -> cnn, `perceptron` -> study/perceptron)."""
+    import difflib
+
+    typed = Path(path).as_posix().removeprefix("configs/").removesuffix(".yml").removesuffix(".yaml")
+    typed = typed.removeprefix(f"{SPACES}/") if space else typed
+    known = names(space)
+    by_leaf = [n for n in known if n.rsplit("/", 1)[-1] == typed.rsplit("/", 1)[-1]]
+    return by_leaf or difflib.get_close_matches(typed, known, n=2, cutoff=0.6)
 
 
 MIN_SUMMARY = 40  # characters: "Lesson 6." alone says which lesson, not what the file is

@@ -198,6 +198,13 @@ def _headline_rows(config, metrics, status) -> list[list[str]]:
                   "fewer epochs or less data than it was tuned for"]]
     rows += [["model", config.get("model", {}).get("name", "?")],
              ["dataset", config.get("data", {}).get("dataset", "?")], ["status", status]]
+    continued, tuned = metrics.get("continued_from"), metrics.get("init_from")
+    if isinstance(continued, dict):  # a run's own epochs are only part of its story
+        after = continued.get("after_epoch")
+        theirs = "epoch 1 above is" if after == 1 else f"epochs 1-{after} above are"
+        rows += [["continued from", f"{continued.get('run')}, after its epoch {after} ({theirs} that run's)"]]
+    if isinstance(tuned, dict):
+        rows += [["started from", f"the weights of {tuned.get('run')} (fine-tuning)"]]
     return rows
 
 
