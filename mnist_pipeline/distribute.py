@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, WorkerLost, brief, plural, quote
 
 TF_CONFIG = "TF_CONFIG"
-_ADDRESS = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")  # host:port, IPv6 in brackets
+# Set beside TF_CONFIG by `set_workers`, holding the TF_CONFIG it wrote: messages then name --workers, which the
+# user typed, not a TF_CONFIG they never set. An environment variable because the CLI and the pipeline meet only
+# in the environment TensorFlow reads.
+_FROM_WORKERS = "MNIST_TF_CONFIG_FROM_WORKERS"
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.\-]+)?\]|[A-Za-z0-9_.\-]+)$")  # a name, IPv4, or [IPv6]
+MAX_TF_CONFIG_CHARS = 64 * 1024  # a cluster of thousands of workers fits; more is not a cluster description
+MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,11 @@ def cluster_from_env() -> Cluster | None:
         return None
     fix = ('; expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}} '
            '(a "chief" list of one task is allowed too)')
+    if len(text) > MAX_TF_CONFIG_CHARS:
+        raise ConfigError(f"TF_CONFIG is {len(text):,} characters, more than a cluster description needs "
+                          f"({MAX_TF_CONFIG_CHARS // 1024} KiB at most){fix}")
     try:
-        spec = json.loads(text)
+        spec = json.loads(text)  # bounded above: nesting deep enough to exhaust the stack cannot fit
         cluster, task = spec["cluster"], spec["task"]
         unknown = set(cluster) - {"chief", "worker"}
         if unknown:
@@ -125,13 +134,12 @@ def cluster_from_env() -> Cluster | None:
         kind, index = task["type"], task["index"]
     except ConfigError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise ConfigError(f"TF_CONFIG is not a cluster description{fix}") from None
     addresses = chief + workers
-    if len(chief) > 1 or not addresses or not all(isinstance(a, str) and _ADDRESS.match(a) for a in addresses):
+    if len(chief) > 1 or not addresses or not all(isinstance(a, str) for a in addresses):
         raise ConfigError(f"TF_CONFIG: the cluster must list host:port addresses, at most one chief{fix}")
-    if len(set(addresses)) != len(addresses):
-        raise ConfigError("TF_CONFIG lists an address twice; give every worker its own host:port")
+    check_addresses(addresses, "TF_CONFIG")
     tasks = {"chief": chief, "worker": workers}
     if kind not in tasks or isinstance(index, bool) or not isinstance(index, int) \
             or not 0 <= index < len(tasks[kind]):
@@ -139,19 +147,54 @@ def cluster_from_env() -> Cluster | None:
     return Cluster(tuple(addresses), index + (len(chief) if kind == "worker" else 0), bool(chief))
 
 
+def check_addresses(addresses: list[str], where: str) -> None:
+    """Refuse what no worker can listen on, before the chief waits its whole start-up timeout for it: a
+    port outside 1-65535 or not plain digits, a host with colons outside brackets (IPv6 is `[::1]:2900`), an
+    empty entry, or one worker named twice (`node:2900` and `node:02900` are one address)."""
+    if len(addresses) > MAX_WORKERS:
+        raise ConfigError(f"{where}: {len(addresses):,} workers, more than the {MAX_WORKERS:,} allowed")
+    seen: dict[tuple[str, int], str] = {}
+    for address in addresses:
+        host, sep, port = address.strip().rpartition(":")
+        if not address.strip():
+            problem = f"an empty entry in {quote(','.join(addresses))}"
+        elif not sep or not host:
+            problem = f"{quote(address)} is not host:port"
+        elif not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+            problem = f"{quote(address)}: the port must be a number from 1 to 65535"
+        elif not _HOST.match(host):
+            problem = (f"{quote(address)}: the host has a colon or a character no host name has "
+                       f"(write an IPv6 address in brackets, e.g. [::1]:2900)")
+        else:
+            key = (host.lower(), int(port))
+            if key in seen:
+                raise ConfigError(f"{where} lists an address twice ({quote(seen[key])} and {quote(address)}); "
+                                  f"give every worker its own host:port")
+            seen[key] = address
+            continue
+        raise ConfigError(f"{where}: {problem}; expected host:port addresses separated by commas, e.g. "
+                          f"node1:2222,node2:2222")
+
+
 def set_workers(workers: str, index: int | None) -> None:
     """`mnist train --workers HOST:PORT,... --worker-index I`: write the TF_CONFIG they mean."""
     if os.environ.get(TF_CONFIG, "").strip():
         raise ConfigError("--workers: TF_CONFIG is already set; use one of them (unset TF_CONFIG, or drop "
                           "--workers and --worker-index)")
-    addresses = [a.strip() for a in workers.split(",") if a.strip()]
-    if not addresses or not all(_ADDRESS.match(a) for a in addresses):
-        raise ConfigError(f"--workers {quote(workers)}: expected host:port addresses separated by commas, "
-                          f"e.g. --workers node1:2222,node2:2222")
+    addresses = [a.strip() for a in workers.split(",")]
+    if len(addresses) > 1 and addresses[-1] == "":  # a trailing comma, as in a list: forgiven
+        addresses.pop()
+    check_addresses(addresses, "--workers")
     if index is None or not 0 <= index < len(addresses):
         raise ConfigError(f"--worker-index: give this machine's position in --workers, 0 to {len(addresses) - 1} "
                           f"(0 is the chief, which writes the run folder)")
-    os.environ[TF_CONFIG] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+    text = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+    os.environ[TF_CONFIG] = os.environ[_FROM_WORKERS] = text
+
+
+def _from_workers() -> bool:
+    """Whether TF_CONFIG is the one --workers wrote (not the user's own)."""
+    return bool(os.environ.get(_FROM_WORKERS)) and os.environ.get(_FROM_WORKERS) == os.environ.get(TF_CONFIG)
 
 
 def check_environment(strategy: str) -> Cluster | None:
@@ -161,6 +204,11 @@ def check_environment(strategy: str) -> Cluster | None:
     if strategy == "multi_worker" and cluster is None:
         raise ConfigError("training.distribute.strategy = multi_worker needs the list of workers: set TF_CONFIG, "
                           "or pass --workers HOST:PORT,... --worker-index I (the same list on every worker)")
+    if strategy != "multi_worker" and cluster is not None and _from_workers():
+        # Only --resume gets here with --workers (a new run with --workers is multi_worker): its saved config
+        # decides, so the one change that helps is dropping the flag.
+        raise ConfigError(f"--workers: the run trained with training.distribute.strategy = {strategy}, on one "
+                          f"machine, and a resumed run keeps that; drop --workers and --worker-index")
     if strategy != "multi_worker" and cluster is not None:
         raise ConfigError(f"TF_CONFIG is set, but training.distribute.strategy is {strategy}: set it to multi_worker "
                           f"to train with the workers TF_CONFIG names, or unset TF_CONFIG")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import math
 import os
 import shutil
 import warnings
@@ -69,8 +70,6 @@ def default_output(run_dir: Path, fmt: str) -> Path:
 def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) -> Path:
     """Write the run's exported model to `output` (default: inside the run folder, see FORMATS); return it.
     Never replaces an existing file or folder, and never leaves half an export behind."""
-    from mnist_pipeline.inference import load_run
-
     check_format(fmt)
     target = Path(output) if output is not None else default_output(rf.run_folder(run_dir), fmt)
     other = next((name for name, suffix in SUFFIXES.items() if name != fmt and suffix == target.suffix.lower()), None)
@@ -82,33 +81,81 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
         target = target / Path(FORMATS[fmt][1]).name
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
+    if target.parent.exists() and not target.parent.is_dir():  # a file where the folder should be
+        raise ConfigError(f"{target.parent} is a file, not a folder; move it away or pass another --output")
     if output is not None and not target.parent.is_dir():
         raise ConfigError(f"{target.parent}: no such folder; create it or pass another --output")
-    run = load_run(run_dir, precision=EXPORT_PRECISION)
+    from mnist_pipeline.inference import load_run
+    from mnist_pipeline.runtime import StopAtOnce
+
+    with StopAtOnce(f"the {fmt} export stopped; nothing was written to {target}"):
+        run = load_run(run_dir, precision=EXPORT_PRECISION)  # refuses a run that is not completed
+        made_parent = not target.parent.is_dir()
+        try:
+            target.parent.mkdir(exist_ok=True)  # the run's own export/ folder
+            lock = _ExportLock(target)
+        except OSError as exc:
+            if made_parent:
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()
+            raise OutputError(f"{target}: cannot write into {target.parent} ({exc.strerror or brief(exc)}); "
+                              f"fix its permissions or pass another --output") from None
+        try:
+            _export_locked(run, fmt, target)
+        finally:
+            lock.release()
+            if made_parent:  # nothing was written: leave the run folder as it was
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()
+    return target
+
+
+def _export_locked(run, fmt: str, target: Path) -> None:
+    """The export itself, holding the target's lock: into a temporary name beside it, then renamed."""
     serving = _serving_model(run)
-    made_parent = not target.parent.is_dir()
     tmp = rf.temporary_name(target)
     tmp = tmp.with_name(tmp.name + SUFFIXES.get(fmt, ""))  # the converters look at the suffix, not the target's
     metadata = _metadata(run)
     try:
-        target.parent.mkdir(exist_ok=True)  # the run's own export/ folder
         if fmt == "savedmodel":
             _quietly(lambda: _write_saved_model(serving, tmp, metadata))
         else:
             _quietly(lambda: serving.export(str(tmp), format=FORMATS[fmt][0], input_signature=_signature(),
                                             verbose=False))
             (_label_onnx if fmt == "onnx" else _label_tflite)(tmp, metadata)
+        if target.exists() or target.is_symlink():  # made meanwhile by something that is not an export
+            raise ConfigError(f"{target} appeared while the export was running; remove it or pass another --output")
         os.replace(tmp, target)
-    except Exception as exc:
+    except BaseException as exc:  # a signal (StopNow) too: no temporary is left behind
         _remove(tmp)
-        if made_parent:
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
+        if isinstance(exc, PipelineError) or not isinstance(exc, Exception):
+            raise
         if isinstance(exc, OSError):
-            raise OutputError(f"{target}: cannot write the {fmt} export ({exc.strerror or exc}); free some space "
-                              f"or fix the permissions") from None
+            raise OutputError(f"{target}: cannot write the {fmt} export ({exc.strerror or brief(exc)}); free some "
+                              f"space or fix the permissions") from None
         raise PipelineError(f"{run.run_dir}: the {fmt} export failed ({type(exc).__name__}: {brief(exc)})") from None
-    return target
+
+
+class _ExportLock:
+    """An exclusive lock on one export target (a hidden file beside it), so that two exports of one run at
+    once give a clear refusal instead of one replacing the other's files (or failing on them)."""
+
+    def __init__(self, target: Path):
+        import fcntl
+
+        self.path = target.with_name(f".{target.name}.export-lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ConfigError(f"another export of this run is writing {target}; wait for it to finish, or pass "
+                              f"another --output") from None
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()  # before unlocking: a waiting export then makes a fresh lock file
+        os.close(self.fd)
 
 
 def _signature():
@@ -126,8 +173,14 @@ def _metadata(run) -> dict:
                            "less is taken as 0-1 and scaled)",
             "output": OUTPUT_NAME, "output_shape": ["batch", 10], "class_names": CLASS_NAMES[run.config.data.dataset],
             "dataset": run.config.data.dataset, "run": run.run_dir.name, "model": run.config.model.name,
-            "test_accuracy": run.metrics.get("test_accuracy"), "unsure_below": run.metrics.get("unsure_below"),
+            "test_accuracy": _finite(run.metrics.get("test_accuracy")),
+            "unsure_below": _finite(run.metrics.get("unsure_below")),
             "preprocessing": "mnist predict's recipe for the dataset (README \"Predict\")"}
+
+
+def _finite(value):
+    """A recorded number, or None where it is NaN or infinite (the metadata is strict JSON)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _write_saved_model(serving, path: Path, metadata: dict) -> None:
@@ -141,7 +194,7 @@ def _write_saved_model(serving, path: Path, metadata: dict) -> None:
     archive = keras.export.ExportArchive()
     archive.track(serving)
     archive.add_endpoint("serve", serving.call, input_signature=_signature())
-    text = json.dumps(metadata)
+    text = json.dumps(metadata, allow_nan=False)
     archive.add_endpoint("metadata", tf.function(lambda: {METADATA_KEY: tf.constant(text)}), input_signature=[])
     archive.write_out(str(path), verbose=False)
 
@@ -161,8 +214,8 @@ def _label_onnx(path: Path, metadata: dict) -> None:
     model.graph.output[0].name = OUTPUT_NAME
     for value in (model.graph.input[0], model.graph.output[0]):  # tf2onnx names the batch axis "unk__N"
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata),
-                                        "class_names": json.dumps(metadata["class_names"]),
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata, allow_nan=False),
+                                        "class_names": json.dumps(metadata["class_names"], allow_nan=False),
                                         "input_range": metadata["input_range"]})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -177,7 +230,7 @@ def _label_tflite(path: Path, metadata: dict) -> None:
 
     model = flatbuffer_utils.read_model(str(path))
     buffer = schema.BufferT()
-    buffer.data = list(json.dumps(metadata).encode())
+    buffer.data = list(json.dumps(metadata, allow_nan=False).encode())
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
@@ -215,7 +268,9 @@ def _quietly(action) -> None:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    """Remove a temporary export; never raises (it runs inside error handlers, whose error is the one to say)."""
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)

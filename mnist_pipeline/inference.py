@@ -68,7 +68,17 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     if not fits:
         raise run_files.damaged(path / rf.MODEL, "not a model of this run (it does not map a 28x28 image to "
                                                  "10 class scores)")
+    weights_finite = all(np.all(np.isfinite(w)) for w in model.get_weights() if np.issubdtype(w.dtype, np.floating))
+    if not weights_finite or not np.all(np.isfinite(np.asarray(scores, np.float32))):
+        raise non_finite_model(path / rf.MODEL)
     return LoadedRun(path, config, normalization, metrics, model)
+
+
+def non_finite_model(path: Path) -> PipelineError:
+    """A model whose answers are NaN or infinite: every "prediction" of it would be meaningless (argmax of NaN
+    is class 0)."""
+    return run_files.damaged(path, "its class scores are NaN or infinite (weights that diverged, or were "
+                                   "changed): it cannot classify anything; use another run")
 
 
 def load_model_file(path: Path):
@@ -145,6 +155,9 @@ def agreement(r: dict) -> tuple[bool | None, str]:
     """Whether a re-evaluation reproduces the recorded numbers (None: nothing recorded), and what differs."""
     if r["recorded_accuracy"] is None:
         return None, "no recorded numbers to compare with"
+    if not all(isinstance(v, (int, float)) and np.isfinite(v)
+               for v in (r["recorded_accuracy"], r["recorded_loss"], r["loss"], r["accuracy"])):
+        return None, "not comparable: a recorded or measured number is not finite (NaN or infinite)"
     wrong = round(abs(r["accuracy"] - r["recorded_accuracy"]) * r["examples"])
     loss_off = abs(r["loss"] - r["recorded_loss"]) > LOSS_TOLERANCE * max(abs(r["recorded_loss"]), 1e-12)
     if not wrong and not loss_off:
@@ -199,7 +212,10 @@ def predict_files(run_dir: str | Path, files: list[str]) -> list[Prediction]:
         from mnist_pipeline.trainer import class_probabilities
 
         x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
-        probabilities = iter(np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip)))
+        probabilities = np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip))
+        if not np.all(np.isfinite(probabilities)):
+            raise non_finite_model(run.run_dir / rf.MODEL)
+        probabilities = iter(probabilities)
     predictions = []
     for d in items:
         if isinstance(d, Prediction):

@@ -13,6 +13,7 @@ import platform
 import random
 import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -199,3 +200,28 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.received or signal.SIGINT).name
 
+
+
+class StopAtOnce:
+    """SIGINT / SIGTERM during a short job that cannot stop half-way (an export): raise StopNow at once, so the
+    job's own cleanup runs and the CLI prints `message` with the exit code 128 + signal number (130, 143).
+
+    Outside the main thread (where Python cannot install handlers) it does nothing.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopAtOnce:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame) -> None:
+        raise StopNow(f"{signal.Signals(number).name}: {self.message}", 128 + number)

@@ -49,6 +49,10 @@ class RunSummaries:
 
     def writer(self, phase: str):
         if phase not in self.writers:
+            for folder in (self.root, self.root / phase):  # TensorFlow's own message names a C++ function
+                if folder.exists() and not folder.is_dir():
+                    raise NotADirectoryError(f"{folder} is a file, not a folder; move it away for events on the "
+                                             f"next run or resume")
             self.writers[phase] = tf.summary.create_file_writer(str(self.root / phase))
         return self.writers[phase]
 
@@ -58,7 +62,7 @@ class RunSummaries:
         try:
             action()
         except Exception as exc:  # tf.errors.OpError (e.g. ResourceExhaustedError on a full disk), OSError
-            self.failed = f"{type(exc).__name__}: {brief(exc)}"
+            self.failed = str(exc) if isinstance(exc, NotADirectoryError) else f"{type(exc).__name__}: {brief(exc)}"
             self.pending.clear()
             self.log(f"warning: TensorBoard events stopped ({self.failed}); training goes on without them")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def evaluate(run_dir, data_dir, split, as_json) -> None:
 
     r = evaluate_run(run_dir, split, data_dir)
     if as_json:
-        click.echo(json.dumps({"run": str(run_dir), **r}, indent=2))
+        click.echo(strict_json({"run": str(run_dir), **r}))
         return
     click.echo(f"{split}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  ({plural(r['examples'], 'example')}, "
                f"{r['data_source']})")
@@ -80,8 +81,7 @@ def predict(run_dir, files, as_json, save_input) -> None:
     predictions = predict_files(run_dir, list(files))
     saved = save_seen(predictions, save_input) if save_input else [None] * len(predictions)
     if as_json:
-        click.echo(json.dumps([_prediction_json(p, seen) for p, seen in zip(predictions, saved, strict=True)],
-                              indent=2))
+        click.echo(strict_json([_prediction_json(p, seen) for p, seen in zip(predictions, saved, strict=True)]))
     for p, seen in zip(predictions, saved, strict=True):
         if p.error:
             click.echo(f"error: {p.error}", err=True)
@@ -94,6 +94,30 @@ def predict(run_dir, files, as_json, save_input) -> None:
             click.echo(f"{p.source}: {p.top[0][1]}{'?' if p.uncertain else ''}  (top {len(p.top)}: {top}{where})")
     if any(p.error for p in predictions):
         sys.exit(1)
+
+
+NOT_FINITE = "not a finite number (NaN or infinite) in the run's files or results: the run diverged or a file changed"
+
+
+def strict_json(value) -> str:
+    """`value` as strict JSON (RFC 8259 has no NaN or Infinity; Python's json writes them by default): each
+    non-finite number becomes null, and the object holding it says why under `null_reasons` (key -> reason)."""
+    def clean(item):
+        if isinstance(item, dict):
+            out, reasons = {}, {}
+            for key, v in item.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    out[key], reasons[key] = None, NOT_FINITE
+                else:
+                    out[key] = clean(v)
+            if reasons:
+                out["null_reasons"] = {**out.get("null_reasons", {}), **reasons}
+            return out
+        if isinstance(item, (list, tuple)):
+            return [None if isinstance(v, float) and not math.isfinite(v) else clean(v) for v in item]
+        return item
+
+    return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
 def _prediction_json(p, seen) -> dict:
@@ -150,9 +174,9 @@ def compare(run_dirs, all_runs, output_dir, as_json) -> None:
     files = write_comparison(summaries, out_dir)
     ranked = summaries[0] if summaries[0].best_val_accuracy is not None else None
     if as_json:
-        click.echo(json.dumps({"runs": [s.to_dict(keys) for s in summaries], "ranked_by": "best_val_accuracy",
-                               "differing_keys": keys, "best": ranked.run_dir.name if ranked else None,
-                               "comparison": str(files[0]), "files": [str(f) for f in files]}, indent=2))
+        click.echo(strict_json({"runs": [s.to_dict(keys) for s in summaries], "ranked_by": "best_val_accuracy",
+                                "differing_keys": keys, "best": ranked.run_dir.name if ranked else None,
+                                "comparison": str(files[0]), "files": [str(f) for f in files]}))
         return
     width = terminal_width()
     text, left_out = _compare_table(summaries, keys, width)
@@ -230,7 +254,7 @@ def ensemble(run_dirs, data_dir, as_json) -> None:
     for skipped in result["skipped"]:
         click.echo(f"skipped: {skipped['run']}: {skipped['reason']}", err=True)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(strict_json(result))
         return
     rows = [[m["run"], m["model"], f"{m['test_accuracy']:.4f}", f"{m['test_loss']:.4f}"] for m in result["members"]]
     rows.append(["ensemble (mean softmax)", f"{len(rows)} models", f"{result['ensemble_accuracy']:.4f}",

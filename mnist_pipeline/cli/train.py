@@ -95,7 +95,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     try:
         with runtime.StopSignals() as signals:
             events = Events(log=progress.log, step=progress.step, epoch=progress.epoch_done,
-                            stop_requested=signals.requested, warn=progress.warn)
+                            stop_requested=signals.requested, warn=_warner(progress))
             result = run(cfg, events, resume=resume, as_written=as_written)
     except Interrupted as exc:
         progress.clear()
@@ -126,6 +126,14 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     if export_note:
         click.echo(export_note, err=True)
     click.echo(f"run folder: {result.run_dir}")
+
+
+def _warner(progress):
+    """Where training's warnings go: above the progress bar on a terminal, else to stderr, beside errors, so
+    that a log of stdout keeps the epoch table and a script reading stderr sees every warning."""
+    if progress.bar_enabled:
+        return progress.warn
+    return lambda message: click.echo(message, err=True)
 
 
 def _as_written(config_path):

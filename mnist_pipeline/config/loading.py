@@ -12,8 +12,15 @@ from pydantic import BaseModel, ValidationError
 
 from mnist_pipeline.config import shipped
 from mnist_pipeline.config.docs import describe_fields, type_in_words, yaml_value
-from mnist_pipeline.config.schema import DEVICE_PATTERN, MAX_TRAINING_BYTES, MODEL_PARAMS, RunConfig, training_memory
-from mnist_pipeline.errors import ConfigError, clip, plural, quote
+from mnist_pipeline.config.schema import (
+    DEVICE_PATTERN,
+    MAX_TRAINING_BYTES,
+    MODEL_PARAMS,
+    ModelConfig,
+    RunConfig,
+    training_memory,
+)
+from mnist_pipeline.errors import ConfigError, brief, clip, plural, quote
 
 # A config is a few hundred bytes of a few levels. These bounds refuse hostile YAML (a "billion laughs" of
 # nested aliases, thousands of nested brackets, a huge file) quickly and in bounded memory.
@@ -175,8 +182,15 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"{path}: base must name another config file, relative to this one (e.g. base: "
                           f"../mlp.yaml), got {quote(base)}")
-    chain = (*chain, path.resolve())
-    base_path = (path.parent / base.strip()).resolve()
+    if "\0" in base:
+        raise ConfigError(f"{path}: base {quote(base)} contains a NUL character; name another config file, "
+                          f"relative to this one (e.g. base: ../mlp.yaml)")
+    try:
+        chain = (*chain, path.resolve())
+        base_path = (path.parent / base.strip()).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise ConfigError(f"{path}: base {quote(base)} cannot be followed ({brief(exc)}): a symlink loop or an "
+                          f"unreadable path; name the config file itself") from None
     if base_path in chain:
         raise ConfigError(f"{path}: base {quote(base)} leads back to {base_path.name}: a config cannot build on "
                           f"itself")
@@ -191,11 +205,15 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]
     return _merged(_read_with_bases(base_path, chain), raw)
 
 
+DEFAULT_MODEL = ModelConfig.model_fields["name"].default  # what a config that names no model trains
+
+
 def _merged(base: dict[str, Any], top: dict[str, Any], key: str = "") -> dict[str, Any]:
     """`top` over `base`, mappings merged recursively. Another model's params replace the base's whole: a CNN
     built on an MLP config must not inherit its `units`."""
     merged = dict(base)
-    if key == "model" and top.get("name", base.get("name")) != base.get("name"):
+    # The effective names, defaults included: a base that relies on the default model still names it.
+    if key == "model" and top.get("name", base.get("name", DEFAULT_MODEL)) != base.get("name", DEFAULT_MODEL):
         merged.pop("params", None)
     for name, value in top.items():
         below = merged.get(name)

@@ -5,6 +5,7 @@ Reads only files (no TensorFlow). Failed or unfinished runs are listed with thei
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class RunSummary:
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
     name: str = ""  # the config's output.name (the config file's stem), or "" when unreadable
     config: dict[str, str] = field(default_factory=dict, repr=False)  # dotted key -> value in YAML style
+    not_finite: tuple[str, ...] = ()  # metrics.json keys whose value is NaN or infinite (shown as null / -)
 
     def to_dict(self, keys: list[str] = ()) -> dict:
         """The row for `mnist compare --json`: numbers as numbers, null where the run has none."""
@@ -38,7 +40,9 @@ class RunSummary:
                 "model": self.model, "parameters": self.parameters, "epochs": self.epochs,
                 "train_seconds": self.train_seconds, "best_val_accuracy": self.best_val_accuracy,
                 "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
-                "config": {key: self.config.get(key) for key in keys}}
+                "config": {key: self.config.get(key) for key in keys},
+                **({"null_reasons": {key: f"{rf.METRICS} records it as NaN or infinite (the run diverged, or the "
+                                          f"file was edited)" for key in self.not_finite}} if self.not_finite else {})}
 
     def cells(self, keys: list[str] = ()) -> list[str]:
         def show(value, fmt):
@@ -67,9 +71,16 @@ def summarize_run(run_dir: Path) -> RunSummary:
     if not metrics:
         return RunSummary(run_dir, status, config.get("model.name", "?"), epochs=len(history) if history else None,
                           history=history, name=name, config=config)
+    numbers = ("train_seconds", "best_val_accuracy", "test_accuracy", "test_loss")  # no test ones: a sweep trial
+    not_finite = tuple(key for key in numbers if _finite(metrics.get(key)) is None and metrics.get(key) is not None)
     return RunSummary(run_dir, status, metrics["model"], metrics["parameters"], metrics["epochs"],
-                      metrics["train_seconds"], metrics["best_val_accuracy"], metrics.get("test_accuracy"),
-                      metrics.get("test_loss"), history, name, config)  # no test numbers: a sweep trial
+                      *(_finite(metrics.get(key)) for key in numbers), history, name, config, not_finite)
+
+
+def _finite(value):
+    """A recorded number, or None where it is NaN or infinite (a diverged or edited run): such a run has no
+    result to rank by, and JSON has no NaN."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _config(run_dir: Path) -> tuple[str, dict[str, str]]:
