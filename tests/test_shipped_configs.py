@@ -49,10 +49,12 @@ def test_a_mistyped_shipped_name_gets_the_close_ones():
 
 def test_an_unknown_name_lists_the_shipped_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, output = show("cnnn")
+    code, output = show("nothing-like-it")
     assert code == 2 and output.count("\n") == 1
-    assert "config file 'cnnn' not found; pass a YAML file, or the name of one that ships" in output
+    assert "config file 'nothing-like-it' not found; pass a YAML file, or the name of one that ships" in output
     assert "cnn, cnn_fashion" in output and "`mnist config list`" in output
+    code, output = show("perceptron")
+    assert code == 2 and "config file 'perceptron' not found; did you mean study/perceptron (shipped" in output
     for escape in ("../mnist_pipeline/config/schema", "/etc/passwd.yaml"):
         code, output = show(escape)
         assert code == 2 and "not found" in output
@@ -115,3 +117,12 @@ def test_a_file_of_many_mistakes_names_the_first_ten(tmp_path):
     result = CliRunner().invoke(cli, ["config", "validate", str(bad)])
     assert result.exit_code == 2 and result.output.count("error:") == 10
     assert "; and 4 more)" in CliRunner().invoke(cli, ["config", "show", str(bad)]).output
+
+
+def test_a_key_written_twice_is_refused_not_silently_the_last(tmp_path):
+    twice = tmp_path / "dup.yaml"
+    twice.write_text("training:\n  epochs: 3\n  batch_size: 32\n  epochs: 4\n")
+    result = CliRunner().invoke(cli, ["config", "validate", str(twice)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {twice}: key 'epochs' is written twice in one section (lines 2 and 4); "
+                                     f"keep one")

@@ -122,6 +122,8 @@ def _check_bounds(node, where: str, depth: int, seen: dict[int, tuple[int, int]]
     else:
         if depth > MAX_DEPTH:
             raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; a config has a few")
+        if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node, where)
         children = ([] if isinstance(node, yaml.ScalarNode) else
                     [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode)
                     else node.value)
@@ -137,6 +139,18 @@ def _check_bounds(node, where: str, depth: int, seen: dict[int, tuple[int, int]]
     return count, height
 
 
+def _check_unique_keys(node: yaml.MappingNode, where: str) -> None:
+    """YAML keeps the last of two equal keys without a word: `epochs: 3` then `epochs: 4` would train 4."""
+    first_line: dict[str, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+            line = key.start_mark.line + 1
+            if key.value in first_line:
+                raise ConfigError(f"{where}: key {quote(key.value)} is written twice in one section (lines "
+                                  f"{first_line[key.value]} and {line}); keep one")
+            first_line[key.value] = line
+
+
 def to_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
@@ -145,6 +159,10 @@ def _read_yaml(path: Path, what: str = "config file", example: str = "configs/cn
     """A YAML mapping read within the bounds of `parse_yaml`; `what` and `example` word the errors."""
     if not path.exists():
         space = what == "space file"
+        close = shipped.closest(path, space)
+        if close:
+            raise ConfigError(f"{what} {quote(str(path))} not found; did you mean {' or '.join(close)} (shipped with "
+                              f"mnist-pipeline: `mnist config list`)?")
         raise ConfigError(f"{what} {quote(str(path))} not found; pass a YAML file, or the name of one that ships "
                           f"with mnist-pipeline ({', '.join(shipped.names(space)[:6])}, ...: `mnist config list`)")
     if not path.is_file():
