@@ -108,7 +108,8 @@ def test_config_validate_reports_every_problem_each_with_its_fix(tmp_path):
     # Elsewhere the same problems make one line: the first, then the rest by name.
     train = CliRunner().invoke(cli, ["train", "--config", str(bad)])
     assert train.exit_code == 2 and train.output.count("\n") == 1
-    assert "(and 3 more: unknown key 'data.augmentation.translaton'" in train.output
+    assert ("(and 3 more problems: data.augmentation.translaton, training.lr, model.params.units; `mnist config "
+            "validate` shows each with its fix)") in train.output and len(train.output) < 400
 
 
 def test_a_file_of_many_mistakes_names_the_first_ten(tmp_path):
@@ -116,7 +117,7 @@ def test_a_file_of_many_mistakes_names_the_first_ten(tmp_path):
     bad.write_text("training:\n" + "".join(f"  typo{i}: 1\n" for i in range(14)))
     result = CliRunner().invoke(cli, ["config", "validate", str(bad)])
     assert result.exit_code == 2 and result.output.count("error:") == 10
-    assert "; and 4 more)" in CliRunner().invoke(cli, ["config", "show", str(bad)]).output
+    assert "training.typo9 and 4 more; `mnist config" in CliRunner().invoke(cli, ["config", "show", str(bad)]).output
 
 
 def test_a_key_written_twice_is_refused_not_silently_the_last(tmp_path):

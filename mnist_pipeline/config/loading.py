@@ -257,14 +257,23 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, origin: str) -> None:
 
 class ConfigProblems(ConfigError):
     """Every problem of one config (up to MAX_PROBLEMS), each a line naming the key, the value and the fix;
-    as one message, the first and then the rest."""
+    as one message, the first in full and the others by key, so the line stays readable (`config validate`
+    prints each in full)."""
 
     def __init__(self, problems: list[str], total: int):
         self.problems = problems
         first, *rest = problems
-        others = "; ".join(p.split(": ", 1)[-1] for p in rest)
-        unsaid = f"; and {total - len(problems)} more" if total > len(problems) else ""
-        super().__init__(first + (f" (and {total - 1} more: {others}{unsaid})" if rest else ""))
+        keys = ", ".join(_problem_key(p) for p in rest)
+        unsaid = f" and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(first + (f" (and {plural(total - 1, 'more problem')}: {keys}{unsaid}; `mnist config "
+                                  f"validate` shows each with its fix)" if rest else ""))
+
+
+def _problem_key(problem: str) -> str:
+    """The key a problem line is about: `unknown key 'a.b'` or `a.b = value` / `a.b is required` / `a.b: ...`."""
+    text = problem.split(": ", 1)[-1]
+    unknown = re.match(r"unknown key '([^']+)'", text)
+    return unknown.group(1) if unknown else re.split(r" = | is required|: ", text, maxsplit=1)[0]
 
 
 MAX_PROBLEMS = 10  # a file of 50 typos is a wrong file: the first ten say so
