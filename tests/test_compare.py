@@ -204,11 +204,13 @@ def test_compare_table_fits_the_terminal_with_the_key_that_explains_the_ranking(
     lines = narrow.output.splitlines()
     header, rule, *rows = lines[:2 + len(runs)]
     assert all(len(line) <= 80 for line in lines[:3 + len(runs)]), narrow.output
-    assert header.split()[:3] == ["run", "status", "model"] and "subset" in header.split()
-    assert "learning_rate" not in header and "seed" not in header
-    assert [row.split()[-1] for row in rows] == ["null", "null", "100", "100"]  # ranked: subset explains it
+    assert header.split()[:3] == ["run", "status", "model"] and header.split()[8] == "subset"  # first key
+    at = header.index("subset")
+    assert [row[at:].split()[0] for row in rows] == ["null", "null", "100", "100"]  # ranked: subset explains it
+    # Copies of one run: the same parameters, epochs and seconds in every row say nothing, and take no room.
+    assert "parameters" not in header and "train s" not in header
     note = lines[2 + len(runs)]
-    assert note == "no room for: learning_rate, seed, parameters, train s (all in comparison.md)"
+    assert note.startswith("no room for: ") and "learning_rate" in note and "(all in comparison.md)" in note
     wide = invoke("compare", *runs, columns=200)
     header = wide.output.splitlines()[0]
     assert header.split()[-3:] == ["subset", "learning_rate", "seed"]  # best explanation first
@@ -265,3 +267,15 @@ def test_diagnose_exploding_gradients_is_a_finding_not_a_crash(idx_dir, tmp_path
 def test_diagnose_bad_compare_option():
     result = invoke("diagnose", "gradients", "--compare", "model.params.activation")
     assert result.exit_code == 2 and "--compare expects KEY=V1,V2" in result.output
+
+
+def test_runs_on_two_datasets_show_which_first_and_a_models_own_keys_last(trained_runs, tmp_path):
+    mlp, cnn = trained_runs["mlp"], trained_runs["smoke"]
+    runs = [variant(mlp, tmp_path / "runs/20990101T000000Z-mlp", 0.95, learning_rate=0.003),
+            variant(mlp, tmp_path / "runs/20990102T000000Z-mlp", 0.90, learning_rate=0.001, dataset="fashion_mnist"),
+            variant(cnn, tmp_path / "runs/20990103T000000Z-cnn", 0.97)]
+    header = invoke("compare", *runs, columns=120).output.splitlines()[0].split()
+    keys = header[8:]
+    assert keys[0] == "dataset"  # accuracies on two datasets do not compare: said before anything else
+    own = [k for k in keys if k in ("filters", "kernel_size", "units", "convs_per_block", "padding")]
+    assert all(keys.index(k) > keys.index("learning_rate") for k in own if "learning_rate" in keys)

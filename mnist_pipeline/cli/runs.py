@@ -203,8 +203,16 @@ def _compare_table(summaries, keys: list[str], width: int) -> tuple[str, list[st
     cells |= {key: [s.config.get(key, "-") for s in summaries] for key in keys}
     names = {**{c: c for c in COLUMNS}, **short_keys(keys)}  # `subset` for data.subset, unique among the keys
     ranked = keys_by_explanation(summaries, keys)
-    order = ([key for key, share in ranked if share > 0] + ["parameters", "epochs", "train s"]
-             + [key for key, share in ranked if share <= 0])
+    # Accuracies on two datasets do not compare: which dataset comes first, whatever it explains. A number
+    # that is the same in every row says nothing in a column.
+    first = ["data.dataset"] if "data.dataset" in keys else []
+    varied = [c for c in ("parameters", "epochs", "train s") if len(set(cells[c])) > 1]
+    # A model's own parameter (batch_norm of a deep_mlp beside a cnn) differs because the model does: the
+    # model column says that already.
+    shared = [key for key, share in ranked if key not in first and all(key in s.config for s in summaries)]
+    order = (first + [key for key, share in ranked if share > 0 and key in shared] + varied
+             + [key for key, share in ranked if share <= 0 and key in shared]
+             + [key for key, _ in ranked if key not in first and key not in shared])
     shown = ["run", "status", "model", "best val acc", "test acc"]
     used = sum(max(len(names[c]), *map(len, cells[c])) for c in shown) + 2 * (len(shown) - 1)
     for column in order:
@@ -212,9 +220,9 @@ def _compare_table(summaries, keys: list[str], width: int) -> tuple[str, list[st
         if used + need <= width:
             shown.append(column)
             used += need
-    columns = [c for c in COLUMNS if c in shown] + [key for key, _ in ranked if key in shown]
+    columns = [c for c in COLUMNS if c in shown] + [key for key in order if key in shown and key not in COLUMNS]
     rows = [[cells[c][n] for c in columns] for n in range(len(summaries))]
-    left_out = [key for key, _ in ranked if key not in shown] + [c for c in COLUMNS if c not in shown]
+    left_out = [key for key in order if key not in shown]  # a number that is the same in every row is not missed
     return table([names[c] for c in columns], rows), [names[c] for c in left_out]
 
 
