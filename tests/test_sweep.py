@@ -130,13 +130,16 @@ def test_a_sweep_grows_with_more_trials_and_shows_each_trial_and_epoch_as_it_tra
 
 def test_a_rerun_that_would_mix_two_sweeps_is_refused_in_words(tmp_path):
     from mnist_pipeline.errors import ConfigError
-    from mnist_pipeline.sweep import make_sweep
+    from mnist_pipeline.sweep import make_sweep, record_sweep
 
     def start(space_path, prune=True, overrides=(), seeds=None, trials=4):
-        return make_sweep(ROOT / "configs/mlp.yaml", space_path, trials, None, "x", seeds, prune, overrides, None,
-                          None, tmp_path / "out")
+        sweep = make_sweep(ROOT / "configs/mlp.yaml", space_path, trials, None, "x", seeds, prune, overrides, None,
+                           None, tmp_path / "out")
+        record_sweep(sweep)  # as `mnist sweep` does once the storage has opened
+        return sweep
 
     sweep = start(space(tmp_path))
+    (sweep.folder / "runs/20261201T000000Z-trial-0000").mkdir(parents=True)  # a trial ran: it is started
     assert start(space(tmp_path), trials=9).trials == 9  # only the count changed: the same sweep
     other = tmp_path / "other"
     other.mkdir()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from mnist_pipeline.cli.common import OrderedGroup
-from mnist_pipeline.errors import ConfigError, Interrupted, plural
+from mnist_pipeline.errors import ConfigError, Interrupted, PipelineError, plural
 
 
 @click.group(cls=OrderedGroup, invoke_without_command=True, short_help="Tune a config over a search space with Optuna.")
@@ -52,15 +54,20 @@ def sweep(ctx, config_path, space_path, trials, workers, storage, name, seeds, p
     from mnist_pipeline.sweep import make_sweep
 
     plan = make_sweep(config_path, space_path, trials, storage, name, seeds, prune, overrides, data_dir, device,
-                      output_dir)
+                      output_dir, workers=workers if quota is None else 1)
     if quota is None and plan.trials_before not in (None, plan.trials):
         click.echo(f"sweep {plan.name}: {plural(plan.trials, 'trial')} in all, was {plan.trials_before}")
     if workers > 1 and quota is None:
         _run_workers(plan, workers, _worker_command(ctx.params))
     else:
-        _run_here(plan, quota, worker_index)
+        _run_here(plan, quota)
     if quota is None:  # the command a user typed (not one of its worker processes) reports
-        _report(plan)
+        from mnist_pipeline.sweep import failure_summary
+
+        study = _report(plan)
+        failed = failure_summary(study)
+        if failed:  # a sweep none of whose trials trained did not succeed, whatever its report says
+            raise PipelineError(f"sweep {plan.name}: {failed}")
 
 
 def _worker_command(params: dict) -> list[str]:
@@ -79,11 +86,14 @@ def _worker_command(params: dict) -> list[str]:
     return args
 
 
-def _run_here(sweep, quota, worker_index) -> None:
+def _run_here(sweep, quota) -> None:
     from mnist_pipeline import runtime
-    from mnist_pipeline.sweep import open_study, work
+    from mnist_pipeline.sweep import open_study, record_sweep, work
+    from mnist_pipeline.sweep.study import claim_sampler_seed, sampler_for
 
-    study = open_study(sweep, sampler_seed=sweep.sampler_seed + (worker_index or 0))
+    study = open_study(sweep)
+    record_sweep(sweep)  # only now: a storage that does not open leaves no half-made sweep behind
+    study.sampler = sampler_for(sweep.space, claim_sampler_seed(study, sweep.sampler_seed))
     _requeue_dead(study)
     try:
         with runtime.StopSignals() as signals:
@@ -106,31 +116,82 @@ def _requeue_dead(study) -> None:
 
 
 def _run_workers(sweep, workers: int, command: list[str]) -> None:
-    """K copies of this command, each running its share of the trials with its share of the cores."""
-    from mnist_pipeline.sweep import counted_trials, open_study
+    """K copies of this command, each running its share of the trials with its share of the cores. SIGINT and
+    SIGTERM go on to the workers (each in its own process group, so a terminal's Ctrl-C reaches them once),
+    which re-queue their trials; this process waits for them and says so in one line. A worker's error line
+    comes back prefixed by which worker said it."""
+    from mnist_pipeline.sweep import counted_trials, open_study, record_sweep
 
-    study = open_study(sweep)  # created once, before the workers race for it
-    _requeue_dead(study)
-    left = max(sweep.trials - counted_trials(study), 0)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
-           "OMP_NUM_THREADS": str(threads)}
-    processes = []
-    for index in range(workers):
-        share = left // workers + (index < left % workers)
-        if share:
-            processes.append(subprocess.Popen([sys.executable, "-m", "mnist_pipeline", *command, "--quota",
-                                               str(share), "--worker-index", str(index)], env=env))
-    codes = [p.wait() for p in processes]
-    if any(codes):
-        raise click.exceptions.Exit(max(codes))
+    received: list[int] = []
+    processes: list[subprocess.Popen] = []
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        study = open_study(sweep)  # created once, before the workers race for it
+        record_sweep(sweep)
+        _requeue_dead(study)
+        left = max(sweep.trials - counted_trials(study), 0)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
+               "OMP_NUM_THREADS": str(threads)}
+        errors: dict[int, list[str]] = {}
+        readers = []
+        for index in range(workers):
+            share = left // workers + (index < left % workers)
+            if not share or received:
+                continue
+            process = subprocess.Popen([sys.executable, "-m", "mnist_pipeline", *command, "--quota", str(share),
+                                        "--worker-index", str(index)], env=env, stderr=subprocess.PIPE,
+                                       text=True, errors="replace", process_group=0)
+            processes.append(process)
+            errors[index] = []
+            readers.append(threading.Thread(target=_collect, args=(process.stderr, errors[index]), daemon=True))
+            readers[-1].start()
+        codes = [p.wait() for p in processes]
+        for reader in readers:
+            reader.join(timeout=10)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        name = signal.Signals(received[0]).name
+        stopped = Interrupted(f"{name}: the sweep stopped; its {plural(len(processes), 'worker')} re-queued the "
+                              f"trials they were running; run the same command again to continue")
+        stopped.exit_code = 128 + received[0]
+        raise stopped
+    failures = [(index, code) for index, code in zip(errors, codes, strict=True) if code]
+    if failures:
+        index, code = failures[0]
+        said = [line.removeprefix("error: ") for line in errors[index] if line.strip()]
+        died = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+                else f"exited with code {code}")
+        reason = said[-1] if said else f"{died}; run the same command again to continue (its trial is re-queued)"
+        more = f" (and {plural(len(failures) - 1, 'more worker')} failed)" if len(failures) > 1 else ""
+        error = PipelineError(f"worker {index}: {reason}{more}")
+        error.exit_code = code if code in (1, 2) else 1
+        raise error
 
 
-def _report(sweep) -> None:
+def _collect(stream, lines: list[str]) -> None:
+    """A worker's stderr, line by line (kept, not shown: the parent reports a failing worker's error)."""
+    for line in stream:
+        lines.append(line.rstrip("\n"))
+
+
+def _report(sweep, create: bool = True):
+    """Write the report from the study (which `sweep report` only reads: `create` False); returns the study."""
     from mnist_pipeline.sweep import open_study, write_report
 
-    result = write_report(sweep, open_study(sweep))
+    study = open_study(sweep, create=create)
+    result = write_report(sweep, study)
     _print_summary(sweep, result)
+    return study
 
 
 def _print_summary(sweep, result, shown: int = 10) -> None:
@@ -170,4 +231,4 @@ def sweep_report(ctx, name, output_dir, storage) -> None:
 
     group = ctx.parent.params  # `mnist sweep --output-dir D report NAME`: the group's options, unless given here
     folder = Path(output_dir or group["output_dir"]) / "sweeps" / name
-    _report(reopen_sweep(folder, storage or group["storage"]))
+    _report(reopen_sweep(folder, storage or group["storage"]), create=False)

@@ -29,6 +29,13 @@ from mnist_pipeline.errors import ConfigError, quote
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 MAX_GRID = 10_000  # combinations a grid may have: more would never finish on this kind of machine
+# Keys a sweep must not vary, with why: trials would write to one another's folders or elsewhere, or their
+# objectives would be measured on different data and not compare. (prefix, reason)
+FIXED_KEYS = (("output.", "the sweep places every trial's run folder itself"),
+              ("data.data_dir", "every trial must train on the same data"),
+              ("data.dataset", "every trial must train on the same data"),
+              ("data.validation_split", "the objective must be measured on the same validation split"),
+              ("training.distribute.", "each trial trains in its own process; --workers runs trials in parallel"))
 
 
 class Choice(_Section):
@@ -129,26 +136,38 @@ def load_space(path: str | Path) -> SweepSpace:
                           f"{message[1:]}") from None
 
 
-def grid_values(key: str, distribution) -> list[Any]:
-    """Every value a grid tries for one key."""
+def grid_size(key: str, distribution) -> int:
+    """How many values a grid tries for one key, from the range's arithmetic alone: nothing is built, so a range
+    of 10^12 integers (or a float step of 1e-9) costs no memory to refuse."""
     if isinstance(distribution, Choice):
-        return list(distribution.choices)
+        return len(distribution.choices)
     if isinstance(distribution, IntRange) and not distribution.log:
-        return list(range(distribution.low, distribution.high + 1, distribution.step))
+        return (distribution.high - distribution.low) // distribution.step + 1
     if isinstance(distribution, FloatRange) and distribution.step is not None:
-        count = math.floor((distribution.high - distribution.low) / distribution.step + 1e-9) + 1
-        return [round(distribution.low + i * distribution.step, 12) for i in range(count)]
+        steps = (distribution.high - distribution.low) / distribution.step
+        return math.floor(steps + 1e-9) + 1 if math.isfinite(steps) and steps < 2**62 else 2**62
     raise ConfigError(f"params.{key}: a grid needs a choices list or a range with a step; give one, or use "
                       f"sampler tpe or random")
 
 
+def grid_values(key: str, distribution) -> list[Any]:
+    """Every value a grid tries for one key (call `grid`, which checks the size first)."""
+    count = grid_size(key, distribution)
+    if isinstance(distribution, Choice):
+        return list(distribution.choices)
+    if isinstance(distribution, IntRange):
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    return [round(distribution.low + i * distribution.step, 12) for i in range(count)]
+
+
 def grid(space: SweepSpace) -> dict[str, list[Any]]:
-    values = {key: grid_values(key, d) for key, d in space.params.items()}
-    size = math.prod(len(v) for v in values.values())
+    """Every key's grid values, once the number of combinations is known to be at most MAX_GRID."""
+    size = math.prod(grid_size(key, d) for key, d in space.params.items())  # at most 64 factors below 2^62
     if size > MAX_GRID:
-        raise ConfigError(f"the grid has {size:,} combinations, more than {MAX_GRID:,}; narrow it, or use sampler "
+        count = f"{size:,}" if size < 10**18 else f"about 10^{len(str(size)) - 1}"
+        raise ConfigError(f"the grid has {count} combinations, more than {MAX_GRID:,}; narrow it, or use sampler "
                           f"tpe or random")
-    return values
+    return {key: grid_values(key, d) for key, d in space.params.items()}
 
 
 def override(key: str, value: Any) -> str:
@@ -157,11 +176,16 @@ def override(key: str, value: Any) -> str:
 
 
 def check_space(space: SweepSpace, space_path: str | Path, base: str | Path | None, overrides=(),
-                reserved: tuple[str, ...] = ()) -> None:
+                reserved: tuple[str, ...] = (), check=None) -> None:
     """Every key names a config value, and every value a trial can be given passes as `--set` on the base
     config: each choice, both ends of each range, and with a grid every combination. One line otherwise.
-    `reserved` keys are set by the sweep itself (e.g. training.seed with --seeds) and may not be swept."""
+    `reserved` keys are set by the sweep itself (e.g. training.seed with --seeds) and may not be swept; `check`,
+    given each trial config, raises ConfigError for what `mnist train` refuses beyond the schema (the machine)."""
     for key in space.params:
+        for prefix, reason in FIXED_KEYS:
+            if key == prefix or (prefix.endswith(".") and (key.startswith(prefix) or key == prefix[:-1])):
+                raise ConfigError(f"{space_path}: params.{key} cannot be swept ({reason}); drop it from the space "
+                                  f"(set it once for every trial with --set)")
         if key in reserved:
             raise ConfigError(f"{space_path}: params.{key} is set by the sweep itself (--seeds gives each trial its "
                               f"seeds); drop it from the space, or drop --seeds")
@@ -177,7 +201,9 @@ def check_space(space: SweepSpace, space_path: str | Path, base: str | Path | No
     for combination in combinations:
         trial = [override(key, value) for key, value in combination.items()]
         try:
-            load_config(base, [*overrides, *trial])
+            cfg = load_config(base, [*overrides, *trial])
+            if check:
+                check(cfg)
         except ConfigError as exc:
             reason = str(exc).replace(" (from the command line)", "")
             raise ConfigError(f"{space_path}: the trial values {quote(', '.join(trial), 200)} are refused: "

@@ -9,8 +9,9 @@ trial once, at the end. `setup` reads and checks what the command line asks for,
 
 from mnist_pipeline.sweep.labels import short_labels, show_value
 from mnist_pipeline.sweep.report import savings_text, write_report
-from mnist_pipeline.sweep.setup import Sweep, make_sweep, reopen_sweep
-from mnist_pipeline.sweep.study import counted_trials, open_study, requeue_dead_trials, work
+from mnist_pipeline.sweep.setup import Sweep, make_sweep, record_sweep, reopen_sweep
+from mnist_pipeline.sweep.study import counted_trials, failure_summary, open_study, requeue_dead_trials, work
 
-__all__ = ["Sweep", "counted_trials", "make_sweep", "open_study", "reopen_sweep", "requeue_dead_trials",
-           "savings_text", "short_labels", "show_value", "work", "write_report"]
+__all__ = ["Sweep", "counted_trials", "failure_summary", "make_sweep", "open_study",
+           "record_sweep", "reopen_sweep", "requeue_dead_trials", "savings_text", "short_labels", "show_value",
+           "work", "write_report"]

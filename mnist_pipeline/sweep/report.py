@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from typing import Any
@@ -91,10 +90,19 @@ def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
     from mnist_pipeline.inference import evaluate_run
 
     path = sweep.folder / BEST
-    if path.exists():
-        with_test = json.loads(path.read_text())
+    if path.exists() or path.is_symlink():
+        try:
+            with_test = run_files.read_json(path)
+        except PipelineError as exc:  # run_files names a run folder's fix; a sweep's is to measure again
+            problem = str(exc).removeprefix(f"{path}: ").split("; ")[0]
+            raise PipelineError(f"{path}: {problem}; delete it to measure the best trial's test accuracy again "
+                                f"(`mnist sweep report {sweep.name}`)") from None
         if with_test.get("trial") == best["trial"] and with_test.get("test"):
-            return with_test
+            if not isinstance(with_test.get("test_accuracy"), (int, float)) or isinstance(
+                    with_test.get("test_accuracy"), bool):
+                raise PipelineError(f"{path}: damaged (no test_accuracy number); delete it to measure the best "
+                                    f"trial's test accuracy again (`mnist sweep report {sweep.name}`)")
+            return {**with_test, **{k: best[k] for k in best if k not in with_test}}
     tests = [{"run": run, **{k: evaluate_run(sweep.folder / "runs" / run, "test")[k] for k in ("loss", "accuracy")}}
              for run in best["runs"]]
     accuracies = [t["accuracy"] for t in tests]
@@ -140,8 +148,8 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
         ["sampler, pruning", f"{sweep.space.sampler}, {'median pruner' if sweep.prune else 'off'}"]])]
     files = []
     if best:
+        best = best_on_test(sweep, best)  # first: a damaged best.json stops the report before it writes anything
         rf.write_text(sweep.folder / BEST_CONFIG, to_yaml(best_config(sweep, best)))
-        best = best_on_test(sweep, best)
         files.append(sweep.folder / BEST_CONFIG)
         spread = f" (sd {best['test_accuracy_std']:.4f})" if best.get("test_accuracy_std") is not None else ""
         sections.append(Section("Best trial", text=(

@@ -3,17 +3,17 @@ sweep.json and base.yaml make the folder self-contained and let a re-run check i
 
 from __future__ import annotations
 
-import itertools
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.config import flat_values, load_config, to_yaml, yaml_value
 from mnist_pipeline.config.schema import _NAME_PATTERN
 from mnist_pipeline.config.space import SweepSpace, check_space, grid, load_space, override
-from mnist_pipeline.errors import ConfigError, PipelineError
+from mnist_pipeline.errors import ConfigError, PipelineError, brief, quote
 from mnist_pipeline.reports import run_folder as rf
 
 SWEEP_FILE = "sweep.json"  # what the sweep is; a re-run of the same name must be the same sweep
@@ -34,6 +34,8 @@ class Sweep:
     storage: str | None  # an SQLAlchemy URL; None: the journal file in the folder
     sampler_seed: int = 0
     trials_before: int | None = None  # the total sweep.json held before this command (None: a new sweep)
+    # What `record_sweep` writes once the storage has opened ({file name: text}); empty: nothing to write.
+    pending: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def base(self) -> Path:
@@ -57,39 +59,134 @@ class Sweep:
 
 
 def make_sweep(config_path, space_path, trials, storage, name, seeds, prune, overrides, data_dir, device,
-               output_dir) -> Sweep:
-    """A sweep from the command line, every input checked (space values against the base config too) before
-    anything is written or imported; its folder gets sweep.json and base.yaml, or must already hold the same."""
+               output_dir, workers: int = 1) -> Sweep:
+    """A sweep from the command line, every input checked (space values against the base config and this
+    machine too) before anything is written or imported. Nothing is written here: `record_sweep` writes
+    sweep.json and base.yaml once the study's storage has opened, so a failed start leaves nothing behind."""
     flags = [override(k, v) for k, v in (("data.data_dir", data_dir), ("training.device", device)) if v is not None]
     cfg = load_config(config_path, [*overrides, *flags])
+    trainable_here(cfg)
     space = load_space(space_path)
     seed_list = _parse_seeds(seeds)
     check_space(space, space_path, config_path, [*overrides, *flags],
-                reserved=("training.seed",) if seed_list else ())
+                reserved=("training.seed",) if seed_list else (), check=trainable_here)
+    check_storage(storage, workers)
     name = name or f"{Path(config_path).stem if config_path else 'defaults'}-{Path(space_path).stem}"
     if not re.fullmatch(_NAME_PATTERN, name):
-        raise ConfigError(f"--name {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or "
-                          f"digit")
-    total = trials or (len(list(itertools.product(*grid(space).values()))) if space.sampler == "grid"
+        raise ConfigError(f"--name {quote(name)}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter "
+                          f"or digit")
+    total = trials or (math.prod(len(v) for v in grid(space).values()) if space.sampler == "grid"
                        else space.trials)
     folder = Path(output_dir) / "sweeps" / name
     path = folder / SWEEP_FILE
-    recorded = _read_sweep_file(path) if path.exists() else None
+    recorded = _read_sweep_file(path) if path.exists() or path.is_symlink() else None
     sweep = Sweep(name, folder, space, total, seed_list, prune, storage, sampler_seed=cfg.training.seed,
                   trials_before=_recorded_trials(recorded) if recorded else None)
     described = sweep.describe(cfg.model_dump(mode="json"))
+    pending = {}
     if recorded:
         differences = _differences(_comparable(recorded), {**described, "storage": masked(storage)})
-        if differences:
+        if differences and started(folder, recorded.get("storage")):
             raise ConfigError(f"sweep {name!r} ({folder}) was started with {'; and with '.join(differences)}; "
                               f"run it as it started (only --trials may change), or pick another --name")
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        rf.write_text(sweep.base, to_yaml(cfg))
+        if differences:  # a start that ran no trial (e.g. a storage that did not open): this command corrects it
+            recorded = None
+            sweep = Sweep(name, folder, space, total, seed_list, prune, storage, sampler_seed=cfg.training.seed)
+    if not recorded:
+        pending[BASE_CONFIG] = to_yaml(cfg)
     if sweep.trials != sweep.trials_before:  # the total `mnist sweep report` reads back
-        rf.write_json(path, {"describe": described, "trials": total, "storage": storage,
-                             "sampler_seed": sweep.sampler_seed})
-    return sweep
+        pending[SWEEP_FILE] = json.dumps({"describe": described, "trials": total, "storage": storage,
+                                          "sampler_seed": sweep.sampler_seed}, indent=2)
+    return Sweep(**{**sweep.__dict__, "pending": pending})
+
+
+def record_sweep(sweep: Sweep) -> None:
+    """Write the sweep.json and base.yaml `make_sweep` prepared (base.yaml first: sweep.json says it is done)."""
+    sweep.folder.mkdir(parents=True, exist_ok=True)
+    for name in (BASE_CONFIG, SWEEP_FILE):
+        if name in sweep.pending:
+            rf.write_text(sweep.folder / name, sweep.pending[name] + ("" if name == BASE_CONFIG else "\n"))
+
+
+def started(folder: Path, storage: str | None) -> bool:
+    """Whether a sweep folder's study has run any trial: a run folder here, a journal with a trial, or (for a
+    database) a trial in the study there. A storage that does not open ran nothing."""
+    runs = folder / "runs"
+    if runs.is_dir() and any(runs.iterdir()):
+        return True
+    if not storage:
+        journal = folder / JOURNAL
+        try:
+            with journal.open("rb") as f:
+                return any(b'"op_code":4' in line or b'"op_code": 4' in line for line in f)  # 4: CREATE_TRIAL
+        except OSError:
+            return journal.exists()
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        summaries = optuna.study.get_all_study_summaries(storage=storage)
+    except Exception:
+        return False
+    return any(s.study_name == folder.name and s.n_trials for s in summaries)
+
+
+def check_storage(storage: str | None, workers: int) -> None:
+    """Refuse a storage several processes cannot share with --workers (an in-memory SQLite database is one
+    per process), and a URL that is not one, before anything opens it."""
+    if storage is None:
+        return
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", storage):
+        raise ConfigError(f"--storage {quote(masked(storage))}: not a database URL; give an SQLAlchemy URL such as "
+                          f"sqlite:///sweeps.db or postgresql+psycopg2://user:pass@host/db, or leave --storage out "
+                          f"for the journal file in the sweep's folder")
+    in_memory = re.fullmatch(r"sqlite(\+\w+)?://(/(:memory:)?)?(\?.*)?", storage) is not None
+    if in_memory and workers > 1:
+        raise ConfigError(f"--storage {storage}: an in-memory SQLite database lives in one process, so --workers "
+                          f"{workers} could not share it; give a file (e.g. sqlite:///sweep.db), or leave --storage "
+                          f"out")
+
+
+def trainable_here(cfg) -> None:
+    """What `mnist train` refuses when it starts on this machine, before TensorFlow: a data folder that is not
+    there, a precision the CPU cannot run (float16 needs a GPU; bfloat16 convolutions abort under a oneDNN
+    instruction-set cap), XLA for the CNN on a CPU. Said up front, since every trial would fail on it."""
+    from mnist_pipeline import runtime
+    from mnist_pipeline.data.sources import OFFLINE_HINT
+
+    data_dir = runtime.data_dir(cfg.data.data_dir)  # refuses an empty one, as `mnist train` does
+    path = Path(data_dir).expanduser() if data_dir else None
+    if path and not path.exists():
+        raise ConfigError(f"data folder {quote(str(path))} does not exist; {OFFLINE_HINT}")
+    if path and not path.is_dir() and path.suffix != ".npz":
+        raise ConfigError(f"data folder {quote(str(path))} is a file, not a folder or an .npz; {OFFLINE_HINT}")
+    training = cfg.training
+    on_cpu = training.device == "cpu" or (training.device == "auto" and not _gpu_visible())
+    if not on_cpu:
+        return
+    precision = training.compute_precision
+    setting = ("training.mixed_precision = true" if training.mixed_precision
+               else f"training.precision = {training.precision}")
+    if precision == "mixed_float16":
+        raise ConfigError(f"{setting} needs a GPU (float16 on a CPU is slower, not faster); use "
+                          f"training.precision: auto on a CPU, or --device gpu on a machine that has one")
+    cpu = runtime.cpu()
+    if precision == "mixed_bfloat16" and cpu.bfloat16_aborts:
+        raise ConfigError(f"training.precision = mixed_bfloat16 cannot train with {cpu.bfloat16_blocked_by}: oneDNN "
+                          f"then aborts bfloat16 convolutions; unset ONEDNN_MAX_CPU_ISA, or set training.precision: "
+                          f"auto or float32")
+    if training.jit_compile is True and cfg.model.name == "cnn" and training.distribute.strategy == "none":
+        raise ConfigError("training.jit_compile = true cannot train the cnn on a CPU: runs on a CPU are "
+                          "deterministic, and XLA has no deterministic max-pooling gradient; set "
+                          "training.jit_compile: false")
+
+
+def _gpu_visible() -> bool:
+    """Whether TensorFlow could see a GPU, judged without importing it: an NVIDIA device node, not hidden."""
+    import os
+
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")
+    return not hidden and Path("/dev/nvidia0").exists()
 
 
 def reopen_sweep(folder: Path, storage: str | None) -> Sweep:
@@ -106,9 +203,13 @@ def reopen_sweep(folder: Path, storage: str | None) -> Sweep:
                           f"first); {there}")
     recorded = _read_sweep_file(path)
     described = recorded["describe"]
-    space = SweepSpace.model_validate(described["space"])
-    return Sweep(folder.name, folder, space, _recorded_trials(recorded), tuple(described["seeds"] or ()) or None,
-                 described["prune"], storage or recorded.get("storage"), recorded.get("sampler_seed", 0))
+    try:
+        space = SweepSpace.model_validate(described["space"])
+        return Sweep(folder.name, folder, space, _recorded_trials(recorded),
+                     tuple(described["seeds"] or ()) or None, bool(described["prune"]),
+                     storage or recorded.get("storage"), int(recorded.get("sampler_seed") or 0))
+    except Exception as exc:  # valid JSON, not what a sweep writes (a ValidationError, a wrong type)
+        raise sweep_damaged(path, f"not what `mnist sweep` writes ({type(exc).__name__}: {brief(exc)})") from None
 
 
 def _recorded_trials(recorded: dict[str, Any]) -> int:
@@ -166,15 +267,31 @@ def masked(url: str | None) -> str | None:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url) if url else url
 
 
+def sweep_damaged(path: Path, problem: str) -> PipelineError:
+    """The error for a sweep file that is not what `mnist sweep` wrote, naming it and what to do."""
+    return PipelineError(f"{path}: {problem}; the sweep cannot be read from it: start it again under another "
+                         f"--name (or delete {path.parent} to start it afresh)")
+
+
 def _read_sweep_file(path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > 4 * 2**20:
+            raise ValueError("larger than 4 MiB")
         data = json.loads(path.read_text())
-        if isinstance(data, dict) and isinstance(data.get("describe"), dict) and {
-                "base", "space", "seeds", "prune"} <= data["describe"].keys():
-            return data
-    except (OSError, ValueError):
-        pass
-    raise PipelineError(f"{path}: damaged (not the JSON a sweep writes); start the sweep under another --name")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise sweep_damaged(path, f"not valid JSON ({brief(exc)})") from None
+    describe = data.get("describe") if isinstance(data, dict) else None
+    if not (isinstance(describe, dict) and {"base", "space", "seeds", "prune"} <= describe.keys()
+            and isinstance(describe["space"], dict) and isinstance(describe["base"], dict)):
+        raise sweep_damaged(path, "damaged (not the JSON a sweep writes)")
+    try:
+        if not isinstance(_recorded_trials(data), int):
+            raise TypeError("trials is not an integer")
+    except (KeyError, TypeError) as exc:
+        raise sweep_damaged(path, f"damaged (no trial count: {brief(exc)})") from None
+    if not (data.get("storage") is None or isinstance(data.get("storage"), str)):
+        raise sweep_damaged(path, "damaged (storage is not a URL)")
+    return data
 
 
 def _parse_seeds(text: str | None) -> tuple[int, ...] | None:

@@ -18,8 +18,9 @@ from mnist_pipeline.sweep.labels import short_labels, values_text
 from mnist_pipeline.sweep.setup import JOURNAL, Sweep, masked
 
 
-def open_study(sweep: Sweep, sampler_seed: int | None = None):
-    """The sweep's Optuna study, created or loaded (a re-run continues it)."""
+def open_study(sweep: Sweep, sampler_seed: int | None = None, create: bool = True):
+    """The sweep's Optuna study, created or loaded (a re-run continues it). Without `create` (a report), only
+    loaded: a sweep whose study is gone is an error, never a new empty study."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our one line per trial, not Optuna's INFO and WARNING
@@ -30,10 +31,90 @@ def open_study(sweep: Sweep, sampler_seed: int | None = None):
     else:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        storage = JournalStorage(JournalFileBackend(str(sweep.folder / JOURNAL)))
-    return optuna.create_study(study_name=sweep.name, storage=storage, load_if_exists=True,
-                               direction=sweep.space.direction, sampler=_sampler(sweep.space, sampler_seed),
-                               pruner=_pruner(sweep.prune))
+        journal = sweep.folder / JOURNAL
+        check_journal(journal, sweep, must_exist=not create)
+        try:
+            sweep.folder.mkdir(parents=True, exist_ok=True)
+            storage = JournalStorage(JournalFileBackend(str(journal)))
+        except OSError as exc:
+            raise PipelineError(f"{journal}: cannot open the study's journal ({brief(exc)}); check the folder's "
+                                f"permissions and free space") from None
+        except Exception as exc:  # lines that are JSON but not Optuna's operations (a KeyError on replay)
+            raise _journal_damaged(journal, f"its operations do not replay ({type(exc).__name__}: "
+                                            f"{brief(exc)})") from None
+    try:
+        if not create:
+            return optuna.load_study(study_name=sweep.name, storage=storage,
+                                     sampler=sampler_for(sweep.space, sampler_seed), pruner=_pruner(sweep.prune))
+        return optuna.create_study(study_name=sweep.name, storage=storage, load_if_exists=True,
+                                   direction=sweep.space.direction, sampler=sampler_for(sweep.space, sampler_seed),
+                                   pruner=_pruner(sweep.prune))
+    except KeyError:
+        where = f"--storage {masked(sweep.storage)}" if sweep.storage else str(sweep.folder / JOURNAL)
+        raise PipelineError(f"{where} holds no study {sweep.name!r}; run the sweep (`mnist sweep ... --name "
+                            f"{sweep.name}`) before its report") from None
+    except ValueError as exc:  # e.g. a study of the other direction under this name
+        raise PipelineError(f"study {sweep.name!r}: {brief(exc)}; pick another --name") from None
+
+
+def check_journal(path, sweep: Sweep, must_exist: bool) -> None:
+    """The journal is whole: every line a JSON object of Optuna's operations, ending in a newline. Optuna skips
+    a cut last line when it reads, but appends the next operation to it, which breaks the journal for good."""
+    if not path.exists():
+        runs = sweep.folder / "runs"
+        if must_exist or (runs.is_dir() and any(runs.iterdir())):
+            raise _journal_damaged(path, "missing (the sweep's run folders are there, its study is not)"
+                                   if not must_exist or runs.is_dir() else "missing: the sweep has no study")
+        return
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.endswith(b"\n"):
+                    raise _journal_damaged(path, f"line {number} is cut short (a write was interrupted)",
+                                           "remove that last line (sed -i '$ d' FILE) to continue from the trials "
+                                           "before it")
+                try:
+                    entry = json.loads(line)
+                except (ValueError, RecursionError):
+                    entry = None
+                if not (isinstance(entry, dict) and isinstance(entry.get("op_code"), int)
+                        and isinstance(entry.get("worker_id"), str)):
+                    raise _journal_damaged(path, f"line {number} is not one of Optuna's journal operations")
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read the study's journal ({brief(exc)})") from None
+
+
+def _journal_damaged(path, problem: str, fix: str = "restore it from a backup") -> PipelineError:
+    """The error for a study journal that Optuna would misread, naming it and what to do (exit 1)."""
+    return PipelineError(f"{path}: {problem}; the study cannot be read: {fix}, or start the sweep again under "
+                         f"another --name")
+
+
+def claim_sampler_seed(study, base: int) -> int:
+    """This process's sampler seed: `base` for the first live process of the study (a single-process sweep stays
+    reproducible), base + k for the k-th one running beside it, so two processes never sample the same values.
+    Each process adds its own study attribute (no two write the same key, so none is lost) and counts the
+    live ones written before it."""
+    me = f"sampler:{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    study.set_user_attr(me, base)
+    rank = 0
+    for key in study.user_attrs:
+        if key == me:
+            break
+        if key.startswith("sampler:"):
+            host, _, pid = key.removeprefix("sampler:").rsplit(":", 1)[0].rpartition(":")
+            rank += host != socket.gethostname() or not pid.isdigit() or _alive(int(pid))
+    return base + rank
+
+
+def failure_summary(study) -> str | None:
+    """When every counted trial of the study failed: `all N trials failed; the first: <reason>`."""
+    trials = _counted(study.get_trials(deepcopy=False))
+    if not trials or any(t.state.name != "FAIL" for t in trials):
+        return None
+    first = min(trials, key=lambda t: t.number)
+    reason = str(first.user_attrs.get("outcome", "its process died")).removeprefix("failed: ")
+    return f"all {len(trials)} trials failed; the first (trial {first.number}): {brief(reason)}"
 
 
 def _database(url: str):
@@ -55,7 +136,7 @@ def _database(url: str):
             time.sleep(0.5 + attempt)
 
 
-def _sampler(space: SweepSpace, seed: int | None):
+def sampler_for(space: SweepSpace, seed: int | None):
     import optuna
 
     if space.sampler == "grid":
