@@ -227,12 +227,16 @@ def sweep_with(space, *extra):
 
 
 def existing_sweep(extra, damage=False):
-    """A sweep folder made by the same command without `extra`; the command with it must be refused."""
+    """A sweep folder made by the same command without `extra`, which has run a trial (a sweep that has run
+    none takes a corrected command); the command with `extra` must be refused."""
     def make(tmp, data, completed, resumable):
         from mnist_pipeline.sweep import make_sweep
+        from mnist_pipeline.sweep.setup import record_sweep
 
         (tmp / "space.yaml").write_text(json.dumps(SPACE))
         sweep = make_sweep(MLP, tmp / "space.yaml", 3, None, "s", None, True, (), str(data), None, tmp / "out")
+        record_sweep(sweep)
+        (sweep.folder / "runs" / "20990101T000000Z-trial-0000").mkdir(parents=True)
         if damage:
             (sweep.folder / "sweep.json").write_text("{not json")
         args = ["sweep", "--config", MLP, "--space", tmp / "space.yaml", "--trials", "3", "--data-dir", data,
@@ -487,7 +491,7 @@ CATALOGUE = [
     ("sweep-name-path", sweep_with(SPACE, "--name", "../escape"), 2, ["--name", "letters, digits"]),
     ("sweep-other-config-same-name", existing_sweep(["--set", "training.epochs=7"]), 2,
      ["was started with another base", "another --name"]),
-    ("sweep-file-damaged", existing_sweep([], damage=True), 1, ["sweep.json", "damaged"]),
+    ("sweep-file-damaged", existing_sweep([], damage=True), 1, ["sweep.json: not valid JSON", "another --name"]),
     ("sweep-storage-unknown-scheme", sweep_with(SPACE, "--storage", "nosuchdb://nowhere/x"), 1,
      ["--storage nosuchdb://nowhere/x", "cannot open the study"]),
     ("sweep-report-no-such-sweep", lambda tmp, *_: (["sweep", "report", "nope", "--output-dir", tmp], None), 2,
