@@ -143,7 +143,7 @@ def test_a_run_resumed_on_a_cpu_that_would_choose_otherwise_keeps_its_precision_
     resumed = run(load_config(cut_dir / "config.yaml"), Events(log=logs.append), resume=open_resumable(cut_dir))
     kept = whole.metrics["precision"]
     assert kept == ("mixed_bfloat16" if "avx512_bf16" in first else "float32")
-    assert f"precision: {kept} (kept from the resumed run's checkpoint)" in logs
+    assert f"precision: {kept} (kept from the checkpoint this run goes on from)" in logs
     assert resumed.metrics["precision"] == kept and resumed.metrics["resumed"] is True
     assert resumed.metrics["weights_sha256"] == whole.metrics["weights_sha256"]
     assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
