@@ -70,7 +70,8 @@ def config_list() -> None:
                            ("sweep spaces (mnist sweep --space NAME)", listing(space=True))):
         click.echo(f"{title}:")
         click.echo(wrapped_table(None, [[name, summary] for name, summary in entries], indent="  "))
-    click.echo(f"(files in {SHIPPED}; `mnist config show NAME` prints one resolved)")
+    click.echo("`mnist config show NAME` prints one, resolved; the files are in:")
+    click.echo(str(SHIPPED))  # a line of its own: a path is as long as the install makes it
 
 
 @config.command("fields", short_help="Every config key: type, range, default, meaning.")
