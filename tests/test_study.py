@@ -78,7 +78,8 @@ def test_the_linear_models_weights_figure_is_ten_class_templates_on_a_symmetric_
     from mnist_pipeline.reports import plots, run_files
 
     ((run, config),) = study[1]["softmax_regression"]
-    assert config["model"] == {"name": "linear", "params": {"l1": 0.0, "l2": 0.0, "kernel_initializer": "zeros"}}
+    assert config["model"] == {"name": "linear", "params": {"l1": 0.0, "l2": 0.0, "kernel_initializer": "zeros"},
+                               "init_from": None}
     data = run_files.read_report_data(run, 10)
     kernel = data["first_layer_kernel"]
     assert kernel.shape == (784, 10)
