@@ -165,7 +165,28 @@ def library_versions() -> dict[str, str]:
             "numpy": np.__version__}
 
 
-class StopSignals:
+class _SignalHandlers:
+    """`_handle` on SIGINT and SIGTERM inside a `with` block, what was there before put back after it. Only the
+    main thread can install handlers; elsewhere the block runs without them."""
+
+    previous: dict
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame) -> None:
+        raise NotImplementedError
+
+
+class StopSignals(_SignalHandlers):
     """SIGINT / SIGTERM during training: the first asks to stop after the current step, a second stops now.
 
     Install in the main thread. `exit_code` follows the shell convention 128 + signal number (130, 143).
@@ -173,16 +194,6 @@ class StopSignals:
 
     def __init__(self):
         self.received: int | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> StopSignals:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self.previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
 
     def _handle(self, number, frame) -> None:
         if self.received is not None:
@@ -202,7 +213,7 @@ class StopSignals:
 
 
 
-class StopAtOnce:
+class StopAtOnce(_SignalHandlers):
     """SIGINT / SIGTERM during a short job that cannot stop half-way (an export): raise StopNow at once, so the
     job's own cleanup runs and the CLI prints `message` with the exit code 128 + signal number (130, 143).
 
@@ -211,17 +222,7 @@ class StopAtOnce:
 
     def __init__(self, message: str):
         self.message = message
-        self.previous: dict = {}
 
-    def __enter__(self) -> StopAtOnce:
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self.previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
 
     def _handle(self, number, frame) -> None:
         raise StopNow(f"{signal.Signals(number).name}: {self.message}", 128 + number)
