@@ -153,3 +153,20 @@ def trained_runs(rendered_dir, tmp_path_factory):
                            "training.device": "cpu"})
         runs[name] = run(cfg).run_dir
     return runs
+
+
+def completed_and_killed_runs(base: Path) -> tuple[Path, Path, Path]:
+    """(data dir, a completed MLP run, an MLP run SIGKILLed after epoch 1 of 3) in `base`, made by real
+    processes on tiny data: what the catalogues damage copies of."""
+    tiny = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device", "cpu"]
+    mlp = ROOT / "configs/mlp.yaml"
+    data = write_idx_dir(base / "data", n_train=300, n_test=100)
+    done = run_mnist("train", "--config", mlp, "--data-dir", data, "--output-dir", base / "done", "--epochs", "2",
+                     *tiny)
+    assert done.returncode == 0, done.stderr
+    killed = run_mnist("train", "--config", mlp, "--data-dir", data, "--output-dir", base / "killed", "--epochs",
+                       "3", *tiny, fault="kill-after-epoch=1")
+    assert killed.returncode == -9, killed.stderr
+    (completed,) = (base / "done/runs").iterdir()
+    (resumable,) = (base / "killed/runs").iterdir()
+    return data, completed, resumable

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import completed_and_killed_runs, snapshot, write_idx_dir
 from conftest import run_mnist as mnist
-from conftest import snapshot, write_idx_dir
 from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.reports.run_folder import RunLock
 
@@ -39,14 +39,7 @@ TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device
 def runs(tmp_path_factory):
     """(data dir, a completed MLP run, a run killed after epoch 1 of 3) made by real processes."""
     base = tmp_path_factory.mktemp("catalogue")
-    data = write_idx_dir(base / "data", n_train=300, n_test=100)
-    done = mnist("train", "--config", MLP, "--data-dir", data, "--output-dir", base / "done", "--epochs", "2", *TINY)
-    assert done.returncode == 0, done.stderr
-    killed = mnist("train", "--config", MLP, "--data-dir", data, "--output-dir", base / "killed", "--epochs", "3",
-                   *TINY, fault="kill-after-epoch=1")
-    assert killed.returncode == -9, killed.stderr
-    (completed,) = (base / "done/runs").iterdir()
-    (resumable,) = (base / "killed/runs").iterdir()
+    data, completed, resumable = completed_and_killed_runs(base)
     return data, completed, resumable
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import completed_and_killed_runs, snapshot, start_mnist
 from conftest import run_mnist as mnist
-from conftest import snapshot, start_mnist, write_idx_dir
 
 ROOT = Path(__file__).parent.parent
 MLP = ROOT / "configs/mlp.yaml"
@@ -46,14 +46,7 @@ model.save(path)
 def runs(tmp_path_factory):
     """(data dir, a completed MLP run, a run killed after epoch 1 of 3, a completed run with NaN weights)."""
     base = tmp_path_factory.mktemp("hardening")
-    data = write_idx_dir(base / "data", n_train=300, n_test=100)
-    done = mnist("train", "--config", MLP, "--data-dir", data, "--output-dir", base / "done", "--epochs", "2", *TINY)
-    assert done.returncode == 0, done.stderr
-    killed = mnist("train", "--config", MLP, "--data-dir", data, "--output-dir", base / "killed", "--epochs", "3",
-                   *TINY, fault="kill-after-epoch=1")
-    assert killed.returncode == -9, killed.stderr
-    (completed,) = (base / "done/runs").iterdir()
-    (resumable,) = (base / "killed/runs").iterdir()
+    data, completed, resumable = completed_and_killed_runs(base)
     diverged = shutil.copytree(completed, base / "diverged")
     made = subprocess.run([sys.executable, "-c", NAN_WEIGHTS, str(diverged / "model.keras")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
