@@ -37,7 +37,15 @@ from mnist_pipeline.errors import (
 from mnist_pipeline.reports import run_folder as rf
 from mnist_pipeline.reports.document import write_report
 from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table, unsure_threshold
-from mnist_pipeline.resume import RUN_FORMAT, Resumable, check_init_from, check_same_data, initial_weights, made_by
+from mnist_pipeline.resume import (
+    RUN_FORMAT,
+    Resumable,
+    check_init_from,
+    check_same_data,
+    initial_weights,
+    made_by,
+    sha256_text,
+)
 
 
 def _ignore(*_: Any) -> None:
@@ -132,7 +140,7 @@ def run(cfg: RunConfig, events: Events | None = None, resume: Resumable | None =
         if resume is None:
             config_text = to_yaml(_reproducible(cfg))
             rf.write_text(run_dir / rf.CONFIG, config_text)
-            fingerprint = {"config_sha256": _sha256(config_text.encode()), "data_sha256": data_fingerprint,
+            fingerprint = {"config_sha256": sha256_text(config_text), "data_sha256": data_fingerprint,
                            "data_source": source, "planned_training": planned, "format": RUN_FORMAT,
                            "made_by": made_by(),
                            "init_from": {key: init_from[key] for key in ("run", "model_sha256")} if init_from else None}
@@ -263,10 +271,6 @@ def _sha256_arrays(arrays) -> str:
         digest.update(repr((array.shape, array.dtype.str)).encode())
         digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _try_report(run_dir: Path) -> None:

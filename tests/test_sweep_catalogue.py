@@ -124,20 +124,21 @@ def write(name, payload):
     return change
 
 
-def sweep_json(edit):
+def edit_json(name, edit):
+    """A change that edits the JSON file `name` of the sweep folder in place."""
     def change(folder):
-        data = json.loads((folder / "sweep.json").read_text())
+        data = json.loads((folder / name).read_text())
         edit(data)
-        (folder / "sweep.json").write_text(json.dumps(data))
+        (folder / name).write_text(json.dumps(data))
     return change
+
+
+def sweep_json(edit):
+    return edit_json("sweep.json", edit)
 
 
 def best_json(edit):
-    def change(folder):
-        data = json.loads((folder / "best.json").read_text())
-        edit(data)
-        (folder / "best.json").write_text(json.dumps(data))
-    return change
+    return edit_json("best.json", edit)
 
 
 def remove(name):
