@@ -38,6 +38,8 @@ help:
 	@echo "                      or one lesson: study-perceptron | study-quickstart | study-softmax | study-vanishing"
 	@echo "                      | study-fitting | study-regularization | study-ensemble   (DATA_DIR=... EPOCHS=...)"
 	@echo "make bench            custom trainer vs model.fit, bfloat16, memory, time to 90% and 93% (DATA_DIR=..., ~25 min)"
+	@echo "make docs             serve the documentation site (MkDocs) on http://127.0.0.1:8000, rebuilt on each edit"
+	@echo "make docs-build       build the site into build/site/, strictly: a broken link or a page missing from nav fails"
 	@echo "make clean            remove caches and build files (never outputs/); distclean also removes $(VENV)"
 
 install: $(VENV)/.installed
@@ -163,3 +165,11 @@ distclean: clean
 # Custom trainer vs model.fit, side by side, plus ceiling, FLOPs, load time, CLI latency, memory, race (~16 min).
 bench: install
 	$(BIN)/python benchmarks/bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)
+
+# The documentation site (mkdocs.yml, docs/): the CLI and config references are generated from the code.
+.PHONY: docs docs-build
+docs: install
+	$(BIN)/mkdocs serve
+
+docs-build: install
+	$(BIN)/mkdocs build --strict --site-dir build/site
