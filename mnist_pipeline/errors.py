@@ -81,8 +81,12 @@ def quote(value, limit: int = QUOTE_LIMIT) -> str:
 
 
 def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """`text` cut to `limit` characters with the total length said."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+    """`text` cut to `limit` characters with the total length said. Both ends stay: a long path keeps the
+    start of its folder and its file's name, which is what the reader looks for."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 5
+    return f"{text[:head]}...{text[len(text) - (limit - head):]} ({len(text):,} characters)"
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

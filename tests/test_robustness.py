@@ -279,3 +279,12 @@ def test_first_signal_asks_to_stop_a_second_stops_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored after training
+
+
+def test_a_long_path_in_a_message_keeps_its_file_name():
+    from mnist_pipeline.errors import clip, quote
+
+    path = "/tmp/" + "deep-folder/" * 20 + "none.yaml"
+    shown = quote(path)
+    assert shown.endswith("none.yaml' (256 characters)") and shown.startswith("'/tmp/deep-folder/")
+    assert clip("short") == "short"
