@@ -18,12 +18,13 @@ TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR
 SWEEP_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
 	$(if $(EPOCHS),--set training.epochs=$(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
-.PHONY: help install test lint smoke tensorboard sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean \
+.PHONY: help install test test-fast lint smoke tensorboard sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean \
 	study study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization study-ensemble
 
 help:
 	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),export,dev]"
-	@echo "make test             run the test suite (no network, nothing outside the repo)"
+	@echo "make test             run the test suite on every core (no network, nothing outside the repo)"
+	@echo "make test-fast        the suite without the end-to-end checks marked slow: the edit-test loop"
 	@echo "make lint             ruff"
 	@echo "make smoke            tiny CNN run on a subset (set DATA_DIR= or MNIST_DATA_DIR)"
 	@echo "make train-mlp | train-deep-mlp | train-cnn   [DATA_DIR=... EPOCHS=... SUBSET=... ARGS=...]"
@@ -49,8 +50,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(TF_EXTRA),export,dev]"
 	@touch $@
 
+# Tests run on every core (pytest-xdist); work-stealing evens out the few long end-to-end tests.
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+# The edit-test loop: everything but the end-to-end checks marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 lint: install
 	$(BIN)/ruff check mnist_pipeline tests benchmarks

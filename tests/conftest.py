@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,30 +137,61 @@ def rendered_dir(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="session")
-def trained_runs(rendered_dir, tmp_path_factory):
-    """Two completed runs on the printed digits, sharing data and normalization: an MLP and a small CNN."""
-    from pathlib import Path
+def built_once(tmp_path_factory, name: str, build) -> dict[str, Path]:
+    """What `build(folder)` makes ({key: path inside folder}), built once per test session: under pytest-xdist
+    the first worker to ask builds it in a folder the workers share while the others wait on a lock. Each
+    worker then works on its own copy, so no test ever sees another worker's reads, locks or exports."""
+    own = tmp_path_factory.getbasetemp()
+    shared = own.parent if os.environ.get("PYTEST_XDIST_WORKER") else own
+    built = shared / f"built-{name}"
+    with open(shared / f"built-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if the build fails
+        manifest = built / "built.json"
+        if not manifest.exists():
+            shutil.rmtree(built, ignore_errors=True)  # what a failed build left
+            made = build(built)
+            manifest.write_text(json.dumps({key: str(path.relative_to(built)) for key, path in made.items()}))
+        paths = json.loads(manifest.read_text())
+    if shared == own:
+        return {key: built / path for key, path in paths.items()}
+    copy = own / f"copy-{name}"
+    shutil.copytree(built, copy, symlinks=True)
+    return {key: copy / path for key, path in paths.items()}
 
+
+def _train_runs(folder: Path, data_dir: Path) -> dict[str, Path]:
     from mnist_pipeline.config import load_config
     from mnist_pipeline.pipeline import run
 
-    out = tmp_path_factory.mktemp("outputs")
-    configs = Path(__file__).parent.parent / "configs"
     runs = {}
     for name, epochs in (("mlp", 8), ("smoke", 6)):
         # float32 on every CPU class: `auto` would pick bfloat16 for the CNN on some machines only.
-        cfg = load_config(configs / f"{name}.yaml", ["data.subset=null", "training.batch_size=32",
-                                                     "training.precision=float32"],
-                          {"training.epochs": epochs, "data.data_dir": str(rendered_dir), "output.dir": str(out),
+        cfg = load_config(ROOT / f"configs/{name}.yaml", ["data.subset=null", "training.batch_size=32",
+                                                          "training.precision=float32"],
+                          {"training.epochs": epochs, "data.data_dir": str(data_dir), "output.dir": str(folder),
                            "training.device": "cpu"})
         runs[name] = run(cfg).run_dir
     return runs
 
 
+@pytest.fixture(scope="session")
+def trained_runs(rendered_dir, tmp_path_factory):
+    """Two completed runs on the printed digits, sharing data and normalization: an MLP and a small CNN."""
+    return built_once(tmp_path_factory, "trained-runs", lambda folder: _train_runs(folder, rendered_dir))
+
+
+@pytest.fixture(scope="session")
+def catalogue_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(data dir, a completed MLP run, an MLP run SIGKILLed after epoch 1 of 3), made once by real processes on
+    tiny data: what the adversarial catalogues damage copies of."""
+    made = built_once(tmp_path_factory, "catalogue-runs", lambda folder: dict(zip(
+        ("data", "completed", "resumable"), completed_and_killed_runs(folder), strict=True)))
+    return made["data"], made["completed"], made["resumable"]
+
+
 def completed_and_killed_runs(base: Path) -> tuple[Path, Path, Path]:
     """(data dir, a completed MLP run, an MLP run SIGKILLed after epoch 1 of 3) in `base`, made by real
-    processes on tiny data: what the catalogues damage copies of."""
+    processes on tiny data."""
     tiny = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device", "cpu"]
     mlp = ROOT / "configs/mlp.yaml"
     data = write_idx_dir(base / "data", n_train=300, n_test=100)

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import completed_and_killed_runs, snapshot, write_idx_dir
 from conftest import run_mnist as mnist
+from conftest import snapshot, write_idx_dir
 from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.reports.run_folder import RunLock
 
@@ -36,11 +36,9 @@ TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(catalogue_runs):
     """(data dir, a completed MLP run, a run killed after epoch 1 of 3) made by real processes."""
-    base = tmp_path_factory.mktemp("catalogue")
-    data, completed, resumable = completed_and_killed_runs(base)
-    return data, completed, resumable
+    return catalogue_runs
 
 
 # ---- builders: each takes (tmp, data, completed, resumable) and returns (args, folder that must not change) ----

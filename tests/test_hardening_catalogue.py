@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import completed_and_killed_runs, snapshot, start_mnist
 from conftest import run_mnist as mnist
+from conftest import snapshot, start_mnist
 
 ROOT = Path(__file__).parent.parent
 MLP = ROOT / "configs/mlp.yaml"
@@ -43,10 +43,10 @@ model.save(path)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(catalogue_runs, tmp_path_factory):
     """(data dir, a completed MLP run, a run killed after epoch 1 of 3, a completed run with NaN weights)."""
     base = tmp_path_factory.mktemp("hardening")
-    data, completed, resumable = completed_and_killed_runs(base)
+    data, completed, resumable = catalogue_runs
     diverged = shutil.copytree(completed, base / "diverged")
     made = subprocess.run([sys.executable, "-c", NAN_WEIGHTS, str(diverged / "model.keras")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
