@@ -41,11 +41,11 @@ def _classic(args) -> list[dict]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from mnist_pipeline import pipeline
+    from mnist_pipeline import training_setup
 
     cfg = _config(args)
     keras.utils.set_random_seed(cfg.training.seed)
-    _, splits = pipeline.load_data(cfg)  # the split ours trains on (data only: no runtime settings)
+    _, splits = training_setup.load_data(cfg)  # the split ours trains on (data only: no runtime settings)
     x_test = splits.inputs(splits.x_test)  # model.fit takes the normalized float32 arrays
     model = keras.Sequential([
         keras.Input((28, 28, 1)),
@@ -75,13 +75,13 @@ def _classic(args) -> list[dict]:
 
 
 def _ours(args) -> list[dict]:
-    from mnist_pipeline import pipeline
+    from mnist_pipeline import startup, training_setup
     from mnist_pipeline.data.datasets import evaluation_batches
 
     cfg = _config(args)
-    pipeline.start_runtime(cfg)
-    _, splits = pipeline.load_data(cfg)
-    setup = pipeline.build_training(cfg, splits)
+    startup.start_runtime(cfg)
+    _, splits = training_setup.load_data(cfg)
+    setup = training_setup.build_training(cfg, splits)
     trainer, training = setup.trainer, cfg.training
     test_data = evaluation_batches(splits.x_test, splits.y_test, 512, normalization=splits.normalization)
     epochs: list[dict] = []

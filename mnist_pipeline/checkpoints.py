@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.bounded_reads import MiB, load_npz, sha256_file
 from mnist_pipeline.errors import DataError, OutputError, RunFolderError, brief, clip
-from mnist_pipeline.files import MiB, load_npz, sha256_file
-from mnist_pipeline.reports import run_folder as rf
-from mnist_pipeline.reports.run_files import damaged, field, read_json
+from mnist_pipeline.reports import run_folder
+from mnist_pipeline.reports.run_reader import damaged, field, read_json
 
 STATE = "state.json"
 BEST_WEIGHTS = "best_weights.npz"
@@ -51,7 +51,7 @@ class Checkpointer:
         import tensorflow as tf  # here, not at the top: `read_checkpoint` checks a resume before TF loads
 
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.folder = self.run_dir / rf.CHECKPOINTS if run_dir is not None else None
+        self.folder = self.run_dir / run_folder.CHECKPOINTS if run_dir is not None else None
         self.schedule = schedule
         self.early_stopping = early_stopping
         self.topology = topology
@@ -75,7 +75,7 @@ class Checkpointer:
                     shutil.rmtree(scratch, ignore_errors=True)
             return None
         final = self.folder / f"epoch-{state.next_epoch:04d}"
-        tmp = self.folder / f".epoch-{state.next_epoch:04d}.{os.getpid()}{rf.TEMPORARY_SUFFIX}"
+        tmp = self.folder / f".epoch-{state.next_epoch:04d}.{os.getpid()}{run_folder.TEMPORARY_SUFFIX}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -112,10 +112,10 @@ class Checkpointer:
 
         from mnist_pipeline.trainer import EpochRecord, FitState
 
-        path = rf.latest_checkpoint(self.run_dir)
+        path = run_folder.latest_checkpoint(self.run_dir)
         if path is None:
             raise RunFolderError(f"{self.folder}: no checkpoint: the run stopped before its first epoch ended; "
-                                 f"start it again with `mnist train --config {self.run_dir / rf.CONFIG}`")
+                                 f"start it again with `mnist train --config {self.run_dir / run_folder.CONFIG}`")
         data, best = read_checkpoint(path)
         try:
             self.checkpoint.read(str(path / VARIABLES)).assert_existing_objects_matched()
@@ -149,7 +149,7 @@ def read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray] | None]:
     field(data, state_path, "best_epoch", int, lambda n: 1 <= n <= next_epoch)
     field(data, state_path, "best_val_loss", float)
     field(data, state_path, "stopped_early", bool)
-    if not all(isinstance(r, dict) and set(r) == set(rf.HISTORY_COLUMNS) for r in history):
+    if not all(isinstance(r, dict) and set(r) == set(run_folder.HISTORY_COLUMNS) for r in history):
         raise damaged(state_path, "its history rows are not epoch records")
     try:
         arrays = load_npz(path / BEST_WEIGHTS, 4096 * MiB)

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 
 from mnist_pipeline.errors import ConfigError, DeviceError, PipelineError, WorkerLost, brief, plural, quote
+from mnist_pipeline.hardware import Device
 
 TF_CONFIG = "TF_CONFIG"
 # Set beside TF_CONFIG by `set_workers`, holding the TF_CONFIG it wrote: messages then name --workers, which the
@@ -58,10 +59,10 @@ class Topology:
         return {"strategy": self.strategy, "replicas": self.replicas, "workers": self.workers,
                 "devices": list(self.devices)}
 
-    def describe(self, device: str) -> str:
+    def describe(self, device: Device) -> str:
         """Where training runs, for the log: the device alone, or the strategy and its replicas."""
         if self.strategy == "none":
-            return device
+            return device.describe()
         workers = f" on each of {self.workers} workers" if self.workers > 1 else ""
         return f"{self.strategy}, {plural(self.replicas, 'replica')} ({', '.join(self.devices)}{workers})"
 
@@ -215,7 +216,7 @@ def check_environment(strategy: str) -> Cluster | None:
     return cluster
 
 
-def create_strategy(settings, batch_size: int, device: str):
+def create_strategy(settings, batch_size: int, device: Device | str):
     """(strategy or None, Topology) for a `config.DistributeConfig`; call right after `runtime.select_device`,
     before TensorFlow creates anything (logical CPU devices and the cluster are fixed at initialization)."""
     import tensorflow as tf

@@ -23,7 +23,8 @@ import warnings
 from pathlib import Path
 
 from mnist_pipeline.errors import ConfigError, OutputError, PipelineError, brief
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_folder
+from mnist_pipeline.shapes import IMAGE_SIZE, NUM_CLASSES
 
 # format -> (Keras's format name, default path inside the run folder, modules the conversion needs beyond TF)
 FORMATS = {
@@ -71,7 +72,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
     """Write the run's exported model to `output` (default: inside the run folder, see FORMATS); return it.
     Never replaces an existing file or folder, and never leaves half an export behind."""
     check_format(fmt)
-    target = Path(output) if output is not None else default_output(rf.run_folder(run_dir), fmt)
+    target = Path(output) if output is not None else default_output(run_folder.run_folder(run_dir), fmt)
     other = next((name for name, suffix in SUFFIXES.items() if name != fmt and suffix == target.suffix.lower()), None)
     if other:
         fix = f"end it with {SUFFIXES[fmt]}" if fmt in SUFFIXES else "drop the suffix (a SavedModel is a folder)"
@@ -113,7 +114,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
 def _export_locked(run, fmt: str, target: Path) -> None:
     """The export itself, holding the target's lock: into a temporary name beside it, then renamed."""
     serving = _serving_model(run)
-    tmp = rf.temporary_name(target)
+    tmp = run_folder.temporary_name(target)
     tmp = tmp.with_name(tmp.name + SUFFIXES.get(fmt, ""))  # the converters look at the suffix, not the target's
     metadata = _metadata(run)
     try:
@@ -161,17 +162,18 @@ class _ExportLock:
 def _signature():
     import tensorflow as tf
 
-    return [tf.TensorSpec((None, 28, 28), tf.float32, name=INPUT_NAME)]
+    return [tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32, name=INPUT_NAME)]
 
 
 def _metadata(run) -> dict:
     """What a program using the file needs to know, in every format."""
     from mnist_pipeline.config import CLASS_NAMES
 
-    return {"input": INPUT_NAME, "input_shape": ["batch", 28, 28], "input_dtype": "float32",
+    return {"input": INPUT_NAME, "input_shape": ["batch", IMAGE_SIZE, IMAGE_SIZE], "input_dtype": "float32",
             "input_range": "pixel values 0-255, light on dark as in the dataset (an image with every pixel at 1 or "
                            "less is taken as 0-1 and scaled)",
-            "output": OUTPUT_NAME, "output_shape": ["batch", 10], "class_names": CLASS_NAMES[run.config.data.dataset],
+            "output": OUTPUT_NAME, "output_shape": ["batch", NUM_CLASSES],
+            "class_names": CLASS_NAMES[run.config.data.dataset],
             "dataset": run.config.data.dataset, "run": run.run_dir.name, "model": run.config.model.name,
             "test_accuracy": _finite(run.metrics.get("test_accuracy")),
             "unsure_below": _finite(run.metrics.get("unsure_below")),
@@ -240,11 +242,11 @@ def _label_tflite(path: Path, metadata: dict) -> None:
 
 def _serving_model(run):
     """The run's model wrapped as raw pixels -> probabilities: `Normalization.standardize` and
-    `trainer.class_probabilities`, the code the run was tested with, inside the graph."""
+    `evaluation.class_probabilities`, the code the run was tested with, inside the graph."""
     import keras
     import tensorflow as tf
 
-    from mnist_pipeline.trainer import class_probabilities
+    from mnist_pipeline.evaluation import class_probabilities
 
     normalization, flip, model = run.normalization, run.config.data.augmentation.test_time_flip, run.model
 
@@ -256,7 +258,7 @@ def _serving_model(run):
             return {OUTPUT_NAME: class_probabilities(model, x, flip)}
 
     serving = Serving()
-    serving(keras.ops.zeros((1, 28, 28)))  # builds it: Keras exports only built models
+    serving(keras.ops.zeros((1, IMAGE_SIZE, IMAGE_SIZE)))  # builds it: Keras exports only built models
     return serving
 
 

@@ -11,6 +11,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 # x86 flags of native bfloat16 arithmetic: AVX-512 BF16 (Intel Cooper Lake+, AMD Zen 4+) and AMX (Sapphire
 # Rapids+). Without them oneDNN and Eigen emulate bfloat16 in float32 and convert at every op: slower, not faster.
@@ -19,6 +20,32 @@ BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 BFLOAT16_GPU_CAPABILITY = (8, 0)
 # The flags that explain a speed figure: vector width, bfloat16, matrix units.
 NOTABLE_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+@dataclass(frozen=True)
+class Device:
+    """The device a process trains on, as `runtime.select_device` chose it."""
+
+    kind: Literal["cpu", "gpu"]
+    name: str  # the CPU's processor or architecture, or the first GPU's name
+    count: int = 1  # GPUs visible (all of one kind)
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind == "gpu"
+
+    def describe(self) -> str:
+        """"cpu (x86_64)" or "gpu (2x NVIDIA H100)": the log's and metrics.json's `device`."""
+        return f"gpu ({self.count}x {self.name})" if self.is_gpu else f"cpu ({self.name})"
+
+    @classmethod
+    def of(cls, device: Device | str) -> Device:
+        """`device`, or the Device a description ("cpu (x86_64)", "gpu (1x T4)", "cpu") names."""
+        if isinstance(device, Device):
+            return device
+        kind, _, rest = device.partition(" ")
+        count, _, name = rest.strip("()").partition("x ") if kind == "gpu" else ("1", "", rest.strip("()"))
+        return cls("gpu" if kind == "gpu" else "cpu", name, int(count) if count.isdigit() else 1)
 
 
 @dataclass(frozen=True)
@@ -92,8 +119,8 @@ class Precision:
         return {"policy": self.policy, "requested": self.requested, "reason": self.reason}
 
 
-def resolve_precision(requested: str, device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None = None,
-                      convolutional: bool = True) -> Precision:
+def resolve_precision(requested: str, device: Device | str, cpu: CpuFacts,
+                      gpu_capability: tuple[int, int] | None = None, convolutional: bool = True) -> Precision:
     """`auto`: mixed_bfloat16 where `device` computes bfloat16 natively (a CPU with one of
     BFLOAT16_CPU_FLAGS, a GPU of compute capability >= 8.0) and the model is `convolutional`; float32
     elsewhere, and when it cannot tell. A dense-only model this small spends its step on casts and memory
@@ -107,7 +134,7 @@ def resolve_precision(requested: str, device: str, cpu: CpuFacts, gpu_capability
     return Precision("mixed_bfloat16" if native else "float32", "auto", f"auto: {fact}")
 
 
-def bfloat16_warning(precision: Precision, device: str, cpu: CpuFacts,
+def bfloat16_warning(precision: Precision, device: Device | str, cpu: CpuFacts,
                      gpu_capability: tuple[int, int] | None = None) -> str | None:
     """The warning for bfloat16 that `device` would only emulate, or None (also when it cannot tell)."""
     native, fact = _native_bfloat16(device, cpu, gpu_capability)
@@ -117,9 +144,10 @@ def bfloat16_warning(precision: Precision, device: str, cpu: CpuFacts,
             f"(6.4x for cnn_fashion_fast, README \"Precision\"); set training.precision: auto or float32")
 
 
-def _native_bfloat16(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> tuple[bool, str]:
+def _native_bfloat16(device: Device | str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None
+                     ) -> tuple[bool, str]:
     """(whether `device` computes bfloat16 natively, the fact that says so, short enough for a header line)."""
-    if device.startswith("gpu"):
+    if Device.of(device).is_gpu:
         if gpu_capability is None:
             return False, "this GPU's compute capability is unknown"
         major, minor = gpu_capability
@@ -135,9 +163,9 @@ def _native_bfloat16(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int]
     return False, f"this CPU has no {' or '.join(BFLOAT16_CPU_FLAGS)}"
 
 
-def _knows(device: str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> bool:
+def _knows(device: Device | str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None) -> bool:
     """Whether the facts can tell native from emulated (no warning on a guess)."""
-    return gpu_capability is not None if device.startswith("gpu") else bool(cpu.flags)
+    return gpu_capability is not None if Device.of(device).is_gpu else bool(cpu.flags)
 
 
 # XLA compiles a group of steps once, then runs each faster: below this many steps a run spends longer

@@ -25,9 +25,10 @@ from mnist_pipeline.errors import (
     clip,
     plural,
 )
-from mnist_pipeline.reports import run_files
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_folder
+from mnist_pipeline.reports import run_reader as run_files
 from mnist_pipeline.reports.metrics import UNSURE_ACCURACY
+from mnist_pipeline.shapes import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
 
 
 @dataclass
@@ -43,34 +44,34 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     """A completed run's config, normalization, metrics and model. Every file is checked before TensorFlow
     loads, so a damaged run folder is named at once. The model computes under `precision` (a Keras policy),
     by default the one it trained under (metrics.json), so that it reproduces the run's numbers exactly."""
-    path = rf.run_folder(run_dir)
+    path = run_folder.run_folder(run_dir)
     status = run_files.read_status(path)["status"]
     if status != "completed":
         raise RunNotCompleted(f"{path}: the run {run_files.status_phrase(status)}, so it has no final model to use; "
                               f"pick a completed run", status)
-    config = load_config(path / rf.CONFIG)
+    config = load_config(path / run_folder.CONFIG)
     normalization = Normalization(**run_files.read_normalization(path))
     metrics = run_files.read_metrics(path)
-    if not (path / rf.MODEL).is_file():
-        raise run_files.damaged(path / rf.MODEL, "missing")
+    if not (path / run_folder.MODEL).is_file():
+        raise run_files.damaged(path / run_folder.MODEL, "missing")
     runtime.prepare_environment()
     import keras
 
     # The layers take their compute dtype from the policy in force when they are built, at load: a run trained
     # in bfloat16 reloaded in float32 gives probabilities ~1e-3 away from the ones it recorded.
     keras.mixed_precision.set_global_policy(precision or _trained_policy(metrics))
-    model = load_model_file(path / rf.MODEL)
+    model = load_model_file(path / run_folder.MODEL)
     try:
-        scores = model(np.zeros((1, 28, 28, 1), np.float32), training=False)
+        scores = model(np.zeros((1, *IMAGE_SHAPE), np.float32), training=False)
         fits = tuple(scores.shape) == (1, len(CLASS_NAMES[config.data.dataset]))
     except Exception:  # any layer error means the same: not a model of this run
         fits = False
     if not fits:
-        raise run_files.damaged(path / rf.MODEL, "not a model of this run (it does not map a 28x28 image to "
-                                                 "10 class scores)")
+        raise run_files.damaged(path / run_folder.MODEL, f"not a model of this run (it does not map a "
+                                                 f"{IMAGE_SIZE}x{IMAGE_SIZE} image to {NUM_CLASSES} class scores)")
     weights_finite = all(np.all(np.isfinite(w)) for w in model.get_weights() if np.issubdtype(w.dtype, np.floating))
     if not weights_finite or not np.all(np.isfinite(np.asarray(scores, np.float32))):
-        raise non_finite_model(path / rf.MODEL)
+        raise non_finite_model(path / run_folder.MODEL)
     return LoadedRun(path, config, normalization, metrics, model)
 
 
@@ -115,7 +116,7 @@ def _trained_policy(metrics: dict) -> str:
 
 def evaluation(run: LoadedRun, phase: str):
     """The Evaluation the run was validated and tested with (test-time flips included)."""
-    from mnist_pipeline.trainer import Evaluation
+    from mnist_pipeline.evaluation import Evaluation
 
     return Evaluation(run.model, phase, run.config.data.augmentation.test_time_flip)
 
@@ -151,22 +152,23 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None 
 LOSS_TOLERANCE = 1e-5
 
 
-def agreement(r: dict) -> tuple[bool | None, str]:
+def agreement(result: dict) -> tuple[bool | None, str]:
     """Whether a re-evaluation reproduces the recorded numbers (None: nothing recorded), and what differs."""
-    if r["recorded_accuracy"] is None:
+    if result["recorded_accuracy"] is None:
         return None, "no recorded numbers to compare with"
     if not all(isinstance(v, (int, float)) and np.isfinite(v)
-               for v in (r["recorded_accuracy"], r["recorded_loss"], r["loss"], r["accuracy"])):
+               for v in (result["recorded_accuracy"], result["recorded_loss"], result["loss"], result["accuracy"])):
         return None, "not comparable: a recorded or measured number is not finite (NaN or infinite)"
-    wrong = round(abs(r["accuracy"] - r["recorded_accuracy"]) * r["examples"])
-    loss_off = abs(r["loss"] - r["recorded_loss"]) > LOSS_TOLERANCE * max(abs(r["recorded_loss"]), 1e-12)
+    wrong = round(abs(result["accuracy"] - result["recorded_accuracy"]) * result["examples"])
+    loss_off = abs(result["loss"] - result["recorded_loss"]) > LOSS_TOLERANCE * max(abs(result["recorded_loss"]), 1e-12)
     if not wrong and not loss_off:
         return True, f"the same: loss within {LOSS_TOLERANCE:g} relative, the same examples right"
     parts = [f"{plural(wrong, 'example')} classified differently"] if wrong else []
     if loss_off:
-        parts.append(f"loss {r['loss']:.6g} vs {r['recorded_loss']:.6g}")
-    source = r.get("recorded_data_source")
-    cause = (f"other data: recorded on {source}, now {r['data_source']}" if source and source != r["data_source"]
+        parts.append(f"loss {result['loss']:.6g} vs {result['recorded_loss']:.6g}")
+    source = result.get("recorded_data_source")
+    now = result["data_source"]
+    cause = (f"other data: recorded on {source}, now {now}" if source and source != now
              else "other weights or data than the run had (model.keras or the data files changed?)")
     return False, f"different: {', '.join(parts)}; {cause}"
 
@@ -209,12 +211,12 @@ def predict_files(run_dir: str | Path, files: list[str]) -> list[Prediction]:
                                                     f"{brief(exc)})"))
     images = [d.image for d in items if isinstance(d, Item) and d.image is not None]
     if images:
-        from mnist_pipeline.trainer import class_probabilities
+        from mnist_pipeline.evaluation import class_probabilities
 
         x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
         probabilities = np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip))
         if not np.all(np.isfinite(probabilities)):
-            raise non_finite_model(run.run_dir / rf.MODEL)
+            raise non_finite_model(run.run_dir / run_folder.MODEL)
         probabilities = iter(probabilities)
     predictions = []
     for d in items:
@@ -256,7 +258,7 @@ def save_seen(predictions: list[Prediction], out_dir: str | Path) -> list[Path |
             n += 1
             name = f"{stem}.{n}.seen.png"
         taken.add(name)
-        rf.write_bytes(folder / name, png_bytes(p.seen))
+        run_folder.write_bytes(folder / name, png_bytes(p.seen))
         paths.append(folder / name)
     return paths
 
@@ -283,7 +285,7 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
             raise ConfigError(f"{run.run_dir}: dataset {run.config.data.dataset} differs from "
                               f"{first.run_dir.name}'s {first.config.data.dataset}; ensemble runs of one dataset")
     images, labels, source = split_arrays(first.config, "test", data_dir)
-    members, total = [], np.zeros((len(labels), 10), np.float64)
+    members, total = [], np.zeros((len(labels), NUM_CLASSES), np.float64)
     for run in runs:
         data = evaluation_batches(images, labels, 256, normalization=run.normalization)
         loss, accuracy, probabilities = evaluation(run, "test")(data, probabilities=True)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.bounded_reads import sha256_file
 from mnist_pipeline.config import RunConfig, load_config, to_yaml
 from mnist_pipeline.errors import ConfigError, RunFolderError
-from mnist_pipeline.files import sha256_file
-from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_reader
+from mnist_pipeline.shapes import IMAGE_SHAPE
 
 # What a run folder is made of. 1: fingerprint.json, per-epoch checkpoints with state.json (mnist-pipeline
 # 0.1.0). A folder from before has no fingerprint.json; one from a later format says its number there.
@@ -48,7 +49,7 @@ def open_resumable(run_dir: str | Path, lock: bool = True) -> Resumable:
         raise ConfigError(f"--resume {path}: {_trainer_of(path)} is training this run right now; wait for it to "
                           f"finish or stop it first")
     try:
-        status = run_files.read_status(path)
+        status = run_reader.read_status(path)
         if status["status"] == "completed":
             raise ConfigError(f"--resume {path}: the run is already completed; train it further with "
                               f"`mnist train --resume {path} --epochs N` (a new run folder), or start a new run")
@@ -74,8 +75,8 @@ def _checked(path: Path, run_lock, started: str) -> Resumable:
 def _unchanged_fingerprint(path: Path) -> dict[str, Any]:
     """fingerprint.json, once config.yaml is checked against it: a checkpoint goes on only with its config."""
     fingerprint = read_fingerprint(path)
-    recorded = run_files.field(fingerprint, path / rf.FINGERPRINT, "config_sha256", str)
-    run_files.field(fingerprint, path / rf.FINGERPRINT, "data_sha256", str)
+    recorded = run_reader.field(fingerprint, path / rf.FINGERPRINT, "config_sha256", str)
+    run_reader.field(fingerprint, path / rf.FINGERPRINT, "data_sha256", str)
     if sha256_file(path / rf.CONFIG) != recorded:
         raise ConfigError(f"--resume {path}: {rf.CONFIG} was changed after the run started, and a run must go on "
                           f"with the config it started with; restore the file, or start a new run with "
@@ -90,7 +91,7 @@ def read_fingerprint(path: Path) -> dict[str, Any]:
         raise RunFolderError(f"{path}: made by an earlier version of mnist-pipeline (before 0.1.0: it has no "
                              f"{rf.FINGERPRINT}), which this version cannot resume; its finished epochs are in "
                              f"{rf.HISTORY}; train it again with `mnist train --config {path / rf.CONFIG}`", file)
-    fingerprint = run_files.read_json(file)
+    fingerprint = run_reader.read_json(file)
     made = fingerprint.get("format", RUN_FORMAT)
     if isinstance(made, int) and made > RUN_FORMAT:
         version = (fingerprint.get("made_by") or {}).get("version", "a later version")
@@ -110,7 +111,7 @@ def _run_folder(given: str | Path, option: str, fix: str) -> Path:
 
 def _trainer_of(path: Path) -> str:
     try:
-        pid = run_files.read_status(path).get("pid")
+        pid = run_reader.read_status(path).get("pid")
     except RunFolderError:
         pid = None
     return f"another process (pid {pid})" if pid else "another process"
@@ -129,7 +130,7 @@ def wants_new_folder(source: str | Path, epochs: int) -> bool:
     why."""
     path = Path(source)
     try:
-        if run_files.read_status(path)["status"] == "completed":
+        if run_reader.read_status(path)["status"] == "completed":
             return True
         return load_config(path / rf.CONFIG).training.epochs != epochs
     except (ConfigError, RunFolderError, OSError):
@@ -193,9 +194,9 @@ def check_init_from(cfg: RunConfig) -> dict[str, Any] | None:
         return None
     where = f"model.init_from {source}"
     path = _run_folder(source, "model.init_from", "name a completed run folder whose weights this run starts from")
-    status = run_files.read_status(path)["status"]
+    status = run_reader.read_status(path)["status"]
     if status != "completed":
-        raise ConfigError(f"{where}: the run {run_files.status_phrase(status)}, so it has no final model to start "
+        raise ConfigError(f"{where}: the run {run_reader.status_phrase(status)}, so it has no final model to start "
                           f"from; pick a completed run, or finish it first with `mnist train --resume {path}`")
     theirs = load_config(path / rf.CONFIG)
     if theirs.model.name != cfg.model.name:
@@ -203,9 +204,9 @@ def check_init_from(cfg: RunConfig) -> dict[str, Any] | None:
                           f"{cfg.model.name}; fine-tune from a run of the same model")
     model_file = path / rf.MODEL
     if not model_file.is_file():
-        raise run_files.damaged(model_file, "missing")
+        raise run_reader.damaged(model_file, "missing")
     if not zipfile.is_zipfile(model_file):
-        raise run_files.damaged(model_file, "not a readable Keras model file (a .keras file is a zip archive, and "
+        raise run_reader.damaged(model_file, "not a readable Keras model file (a .keras file is a zip archive, and "
                                             "this one is not a whole one): it was damaged or replaced")
     return {"run": str(path.resolve()), "model_sha256": sha256_file(model_file),
             "normalization": theirs.data.normalization, "params": theirs.model.params}
@@ -221,7 +222,7 @@ def initial_weights(cfg: RunConfig, source: dict[str, Any]) -> list:
 
     weights = load_model_file(Path(source["run"]) / rf.MODEL).get_weights()
     model = build_model(cfg.model.name, **cfg.model.params)
-    model(np.zeros((1, 28, 28, 1), np.float32), training=False)  # Keras 3 creates the weights on a first call
+    model(np.zeros((1, *IMAGE_SHAPE), np.float32), training=False)  # Keras 3 creates the weights on a first call
     if [w.shape for w in weights] != [tuple(w.shape) for w in model.get_weights()]:
         differ = [f"{key} {source['params'].get(key)} -> {value}" for key, value in cfg.model.params.items()
                   if source["params"].get(key) != value]

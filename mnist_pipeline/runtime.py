@@ -78,8 +78,8 @@ def _drop_unraisable(unraisable) -> None:
     return None
 
 
-def select_device(choice: str) -> str:
-    """Make `choice` (auto | cpu | gpu) the device TensorFlow uses; return a description of it."""
+def select_device(choice: str) -> hardware.Device:
+    """Make `choice` (auto | cpu | gpu) the device TensorFlow uses; return it."""
     try:
         import tensorflow as tf
     except ImportError as exc:
@@ -90,7 +90,7 @@ def select_device(choice: str) -> str:
     if choice == "cpu" or (choice == "auto" and not gpus):
         if gpus:
             tf.config.set_visible_devices([], "GPU")
-        return f"cpu ({platform.processor() or platform.machine()})"
+        return hardware.Device("cpu", platform.processor() or platform.machine())
     if not gpus:
         raise DeviceError("--device gpu: TensorFlow sees no GPU (no CUDA device, or the CPU-only build is "
                           "installed); use --device cpu or auto, or install the CUDA build: pip install -e '.[gpu]'")
@@ -98,17 +98,17 @@ def select_device(choice: str) -> str:
         # Grow GPU memory as needed instead of reserving all of it, so several runs can share a card.
         tf.config.experimental.set_memory_growth(gpu, True)
     names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-    return f"gpu ({len(gpus)}x {names[0]})"
+    return hardware.Device("gpu", names[0], len(gpus))
 
 
 def using_gpu() -> bool:
-    """Whether TensorFlow trains on a GPU (after `select_device`)."""
+    """Whether TensorFlow trains on a GPU (after `select_device`), for code that does not have its Device."""
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def set_precision(precision: str, device: str, setting: str = "") -> None:
+def set_precision(precision: str, device: hardware.Device, setting: str = "") -> None:
     """The Keras policy `precision` names (float32, mixed_bfloat16 or mixed_float16; see
     `hardware.resolve_precision` for auto), process-wide; float16 only on a GPU. `setting` is how the config
     asked for it, for the error."""
@@ -116,7 +116,7 @@ def set_precision(precision: str, device: str, setting: str = "") -> None:
 
     from mnist_pipeline.errors import ConfigError
 
-    if precision == "mixed_float16" and not device.startswith("gpu"):
+    if precision == "mixed_float16" and not device.is_gpu:
         raise ConfigError(f"{setting or 'training.precision = mixed_float16'} needs a GPU (float16 on a CPU is "
                           f"slower, not faster); use training.precision: auto on a CPU (bfloat16 where it is "
                           f"native), or train with "

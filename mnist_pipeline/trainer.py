@@ -1,9 +1,10 @@
-"""The training loop: loss, optimizer, per-phase metrics and the compiled train / val / test steps.
+"""The training loop: optimizer, train metrics and the compiled train steps; validation and test through
+`evaluation.Evaluation`.
 
-Read it as `Trainer.fit` -> `_group` (one compiled group of steps) -> `_learning_step` (one learning step).
-Works on any `keras.Model` that maps (batch, 28, 28, 1) images to (batch, 10) logits, on one device or on
-the replicas of a tf.distribute strategy: build the model, optimizer and `Trainer` inside `strategy.scope()`.
-No file I/O and no printing: progress goes out through callbacks.
+Read it as `Trainer.fit` -> `_steps` (one compiled group of steps) -> `_learning_step` (one learning step).
+Works on any `keras.Model` that maps (batch, 28, 28, 1) images to (batch, NUM_CLASSES) logits, on one device
+or on the replicas of a tf.distribute strategy: build the model, optimizer and `Trainer` inside
+`strategy.scope()`. No file I/O and no printing: progress goes out through callbacks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_pipeline.errors import Interrupted, TrainingDiverged
+from mnist_pipeline.evaluation import Evaluation, PhaseMetrics, per_example_loss_fn, smoothed_cross_entropy
 from mnist_pipeline.precise_bn import PreciseBatchNorm
 from mnist_pipeline.schedules import EarlyStopping, LearningRateSchedule
 
@@ -88,98 +90,6 @@ def make_optimizer(name: str, learning_rate: float, momentum: float, weight_deca
     return optimizer
 
 
-class _PhaseMetrics:
-    """Epoch means of loss and accuracy for one phase (train, val or test).
-
-    Keras metrics keep sums and counts in variables that a strategy adds up over replicas when read (keras
-    >= 3.10, keras-team/keras PR 21072), so `result()` is the mean over every example of every replica.
-    """
-
-    def __init__(self, phase: str):
-        self.loss = keras.metrics.Mean(name=f"{phase}_loss")
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name=f"{phase}_accuracy")
-
-    def update(self, per_example_loss, labels, logits, weights=None) -> None:
-        self.loss.update_state(per_example_loss, sample_weight=weights)
-        self.accuracy.update_state(labels, logits, sample_weight=weights)
-
-    def reset(self) -> None:
-        self.loss.reset_state()
-        self.accuracy.reset_state()
-
-    def result(self) -> tuple[float, float]:
-        return float(self.loss.result()), float(self.accuracy.result())
-
-
-def per_example_loss_fn() -> keras.losses.Loss:
-    # Per-example losses: averaging is ours to do (over the global batch when training, see tf.distribute).
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-
-def smoothed_cross_entropy(labels, logits, smoothing: float):
-    """Per-example cross-entropy against (1 - smoothing) on the label plus smoothing spread over all classes.
-
-    Keras 3's sparse cross-entropy has no label smoothing, and one-hot labels would cost a (batch, 10) copy.
-    """
-    log_probabilities = tf.nn.log_softmax(logits)
-    label_term = -tf.gather(log_probabilities, labels, batch_dims=1)
-    uniform_term = -tf.reduce_mean(log_probabilities, axis=-1)
-    return (1.0 - smoothing) * label_term + smoothing * uniform_term
-
-
-def class_probabilities(model: keras.Model, images, test_time_flip: bool = False):
-    """(batch, 10) softmax outputs; with `test_time_flip`, the mean over each image and its mirror image."""
-    probabilities = tf.nn.softmax(model(images, training=False))
-    if test_time_flip:
-        probabilities = (probabilities + tf.nn.softmax(model(tf.reverse(images, axis=[2]), training=False))) / 2
-    return probabilities
-
-
-class Evaluation:
-    """Loss, accuracy and (optionally) class probabilities of a model over `data.datasets.evaluation_batches`,
-    in one compiled step, on one device or on every replica of `strategy`.
-
-    The trainer validates and tests with it, and `mnist evaluate` re-runs it on a saved model, so the
-    numbers it prints are computed exactly as the ones in metrics.json.
-    """
-
-    def __init__(self, model: keras.Model, phase: str, test_time_flip: bool = False,
-                 strategy: tf.distribute.Strategy | None = None):
-        self.model = model
-        self.test_time_flip = test_time_flip
-        self.strategy = strategy or tf.distribute.get_strategy()
-        self.loss_fn = per_example_loss_fn()
-        self.metrics = _PhaseMetrics(phase)
-        self.step = tf.function(self._step)
-
-    def _step(self, images, labels, weights):
-        """(batch, 10) probabilities and the weights of every replica's slice, gathered in replica order."""
-        probabilities = self.strategy.run(self._replica_step, args=(images, labels, weights))
-        return self.strategy.gather(probabilities, axis=0), self.strategy.gather(weights, axis=0)
-
-    def _replica_step(self, images, labels, weights):
-        if self.test_time_flip:  # no single set of logits: the loss comes from the averaged probabilities
-            probabilities = class_probabilities(self.model, images, test_time_flip=True)
-            chosen = tf.gather(probabilities, labels, batch_dims=1)
-            self.metrics.update(-tf.math.log(tf.maximum(chosen, 1e-7)), labels, probabilities, weights)  # as Keras
-            return probabilities
-        logits = self.model(images, training=False)
-        self.metrics.update(self.loss_fn(labels, logits), labels, logits, weights)  # padding weighs 0
-        return tf.nn.softmax(logits)
-
-    def __call__(self, data: Iterable, probabilities: bool = False):
-        """(loss, accuracy), or (loss, accuracy, (N, 10) probabilities) with `probabilities`."""
-        self.metrics.reset()
-        collected = [self.step(*batch) for batch in data]
-        loss, accuracy = self.metrics.result()
-        if not probabilities:
-            return loss, accuracy
-        if not collected:
-            return loss, accuracy, np.zeros((0, 10), np.float32)
-        rows = np.concatenate([p.numpy() for p, _ in collected])
-        return loss, accuracy, rows[np.concatenate([w.numpy() for _, w in collected]) > 0]  # padding dropped
-
-
 @dataclass
 class StepGroup:
     """Up to `steps_per_execution` train steps in one graph call, on batches of one source."""
@@ -208,7 +118,7 @@ class Trainer:
         self.optimizer = optimizer
         self.global_batch_size = global_batch_size
         self.loss_fn = per_example_loss_fn()
-        self.train_metrics = _PhaseMetrics("train")
+        self.train_metrics = PhaseMetrics("train")
         self.label_smoothing = label_smoothing
         # Batch norm's statistics recomputed for the weights before each validation (see precise_bn), when
         # `fit` is given training batches for it; models without a `stack` keep Keras's moving averages.
@@ -227,11 +137,9 @@ class Trainer:
         self.steps_per_execution = steps_per_execution
         # One learning step on one replica's batch, compiled by XLA when asked: the group around it is too,
         # when its batches are made in the graph (see `compile_group`).
-        self.learning_step = tf.function(lambda images, labels: self._learning_step(images, labels)[0],
-                                         jit_compile=self.jit_compile)
-        self.train_group: StepGroup | None = None  # built by `fit` for its batch source
-        # The same update, also returning each variable's gradient norm (for `mnist diagnose gradients`).
-        self.learning_step_with_gradient_norms = tf.function(self._learning_step_with_gradient_norms)
+        self.learning_step = tf.function(self._learning_step, jit_compile=self.jit_compile)
+        self.train_group: StepGroup | None = None  # built by `compile_group` for one batch source
+        self._batches = None  # that source, which `_steps` draws from
 
     def fit(self, batches, val_data: Iterable, epochs: int, *, schedule: LearningRateSchedule | None = None,
             early_stopping: EarlyStopping | None = None, state: FitState | None = None,
@@ -255,7 +163,7 @@ class Trainer:
         state = state or FitState()
         steps_per_epoch = batches.steps_per_epoch
         schedule = schedule or LearningRateSchedule("constant", self.learning_rate, epochs)
-        group = self.train_group = self.compile_group(batches)
+        group = self.compile_group(batches)
         for epoch in range(state.next_epoch, epochs):
             if state.stopped_early:
                 break
@@ -292,15 +200,15 @@ class Trainer:
         return FitResult(state.history, state.best_epoch, state.best_val_loss, state.stopped_early)
 
     def compile_group(self, batches) -> StepGroup:
-        """The compiled group of train steps on `batches`, built once per source (the graph captures it).
-        When the source makes its batches in the graph, XLA (if on) compiles the whole group, batches and
-        rate lookups included, into one cluster; otherwise only the learning step."""
-        def group(feed, count):
-            return self._group(batches, feed, count)
+        """The compiled group of train steps on `batches` (a `data.datasets.BatchSource`), built once per source
+        (`fit` does; benchmarks/bench.py times groups without fit's bookkeeping). When the source makes its
+        batches in the graph, XLA (if on) compiles the whole group, batches and rate lookups included, into one
+        cluster; otherwise only the learning step."""
+        self._batches = batches  # captured by the group's one trace
+        self.train_group = StepGroup(tf.function(self._steps, jit_compile=self.jit_compile and batches.compilable))
+        return self.train_group
 
-        return StepGroup(tf.function(group, jit_compile=self.jit_compile and batches.compilable))
-
-    def _group(self, batches, feed, count):
+    def _steps(self, feed, count):
         """`count` train steps; their losses in a buffer of static size (XLA needs one), the first `count` valid."""
         losses = tf.zeros([self.steps_per_execution])
         for i in tf.range(count):
@@ -308,7 +216,7 @@ class Trainer:
             self.optimizer.learning_rate.assign(self.step_rates[tf.minimum(step, tf.cast(
                 tf.shape(self.step_rates)[0] - 1, tf.int64))])
             self.step_in_epoch.assign_add(1)
-            images, labels = batches.next_batch(feed, step)
+            images, labels = self._batches.next_batch(feed, step)
             # Each replica learns from its slice; the losses are shares of the global mean, so they add up.
             per_replica = self.strategy.run(self.learning_step, args=(images, labels))
             loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
@@ -316,7 +224,7 @@ class Trainer:
         return losses
 
     def _learning_step(self, images, labels):
-        """One learning step on this replica's batch: (this replica's share of the loss, the gradients)."""
+        """One learning step on this replica's batch; returns this replica's share of the loss."""
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             per_example = self.loss_fn(labels, logits)  # plain cross-entropy: what the metrics report
@@ -332,11 +240,7 @@ class Trainer:
         gradients = tape.gradient(scaled_loss, self.model.trainable_variables)
         self.optimizer.apply(gradients, self.model.trainable_variables)
         self.train_metrics.update(per_example, labels, logits)
-        return loss, gradients
-
-    def _learning_step_with_gradient_norms(self, images, labels):
-        loss, gradients = self._learning_step(images, labels)
-        return loss, [tf.norm(g) for g in gradients]
+        return loss
 
     def begin_epoch(self, batches, epoch: int, step_rates: list[float]):
         """Ready epoch `epoch` of `batches` (0-based) and reset the step count and metrics; `step_rates[i]` is

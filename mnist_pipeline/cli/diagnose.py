@@ -54,7 +54,7 @@ def gradients(config_path, overrides, vary, steps, data_dir, device, output_dir)
         variants = {f"{key.split('.')[-1]}={v}": (f"{key}={v}",) for v in values.split(",")}
     configs = {label: load_config(config_path, (*overrides, *extra), flags) for label, extra in variants.items()}
 
-    from mnist_pipeline.pipeline import diagnose_gradients  # imports TensorFlow: only once the configs are valid
+    from mnist_pipeline.diagnose import diagnose_gradients  # imports TensorFlow: only once the configs are valid
     from mnist_pipeline.reports.diagnostics import first_to_last_ratios, write_gradient_report
 
     results = {label: diagnose_gradients(cfg, steps) for label, cfg in configs.items()}

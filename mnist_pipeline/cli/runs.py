@@ -285,8 +285,8 @@ def export(run_dir, formats, output) -> None:
     Example: mnist export outputs/runs/20261123T120000Z-cnn --format tflite --format onnx
     """
     from mnist_pipeline.export import check_format, export_run, precision_note
-    from mnist_pipeline.reports import run_files
     from mnist_pipeline.reports import run_folder as rf
+    from mnist_pipeline.reports import run_reader
 
     formats = list(dict.fromkeys(formats))
     if output and len(formats) > 1:
@@ -295,6 +295,6 @@ def export(run_dir, formats, output) -> None:
         check_format(fmt)  # every converter present before the first export starts
     for fmt in formats:
         click.echo(f"{fmt}: {export_run(run_dir, fmt, output)}")
-    note = precision_note(run_files.read_metrics(rf.run_folder(run_dir)).get("precision"))
+    note = precision_note(run_reader.read_metrics(rf.run_folder(run_dir)).get("precision"))
     if note:
         click.echo(note, err=True)

@@ -89,7 +89,7 @@ def _worker_command(params: dict) -> list[str]:
 def _run_here(sweep, quota) -> None:
     from mnist_pipeline import runtime
     from mnist_pipeline.sweep import open_study, record_sweep, work
-    from mnist_pipeline.sweep.study import claim_sampler_seed, sampler_for
+    from mnist_pipeline.sweep.optuna_study import claim_sampler_seed, sampler_for
 
     study = open_study(sweep)
     record_sweep(sweep)  # only now: a storage that does not open leaves no half-made sweep behind

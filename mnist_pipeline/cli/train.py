@@ -52,7 +52,7 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     from mnist_pipeline.config import load_config  # pydantic schemas: only when used
     from mnist_pipeline.export import check_format, export_run, precision_note  # no TensorFlow until an export
     from mnist_pipeline.pipeline import Events, run  # no TensorFlow until run() starts
-    from mnist_pipeline.reports.run_files import short_run_note
+    from mnist_pipeline.reports.run_reader import short_run_note
     from mnist_pipeline.resume import continue_run, open_resumable, wants_new_folder
 
     exports = list(dict.fromkeys(exports))

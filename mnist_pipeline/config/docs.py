@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel
 
-from mnist_pipeline.config.schema import MODEL_PARAMS, RunConfig
+from mnist_pipeline.config.model_params import MODEL_PARAMS
+from mnist_pipeline.config.schema import RunConfig
 
 
 def describe_model_params(name: str) -> list[tuple[str, str, Any, str]]:

@@ -1,203 +1,30 @@
-"""The typed, frozen run configuration and the model parameter schemas, with their defaults and ranges.
+"""The typed, frozen run configuration: its sections, their defaults and ranges, and the checks across fields.
 
-The model parameter schemas live here (not in `models`) so that configs validate without TensorFlow; each
-model class's constructor takes exactly the fields of its schema (tests/test_models.py checks that).
+A model's own parameters (`model.params`) are declared in `model_params`; the shared field types in `fields`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
-from mnist_pipeline.errors import plural, quote
+from mnist_pipeline.config.fields import Fraction, Number, Section
+from mnist_pipeline.config.model_params import MODEL_PARAMS
+from mnist_pipeline.shapes import NUM_CLASSES
 
-
-def _number(value: Any) -> Any:
-    # PyYAML reads `1e-3` (no dot) as a string; accept any numeric string, but not booleans, NaN or infinity
-    # (a rate or penalty of inf would only be found out as a NaN loss halfway through training).
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not true or false")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ValueError(f"expected a number, got the string {quote(value)}") from None
-    if isinstance(value, (int, float)):
-        try:
-            value = float(value)
-        except OverflowError:
-            raise ValueError("the number is too large") from None
-        if not math.isfinite(value):
-            raise ValueError("expected a finite number, got NaN or infinity")
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_number)]
-Fraction = Annotated[Number, Field(ge=0.0, lt=1.0)]
-Penalty = Annotated[Number, Field(ge=0.0, le=10.0)]
-# Widths far past what 28x28 digits use; `training_memory` bounds their combination with the batch size.
-Width = Annotated[StrictInt, Field(ge=1, le=16_384)]
-Filters = Annotated[StrictInt, Field(ge=1, le=2_048)]
-
-Activation = Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "sigmoid", "tanh", "linear"]
-Initializer = Literal[
-    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-    "random_normal", "random_uniform", "zeros",
-]
 # Run names become folder names: no separators, no leading dot, so they cannot leave the output dir.
-_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 CLASS_NAMES = {
-    "mnist": [str(digit) for digit in range(10)],
+    "mnist": [str(digit) for digit in range(NUM_CLASSES)],
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"],
 }
 
 
-# ---- model parameters: the fields are exactly each model class's constructor keyword arguments ----
-
-
-class _DenseKnobs(_Section):
-    activation: Activation = Field("relu", description="hidden-layer activation")
-    dropout_rate: Fraction = Field(0.0, description="dropout after each hidden layer (0 = off)")
-    batch_norm: StrictBool = Field(False, description="batch normalization before each activation")
-    l1: Penalty = Field(0.0, description="L1 weight penalty on hidden and output kernels")
-    l2: Penalty = Field(0.0, description="L2 weight penalty on hidden and output kernels")
-    kernel_initializer: Initializer = Field("glorot_uniform", description="initializer of every kernel")
-
-
-class LinearParams(_Section):
-    """Flatten -> 10 logits (softmax regression): one weight template per class, no hidden layer."""
-
-    l1: Penalty = Field(0.0, description="L1 weight penalty on the kernel")
-    l2: Penalty = Field(0.0, description="L2 weight penalty on the kernel")
-    # The loss is convex: there is no symmetry for random weights to break, and templates grown from zeros
-    # show only what the data put there.
-    kernel_initializer: Initializer = Field("zeros", description="initializer of the kernel")
-
-
-class MLPParams(_DenseKnobs):
-    """Flatten -> one hidden Dense -> 10 logits."""
-
-    units: Width = Field(128, description="hidden units")
-
-
-class DeepMLPParams(_DenseKnobs):
-    """Flatten -> several hidden Dense layers -> 10 logits."""
-
-    units: tuple[Width, ...] = Field((512, 256, 128), min_length=1, max_length=32,
-                                     description="hidden units per layer")
-    dropout_rate: Fraction = Field(0.2, description="dropout after each hidden layer (0 = off)")
-
-
-class CNNParams(_DenseKnobs):
-    """Conv blocks (conv x N, pool, dropout) -> Dense head -> 10 logits."""
-
-    filters: tuple[Filters, ...] = Field((32, 64), min_length=1, max_length=4, description="filters per block")
-    convs_per_block: Annotated[StrictInt, Field(ge=1, le=4)] | tuple[Annotated[StrictInt, Field(ge=1, le=4)], ...] = (
-        Field(2, description="conv layers before each 2x2 max-pool: one number for all blocks, or one per block"))
-    # Its own bounds: a Field(le=7) stacked on Width's le=16384 was dropped by pydantic for the latter.
-    kernel_size: Annotated[StrictInt, Field(ge=1, le=7)] = Field(3, description="square conv kernel size")
-    padding: Literal["same", "valid"] = Field(
-        "same", description="'same' keeps each conv's height and width; 'valid' trims kernel_size - 1 pixels "
-                            "(fewer FLOPs, as in the Keras example CNN)")
-    dense_units: Annotated[StrictInt, Field(ge=0, le=16_384)] = Field(
-        128, description="units of the hidden Dense layer before the logits (0 = none: flatten to the logits)")
-    dropout_rate: Fraction = Field(0.25, description="dropout after each conv block")
-    dense_dropout_rate: Fraction = Field(0.5, description="dropout before the logits")
-
-    @model_validator(mode="after")
-    def _one_count_per_block(self):
-        if isinstance(self.convs_per_block, tuple) and len(self.convs_per_block) != len(self.filters):
-            raise ValueError(f"convs_per_block lists {plural(len(self.convs_per_block), 'count')} for "
-                             f"{plural(len(self.filters), 'block')} (filters); give one per block, or a single number")
-        return self
-
-    @model_validator(mode="after")
-    def _image_outlasts_the_blocks(self):
-        counts = ((self.convs_per_block,) * len(self.filters) if isinstance(self.convs_per_block, int)
-                  else self.convs_per_block)
-        size = 28
-        for block, convs in enumerate(counts, start=1):
-            size -= convs * (self.kernel_size - 1) if self.padding == "valid" else 0
-            if size < 2:  # the 2x2 pool needs at least 2x2
-                raise ValueError(f"a 28x28 image shrinks to {max(size, 0)}x{max(size, 0)} before pooling in block "
-                                 f"{block} with padding 'valid'; use padding 'same', fewer blocks or convs, "
-                                 f"or a smaller kernel_size")
-            size //= 2
-        return self
-
-
-MODEL_PARAMS: dict[str, type[_Section]] = {"linear": LinearParams, "mlp": MLPParams, "deep_mlp": DeepMLPParams,
-                                           "cnn": CNNParams}
-
-MAX_TRAINING_BYTES = 16 << 30  # refused above this estimate: more than this machine class (24 GiB) can hold
-
-
-def model_size(name: str, params: dict[str, Any]) -> tuple[int, int]:
-    """(parameters, activation values per example) of a registry model, counted from its parameters.
-
-    Parameters match Keras's count_params (tests/test_config.py checks every shipped config); activations
-    count each layer's output once, a lower bound of what training keeps per example.
-    """
-    batch_norm = params.get("batch_norm", False)
-
-    def dense(inputs: int, units: int) -> tuple[int, int]:  # kernel + (bias, or BN's 4 vectors), outputs
-        return inputs * units + (4 * units if batch_norm else units), units * (3 if batch_norm else 2)
-
-    if name in ("linear", "mlp", "deep_mlp"):  # linear: no hidden widths, the pixels straight to the logits
-        units = params.get("units", ())
-        widths = [units] if isinstance(units, int) else list(units)
-        sizes = [dense(a, b) for a, b in zip([784, *widths], widths, strict=False)]
-        parameters, activations = sum(p for p, _ in sizes), 784 + sum(a for _, a in sizes)
-        return parameters + [784, *widths][-1] * 10 + 10, activations + 10
-    counts = params["convs_per_block"]
-    counts = [counts] * len(params["filters"]) if isinstance(counts, int) else list(counts)
-    side, channels, parameters, activations = 28, 1, 0, 784
-    for filters, convs in zip(params["filters"], counts, strict=True):
-        for _ in range(convs):
-            side -= params["kernel_size"] - 1 if params["padding"] == "valid" else 0
-            parameters += params["kernel_size"] ** 2 * channels * filters + (4 if batch_norm else 1) * filters
-            activations += side * side * filters * (3 if batch_norm else 2)
-            channels = filters
-        side //= 2
-        activations += side * side * channels
-    flat = side * side * channels
-    if params["dense_units"]:
-        p, a = dense(flat, params["dense_units"])
-        parameters, activations, flat = parameters + p, activations + a, params["dense_units"]
-    return parameters + flat * 10 + 10, activations + 10
-
-
-def training_memory(name: str, params: dict[str, Any], batch_size: int) -> int:
-    """Bytes a float32 training step needs at least: weights, gradients and two Adam slots, and every
-    activation and its gradient for the batch."""
-    parameters, activations = model_size(name, params)
-    return 4 * (4 * parameters + 2 * batch_size * activations)
-
-
-# ---- run configuration ----
-
-
-class AugmentationConfig(_Section):
+class AugmentationConfig(Section):
     """Random warps of training images only (any model); validation and test images are never changed."""
 
     rotation: Annotated[Number, Field(ge=0.0, le=0.5)] = Field(
@@ -213,7 +40,7 @@ class AugmentationConfig(_Section):
         False, description="validate and test on the mean prediction of each image and its mirror image")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: Literal["mnist", "fashion_mnist"] = Field("mnist", description="which dataset (sets class names)")
     data_dir: Annotated[StrictStr, Field(max_length=4096)] | None = Field(
         None, description="folder with IDX or .npz files; else $MNIST_DATA_DIR; else Keras's download cache"
@@ -236,7 +63,7 @@ class DataConfig(_Section):
         return folder
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     name: StrictStr = Field("mlp", description="registry name: linear, mlp, deep_mlp or cnn")
     params: dict[str, Any] = Field(default_factory=dict, description="the model's arguments (`mnist models`)")
     init_from: Annotated[StrictStr, Field(min_length=1, max_length=4096)] | None = Field(
@@ -251,7 +78,7 @@ class ModelConfig(_Section):
         return name
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     name: Literal["constant", "step", "cosine", "reduce_on_plateau"] = Field(
         "constant", description="learning-rate schedule (cosine and warm-up move the rate every step)")
     step_size: Annotated[StrictInt, Field(ge=1)] = Field(10, description="step: epochs between decays")
@@ -263,7 +90,7 @@ class ScheduleConfig(_Section):
         0, description="epochs over which the rate rises linearly from 0 before the schedule starts")
 
 
-class EarlyStoppingConfig(_Section):
+class EarlyStoppingConfig(Section):
     enabled: StrictBool = Field(False, description="stop when the monitored value stops improving")
     monitor: Literal["val_loss", "val_accuracy"] = Field("val_loss", description="the value watched")
     patience: Annotated[StrictInt, Field(ge=1)] = Field(5, description="epochs without improvement before stopping")
@@ -274,7 +101,7 @@ DEVICE_PATTERN = r"^(CPU|GPU):[0-9]{1,2}$"
 DeviceName = Annotated[StrictStr, Field(pattern=DEVICE_PATTERN)]
 
 
-class DistributeConfig(_Section):
+class DistributeConfig(Section):
     """One run on several devices or machines, on tf.distribute; `batch_size` stays the global batch."""
 
     strategy: Literal["none", "mirrored", "multi_worker"] = Field(
@@ -306,7 +133,7 @@ class DistributeConfig(_Section):
         return self
 
 
-class TrainingConfig(_Section):
+class TrainingConfig(Section):
     epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(10, description="how many epochs to train, at most")
     batch_size: Annotated[StrictInt, Field(ge=1, le=65_536)] = Field(128, description="global batch size")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")
@@ -381,7 +208,7 @@ class TrainingConfig(_Section):
         return self
 
 
-class TensorBoardConfig(_Section):
+class TensorBoardConfig(Section):
     """Event files in <run>/tensorboard/ (train, validation, test), named as Keras's TensorBoard callback does."""
 
     enabled: StrictBool = Field(True, description="write TensorBoard event files (`make tensorboard` shows them)")
@@ -391,7 +218,7 @@ class TensorBoardConfig(_Section):
         0, description="write histograms of every weight every N epochs (0 = off)")
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     dir: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(
         "outputs", description="runs go to <dir>/runs/<UTC timestamp>-<name>/")
     name: StrictStr | None = Field(None, description="run name; defaults to the config file's name")
@@ -400,13 +227,13 @@ class OutputConfig(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str | None) -> str | None:
-        if name is not None and not re.fullmatch(_NAME_PATTERN, name):
+        if name is not None and not re.fullmatch(NAME_PATTERN, name):
             raise ValueError("a run name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or "
                              "digit (no path separators)")
         return name
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

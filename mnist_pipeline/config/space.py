@@ -23,8 +23,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, StrictBool, StrictInt, Tag, ValidationError, field_validator, model_validator
 
 from mnist_pipeline.config import shipped
-from mnist_pipeline.config.loading import MAX_PROBLEMS, ConfigProblems, _describe, _read_yaml, load_config
-from mnist_pipeline.config.schema import Number, _Section
+from mnist_pipeline.config.fields import Number, Section
+from mnist_pipeline.config.loading import load_config
+from mnist_pipeline.config.problems import MAX_PROBLEMS, ConfigProblems, describe_errors
+from mnist_pipeline.config.yaml_reading import read_yaml
 from mnist_pipeline.errors import ConfigError, quote
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -38,7 +40,7 @@ FIXED_KEYS = (("output.", "the sweep places every trial's run folder itself"),
               ("training.distribute.", "each trial trains in its own process; --workers runs trials in parallel"))
 
 
-class Choice(_Section):
+class Choice(Section):
     choices: tuple[Any, ...] = Field(min_length=1, max_length=1000, description="the values to try")
 
     @field_validator("choices")
@@ -49,7 +51,7 @@ class Choice(_Section):
         return tuple(float(v) if isinstance(v, str) and _NUMBER.fullmatch(v.strip()) else v for v in choices)
 
 
-class IntRange(_Section):
+class IntRange(Section):
     low: StrictInt
     high: StrictInt
     step: Annotated[StrictInt, Field(ge=1)] = 1
@@ -61,7 +63,7 @@ class IntRange(_Section):
         return self
 
 
-class FloatRange(_Section):
+class FloatRange(Section):
     low: Number
     high: Number
     step: Annotated[Number, Field(gt=0)] | None = None
@@ -96,7 +98,7 @@ Distribution = Annotated[Annotated[Choice, Tag("choice")] | Annotated[IntRange, 
                          | Annotated[FloatRange, Tag("float")], Discriminator(_kind)]
 
 
-class SweepSpace(_Section):
+class SweepSpace(Section):
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="how trials pick their values")
     trials: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(20, description="trials in the study, in all")
     objective: Literal["val_accuracy", "val_loss"] = Field(
@@ -111,7 +113,7 @@ class SweepSpace(_Section):
 def load_space(path: str | Path) -> SweepSpace:
     """Read and validate a space file (its own schema only: `check_space` checks it against a config)."""
     path = shipped.find(path, space=True)
-    raw = _read_yaml(path, what="space file", example="configs/sweeps/mlp.yaml")
+    raw = read_yaml(path, what="space file", example="configs/sweeps/mlp.yaml")
     for key in raw:  # a misspelt section first: "params is required" would hide the cause
         if key not in SweepSpace.model_fields:
             hint = difflib.get_close_matches(str(key), list(SweepSpace.model_fields), n=1)
@@ -122,7 +124,7 @@ def load_space(path: str | Path) -> SweepSpace:
     except ValidationError as exc:
         err = exc.errors()[0]
         if err["loc"][:1] != ("params",) or len(err["loc"]) < 2:
-            problems = _describe(exc, str(path), SweepSpace, "", set())
+            problems = describe_errors(exc, str(path), SweepSpace, "", set())
             raise ConfigProblems(problems[:MAX_PROBLEMS], len(problems)) from None
         key, where = err["loc"][1], err["loc"][3:]  # [2] is the distribution's tag
         message = err["msg"].removeprefix("Value error, ")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.bounded_reads import require_file
 from mnist_pipeline.errors import DataError, brief, plural
-from mnist_pipeline.files import require_file
+from mnist_pipeline.shapes import PIXELS
 
 UNSIGNED_BYTE = 0x08
 
@@ -59,7 +60,7 @@ def read_idx(path: str | Path, expected_ndim: int, item_shape: tuple[int, ...] |
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
-MAX_BYTES = 1_000_000 * 28 * 28  # a million 28x28 images: well past MNIST's 60,000 and EMNIST's 700,000
+MAX_BYTES = 1_000_000 * PIXELS  # a million 28x28 images: well past MNIST's 60,000 and EMNIST's 700,000
 
 
 def _check_promise(path: Path, shape: tuple[int, ...], item_shape: tuple[int, ...] | None) -> None:

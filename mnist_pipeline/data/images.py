@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.bounded_reads import load_npy, require_file
 from mnist_pipeline.data.recipes import corner_level, ink_is_dark, prepare
 from mnist_pipeline.errors import DataError, brief, clip
-from mnist_pipeline.files import load_npy, require_file
+from mnist_pipeline.shapes import IMAGE_SIZE, PIXELS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Pixels decoded in full (PNG, TIFF, ...): a 12000x12000 scan is 144 million; a decompression bomb claims
@@ -66,7 +67,7 @@ def load_items(path: str | Path, dataset: str) -> list[Item]:
         return [_item(name, image, dataset, ready) for name, image, ready in _read_array(path)]
     if path.suffix.lower() in IMAGE_SUFFIXES:
         gray = _read_image(path)
-        return [_item(str(path), gray, dataset, gray.shape == (28, 28))]
+        return [_item(str(path), gray, dataset, gray.shape == (IMAGE_SIZE, IMAGE_SIZE))]
     hint = "; convert HEIC/HEIF photos to JPEG first" if path.suffix.lower() in (".heic", ".heif") else ""
     raise DataError(f"{path}: unsupported file type {clip(path.suffix) or '(none)'}; use PNG, JPEG, BMP, GIF, "
                     f"WebP, TIFF or .npy{hint}")
@@ -167,10 +168,10 @@ def _read_array(path: Path) -> list[tuple[str, np.ndarray, bool]]:
                         f"0-1 (not standardized ones)")
     if array.max() <= 1.0:  # [0, 1] floats (or booleans): bring to pixel scale
         array = array * 255.0
-    if array.ndim == 1 and array.size == 784:
-        array = array.reshape(1, 28, 28)
-    elif array.ndim == 2 and shape[-1] == 784:  # (N, 784): flattened images, as in many tutorials
-        array = array.reshape(-1, 28, 28)
+    if array.ndim == 1 and array.size == PIXELS:
+        array = array.reshape(1, IMAGE_SIZE, IMAGE_SIZE)
+    elif array.ndim == 2 and shape[-1] == PIXELS:  # (N, 784): flattened images, as in many tutorials
+        array = array.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     elif array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and shape[-1] in (3, 4) and shape[0] >= MIN_SIDE:  # one colour picture
@@ -184,7 +185,7 @@ def _read_array(path: Path) -> list[tuple[str, np.ndarray, bool]]:
     if array is None or min(array.shape[1:]) < MIN_SIDE:
         raise DataError(f"{path}: shape {shape} is not a layout of images; accepted: {LAYOUTS}")
     names = [str(path)] if len(array) == 1 else [f"{path}[{i}]" for i in range(len(array))]
-    return [(name, image, image.shape == (28, 28)) for name, image in zip(names, array, strict=True)]
+    return [(name, image, image.shape == (IMAGE_SIZE, IMAGE_SIZE)) for name, image in zip(names, array, strict=True)]
 
 
 def _to_grey(colour: np.ndarray) -> np.ndarray:

@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mnist_pipeline.data.sources import NUM_CLASSES, RawData
+from mnist_pipeline.data.sources import RawData
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.shapes import NUM_CLASSES
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_pipeline.shapes import IMAGE_SIZE
+
 BOX = 20  # MNIST digits fit a 20x20 box inside the 28x28 image
 WORK_SIDE = 512  # pictures are analysed at most this large: enough for a 20x20 digit, bounded time
 SMALL_SIDE = 64  # below this a picture is a drawing or a dataset image: its border is its background
@@ -55,7 +57,7 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     ratio = stroke_ratio(ink)
     if 0 < ratio < THIN_STROKE:
         ink = _thicken(ink, (TYPICAL_STROKE - ratio) * _extent(ink))
-    canvas = _centred_in_28(ink, threshold=0.1, side=BOX)  # faint remains of noise do not widen the box
+    canvas = _centred_in_image(ink, threshold=0.1, side=BOX)  # faint remains of noise do not widen the box
     return _centre_of_mass_to_middle(canvas).round().astype(np.uint8)
 
 
@@ -63,16 +65,16 @@ def fashion_style(gray: np.ndarray) -> np.ndarray:
     """Any-size grey picture (0-255) of one clothing item -> (28, 28) uint8 as Fashion-MNIST makes its images:
     the item light on black with its own shading, trimmed, its longest edge 28 pixels, centred."""
     ink = surface_and_ink(gray, large_item=True)
-    canvas = _centred_in_28(ink, threshold=0.05, side=28)  # the README's trim: 5% of the intensity range
+    canvas = _centred_in_image(ink, threshold=0.05, side=IMAGE_SIZE)  # the README's trim: 5% of the intensity range
     return canvas.clip(0, 255).round().astype(np.uint8)
 
 
-def _centred_in_28(ink: np.ndarray, threshold: float, side: int) -> np.ndarray:
+def _centred_in_image(ink: np.ndarray, threshold: float, side: int) -> np.ndarray:
     """The ink over `threshold`, cropped to its bounding box, scaled (aspect kept, anti-aliased) so its longer
     edge is `side` pixels, and placed in the middle of a 28x28 field: (28, 28) float32 0-255, zeros if no ink."""
     from PIL import Image
 
-    canvas = np.zeros((28, 28), np.float32)
+    canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     rows, cols = np.nonzero(ink > threshold)
     if rows.size == 0:
         return canvas
@@ -81,7 +83,7 @@ def _centred_in_28(ink: np.ndarray, threshold: float, side: int) -> np.ndarray:
     size = (max(1, round(item.shape[1] * scale)), max(1, round(item.shape[0] * scale)))  # (width, height)
     small = np.clip(np.asarray(Image.fromarray(item.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)),
                     0, 255)
-    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
+    top, left = (IMAGE_SIZE - small.shape[0]) // 2, (IMAGE_SIZE - small.shape[1]) // 2
     canvas[top: top + small.shape[0], left: left + small.shape[1]] = small
     return canvas
 
@@ -297,12 +299,14 @@ def _centre_of_mass_to_middle(image: np.ndarray) -> np.ndarray:
     if total <= 0:  # no ink: nothing to move
         return image
     rows, cols = np.indices(image.shape)
-    shift_r = int(round(13.5 - (rows * image).sum() / total))
-    shift_c = int(round(13.5 - (cols * image).sum() / total))
+    middle = (IMAGE_SIZE - 1) / 2  # 13.5: between the two central pixels
+    shift_r = int(round(middle - (rows * image).sum() / total))
+    shift_c = int(round(middle - (cols * image).sum() / total))
     shifted = np.zeros_like(image)
-    src_r = slice(max(0, -shift_r), min(28, 28 - shift_r))
-    src_c = slice(max(0, -shift_c), min(28, 28 - shift_c))
-    dst_r = slice(max(0, shift_r), min(28, 28 + shift_r))
-    dst_c = slice(max(0, shift_c), min(28, 28 + shift_c))
+    size = IMAGE_SIZE
+    src_r = slice(max(0, -shift_r), min(size, size - shift_r))
+    src_c = slice(max(0, -shift_c), min(size, size - shift_c))
+    dst_r = slice(max(0, shift_r), min(size, size + shift_r))
+    dst_c = slice(max(0, shift_c), min(size, size + shift_c))
     shifted[dst_r, dst_c] = image[src_r, src_c]
     return shifted

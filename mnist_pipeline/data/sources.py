@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_pipeline.bounded_reads import load_npz
 from mnist_pipeline.data.idx import MAX_BYTES, read_idx
 from mnist_pipeline.errors import ConfigError, DataError, brief, plural, quote
-from mnist_pipeline.files import load_npz
+from mnist_pipeline.shapes import IMAGE_SIZE, NUM_CLASSES
 
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28)
+STORED_SHAPE = (IMAGE_SIZE, IMAGE_SIZE)  # one image as files store it: no channel axis
 IDX_FILES = {
     "x_train": ("train-images-idx3-ubyte", 3),
     "y_train": ("train-labels-idx1-ubyte", 1),
@@ -79,7 +79,7 @@ def _find_npz(folder: Path, dataset: str) -> Path | None:
 
 
 def _load_idx(paths: dict[str, Path]) -> RawData:
-    arrays = {key: read_idx(p, IDX_FILES[key][1], IMAGE_SHAPE if key.startswith("x") else None)
+    arrays = {key: read_idx(p, IDX_FILES[key][1], STORED_SHAPE if key.startswith("x") else None)
               for key, p in paths.items()}
     for split in ("train", "test"):
         _check_pair(arrays[f"x_{split}"], arrays[f"y_{split}"], str(paths[f"x_{split}"]), str(paths[f"y_{split}"]))
@@ -123,8 +123,8 @@ def _as_uint8(array: np.ndarray, where: str) -> np.ndarray:
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, x_where: str, y_where: str) -> None:
-    if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{x_where}: images have shape {x.shape}, expected (N, 28, 28)")
+    if x.ndim != 3 or x.shape[1:] != STORED_SHAPE:
+        raise DataError(f"{x_where}: images have shape {x.shape}, expected (N, {IMAGE_SIZE}, {IMAGE_SIZE})")
     if y.ndim != 1:
         raise DataError(f"{y_where}: labels have shape {y.shape}, expected (N,)")
     if len(x) != len(y):

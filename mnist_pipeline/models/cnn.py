@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 
 from mnist_pipeline.models.blocks import conv_block, dense_block, dropout, logits_layer, run_layers
-
-NUM_CLASSES = 10
+from mnist_pipeline.shapes import NUM_CLASSES
 
 
 def _head(dense_units: int, dropout_rate: float, shared: dict) -> list[keras.layers.Layer]:

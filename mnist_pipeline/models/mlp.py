@@ -6,8 +6,7 @@ from __future__ import annotations
 import keras
 
 from mnist_pipeline.models.blocks import dense_block, logits_layer, run_layers
-
-NUM_CLASSES = 10
+from mnist_pipeline.shapes import NUM_CLASSES
 
 
 @keras.saving.register_keras_serializable(package="mnist_pipeline")

@@ -9,9 +9,9 @@ from mnist_pipeline.config import MODEL_PARAMS
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.models.cnn import CNN
 from mnist_pipeline.models.mlp import MLP, DeepMLP, Linear
+from mnist_pipeline.shapes import IMAGE_SHAPE
 
 MODELS = {"linear": Linear, "mlp": MLP, "deep_mlp": DeepMLP, "cnn": CNN}
-INPUT_SHAPE = (28, 28, 1)
 
 
 def build_model(name: str, **params):
@@ -25,5 +25,5 @@ def build_model(name: str, **params):
         raise ConfigError(f"model {name!r}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     model = MODELS[name](**hyperparameters)
     # model.build() does not create a subclassed model's sublayer weights in Keras 3 (keras#19229): call it.
-    model(np.zeros((1, *INPUT_SHAPE), dtype="float32"), training=False)
+    model(np.zeros((1, *IMAGE_SHAPE), dtype="float32"), training=False)
     return model

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_pipeline.errors import ConfigError, OutputError, RunFolderError, plural
-from mnist_pipeline.reports import plots, run_files
+from mnist_pipeline.reports import plots, run_reader
 from mnist_pipeline.reports import run_folder as rf
-from mnist_pipeline.reports.document import Section, render_markdown
+from mnist_pipeline.reports.sections import Section, render_markdown
 
 COLUMNS = ["run", "status", "model", "parameters", "epochs", "train s", "best val acc", "test acc"]
 
@@ -55,14 +55,14 @@ class RunSummary:
 def summarize_run(run_dir: Path) -> RunSummary:
     """A run's row; a damaged run is listed as unreadable (naming the file), never dropped or fatal."""
     try:
-        status = run_files.read_status(run_dir)["status"]
+        status = run_reader.read_status(run_dir)["status"]
         locked = rf.is_locked(run_dir)
         if locked:  # a resume holds the lock seconds before it writes "running" (data, TensorFlow's start)
             status = "running"
         elif status == "running":
             status = "stale: was running, process gone (resumable)"
-        metrics = run_files.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
-        history = run_files.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
+        metrics = run_reader.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
+        history = run_reader.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
     except RunFolderError as exc:
         return RunSummary(run_dir, f"unreadable: {exc.path.name if exc.path else 'damaged'}")
     name, config = _config(run_dir)

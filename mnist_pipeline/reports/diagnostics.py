@@ -9,7 +9,7 @@ from mnist_pipeline.reports import run_folder as rf
 
 
 def write_gradient_report(results: dict[str, dict], out_dir: Path, steps: int) -> list[Path]:
-    """`results`: label -> {"layers", "norms", "mean"} as returned by `pipeline.diagnose_gradients`."""
+    """`results`: label -> {"layers", "norms", "mean"} as returned by `diagnose.diagnose_gradients`."""
     rf.write_json(out_dir / "gradients.json", {"steps": steps, "configurations": results})
     plots.plot_gradient_norms({label: r["mean"] for label, r in results.items()},
                               {label: r["layers"] for label, r in results.items()}, out_dir / "gradients.png",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.reports.run_folder import write_bytes
+from mnist_pipeline.shapes import IMAGE_SIZE
 
 
 def _pyplot():
@@ -121,7 +122,7 @@ def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64,
     number. Returns the panels' titles as drawn."""
     plt = _pyplot()
     if kernel.ndim == 2:
-        templates = kernel.T[:limit].reshape(-1, 28, 28)
+        templates = kernel.T[:limit].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     else:
         templates = np.moveaxis(kernel[:, :, 0, :], -1, 0)[:limit]
     columns = min(5 if titles else 8, len(templates))

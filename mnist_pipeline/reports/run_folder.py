@@ -3,7 +3,7 @@
 A folder is never reused: creation is exclusive, and a name taken in the same second gets a `-2`, `-3` suffix.
 `status.json` says whether the run is running, completed or failed, so a half-written run never looks finished.
 The process that trains a run holds a lock on its folder (`RunLock`), which the kernel drops when the process
-dies: "running" with the lock free means the process is gone. Reading the files back is `run_files`' job.
+dies: "running" with the lock free means the process is gone. Reading the files back is `run_reader`'s job.
 """
 
 from __future__ import annotations

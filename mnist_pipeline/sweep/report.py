@@ -10,11 +10,11 @@ from typing import Any
 from mnist_pipeline.config import load_config, to_yaml
 from mnist_pipeline.config.space import override
 from mnist_pipeline.errors import PipelineError, plural
-from mnist_pipeline.reports import run_files
 from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_reader
 from mnist_pipeline.sweep.labels import short_labels, show_value
+from mnist_pipeline.sweep.optuna_study import config_value
 from mnist_pipeline.sweep.setup import Sweep
-from mnist_pipeline.sweep.study import config_value
 
 BEST_CONFIG = "best.yaml"
 BEST = "best.json"
@@ -61,7 +61,7 @@ def _epochs(sweep: Sweep, runs: list[str]) -> dict[str, Any]:
     trained, planned, seconds = 0, 0, []
     for run in (sweep.folder / "runs" / name for name in runs):
         try:
-            history = run_files.read_history(run) if (run / rf.HISTORY).exists() else []
+            history = run_reader.read_history(run) if (run / rf.HISTORY).exists() else []
             # every seed's run would have had as many epochs (a pruned trial stops before its other seeds)
             planned = load_config(run / rf.CONFIG).training.epochs * len(sweep.seeds or (None,))
         except PipelineError:
@@ -92,8 +92,8 @@ def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
     path = sweep.folder / BEST
     if path.exists() or path.is_symlink():
         try:
-            with_test = run_files.read_json(path)
-        except PipelineError as exc:  # run_files names a run folder's fix; a sweep's is to measure again
+            with_test = run_reader.read_json(path)
+        except PipelineError as exc:  # run_reader names a run folder's fix; a sweep's is to measure again
             problem = str(exc).removeprefix(f"{path}: ").split("; ")[0]
             raise PipelineError(f"{path}: {problem}; delete it to measure the best trial's test accuracy again "
                                 f"(`mnist sweep report {sweep.name}`)") from None
@@ -133,7 +133,7 @@ def best_config(sweep: Sweep, best: dict[str, Any]):
 def write_report(sweep: Sweep, study) -> dict[str, Any]:
     """Ranked trials, best.yaml, best.json (with the best trial's test accuracy, computed once), the figures,
     report.md and report.html in the sweep's folder; returns {rows, best, savings, files}."""
-    from mnist_pipeline.reports.document import Section, render_html, render_markdown
+    from mnist_pipeline.reports.sections import Section, render_html, render_markdown
     from mnist_pipeline.sweep.figures import draw_figures
 
     rows = trial_rows(sweep, study)

@@ -10,11 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.config import flat_values, load_config, to_yaml, yaml_value
-from mnist_pipeline.config.schema import _NAME_PATTERN
+from mnist_pipeline.config import load_config, to_yaml
+from mnist_pipeline.config.schema import NAME_PATTERN
 from mnist_pipeline.config.space import SweepSpace, check_space, grid, load_space, override
-from mnist_pipeline.errors import ConfigError, PipelineError, brief, quote
+from mnist_pipeline.errors import ConfigError, brief, quote
 from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.sweep.sweep_file import (
+    comparable,
+    masked,
+    read_sweep_file,
+    recorded_trials,
+    sweep_damaged,
+    what_differs,
+)
+from mnist_pipeline.sweep.trainable import trainable_here
 
 SWEEP_FILE = "sweep.json"  # what the sweep is; a re-run of the same name must be the same sweep
 BASE_CONFIG = "base.yaml"  # the resolved base config every trial starts from: the folder needs nothing else
@@ -72,20 +81,20 @@ def make_sweep(config_path, space_path, trials, storage, name, seeds, prune, ove
                 reserved=("training.seed",) if seed_list else (), check=trainable_here)
     check_storage(storage, workers)
     name = name or f"{Path(config_path).stem if config_path else 'defaults'}-{Path(space_path).stem}"
-    if not re.fullmatch(_NAME_PATTERN, name):
+    if not re.fullmatch(NAME_PATTERN, name):
         raise ConfigError(f"--name {quote(name)}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter "
                           f"or digit")
     total = trials or (math.prod(len(v) for v in grid(space).values()) if space.sampler == "grid"
                        else space.trials)
     folder = Path(output_dir) / "sweeps" / name
     path = folder / SWEEP_FILE
-    recorded = _read_sweep_file(path) if path.exists() or path.is_symlink() else None
+    recorded = read_sweep_file(path) if path.exists() or path.is_symlink() else None
     sweep = Sweep(name, folder, space, total, seed_list, prune, storage, sampler_seed=cfg.training.seed,
-                  trials_before=_recorded_trials(recorded) if recorded else None)
+                  trials_before=recorded_trials(recorded) if recorded else None)
     described = sweep.describe(cfg.model_dump(mode="json"))
     pending = {}
     if recorded:
-        differences = _differences(_comparable(recorded), {**described, "storage": masked(storage)})
+        differences = what_differs(comparable(recorded), {**described, "storage": masked(storage)})
         if differences and started(folder, recorded.get("storage")):
             raise ConfigError(f"sweep {name!r} ({folder}) was started with {'; and with '.join(differences)}; "
                               f"run it as it started (only --trials may change), or pick another --name")
@@ -147,48 +156,6 @@ def check_storage(storage: str | None, workers: int) -> None:
                           f"out")
 
 
-def trainable_here(cfg) -> None:
-    """What `mnist train` refuses when it starts on this machine, before TensorFlow: a data folder that is not
-    there, a precision the CPU cannot run (float16 needs a GPU; bfloat16 convolutions abort under a oneDNN
-    instruction-set cap), XLA for the CNN on a CPU. Said up front, since every trial would fail on it."""
-    from mnist_pipeline import runtime
-    from mnist_pipeline.data.sources import OFFLINE_HINT
-
-    data_dir = runtime.data_dir(cfg.data.data_dir)  # refuses an empty one, as `mnist train` does
-    path = Path(data_dir).expanduser() if data_dir else None
-    if path and not path.exists():
-        raise ConfigError(f"data folder {quote(str(path))} does not exist; {OFFLINE_HINT}")
-    if path and not path.is_dir() and path.suffix != ".npz":
-        raise ConfigError(f"data folder {quote(str(path))} is a file, not a folder or an .npz; {OFFLINE_HINT}")
-    training = cfg.training
-    on_cpu = training.device == "cpu" or (training.device == "auto" and not _gpu_visible())
-    if not on_cpu:
-        return
-    precision = training.compute_precision
-    setting = ("training.mixed_precision = true" if training.mixed_precision
-               else f"training.precision = {training.precision}")
-    if precision == "mixed_float16":
-        raise ConfigError(f"{setting} needs a GPU (float16 on a CPU is slower, not faster); use "
-                          f"training.precision: auto on a CPU, or --device gpu on a machine that has one")
-    cpu = runtime.cpu()
-    if precision == "mixed_bfloat16" and cpu.bfloat16_aborts:
-        raise ConfigError(f"training.precision = mixed_bfloat16 cannot train with {cpu.bfloat16_blocked_by}: oneDNN "
-                          f"then aborts bfloat16 convolutions; unset ONEDNN_MAX_CPU_ISA, or set training.precision: "
-                          f"auto or float32")
-    if training.jit_compile is True and cfg.model.name == "cnn" and training.distribute.strategy == "none":
-        raise ConfigError("training.jit_compile = true cannot train the cnn on a CPU: runs on a CPU are "
-                          "deterministic, and XLA has no deterministic max-pooling gradient; set "
-                          "training.jit_compile: false")
-
-
-def _gpu_visible() -> bool:
-    """Whether TensorFlow could see a GPU, judged without importing it: an NVIDIA device node, not hidden."""
-    import os
-
-    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")
-    return not hidden and Path("/dev/nvidia0").exists()
-
-
 def reopen_sweep(folder: Path, storage: str | None) -> Sweep:
     """The sweep a folder holds (for `mnist sweep report`)."""
     path = folder / SWEEP_FILE
@@ -201,97 +168,15 @@ def reopen_sweep(folder: Path, storage: str | None) -> Sweep:
                               f"--output-dir the sweep ran with)")
         raise ConfigError(f"{folder} is not a sweep folder (it has no {SWEEP_FILE}, which `mnist sweep` writes "
                           f"first); {there}")
-    recorded = _read_sweep_file(path)
+    recorded = read_sweep_file(path)
     described = recorded["describe"]
     try:
         space = SweepSpace.model_validate(described["space"])
-        return Sweep(folder.name, folder, space, _recorded_trials(recorded),
+        return Sweep(folder.name, folder, space, recorded_trials(recorded),
                      tuple(described["seeds"] or ()) or None, bool(described["prune"]),
                      storage or recorded.get("storage"), int(recorded.get("sampler_seed") or 0))
     except Exception as exc:  # valid JSON, not what a sweep writes (a ValidationError, a wrong type)
         raise sweep_damaged(path, f"not what `mnist sweep` writes ({type(exc).__name__}: {brief(exc)})") from None
-
-
-def _recorded_trials(recorded: dict[str, Any]) -> int:
-    """The sweep's total: sweep.json's own, or (written before a re-run could change it) its describe's."""
-    return recorded.get("trials") or recorded["describe"]["trials"]
-
-
-def _comparable(recorded: dict[str, Any]) -> dict[str, Any]:
-    """sweep.json's describe as `Sweep.describe` writes it now: sweeps started before the trial count could
-    change kept it there and in the space; and the storage, since another one holds another study."""
-    described = {key: value for key, value in recorded["describe"].items() if key != "trials"}
-    described["space"] = {key: value for key, value in described["space"].items() if key != "trials"}
-    return {**described, "storage": masked(recorded.get("storage"))}
-
-
-def _differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between the sweep as started and this command, in words, e.g. `another base config
-    (training.epochs was 2, now 7)`, `pruning off (now on)`."""
-    differences = []
-    if recorded["base"] != now["base"]:
-        was, new = dict(flat_values(recorded["base"])), dict(flat_values(now["base"]))
-        changed = [f"{key} was {yaml_value(was.get(key))}, now {yaml_value(new.get(key))}"
-                   for key in dict.fromkeys([*was, *new]) if was.get(key) != new.get(key)]
-        differences.append(f"another base config ({_few(changed)})")
-    if recorded["space"] != now["space"]:
-        was, new = recorded["space"], now["space"]
-        changed = [key for key in dict.fromkeys([*was, *new]) if key != "params" and was.get(key) != new.get(key)]
-        was, new = was.get("params", {}), new.get("params", {})
-        changed += [key for key in dict.fromkeys([*was, *new]) if was.get(key) != new.get(key)]
-        differences.append(f"another search space ({_few(changed)} {'differs' if len(changed) == 1 else 'differ'})")
-    if recorded["seeds"] != now["seeds"]:
-        differences.append(f"{_seeds(recorded['seeds'])} (now {_seeds(now['seeds'])})")
-    if recorded["prune"] != now["prune"]:
-        differences.append(f"pruning {'on' if recorded['prune'] else 'off'} (now {'on' if now['prune'] else 'off'})")
-    if recorded["storage"] != now["storage"]:
-        # (compared without passwords, which may change) another storage holds another study
-        differences.append(f"{_storage(recorded['storage'])} (now {_storage(now['storage'])})")
-    return differences
-
-
-def _few(items: list[str], shown: int = 3) -> str:
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
-
-
-def _seeds(seeds: list[int] | None) -> str:
-    return f"--seeds {','.join(map(str, seeds))}" if seeds else "no --seeds"
-
-
-def _storage(url: str | None) -> str:
-    return f"--storage {url}" if url else "the journal file in its folder (no --storage)"
-
-
-def masked(url: str | None) -> str | None:
-    """A storage URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url) if url else url
-
-
-def sweep_damaged(path: Path, problem: str) -> PipelineError:
-    """The error for a sweep file that is not what `mnist sweep` wrote, naming it and what to do."""
-    return PipelineError(f"{path}: {problem}; the sweep cannot be read from it: start it again under another "
-                         f"--name (or delete {path.parent} to start it afresh)")
-
-
-def _read_sweep_file(path: Path) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > 4 * 2**20:
-            raise ValueError("larger than 4 MiB")
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise sweep_damaged(path, f"not valid JSON ({brief(exc)})") from None
-    describe = data.get("describe") if isinstance(data, dict) else None
-    if not (isinstance(describe, dict) and {"base", "space", "seeds", "prune"} <= describe.keys()
-            and isinstance(describe["space"], dict) and isinstance(describe["base"], dict)):
-        raise sweep_damaged(path, "damaged (not the JSON a sweep writes)")
-    try:
-        if not isinstance(_recorded_trials(data), int):
-            raise TypeError("trials is not an integer")
-    except (KeyError, TypeError) as exc:
-        raise sweep_damaged(path, f"damaged (no trial count: {brief(exc)})") from None
-    if not (data.get("storage") is None or isinstance(data.get("storage"), str)):
-        raise sweep_damaged(path, "damaged (storage is not a URL)")
-    return data
 
 
 def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
@@ -304,5 +189,3 @@ def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
     if len(set(seeds)) != len(seeds) or not all(0 <= s < 2**31 for s in seeds) or len(seeds) > 100:
         raise ConfigError(f"--seeds: give 1-100 different seeds from 0 to {2**31 - 1}, got {text!r}")
     return seeds
-
-

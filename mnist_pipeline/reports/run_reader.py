@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.bounded_reads import MiB, load_npz, read_limited
 from mnist_pipeline.errors import DataError, RunFolderError, brief, plural, quote
-from mnist_pipeline.files import MiB, load_npz, read_limited
 from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.shapes import IMAGE_SIZE, PIXELS
 
 JSON_LIMIT = 4 * MiB
 HISTORY_LIMIT = 8 * MiB
@@ -186,15 +187,16 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
         (data["mistake_indices"].ndim != 1 or not np.issubdtype(data["mistake_indices"].dtype, np.integer)
          or (data["mistake_indices"].size and (data["mistake_indices"].min() < 0
                                                or data["mistake_indices"].max() >= n)), "mistake_indices"),
-        (data["mistake_images"].shape != (len(data["mistake_indices"]), 28, 28), "mistake_images"),
-        (data["sample_images"].ndim != 3 or data["sample_images"].shape[1:] != (28, 28), "sample_images"),
+        (data["mistake_images"].shape != (len(data["mistake_indices"]), IMAGE_SIZE, IMAGE_SIZE), "mistake_images"),
+        (data["sample_images"].ndim != 3 or data["sample_images"].shape[1:] != (IMAGE_SIZE, IMAGE_SIZE),
+         "sample_images"),
         (data["sample_labels"].shape != data["sample_images"].shape[:1]
          or not np.issubdtype(data["sample_labels"].dtype, np.integer)
          or (data["sample_labels"].size and (data["sample_labels"].min() < 0
                                              or data["sample_labels"].max() >= num_classes)), "sample_labels"),
         (data["samples_augmented"].shape != (), "samples_augmented"),
         (data["first_layer_kernel"].ndim not in (2, 4) or (data["first_layer_kernel"].ndim == 2
-                                                           and data["first_layer_kernel"].shape[0] != 784)
+                                                           and data["first_layer_kernel"].shape[0] != PIXELS)
          or (data["first_layer_kernel"].ndim == 4 and data["first_layer_kernel"].shape[2] != 1), "first_layer_kernel"),
     ]
     bad = [name for wrong, name in problems if wrong]
