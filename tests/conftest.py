@@ -21,6 +21,10 @@ os.environ.pop("MNIST_DATA_DIR", None)  # tests choose their data explicitly
 
 
 ROOT = Path(__file__).parent.parent
+# The shipped configs that several modules train with, and every one of configs/*.yaml.
+MLP = ROOT / "configs/mlp.yaml"
+CNN = ROOT / "configs/cnn.yaml"
+SHIPPED_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 # Every run config that ships: configs/*.yaml and the study's (configs/sweeps/ holds search spaces, not runs).
 RUN_CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs").glob("study/**/*.yaml")])
 
@@ -193,12 +197,11 @@ def completed_and_killed_runs(base: Path) -> tuple[Path, Path, Path]:
     """(data dir, a completed MLP run, an MLP run SIGKILLed after epoch 1 of 3) in `base`, made by real
     processes on tiny data."""
     tiny = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device", "cpu"]
-    mlp = ROOT / "configs/mlp.yaml"
     data = write_idx_dir(base / "data", n_train=300, n_test=100)
-    done = run_mnist("train", "--config", mlp, "--data-dir", data, "--output-dir", base / "done", "--epochs", "2",
+    done = run_mnist("train", "--config", MLP, "--data-dir", data, "--output-dir", base / "done", "--epochs", "2",
                      *tiny)
     assert done.returncode == 0, done.stderr
-    killed = run_mnist("train", "--config", mlp, "--data-dir", data, "--output-dir", base / "killed", "--epochs",
+    killed = run_mnist("train", "--config", MLP, "--data-dir", data, "--output-dir", base / "killed", "--epochs",
                        "3", *tiny, fault="kill-after-epoch=1")
     assert killed.returncode == -9, killed.stderr
     (completed,) = (base / "done/runs").iterdir()

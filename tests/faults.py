@@ -91,9 +91,10 @@ def install(fault: str) -> None:
         epoch, _, file = value.partition(":")
         after_epoch(int(epoch), lambda: fill_disk(file))
     elif kind in ("fill-before-model", "fill-before-report"):
-        from mnist_pipeline import pipeline
+        from mnist_pipeline import pipeline, training_run
 
-        before(pipeline, "_save_model" if kind == "fill-before-model" else "write_report", lambda: fill_disk(value))
+        module, name = (training_run, "save_model") if kind == "fill-before-model" else (pipeline, "write_report")
+        before(module, name, lambda: fill_disk(value))
     elif kind == "without-module":  # as if the package were not installed: importing it fails
         sys.modules[value] = None
     else:

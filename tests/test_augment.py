@@ -33,7 +33,8 @@ def test_the_same_seed_gives_the_same_warps_and_another_seed_others():
     first, again = augmentation(x, SEED), augmentation(x, SEED)
     np.testing.assert_array_equal(first.numpy(), again.numpy())
     assert not np.allclose(first.numpy(), augmentation(x, SEED + 1).numpy())
-    assert first.shape == x.shape and first.dtype == tf.float32
+    assert first.shape == x.shape
+    assert first.dtype == tf.float32
 
 
 def test_flip_mirrors_some_images_exactly_and_leaves_the_rest():
@@ -41,7 +42,9 @@ def test_flip_mirrors_some_images_exactly_and_leaves_the_rest():
     out = np.asarray(Augmentation(horizontal_flip=True)(tf.constant(x), SEED))
     mirrored = [np.array_equal(o, x[0][:, ::-1]) for o in out]
     unchanged = [np.array_equal(o, x[0]) for o in out]
-    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True)) and any(mirrored) and any(unchanged)
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
+    assert any(mirrored)
+    assert any(unchanged)
 
 
 def test_translation_moves_the_image_within_its_range_and_keeps_its_mass():
@@ -49,8 +52,10 @@ def test_translation_moves_the_image_within_its_range_and_keeps_its_mass():
     out = np.asarray(Augmentation(translation=0.1)(tf.constant(x), SEED))
     (r0, c0), (r1, c1) = centre_of_mass(x), centre_of_mass(out)
     shift_r, shift_c = r1 - r0, c1 - c0
-    assert np.abs(shift_r).max() <= 2.8 + 1e-3 and np.abs(shift_c).max() <= 2.8 + 1e-3
-    assert np.abs(shift_r).max() > 1.5 and np.abs(shift_c).max() > 1.5  # the range is used
+    assert np.abs(shift_r).max() <= 2.8 + 1e-3
+    assert np.abs(shift_c).max() <= 2.8 + 1e-3
+    assert np.abs(shift_r).max() > 1.5  # the range is used
+    assert np.abs(shift_c).max() > 1.5
     assert shift_r.std() > 0.5  # each image its own shift
     np.testing.assert_allclose(out.sum(axis=(1, 2, 3)), x[0].sum(), rtol=1e-4)  # bar stays inside
 
@@ -63,15 +68,18 @@ def test_rotation_tilts_a_bar_within_the_range():
         rows, cols = np.nonzero(image > 0.5)
         angles.append(np.degrees(np.arctan(np.polyfit(cols, rows, 1)[0])))
     angles = np.abs(angles)
-    assert angles.max() <= 10.8 + 1.5 and angles.max() > 5
+    assert angles.max() <= 10.8 + 1.5
+    assert angles.max() > 5
 
 
 def test_zoom_scales_the_bar_length_within_the_range():
     x = bars(64)
     out = np.asarray(Augmentation(zoom=0.2)(tf.constant(x), SEED))
     lengths = (out[:, 14, :, 0] > 0.5).sum(axis=1)  # the bar is 20 px long
-    assert lengths.min() >= 20 / 1.2 - 1 and lengths.max() <= 20 / 0.8 + 1
-    assert lengths.min() < 19 and lengths.max() > 21  # both in and out
+    assert lengths.min() >= 20 / 1.2 - 1
+    assert lengths.max() <= 20 / 0.8 + 1
+    assert lengths.min() < 19  # both in and out
+    assert lengths.max() > 21
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -100,7 +108,8 @@ def test_augmentation_compiled_by_xla_is_reproducible_and_keeps_its_ranges():
     assert not np.allclose(first, other)
     np.testing.assert_allclose(first.sum(axis=(1, 2, 3)), x[0].sum(), rtol=1e-4)  # shifted <= 2.8 px: all inside
     mirrored = centre_of_mass(first)[1] > 14
-    assert mirrored.any() and (~mirrored).any()
+    assert mirrored.any()
+    assert (~mirrored).any()
     erase = compiled(Augmentation(erasing=0.5, fill_value=-1.0))
     erased = (erase(tf.constant(np.ones((200, 28, 28, 1), np.float32)), SEED).numpy() == -1.0).any(axis=(1, 2, 3))
     assert 0.35 < erased.mean() < 0.65
@@ -111,7 +120,8 @@ def test_pixels_from_outside_the_image_get_the_fill_value(fill):
     x = np.full((16, 28, 28, 1), 5.0, np.float32)
     out = np.asarray(Augmentation(translation=0.2, fill_value=fill)(tf.constant(x), SEED))
     values = np.unique(np.round(out, 4))
-    assert fill in values and 5.0 in values
+    assert fill in values
+    assert 5.0 in values
 
 
 @pytest.mark.parametrize("fill", [0.0, -0.42])
@@ -128,7 +138,8 @@ def test_erasing_blanks_one_rectangle_of_2_to_40_percent_in_the_asked_share_of_i
         assert mask.sum() == rows.sum() * cols.sum()  # one solid rectangle
         assert 0.02 * 784 - 6 <= mask.sum() <= 0.4 * 784 + 30  # its area range, give or take the rounding
     areas = erased[hit].sum(axis=(1, 2))
-    assert areas.min() < 60 and areas.max() > 200  # the range is used
+    assert areas.min() < 60  # the range is used
+    assert areas.max() > 200
 
 
 def test_erasing_draws_its_own_numbers_so_the_warps_of_a_seed_stay_the_same():
@@ -138,7 +149,8 @@ def test_erasing_draws_its_own_numbers_so_the_warps_of_a_seed_stay_the_same():
     kept = both != -1.0
     assert (~kept).any(axis=(1, 2, 3)).all()  # erasing 1.0: every image has its rectangle
     np.testing.assert_array_equal(both[kept], warped[kept])
-    assert Augmentation(erasing=0.3).enabled and not Augmentation(erasing=0.3).warps
+    assert Augmentation(erasing=0.3).enabled
+    assert not Augmentation(erasing=0.3).warps
 
 
 def test_from_config_takes_the_sections_ranges_and_is_none_when_all_are_off():

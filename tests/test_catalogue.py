@@ -24,14 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import CNN, MLP, ROOT, snapshot, write_idx_dir
 from conftest import run_mnist as mnist
-from conftest import snapshot, write_idx_dir
 from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.reports.run_folder import RunLock
 
-ROOT = Path(__file__).parent.parent
-MLP = ROOT / "configs/mlp.yaml"
-CNN = ROOT / "configs/cnn.yaml"
 TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device", "cpu"]
 
 
@@ -554,7 +551,8 @@ def test_catalogue(make, code, words, runs, tmp_path):
     result = mnist(*args)
     lines = result.stderr.splitlines()
     assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr  # one line, nothing else
+    assert len(lines) == 1, result.stderr  # one line, nothing else
+    assert lines[0].startswith("error: "), result.stderr
     assert len(lines[0]) < 700, lines[0]  # hostile values are quoted short
     for word in words:
         assert word in lines[0], lines[0]
@@ -584,6 +582,7 @@ def test_a_second_resume_of_a_running_run_is_refused_before_tensorflow(runs, tmp
         lock.release()
     status, message = result.stdout.split("\n", 1)
     assert status == "2 False", result.stdout + result.stderr  # refused, and TensorFlow never loaded
-    assert message.startswith("error: --resume") and "another process" in message
+    assert message.startswith("error: --resume")
+    assert "another process" in message
     assert len(message.splitlines()) == 1
     assert snapshot(folder) == before

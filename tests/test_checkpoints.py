@@ -2,20 +2,18 @@
 for every shipped config."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import history_without_seconds, start_mnist
+from conftest import ROOT, SHIPPED_CONFIGS, history_without_seconds, start_mnist
 from mnist_pipeline.checkpoints import Checkpointer, tracked_variables
 from mnist_pipeline.config import load_config
 from mnist_pipeline.data.prepare import prepare_splits
 from mnist_pipeline.data.sources import load_raw
-from mnist_pipeline.pipeline import build_training, start_runtime
+from mnist_pipeline.startup import start_runtime
+from mnist_pipeline.training_setup import build_training
 
-ROOT = Path(__file__).parent.parent
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 TINY = ["data.subset=300", "training.batch_size=32", "training.epochs=3", "data.validation_split=0.2"]
 
 
@@ -35,7 +33,8 @@ def test_a_checkpoint_restores_every_variable_of_model_optimizer_and_generators(
     saved = {owner: [v.numpy().copy() for v in variables]
              for owner, variables in tracked_variables(trained.model, trained.trainer.optimizer).items()}
     paths = [v.path for v in trained.model.variables]
-    assert any("moving_mean" in p for p in paths) and any("moving_variance" in p for p in paths)
+    assert any("moving_mean" in p for p in paths)
+    assert any("moving_variance" in p for p in paths)
     assert any("seed_generator" in p for p in paths)  # dropout's random generator state
 
     fresh = _setup(cfg, idx_dir)
@@ -50,7 +49,7 @@ def test_a_checkpoint_restores_every_variable_of_model_optimizer_and_generators(
 
 
 PLATEAU = ["training.schedule.name=reduce_on_plateau", "training.schedule.patience=1"]  # state carried across epochs
-VARIANTS = [(c, []) for c in CONFIGS] + [
+VARIANTS = [(c, []) for c in SHIPPED_CONFIGS] + [
     (ROOT / "configs/smoke.yaml", PLATEAU),
     # XLA groups of 3 steps that make their own augmented and erased batches
     (ROOT / "configs/mlp.yaml", [*PLATEAU, "training.steps_per_execution=3", "data.augmentation.erasing=0.3"]),
@@ -77,7 +76,8 @@ def test_every_shipped_config_killed_after_an_epoch_resumes_bit_for_bit(config, 
     (whole,) = (tmp_path / "reference/runs").iterdir()
     (killed,) = (tmp_path / "victim/runs").iterdir()
     assert json.loads((killed / "status.json").read_text())["status"] == "running"
-    assert len(history_without_seconds(killed)) == 1 + 2 and not (killed / "metrics.json").exists()
+    assert len(history_without_seconds(killed)) == 1 + 2
+    assert not (killed / "metrics.json").exists()
 
     resumed = start_mnist("train", "--resume", killed)
     stdout, stderr = resumed.communicate(timeout=600)
@@ -87,4 +87,5 @@ def test_every_shipped_config_killed_after_an_epoch_resumes_bit_for_bit(config, 
     a, b = (json.loads((r / "metrics.json").read_text()) for r in (whole, killed))
     for key in ("test_loss", "test_accuracy", "best_epoch", "best_val_loss", "confusion_matrix"):
         assert a[key] == b[key], key
-    assert b["resumed"] is True and json.loads((killed / "status.json").read_text())["status"] == "completed"
+    assert b["resumed"] is True
+    assert json.loads((killed / "status.json").read_text())["status"] == "completed"

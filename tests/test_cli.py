@@ -12,11 +12,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import snapshot
+from conftest import ROOT, SHIPPED_CONFIGS, snapshot
 from mnist_pipeline.cli import cli
 
-ROOT = Path(__file__).parent.parent
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 RUN_FILES = {"config.yaml", "history.csv", "metrics.json", "model.keras", "curves.png", "status.json",
              "normalization.json"}
 # Tiny and quick: 2 epochs on at most 300 generated examples, whatever the shipped config says.
@@ -38,15 +36,18 @@ def python(*code_lines):
     return subprocess.run([sys.executable, "-c", "\n".join(code_lines)], capture_output=True, text=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda p: p.stem)
 def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir, tmp_path):
     result, run_dir = train(config, idx_dir, tmp_path)
-    assert run_dir.parent == tmp_path / "runs" and run_dir.name.endswith(f"-{config.stem}")
+    assert run_dir.parent == tmp_path / "runs"
+    assert run_dir.name.endswith(f"-{config.stem}")
     assert {p.name for p in run_dir.iterdir()} >= RUN_FILES
 
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["training"]["epochs"] == 2 and saved["data"]["subset"] == 300
-    assert saved["data"]["data_dir"] == str(idx_dir) and saved["output"]["name"] == config.stem
+    assert saved["training"]["epochs"] == 2
+    assert saved["data"]["subset"] == 300
+    assert saved["data"]["data_dir"] == str(idx_dir)
+    assert saved["output"]["name"] == config.stem
 
     with open(run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -54,14 +55,18 @@ def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir,
     assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["best_epoch"] in (1, 2) and metrics["epochs"] == 2
+    assert metrics["best_epoch"] in (1, 2)
+    assert metrics["epochs"] == 2
     assert metrics["best_val_loss"] == pytest.approx(float(rows[metrics["best_epoch"] - 1]["val_loss"]), rel=1e-4)
-    assert metrics["test_loss"] >= 0 and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["test_loss"] >= 0
+    assert 0 <= metrics["test_accuracy"] <= 1
     assert metrics["split_sizes"] == {"train": 300, "val": 60, "test": 200}
     assert sum(metrics["train_class_counts"]) == 300
-    assert metrics["device"].startswith("cpu") and metrics["seed"] == saved["training"]["seed"]
+    assert metrics["device"].startswith("cpu")
+    assert metrics["seed"] == saved["training"]["seed"]
     assert metrics["data_source"] == f"idx:{idx_dir.resolve()}"
-    assert metrics["parameters"] > 0 and metrics["wall_seconds"] > 0
+    assert metrics["parameters"] > 0
+    assert metrics["wall_seconds"] > 0
     assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy", "mnist_pipeline"}
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -131,7 +136,8 @@ def test_bad_input_is_one_line_with_exit_code_and_leaves_no_run(args, code, word
                     "--output-dir", tmp_path, *args)
     assert result.exit_code == code, result.output
     error_lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1 and "Traceback" not in result.output
+    assert len(error_lines) == 1
+    assert "Traceback" not in result.output
     for word in words:
         assert word in error_lines[0], error_lines[0]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -161,13 +167,15 @@ def test_unwritable_output_dir(idx_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = invoke("train", "--config", ROOT / "configs/mlp.yaml", "--data-dir", idx_dir, "--output-dir", blocker)
-    assert result.exit_code == 1 and "cannot create the run folder" in result.output
+    assert result.exit_code == 1
+    assert "cannot create the run folder" in result.output
 
 
 def test_models_command_lists_parameters_and_defaults():
     result = invoke("models")
     assert result.exit_code == 0
-    assert "cnn:" in result.output and "deep_mlp:" in result.output
+    assert "cnn:" in result.output
+    assert "deep_mlp:" in result.output
     assert any(line.split()[:2] == ["filters", "[32,"] for line in result.output.splitlines())
 
 
@@ -185,7 +193,8 @@ def test_models_and_config_fields_json_give_the_schema_defaults():
     assert by_key["training.epochs"]["default"] == RunConfig().training.epochs
     assert by_key["training.epochs"]["type"].startswith("int")
     assert by_key["training.learning_rate"]["default"] == 1e-3
-    assert by_key["output.tensorboard.enabled"]["default"] is True and by_key["data.subset"]["default"] is None
+    assert by_key["output.tensorboard.enabled"]["default"] is True
+    assert by_key["data.subset"]["default"] is None
     assert len(fields) == len(by_key)  # one entry per key
 
 
@@ -198,19 +207,24 @@ def all_commands(group=cli, prefix=()):
 @pytest.mark.parametrize("command", list(all_commands()), ids=" ".join)
 def test_every_command_has_help_with_an_example(command):
     result = invoke(*command, "--help")
-    assert result.exit_code == 0 and "Example: mnist" in result.output
+    assert result.exit_code == 0
+    assert "Example: mnist" in result.output
 
 
 @pytest.mark.parametrize("group", [[], ["config"], ["diagnose"]], ids=lambda g: " ".join(["mnist", *g]))
 def test_a_bare_group_prints_its_help_with_whole_summaries(group):
     result = CliRunner().invoke(cli, group, prog_name="mnist")
-    assert result.exit_code == 2 and result.stderr == ""  # click's exit code for a missing command
-    assert result.stdout.startswith(f"Usage: {' '.join(['mnist', *group])} ") and "error:" not in result.stdout
+    assert result.exit_code == 2  # click's exit code for a missing command
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"Usage: {' '.join(['mnist', *group])} ")
+    assert "error:" not in result.stdout
     listed = result.stdout.split("Commands:\n")[1].splitlines()
     command = cli if not group else cli.commands[group[0]]
     assert [line.split()[0] for line in listed] == list(command.commands)  # workflow order, every command
     for line in listed:
-        assert not line.endswith("...") and line.endswith(".") and len(line) <= 80, line
+        assert not line.endswith("..."), line
+        assert line.endswith("."), line
+        assert len(line) <= 80, line
 
 
 def test_help_models_and_config_errors_do_not_import_tensorflow(tmp_path):
@@ -230,7 +244,8 @@ def test_shell_completion_as_the_readme_says():
     exe = str(Path(sys.executable).parent / "mnist")
     script = subprocess.run([exe], env={**os.environ, "_MNIST_COMPLETE": "bash_source"}, capture_output=True,
                             text=True)
-    assert script.returncode == 0 and "_mnist_completion()" in script.stdout
+    assert script.returncode == 0
+    assert "_mnist_completion()" in script.stdout
     readme = (ROOT / "README.md").read_text()
     assert 'eval "$(_MNIST_COMPLETE=bash_source mnist)"' in readme
     for words, expected in (("mnist tr", "plain,train"), ("mnist train --qu", "plain,--quiet"),
@@ -244,7 +259,8 @@ def test_console_script_and_python_dash_m():
     exe = Path(sys.executable).parent / "mnist"
     for command in ([str(exe), "--version"], [sys.executable, "-m", "mnist_pipeline", "--version"]):
         result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        assert result.returncode == 0 and result.stdout.startswith("mnist, version "), result.stderr
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("mnist, version "), result.stderr
 
 
 def run_in_terminal(args, columns=80, timeout=300, interrupt_at=None, code=0, interrupts=1):
@@ -296,8 +312,10 @@ def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(id
     assert [line.split()[0] for line in kept] == ["data:", "starting", "precision:", "model:", "XLA:", "epoch", "1/2",
                                                   "2/2", "testing,", "test", "run"], kept
     ours = [line for line in kept if str(tmp_path) not in line and str(idx_dir) not in line]  # not their paths
-    assert len(ours) == 9 and all(len(line) <= 80 for line in ours), max(ours, key=len)
-    assert "\x1b[2K" in drawn and drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")  # erased; cursor back
+    assert len(ours) == 9, max(ours, key=len)
+    assert all(len(line) <= 80 for line in ours), max(ours, key=len)
+    assert "\x1b[2K" in drawn  # erased; cursor back
+    assert drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")
 
 
 def test_ctrl_c_in_a_terminal_erases_the_bar_before_the_error_line(idx_dir, tmp_path):
@@ -321,8 +339,10 @@ def test_ctrl_c_twice_erases_the_bar_and_says_the_run_can_go_on_without_calling_
     last = plain.strip().split("\n")[-1].rsplit("\r", 1)[-1]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert last.startswith("SIGINT again: stopped at once; it can go on from its checkpoint after epoch "), repr(last)
-    assert last.endswith(f"`mnist train --resume {run_dir}`") and "error" not in plain.lower()
-    assert "\x1b[2K" in drawn and drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")  # erased; cursor back
+    assert last.endswith(f"`mnist train --resume {run_dir}`")
+    assert "error" not in plain.lower()
+    assert "\x1b[2K" in drawn  # erased; cursor back
+    assert drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")
 
 
 def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alone(idx_dir, tmp_path):
@@ -338,7 +358,9 @@ def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alo
         assert epoch == f"{row['epoch']}/2"
         assert [float(v) for v in values] == pytest.approx(
             [float(row[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")], abs=6e-5)
-    assert "img/s" not in result.output and "\r" not in result.output and "\x1b" not in result.output
+    assert "img/s" not in result.output
+    assert "\r" not in result.output
+    assert "\x1b" not in result.output
     quiet, _ = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path, "--quiet")
     assert [line.split()[0] for line in quiet.output.splitlines()] == ["test", "short", "run"], quiet.output
 
@@ -348,7 +370,8 @@ def test_the_epoch_line_fits_80_columns_at_its_widest():
     from mnist_pipeline.trainer import EpochRecord
 
     widest = epoch_line(EpochRecord(100, 12.3456, 1.0, 12.3456, 1.0, 1.5e-10, 9999.9), 100)
-    assert len(widest) <= 80 and len(HEADER) <= 80
+    assert len(widest) <= 80
+    assert len(HEADER) <= 80
     assert [len(w) for w in widest.split()] == [7, 7, 6, 7, 6, 7, 7]
     assert widest.index("12.3456") + 7 == HEADER.index("loss") + 4  # values right-aligned under their names
 
@@ -363,8 +386,10 @@ def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):
         "print(r.exit_code, r.stderr.strip())",
     )
     code, _, message = probe.stdout.strip().partition(" ")
-    assert code == "1" and message.startswith("error: TensorFlow cannot be imported"), probe.stdout + probe.stderr
-    assert "\n" not in message and not list(tmp_path.iterdir())  # one line, and no run folder
+    assert code == "1", probe.stdout + probe.stderr
+    assert message.startswith("error: TensorFlow cannot be imported"), probe.stdout + probe.stderr
+    assert "\n" not in message  # one line, and no run folder
+    assert not list(tmp_path.iterdir())
     assert "pip install -e '.[cpu]'" in message
 
 
@@ -403,4 +428,5 @@ def test_train_export_of_a_bfloat16_run_says_the_export_computes_in_float32(idx_
     float32 = invoke("train", "--config", ROOT / "configs/smoke.yaml", "--data-dir", idx_dir, "--output-dir",
                      tmp_path, *FAST, "--set", "model.params.filters=[4, 8]", "--set", "training.precision=float32",
                      "--export", "savedmodel")
-    assert float32.exit_code == 0 and "note: this run trained" not in float32.output
+    assert float32.exit_code == 0
+    assert "note: this run trained" not in float32.output

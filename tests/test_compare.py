@@ -10,9 +10,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from conftest import ROOT
 from mnist_pipeline.cli import cli
-
-ROOT = Path(__file__).parent.parent
 
 
 def invoke(*args, columns=200):
@@ -38,7 +37,8 @@ def test_compare_ranks_runs_on_validation_and_lists_a_failed_one(trained_runs, t
     assert header.split()[:9] == ["run", "status", "model", "parameters", "epochs", "train", "s", "best", "val"]
     assert [row.split()[0] for row in rows] == [trained_runs[order[0]].name, trained_runs[order[1]].name,
                                                 failed.name]
-    assert rows[2].split()[1] == "failed" and rows[2].split()[7] == "-"  # no test accuracy
+    assert rows[2].split()[1] == "failed"
+    assert rows[2].split()[7] == "-"  # no test accuracy
     best = trained_runs[order[0]]
     assert rows[0].split()[6:8] == [f"{metric(best, 'best_val_accuracy'):.4f}", f"{metric(best, 'test_accuracy'):.4f}"]
     assert result.output.splitlines()[-3] == (
@@ -66,10 +66,13 @@ def test_compare_without_arguments_ranks_every_run_by_validation_with_the_differ
     assert result.exit_code == 0, result.output
     header, _, first, second = result.output.splitlines()[:4]
     assert header.split()[-1] == "learning_rate"  # the one key in which they differ
-    assert first.split()[0] == tuned.name and first.split()[-3:] == ["0.9900", "0.5000", "0.003"]
-    assert second.split()[0] == mlp.name and second.split()[-1] == "0.001"
+    assert first.split()[0] == tuned.name
+    assert first.split()[-3:] == ["0.9900", "0.5000", "0.003"]
+    assert second.split()[0] == mlp.name
+    assert second.split()[-1] == "0.001"
     payload = json.loads(invoke("compare", "--output-dir", tmp_path, "--json").output)
-    assert payload["ranked_by"] == "best_val_accuracy" and payload["best"] == tuned.name
+    assert payload["ranked_by"] == "best_val_accuracy"
+    assert payload["best"] == tuned.name
     assert payload["differing_keys"] == ["training.learning_rate"]
     assert [r["config"] for r in payload["runs"]] == [{"training.learning_rate": "0.003"},
                                                       {"training.learning_rate": "0.001"}]
@@ -85,7 +88,8 @@ def test_comparison_names_runs_by_config_and_difference_and_styles_stay_distinct
     (lr3 / "config.yaml").write_text((lr3 / "config.yaml").read_text().replace("learning_rate: 0.001",
                                                                                  "learning_rate: 0.003"))
     names = labels([summarize_run(r) for r in (*runs, twin, lr3)])
-    assert names[runs[1]] == "smoke" and names[lr3] == "mlp learning_rate=0.003"
+    assert names[runs[1]] == "smoke"
+    assert names[lr3] == "mlp learning_rate=0.003"
     assert names[runs[0]] == f"mlp learning_rate=0.001 ({runs[0].name})"  # a twin: told apart by folder
     assert names[twin] == "mlp learning_rate=0.001 (20990101T000000Z)"
     styles = [tuple(sorted(style.items())) for style in run_styles(40)]
@@ -98,20 +102,26 @@ def test_compare_all_finds_every_run_and_errors_without_any(trained_runs, tmp_pa
     (tmp_path / "runs" / "20990101T000000Z-running").mkdir()
     (tmp_path / "runs" / "20990101T000000Z-running" / "status.json").write_text('{"status": "running"}')
     result = invoke("compare", "--all", "--output-dir", tmp_path)
-    assert result.exit_code == 0 and "running" in result.output
+    assert result.exit_code == 0
+    assert "running" in result.output
     assert len([line for line in result.output.splitlines() if line.startswith("20")]) == 3
     empty = invoke("compare", "--all", "--output-dir", tmp_path / "empty")
-    assert empty.exit_code == 2 and "no runs to compare: none under" in empty.output
+    assert empty.exit_code == 2
+    assert "no runs to compare: none under" in empty.output
     default = invoke("compare", "--output-dir", tmp_path)  # --all is the default
-    assert default.exit_code == 0 and default.output.splitlines()[:-2] == result.output.splitlines()[:-2]
+    assert default.exit_code == 0
+    assert default.output.splitlines()[:-2] == result.output.splitlines()[:-2]
     assert len(list((tmp_path / "comparisons").iterdir())) == 2  # --all --output-dir: written there
     missing = invoke("compare", tmp_path / "nope")
-    assert missing.exit_code == 2 and "nope: no such run folder; pass run folders" in missing.output
+    assert missing.exit_code == 2
+    assert "nope: no such run folder; pass run folders" in missing.output
     (tmp_path / "file").write_text("")
     a_file = invoke("compare", tmp_path / "file")
-    assert a_file.exit_code == 2 and "file: is a file, not a run folder" in a_file.output
+    assert a_file.exit_code == 2
+    assert "file: is a file, not a run folder" in a_file.output
     both = invoke("compare", "--all", tmp_path / "runs" / "20990101T000000Z-running")
-    assert both.exit_code == 2 and "error: give RUN_DIR... or --all, not both" in both.output
+    assert both.exit_code == 2
+    assert "error: give RUN_DIR... or --all, not both" in both.output
 
 
 def written(result) -> list[Path]:
@@ -129,24 +139,30 @@ def test_compare_writes_beside_the_runs_wherever_it_is_run_from(trained_runs, tm
     assert result.exit_code == 0, result.output
     (out_dir,) = (exp / "comparisons").iterdir()  # <output dir>/runs/ -> <output dir>/comparisons/
     assert written(result) == [out_dir / "comparison.md", out_dir / "comparison.png"]
-    assert all(file.is_file() for file in written(result)) and list(home.iterdir()) == []
+    assert all(file.is_file() for file in written(result))
+    assert list(home.iterdir()) == []
     monkeypatch.chdir(exp)  # relative paths: the same place, printed in full
     relative = invoke("compare", *(Path("runs") / run.name for run in runs))
-    assert written(relative)[0].parent.parent == exp / "comparisons" and written(relative)[0].is_absolute()
+    assert written(relative)[0].parent.parent == exp / "comparisons"
+    assert written(relative)[0].is_absolute()
     apart = [shutil.copytree(run, tmp_path / "data" / folder / run.name)
              for run, folder in zip(runs, "ab", strict=True)]
     result = invoke("compare", *apart)  # no shared runs/ folder: into the deepest folder holding them all
-    assert result.exit_code == 0 and written(result)[0].parent.parent == tmp_path / "data" / "comparisons"
+    assert result.exit_code == 0
+    assert written(result)[0].parent.parent == tmp_path / "data" / "comparisons"
     chosen = invoke("compare", *runs, "--output-dir", home / "mine")  # given explicitly, it wins
-    assert chosen.exit_code == 0 and written(chosen)[0].parent.parent == home / "mine" / "comparisons"
+    assert chosen.exit_code == 0
+    assert written(chosen)[0].parent.parent == home / "mine" / "comparisons"
     monkeypatch.chdir(exp.parent)  # no RUN_DIR, no --output-dir: ./outputs/runs, written to ./outputs
     shutil.copytree(exp / "runs", exp.parent / "outputs" / "runs")
     default = invoke("compare")
-    assert default.exit_code == 0 and written(default)[0].parent.parent == exp.parent / "outputs" / "comparisons"
+    assert default.exit_code == 0
+    assert written(default)[0].parent.parent == exp.parent / "outputs" / "comparisons"
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the folder would go")
     refused = invoke("compare", *runs, "--output-dir", blocked)
-    assert refused.exit_code == 1 and refused.output.startswith(f"error: {blocked / 'comparisons'}: cannot write")
+    assert refused.exit_code == 1
+    assert refused.output.startswith(f"error: {blocked / 'comparisons'}: cannot write")
     assert "pass --output-dir DIR, a folder you can write to" in refused.output
 
 
@@ -190,7 +206,8 @@ def test_keys_are_ranked_by_the_share_of_accuracy_variance_they_explain(trained_
     assert sorted(keys) == ["data.subset", "training.learning_rate", "training.seed"]
     ranked = keys_by_explanation(summaries, keys)
     # subset: groups (0.95, 0.96) and (0.70, 0.71); within 0.0001 over 2 degrees of freedom, total 0.0626 over 3.
-    assert ranked[0][0] == "data.subset" and abs(ranked[0][1] - (1 - (0.0001 / 2) / (0.0626 / 3))) < 1e-9
+    assert ranked[0][0] == "data.subset"
+    assert abs(ranked[0][1] - (1 - (0.0001 / 2) / (0.0626 / 3))) < 1e-9
     # learning_rate splits each subset group: worse than chance, so 0; seed has a value per run: nothing to tell.
     assert ranked[1:] == [("training.learning_rate", 0.0), ("training.seed", 0.0)]  # fewer values first
     assert explained_share(summaries[:1], "data.subset") == 0.0  # one run: nothing to explain
@@ -204,13 +221,17 @@ def test_compare_table_fits_the_terminal_with_the_key_that_explains_the_ranking(
     lines = narrow.output.splitlines()
     header, rule, *rows = lines[:2 + len(runs)]
     assert all(len(line) <= 80 for line in lines[:3 + len(runs)]), narrow.output
-    assert header.split()[:3] == ["run", "status", "model"] and header.split()[8] == "subset"  # first key
+    assert header.split()[:3] == ["run", "status", "model"]
+    assert header.split()[8] == "subset"  # first key
     at = header.index("subset")
     assert [row[at:].split()[0] for row in rows] == ["null", "null", "100", "100"]  # ranked: subset explains it
     # Copies of one run: the same parameters, epochs and seconds in every row say nothing, and take no room.
-    assert "parameters" not in header and "train s" not in header
+    assert "parameters" not in header
+    assert "train s" not in header
     note = lines[2 + len(runs)]
-    assert note.startswith("no room for: ") and "learning_rate" in note and "(all in comparison.md)" in note
+    assert note.startswith("no room for: ")
+    assert "learning_rate" in note
+    assert "(all in comparison.md)" in note
     wide = invoke("compare", *runs, columns=200)
     header = wide.output.splitlines()[0]
     assert header.split()[-3:] == ["subset", "learning_rate", "seed"]  # best explanation first
@@ -227,7 +248,8 @@ def test_diagnose_gradients_help_example_shows_vanishing_gradients_with_sigmoid(
     text = invoke("diagnose", "gradients", "--help").output
     example = text[text.index("Example: mnist ") + len("Example: mnist "):].split("\n\n")[0]
     args = shlex.split(example.replace("\\\n", " "))
-    assert args[:2] == ["diagnose", "gradients"] and "model.params.batch_norm=false" in args
+    assert args[:2] == ["diagnose", "gradients"]
+    assert "model.params.batch_norm=false" in args
     recipe = " ".join(ROOT.joinpath("Makefile").read_text().split("\ndiagnose:")[1].split("\n\n")[0].split())
     assert " ".join(args) in recipe.replace("\\ ", "")  # the help shows what `make diagnose` runs
     args = [str(ROOT / a) if a.startswith("configs/") else a for a in args]
@@ -238,13 +260,16 @@ def test_diagnose_gradients_help_example_shows_vanishing_gradients_with_sigmoid(
     report = json.loads((out_dir / "gradients.json").read_text())
     sigmoid = report["configurations"]["activation=sigmoid"]
     relu = report["configurations"]["activation=relu"]
-    assert report["steps"] == 5 and len(sigmoid["norms"]) == 5 and len(sigmoid["layers"]) == 7
+    assert report["steps"] == 5
+    assert len(sigmoid["norms"]) == 5
+    assert len(sigmoid["layers"]) == 7
     # Sigmoid: each layer scales the backward signal by at most 1/4, so the first layer's gradient is far
     # smaller than the last's; ReLU keeps them within an order of magnitude.
     assert sigmoid["mean"][-1] / sigmoid["mean"][0] > 100
     assert 0.1 < relu["mean"][-1] / relu["mean"][0] < 10
     assert (out_dir / "gradients.png").read_bytes()[:4] == b"\x89PNG"
-    assert "activation=sigmoid" in result.output and result.output.splitlines()[-1].endswith("gradients.png")
+    assert "activation=sigmoid" in result.output
+    assert result.output.splitlines()[-1].endswith("gradients.png")
 
 
 def test_diagnose_exploding_gradients_is_a_finding_not_a_crash(idx_dir, tmp_path):
@@ -256,8 +281,10 @@ def test_diagnose_exploding_gradients_is_a_finding_not_a_crash(idx_dir, tmp_path
     (out_dir,) = (tmp_path / "diagnostics").iterdir()
     report = json.loads((out_dir / "gradients.json").read_text())  # strict JSON: no NaN in it
     exploded, calm = report["configurations"]["learning_rate=10"], report["configurations"]["learning_rate=1e-3"]
-    assert calm["diverged_at_step"] is None and len(calm["norms"]) == 30
-    assert 2 <= exploded["diverged_at_step"] <= 30 and len(exploded["norms"]) == exploded["diverged_at_step"] - 1
+    assert calm["diverged_at_step"] is None
+    assert len(calm["norms"]) == 30
+    assert 2 <= exploded["diverged_at_step"] <= 30
+    assert len(exploded["norms"]) == exploded["diverged_at_step"] - 1
     assert all(math.isfinite(v) for v in exploded["mean"])
     assert (f"note: learning_rate=10: the gradients became NaN or infinite at step {exploded['diverged_at_step']}"
             in result.output)
@@ -266,7 +293,8 @@ def test_diagnose_exploding_gradients_is_a_finding_not_a_crash(idx_dir, tmp_path
 
 def test_diagnose_bad_compare_option():
     result = invoke("diagnose", "gradients", "--compare", "model.params.activation")
-    assert result.exit_code == 2 and "--compare expects KEY=V1,V2" in result.output
+    assert result.exit_code == 2
+    assert "--compare expects KEY=V1,V2" in result.output
 
 
 def test_runs_on_two_datasets_show_which_first_and_a_models_own_keys_last(trained_runs, tmp_path):

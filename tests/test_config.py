@@ -18,7 +18,8 @@ def config_error(*args, **kwargs) -> str:
     with pytest.raises(ConfigError) as info:
         load_config(*args, **kwargs)
     message = str(info.value)
-    assert "\n" not in message and info.value.exit_code == 2
+    assert "\n" not in message
+    assert info.value.exit_code == 2
     return message
 
 
@@ -26,7 +27,8 @@ def test_defaults_fill_every_model_parameter():
     cfg = load_config(None)
     assert cfg.model.name == "mlp"
     assert set(cfg.model.params) == set(MODEL_PARAMS["mlp"].model_fields)
-    assert cfg.training.epochs == 10 and cfg.data.validation_split == 0.1
+    assert cfg.training.epochs == 10
+    assert cfg.data.validation_split == 0.1
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: str(p.relative_to(ROOT_CONFIGS)))
@@ -53,7 +55,8 @@ def test_set_parses_yaml_scalars_and_lists(tmp_path):
     cfg = load_config(write(tmp_path, "model:\n  name: deep_mlp\n"),
                       ["model.params.units=[64, 32]", "model.params.batch_norm=true", "data.subset=100"])
     assert cfg.model.params["units"] == [64, 32]
-    assert cfg.model.params["batch_norm"] is True and cfg.data.subset == 100
+    assert cfg.model.params["batch_norm"] is True
+    assert cfg.data.subset == 100
 
 
 def test_resolved_config_round_trips(tmp_path):
@@ -105,7 +108,8 @@ def test_bad_values_name_field_value_and_what_is_allowed(overrides, words):
     for word in words:
         assert word in message, message
     assert "(from the command line)" in message
-    assert "valid tuple" not in message and "more problem" not in message
+    assert "valid tuple" not in message
+    assert "more problem" not in message
 
 
 def test_errors_in_a_file_name_the_file(tmp_path):
@@ -194,10 +198,12 @@ def test_a_config_builds_on_its_base_and_says_only_how_it_differs(tmp_path):
     write(tmp_path, "base: ../base.yaml\nmodel: {params: {l2: 1e-4}}\ndata: {augmentation: {zoom: 0.0}}\n",
           "lesson/l2.yaml")
     cfg = load_config(tmp_path / "lesson" / "l2.yaml", ["training.epochs=3"])
-    assert cfg.model.params["units"] == [64, 32] and cfg.model.params["dropout_rate"] == 0.1
+    assert cfg.model.params["units"] == [64, 32]
+    assert cfg.model.params["dropout_rate"] == 0.1
     assert cfg.model.params["l2"] == 1e-4  # its own value
     assert (cfg.data.augmentation.rotation, cfg.data.augmentation.zoom) == (0.05, 0.0)  # merged key by key
-    assert cfg.data.subset == 500 and cfg.training.learning_rate == 3e-3
+    assert cfg.data.subset == 500
+    assert cfg.training.learning_rate == 3e-3
     assert cfg.training.epochs == 3  # --set still wins over both files
     assert cfg.run_name == "l2"  # named after the file itself, not its base
     assert "base" not in to_yaml(cfg)  # the saved config is whole: it needs no other file
@@ -208,7 +214,8 @@ def test_bases_chain_and_another_model_does_not_inherit_the_base_models_params(t
     write(tmp_path, "base: a.yaml\ntraining: {batch_size: 32}\n", "b.yaml")
     write(tmp_path, "base: b.yaml\nmodel: {name: linear}\n", "c.yaml")
     cfg = load_config(tmp_path / "c.yaml")
-    assert cfg.model.name == "linear" and "units" not in cfg.model.params  # not an unknown-key error
+    assert cfg.model.name == "linear"  # not an unknown-key error
+    assert "units" not in cfg.model.params
     assert (cfg.training.epochs, cfg.training.batch_size) == (4, 32)
 
 

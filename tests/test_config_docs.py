@@ -7,16 +7,15 @@ import math
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel, ValidationError
 
+from conftest import ROOT
 from mnist_pipeline.cli import cli
 from mnist_pipeline.config import MODEL_PARAMS, RunConfig, describe_fields, describe_model_params, yaml_value
 
-ROOT = Path(__file__).parent.parent
 UNDER = "    "  # where `config fields` puts the meaning when it has no room beside the other columns
 
 
@@ -118,7 +117,8 @@ def test_type_texts_merge_the_limits_into_words(schema, name, text):
 
 def test_cnn_kernel_size_is_limited_to_7():
     rows = dict((param, text) for param, text, *_ in describe_model_params("cnn"))
-    assert rows["kernel_size"] == "int, 1 to 7" and refused(MODEL_PARAMS["cnn"], "kernel_size", 8)
+    assert rows["kernel_size"] == "int, 1 to 7"
+    assert refused(MODEL_PARAMS["cnn"], "kernel_size", 8)
 
 
 def read_columns(lines: list[str], starts: list[int]) -> list[str]:
@@ -135,8 +135,9 @@ def test_config_fields_fits_the_width_with_every_row_aligned(columns):
     assert all(len(line) <= columns for line in result.output.splitlines()), result.output
     names = ["key", "type and range", "default", "meaning"]
     starts = [header.find(name) for name in names if name in header]
-    assert starts[:3] == sorted(starts[:3]) and starts[0] == 0 and rule.split() == ["-" * len(w) for w in
-                                                                                       rule.split()]
+    assert starts[:3] == sorted(starts[:3])
+    assert starts[0] == 0
+    assert rule.split() == ["-" * len(w) for w in rule.split()]
     beside = len(starts) == 4  # 200: the meaning beside the rest; 80 and 120: under each row
     assert beside == (columns == 200)
     rows = []

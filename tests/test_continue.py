@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import history_without_seconds, snapshot
+from conftest import MLP as MLP_PATH
+from conftest import ROOT, history_without_seconds, snapshot
 from mnist_pipeline import __version__
 from mnist_pipeline.cli import cli
 
-ROOT = Path(__file__).parent.parent
-MLP = str(ROOT / "configs/mlp.yaml")
+MLP = str(MLP_PATH)  # a str, as typed on a command line
 # Tiny and constant-rate: a run continued from epoch 1 to 3 must then equal a 3-epoch run step for step.
 TINY = ["--set", "data.subset=300", "--set", "training.batch_size=32", "--device", "cpu",
         "--set", "training.schedule.name=constant", "--set", "training.jit_compile=false"]
@@ -45,7 +45,8 @@ def test_a_completed_run_trains_further_in_a_new_folder_exactly_as_a_longer_run(
     before = snapshot(first)
     result = invoke("train", "--resume", first, "--epochs", "3")
     further = run_folder(result)
-    assert further != first and further.parent == first.parent
+    assert further != first
+    assert further.parent == first.parent
     assert f"training {first} further, up to epoch 3, in a new run folder {further}" in result.output
     assert snapshot(first) == before  # the earlier run is untouched
     longer = run_folder(invoke("train", "--config", MLP, "--data-dir", idx_dir, "--output-dir", tmp_path,
@@ -70,11 +71,14 @@ def test_continuing_needs_more_epochs_than_the_run_has(one_epoch):
     assert result.exit_code == 2
     assert "has trained 1 epoch already; to continue it ask for more (e.g. --epochs 6)" in result.output
     plain = invoke("train", "--resume", first)
-    assert plain.exit_code == 2 and "--resume RUN" not in plain.output
+    assert plain.exit_code == 2
+    assert "--resume RUN" not in plain.output
     assert f"`mnist train --resume {first} --epochs N`" in plain.output
     mixed = invoke("train", "--resume", first, "--config", MLP, "--seed", "0")
-    assert mixed.exit_code == 2 and "drop --config, --seed" in mixed.output
-    assert snapshot(first) == before and set(first.parent.iterdir()) == folders  # nothing new was made
+    assert mixed.exit_code == 2
+    assert "drop --config, --seed" in mixed.output
+    assert snapshot(first) == before  # nothing new was made
+    assert set(first.parent.iterdir()) == folders
 
 
 def test_fine_tuning_starts_from_the_runs_weights_and_records_them(one_epoch, idx_dir, tmp_path):
@@ -100,7 +104,8 @@ def test_fine_tuning_from_another_model_is_refused(one_epoch, idx_dir, tmp_path,
     _, first = one_epoch
     result = invoke("train", "--config", config, "--data-dir", idx_dir, "--output-dir", tmp_path, "--epochs", "1",
                     *TINY, "--init-from", first, *change)
-    assert result.exit_code == 2 and words in result.output, result.output
+    assert result.exit_code == 2, result.output
+    assert words in result.output, result.output
     assert result.output.splitlines()[-1].startswith("error:")
     assert not (tmp_path / "runs").exists()  # refused before any run folder was made
 
@@ -111,7 +116,8 @@ def test_fine_tuning_from_a_damaged_model_is_refused_before_the_data_is_read(one
     (source / "model.keras").write_text("not a model")
     result = invoke("train", "--config", MLP, "--data-dir", tmp_path / "no-data-here", "--output-dir",
                     tmp_path / "out", "--init-from", source)
-    assert result.exit_code == 1 and "model.keras: not a readable Keras model file" in result.output
+    assert result.exit_code == 1
+    assert "model.keras: not a readable Keras model file" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -154,7 +160,8 @@ def test_a_folder_from_an_earlier_version_says_so_and_what_to_do(one_epoch, tmp_
     result = invoke("train", "--resume", old)
     assert result.exit_code == 1
     line = result.output.strip()
-    assert "made by an earlier version of mnist-pipeline" in line and "file not found" not in line
+    assert "made by an earlier version of mnist-pipeline" in line
+    assert "file not found" not in line
     assert f"mnist train --config {old / 'config.yaml'}" in line
 
 
@@ -165,7 +172,8 @@ def test_a_folder_from_a_later_version_asks_for_an_upgrade(one_epoch, tmp_path):
     fingerprint.update(format=99, made_by={"version": "9.0.0"})
     (new / "fingerprint.json").write_text(json.dumps(fingerprint))
     result = invoke("train", "--resume", new)
-    assert result.exit_code == 1 and "made by mnist-pipeline 9.0.0" in result.output
+    assert result.exit_code == 1
+    assert "made by mnist-pipeline 9.0.0" in result.output
     assert "upgrade mnist-pipeline" in result.output
 
 
@@ -179,12 +187,14 @@ def test_a_run_held_by_another_process_shows_as_running_and_its_report_is_left_a
     try:
         before = snapshot(stopped)
         refused = invoke("report", stopped)
-        assert refused.exit_code == 2 and "another process is training this run right now" in refused.output
+        assert refused.exit_code == 2
+        assert "another process is training this run right now" in refused.output
         assert snapshot(stopped) == before
         listed = invoke("compare", stopped, "--json")
         assert json.loads(listed.output)["runs"][0]["status"] == "running"
         busy = invoke("train", "--resume", stopped, "--epochs", "5")
-        assert busy.exit_code == 2 and "is training this run right now" in busy.output
+        assert busy.exit_code == 2
+        assert "is training this run right now" in busy.output
     finally:
         lock.release()
     assert json.loads(invoke("compare", stopped, "--json").output)["runs"][0]["status"] == "interrupted"

@@ -19,7 +19,8 @@ def test_epochs_are_full_batches_without_repeats_in_a_seeded_order():
     x, y = arrays()
     batches = PipelinedBatches(x, y, batch_size=32, seed=7)
     first = labels_of(batches.epoch(0))
-    assert batches.steps_per_epoch == 3 and [len(b) for b in first] == [32, 32, 32]
+    assert batches.steps_per_epoch == 3
+    assert [len(b) for b in first] == [32, 32, 32]
     seen = np.concatenate(first)
     assert len(np.unique(seen)) == 96
     np.testing.assert_array_equal(seen, np.concatenate(labels_of(batches.epoch(0))))  # same (seed, epoch)
@@ -88,7 +89,9 @@ def test_aligned_splits_are_read_in_place_and_anything_else_is_copied():
     images = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
     rows = np.array([3, 1, 4, 1, 5, 9, 2, 6])
     split = aligned_rows(images, rows)
-    assert split.ctypes.data % ALIGNMENT == 0 and split.flags.c_contiguous and split.dtype == np.uint8
+    assert split.ctypes.data % ALIGNMENT == 0
+    assert split.flags.c_contiguous
+    assert split.dtype == np.uint8
     np.testing.assert_array_equal(split, images[rows])
     tensor = shared_tensor(split)
     split[0, 0, 0] ^= 0xFF  # only to prove the sharing: nothing changes a split in the pipeline

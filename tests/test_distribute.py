@@ -51,7 +51,8 @@ def tf_config(workers, index, kind="worker", chief=None):
 def test_tf_config_gives_each_process_its_place_and_the_chief(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", tf_config(["a:1", "b:2"], 1))
     assert distribute.cluster_from_env() == distribute.Cluster(("a:1", "b:2"), 1)
-    assert not distribute.cluster_from_env().chief and distribute.cluster_from_env().describe() == "worker 1 of 2"
+    assert not distribute.cluster_from_env().chief
+    assert distribute.cluster_from_env().describe() == "worker 1 of 2"
     monkeypatch.setenv("TF_CONFIG", tf_config(["b:2", "c:3"], 0, chief=["a:1"]))  # an explicit chief comes first
     assert distribute.cluster_from_env() == distribute.Cluster(("a:1", "b:2", "c:3"), 1, has_chief=True)
     monkeypatch.setenv("TF_CONFIG", tf_config(["b:2"], 0, kind="chief", chief=["a:1"]))
@@ -126,8 +127,10 @@ def test_two_replicas_train_like_one_device(model, optimizer, examples, epochs):
     assert differences["weights_moved"] > 0.05  # training really moved the weights...
     # ...and both ways moved them alike: float32 sums in another order, nothing more (1 ulp of 1 is 1.2e-7)
     assert differences["weights"] < 1e-5, differences
-    assert differences["history"] < 1e-5 and differences["test_loss"] < 1e-5, differences
-    assert differences["test_accuracy"] == 0 and differences["probabilities"] < 1e-5, differences
+    assert differences["history"] < 1e-5, differences
+    assert differences["test_loss"] < 1e-5, differences
+    assert differences["test_accuracy"] == 0, differences
+    assert differences["probabilities"] < 1e-5, differences
     assert differences["test_rows"] == [90, 90]  # every test example once: the padding of the last batch dropped
 
 
@@ -164,8 +167,10 @@ def test_a_mirrored_run_through_the_cli_writes_a_complete_run_folder(data, tmp_p
     assert "XLA: off under a tf.distribute strategy" in result.stdout
     run = only_run(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["replicas"] == 2 and metrics["distribute"]["devices"] == ["CPU:0", "CPU:1"]
-    assert metrics["batches"] == "tf.data, per replica" and metrics["jit_compile"] is False
+    assert metrics["replicas"] == 2
+    assert metrics["distribute"]["devices"] == ["CPU:0", "CPU:1"]
+    assert metrics["batches"] == "tf.data, per replica"
+    assert metrics["jit_compile"] is False
     assert metrics["traces"] == {"train_group": 1, "validate": 1, "test": 1}
     assert metrics["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
@@ -190,7 +195,8 @@ def test_a_mirrored_run_killed_after_an_epoch_resumes_to_the_uninterrupted_run(d
     assert history_without_seconds(got) == history_without_seconds(expected)
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (expected, got)]
     assert metrics[0]["weights_sha256"] == metrics[1]["weights_sha256"]
-    assert metrics[1]["resumed"] and metrics[1]["replicas"] == 2
+    assert metrics[1]["resumed"]
+    assert metrics[1]["replicas"] == 2
 
 
 # ---- MultiWorkerMirroredStrategy: two worker processes on localhost ----
@@ -236,7 +242,8 @@ def two_workers(data, tmp_path_factory):
     """A completed 3-epoch run of two workers: (chief's run folder, the two finished processes, tmp)."""
     tmp = tmp_path_factory.mktemp("workers")
     chief, worker = finish(start_workers(tmp, data, epochs=3))
-    assert chief.returncode == 0 and worker.returncode == 0, chief.stderr + worker.stderr
+    assert chief.returncode == 0, chief.stderr + worker.stderr
+    assert worker.returncode == 0, chief.stderr + worker.stderr
     return only_run(tmp / "out0"), (chief, worker), tmp
 
 
@@ -244,12 +251,14 @@ def two_workers(data, tmp_path_factory):
 def test_two_workers_train_to_identical_weights_and_only_the_chief_writes(two_workers):
     run, (chief, worker), tmp = two_workers
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["replicas"] == 2 and metrics["distribute"]["workers"] == 2
+    assert metrics["replicas"] == 2
+    assert metrics["distribute"]["workers"] == 2
     assert metrics["distribute"]["strategy"] == "multi_worker"
     assert f"weights sha256 {metrics['weights_sha256'][:16]}" in worker.stdout  # identical final weights
     assert "worker 1 of 2 done; the chief" in worker.stdout
     assert not (tmp / "out1").exists()  # the other worker wrote no run folder...
-    assert not any((tmp / "tmp0").iterdir()) and not any((tmp / "tmp1").iterdir())  # ...and left no scratch files
+    assert not any((tmp / "tmp0").iterdir())  # ...and left no scratch files
+    assert not any((tmp / "tmp1").iterdir())
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     assert metrics["test_accuracy"] > 0.5
 
@@ -261,7 +270,8 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_run_resumes_on_th
     history = tmp_path / "out0"
     deadline = time.monotonic() + 120
     while not list(history.glob("runs/*/history.csv")):  # the chief has finished epoch 1
-        assert time.monotonic() < deadline and processes[0].poll() is None, processes[0].communicate()
+        assert time.monotonic() < deadline, processes[0].communicate()
+        assert processes[0].poll() is None, processes[0].communicate()
         time.sleep(0.1)
     processes[1].kill()
     killed_at = time.monotonic()
@@ -270,9 +280,11 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_run_resumes_on_th
     assert time.monotonic() - killed_at < 60  # far below the 30 s timeout plus TensorFlow's health check
     assert chief.returncode == 1
     lines = chief.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: worker 0 of 2 (chief): lost contact with another worker")
+    assert len(lines) == 1
+    assert lines[0].startswith("error: worker 0 of 2 (chief): lost contact with another worker")
     run = only_run(history)
-    assert "--resume" in lines[0] and str(run) in lines[0]
+    assert "--resume" in lines[0]
+    assert str(run) in lines[0]
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
 
     # One worker cannot resume a run of two: refused before anything changes.
@@ -294,7 +306,8 @@ def test_a_frozen_or_stopped_worker_stops_the_chief_with_one_line(stop, data, tm
     processes = start_workers(tmp_path, data, epochs=50, timeout=10)
     deadline = time.monotonic() + 120
     while not list((tmp_path / "out0").glob("runs/*/history.csv")):
-        assert time.monotonic() < deadline and processes[0].poll() is None, processes[0].communicate()
+        assert time.monotonic() < deadline, processes[0].communicate()
+        assert processes[0].poll() is None, processes[0].communicate()
         time.sleep(0.1)
     processes[1].send_signal(stop)
     try:
@@ -306,15 +319,18 @@ def test_a_frozen_or_stopped_worker_stops_the_chief_with_one_line(stop, data, tm
         if stop == signal.SIGSTOP:
             processes[1].kill()
         worker = finish(processes[1:])[0]
-    assert chief.returncode == 1 and waited < 60, (waited, chief.stderr)
+    assert chief.returncode == 1, (waited, chief.stderr)
+    assert waited < 60, (waited, chief.stderr)
     lines = chief.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: worker 0 of 2 (chief): "), chief.stderr
+    assert len(lines) == 1, chief.stderr
+    assert lines[0].startswith("error: worker 0 of 2 (chief): "), chief.stderr
     assert "--resume" in lines[0]
     if stop == signal.SIGTERM:  # the stopped worker says so in one line too
         assert worker.returncode in (143, 1), worker.stderr
         # Its own stop is not an error (143); losing the chief first is (1).
         start = "SIGTERM: " if worker.returncode == 143 else "error: "
-        assert len(worker.stderr.splitlines()) == 1 and worker.stderr.startswith(start), worker.stderr
+        assert len(worker.stderr.splitlines()) == 1, worker.stderr
+        assert worker.stderr.startswith(start), worker.stderr
 
 
 @pytest.mark.slow
@@ -334,6 +350,7 @@ def test_a_worker_whose_peers_never_come_gives_up_after_the_startup_timeout(data
 def test_a_malformed_tf_config_in_the_environment_is_one_line_before_tensorflow(data, tmp_path):
     result = run_mnist("train", "--config", SMOKE, "--data-dir", data, "--output-dir", tmp_path,
                        env={"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": '})
-    assert result.returncode == 2 and result.stderr.splitlines() == [
-        result.stderr.strip()], result.stderr
-    assert "TF_CONFIG is not a cluster description" in result.stderr and not (tmp_path / "runs").exists()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert "TF_CONFIG is not a cluster description" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from mnist_pipeline.cli import cli
 from mnist_pipeline.config.docs import describe_fields
 
-ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "mnist_pipeline"
 README_MAX_LINES = 200
 # [text](target) and ![alt](target); a target ends at whitespace or ")" (an optional "title" is not captured).
@@ -39,7 +39,8 @@ def page_text(site: Path, page: str) -> str:
 
 
 def test_site_builds_strictly(site):
-    assert (site / "index.html").is_file() and (site / "reference/cli/index.html").is_file()
+    assert (site / "index.html").is_file()
+    assert (site / "reference/cli/index.html").is_file()
     assert not (site / "hooks").exists()  # the hooks are build code, not pages
 
 

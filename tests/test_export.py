@@ -14,8 +14,8 @@ import pytest
 
 from conftest import run_mnist as mnist
 from mnist_pipeline.data.idx import read_idx
+from mnist_pipeline.evaluation import class_probabilities
 from mnist_pipeline.inference import load_run
-from mnist_pipeline.trainer import class_probabilities
 
 FORMATS = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
 TOLERANCE = 1e-5  # float32 graphs of the same operations; measured up to 1.3e-6 (README)
@@ -70,9 +70,12 @@ def run_client(fmt: str, path: Path, images: np.ndarray, tmp_path: Path) -> tupl
     out = np.load(tmp_path / "out.npz")
     assert np.abs(out["unit"] - out["first"]).max() < 1e-4  # 0-1 floats are scaled, not read as near-black
     metadata = json.loads((tmp_path / "metadata.json").read_text())
-    assert metadata["input"] == "pixels" and metadata["output"] == "probabilities"
-    assert metadata["input_shape"] == ["batch", 28, 28] and "0-255" in metadata["input_range"]
-    assert len(metadata["class_names"]) == 10 and metadata["dataset"] in ("mnist", "fashion_mnist")
+    assert metadata["input"] == "pixels"
+    assert metadata["output"] == "probabilities"
+    assert metadata["input_shape"] == ["batch", 28, 28]
+    assert "0-255" in metadata["input_range"]
+    assert len(metadata["class_names"]) == 10
+    assert metadata["dataset"] in ("mnist", "fashion_mnist")
     return out["whole"], out["first"]
 
 
@@ -98,13 +101,15 @@ def test_each_format_gives_the_recorded_probabilities_in_its_own_runtime(fmt, tr
     run_dir = trained_runs["smoke"]  # a CNN with batch norm and dropout
     target = tmp_path / FORMATS[fmt]
     done = mnist("export", run_dir, "--format", fmt, "--output", target)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
     assert done.stdout == f"{fmt}: {target}\n"
     images = read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3)
     labels = read_idx(rendered_dir / "t10k-labels-idx1-ubyte.gz", 1)
     whole, first = run_client(fmt, target, images, tmp_path)
     expected = recorded(run_dir)
-    assert whole.shape == (len(images), 10) and first.shape == (3, 10)
+    assert whole.shape == (len(images), 10)
+    assert first.shape == (3, 10)
     assert np.abs(whole - expected).max() < TOLERANCE
     assert np.array_equal(whole.argmax(axis=1), expected.argmax(axis=1))
     assert np.abs(first - whole[:3]).max() < TOLERANCE
@@ -116,7 +121,8 @@ def test_each_format_gives_the_recorded_probabilities_in_its_own_runtime(fmt, tr
 def test_normalization_and_test_time_flips_are_inside_the_export(fmt, flipped_run, rendered_dir, tmp_path):
     run_dir, stdout = flipped_run
     path = run_dir / "export" / FORMATS[fmt]  # written by `mnist train --export`, in the run folder
-    assert f"{fmt}: {path}" in stdout and path.is_file()
+    assert f"{fmt}: {path}" in stdout
+    assert path.is_file()
     images = read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3)
     whole, _ = run_client(fmt, path, images, tmp_path)
     assert np.abs(whole - recorded(run_dir)).max() < TOLERANCE
@@ -149,7 +155,8 @@ def test_a_missing_converter_names_the_extra_before_training(rendered_dir, tmp_p
 @pytest.mark.parametrize("fmt, name", [("tflite", "export-tflite"), ("onnx", "model.bin")])
 def test_an_output_path_without_the_formats_suffix_is_taken(fmt, name, trained_runs, rendered_dir, tmp_path):
     done = mnist("export", trained_runs["smoke"], "--format", fmt, "--output", tmp_path / name)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left beside it
     whole, _ = run_client(fmt, tmp_path / name, read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3), tmp_path)
     assert np.abs(whole - recorded(trained_runs["smoke"])).max() < TOLERANCE
@@ -158,12 +165,14 @@ def test_an_output_path_without_the_formats_suffix_is_taken(fmt, name, trained_r
 def test_an_existing_folder_as_output_gets_the_file_inside_it(trained_runs, tmp_path):
     (tmp_path / "exports").mkdir()
     done = mnist("export", trained_runs["smoke"], "--format", "onnx", "--output", tmp_path / "exports")
-    assert done.returncode == 0 and done.stdout == f"onnx: {tmp_path / 'exports' / 'model.onnx'}\n", done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"onnx: {tmp_path / 'exports' / 'model.onnx'}\n", done.stderr
 
 
 def test_an_output_path_naming_another_format_is_refused(trained_runs, tmp_path):
     done = mnist("export", trained_runs["smoke"], "--format", "tflite", "--output", tmp_path / "model.onnx")
-    assert done.returncode == 2 and not (tmp_path / "model.onnx").exists()
+    assert done.returncode == 2
+    assert not (tmp_path / "model.onnx").exists()
     assert done.stderr == (f"error: --output {tmp_path / 'model.onnx'}: its suffix names another format than "
                            f"tflite; end it with .tflite or pass --format onnx\n")
 

@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MLP, ROOT, snapshot, start_mnist
 from conftest import run_mnist as mnist
-from conftest import snapshot, start_mnist
 
-ROOT = Path(__file__).parent.parent
-MLP = ROOT / "configs/mlp.yaml"
 TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--device", "cpu"]
 
 # Sets every weight of a run's model.keras to NaN: what a diverged run, or an edited file, leaves.
@@ -290,9 +288,11 @@ def test_hardening_catalogue(make, code, words, check, runs, tmp_path):
             os.close(fd)
     lines = result.stderr.splitlines()
     assert result.returncode == code, result.stderr
-    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert "unexpected" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
     if code:
-        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr  # one line, nothing else
+        assert len(lines) == 1, result.stderr  # one line, nothing else
+        assert lines[0].startswith("error: "), result.stderr
         assert len(lines[0]) < 700, lines[0]
         for word in words:
             assert word in lines[0], lines[0]
@@ -348,9 +348,13 @@ def test_a_signal_during_an_export_leaves_nothing(fmt, sign, when, runs, tmp_pat
             process.wait()
     lines = stderr.splitlines()
     assert process.returncode == 128 + sign, stderr
-    assert len(lines) == 1 and signal.Signals(sign).name in lines[0] and "nothing was written" in lines[0], stderr
-    assert "unexpected" not in stderr and stdout == ""
-    assert snapshot(folder) == before and not (folder / "export").exists()
+    assert len(lines) == 1, stderr
+    assert signal.Signals(sign).name in lines[0], stderr
+    assert "nothing was written" in lines[0], stderr
+    assert "unexpected" not in stderr
+    assert stdout == ""
+    assert snapshot(folder) == before
+    assert not (folder / "export").exists()
     assert not leftovers(tmp_path)
     assert not processes_mentioning(str(tmp_path))
 
@@ -366,7 +370,8 @@ def test_a_resumed_run_whose_tensorboard_folder_is_a_file_warns_once_and_complet
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("warning: TensorBoard events stopped (") and "is a file, not a folder" in lines[0]
+    assert lines[0].startswith("warning: TensorBoard events stopped (")
+    assert "is a file, not a folder" in lines[0]
     assert lines[0].endswith("training goes on without them")
     assert (folder / "tensorboard").read_text() == "a file where the events folder should be"
     assert json.loads((folder / "status.json").read_text())["status"] == "completed"
@@ -380,4 +385,5 @@ def test_workers_accept_bracketed_ipv6_and_a_trailing_comma(monkeypatch):
     monkeypatch.setenv("MNIST_TF_CONFIG_FROM_WORKERS", "")
     distribute.set_workers("[::1]:2900,[::1]:2901,", 1)
     cluster = distribute.cluster_from_env()
-    assert cluster.workers == ("[::1]:2900", "[::1]:2901") and cluster.index == 1
+    assert cluster.workers == ("[::1]:2900", "[::1]:2901")
+    assert cluster.index == 1

@@ -17,7 +17,8 @@ def test_round_trip(tmp_path, name):
 def test_header_is_the_standard_mnist_one(tmp_path):
     write_idx(tmp_path / "labels", np.array([3, 1, 4], dtype=np.uint8))
     raw = (tmp_path / "labels").read_bytes()
-    assert int.from_bytes(raw[:4], "big") == 2049 and int.from_bytes(raw[4:8], "big") == 3
+    assert int.from_bytes(raw[:4], "big") == 2049
+    assert int.from_bytes(raw[4:8], "big") == 3
 
 
 def corrupt(tmp_path, data: bytes, gz=False):
@@ -44,7 +45,8 @@ def test_corrupt_files_name_the_file_and_the_problem(tmp_path, data, ndim, words
     with pytest.raises(DataError) as info:
         read_idx(path, ndim)
     message = str(info.value)
-    assert message.startswith(str(path)) and "\n" not in message
+    assert message.startswith(str(path))
+    assert "\n" not in message
     for word in words:
         assert word in message, message
 

@@ -20,8 +20,13 @@ def test_any_size_image_becomes_a_centred_light_on_dark_digit(tmp_path, light_ba
     pixels = ink if light_background else 255 - ink
     Image.fromarray(pixels.astype(np.uint8)).resize((150, 110)).save(tmp_path / "d.png")
     ((name, digit, warning),) = [(d.source, d.image, d.warning) for d in load_items(tmp_path / "d.png", "mnist")]
-    assert name == str(tmp_path / "d.png") and warning is None and digit.shape == (28, 28) and digit.dtype == np.uint8
-    assert digit.max() == 255 and np.all(digit[0] == 0) and np.all(digit[:, 0] == 0)  # light digit, dark border
+    assert name == str(tmp_path / "d.png")
+    assert warning is None
+    assert digit.shape == (28, 28)
+    assert digit.dtype == np.uint8
+    assert digit.max() == 255  # light digit, dark border
+    assert np.all(digit[0] == 0)
+    assert np.all(digit[:, 0] == 0)
     rows, cols = np.nonzero(digit > 25)
     assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= 21  # fits MNIST's 20x20 box
     assert centre_of_mass(digit.astype(float)) == pytest.approx((13.5, 13.5), abs=0.8)
@@ -34,7 +39,8 @@ def test_the_digit_survives_any_polarity_and_background(background, ink):
     stroke = (255 - render_digit(7, np.random.default_rng(1), canvas=120, size=80)) / 255.0  # 1 on the stroke
     reference = mnist_style(stroke * 255.0)
     digit = mnist_style(background + (ink - background) * stroke)
-    assert digit.max() == 255 and np.all(digit[0] == 0)  # light digit on black, whatever the paper
+    assert digit.max() == 255  # light digit on black, whatever the paper
+    assert np.all(digit[0] == 0)
     assert np.corrcoef(digit.ravel(), reference.ravel())[0, 1] > 0.98
 
 
@@ -44,9 +50,11 @@ def test_rgba_jpeg_and_blank_images(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
     Image.fromarray(np.full((30, 30, 3), 255, np.uint8)).save(tmp_path / "blank.jpg")
     (bar,) = load_items(tmp_path / "t.png", "mnist")
-    assert bar.image.max() == 255 and bar.image[:, 13:15].sum() > bar.image[:, :5].sum()
+    assert bar.image.max() == 255
+    assert bar.image[:, 13:15].sum() > bar.image[:, :5].sum()
     (blank,) = load_items(tmp_path / "blank.jpg", "mnist")
-    assert blank.image is None and "blank or nearly one colour" in blank.warning
+    assert blank.image is None
+    assert "blank or nearly one colour" in blank.warning
 
 
 def test_near_constant_images_get_a_warning_not_an_amplified_guess(tmp_path):

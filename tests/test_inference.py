@@ -54,8 +54,8 @@ def test_a_bfloat16_run_reloads_in_bfloat16_and_reproduces_its_numbers_while_exp
     # Under a oneDNN cap that aborts bfloat16 convolutions, the run is used in float32, not called damaged.
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     capped = evaluate_run(run_dir, "test")
-    assert abs(capped["accuracy"] - test["accuracy"]) <= 0.01 and load_run(run_dir).model.stack[0].compute_dtype == (
-        "float32")
+    assert abs(capped["accuracy"] - test["accuracy"]) <= 0.01
+    assert load_run(run_dir).model.stack[0].compute_dtype == "float32"
     keras.mixed_precision.set_global_policy("float32")
 
 
@@ -65,13 +65,17 @@ def test_evaluate_tolerates_float32_summation_order_and_says_what_differs():
     base = {"examples": 800, "loss": 0.0806, "accuracy": 0.975, "recorded_loss": 0.0806,
             "recorded_accuracy": 0.975, "data_source": "idx:/d", "recorded_data_source": "idx:/d"}
     float32_order = {**base, "loss": float(np.float32(0.0806) + np.float32(2 ** -27))}  # one ulp-ish off
-    assert float32_order["loss"] != base["recorded_loss"] and agreement(float32_order)[0] is True
+    assert float32_order["loss"] != base["recorded_loss"]
+    assert agreement(float32_order)[0] is True
     one_example = {**base, "accuracy": 0.975 - 1 / 800}
     same, text = agreement(one_example)
-    assert same is False and text.startswith("different: 1 example classified differently; other weights")
+    assert same is False
+    assert text.startswith("different: 1 example classified differently; other weights")
     other_data = {**base, "loss": 0.09, "data_source": "idx:/elsewhere"}
     same, text = agreement(other_data)
-    assert same is False and "loss 0.09 vs 0.0806" in text and "recorded on idx:/d, now idx:/elsewhere" in text
+    assert same is False
+    assert "loss 0.09 vs 0.0806" in text
+    assert "recorded on idx:/d, now idx:/elsewhere" in text
     assert agreement({**base, "recorded_loss": None, "recorded_accuracy": None})[0] is None
 
 
@@ -83,7 +87,8 @@ def test_evaluate_command(trained_runs):
     assert as_json.exit_code == 0, as_json.output
     parsed = json.loads(as_json.output)  # nothing but the JSON object
     metrics = json.loads((trained_runs["mlp"] / "metrics.json").read_text())
-    assert parsed["split"] == "val" and parsed["examples"] == metrics["split_sizes"]["val"]
+    assert parsed["split"] == "val"
+    assert parsed["examples"] == metrics["split_sizes"]["val"]
     assert parsed["accuracy"] == parsed["recorded_accuracy"] == metrics["best_val_accuracy"]  # numbers, exact
 
 
@@ -93,12 +98,14 @@ def test_ensemble_command_as_json(trained_runs):
     parsed = json.loads(result.output)
     assert [m["model"] for m in parsed["members"]] == ["mlp", "cnn"]
     assert all(isinstance(m["test_accuracy"], float) for m in parsed["members"])
-    assert 0.1 < parsed["ensemble_accuracy"] <= 1.0 and parsed["examples"] == 200
+    assert 0.1 < parsed["ensemble_accuracy"] <= 1.0
+    assert parsed["examples"] == 200
 
 
 def test_evaluate_on_other_data(trained_runs, idx_dir):
     result = evaluate_run(trained_runs["mlp"], "test", data_dir=str(idx_dir))
-    assert result["data_source"] == f"idx:{idx_dir.resolve()}" and result["accuracy"] < 0.5  # blobs, not digits
+    assert result["data_source"] == f"idx:{idx_dir.resolve()}"
+    assert result["accuracy"] < 0.5  # blobs, not digits
 
 
 def test_predict_printed_digit_pictures_of_any_size(trained_runs, tmp_path):
@@ -113,7 +120,8 @@ def test_predict_printed_digit_pictures_of_any_size(trained_runs, tmp_path):
     correct = sum(p.top[0][:2] == (digit, str(digit)) for digit, p in enumerate(predictions))
     assert correct >= 8, [(p.source, p.top[0]) for p in predictions]
     for p in predictions:
-        assert len(p.top) == 3 and p.top[0][2] >= p.top[1][2] >= p.top[2][2]
+        assert len(p.top) == 3
+        assert p.top[0][2] >= p.top[1][2] >= p.top[2][2]
         assert sum(q for _, _, q in p.top) <= 1.0 + 1e-6
 
 
@@ -123,9 +131,13 @@ def test_predict_light_ink_on_grey_and_save_the_image_the_model_saw(trained_runs
     result = invoke("predict", trained_runs["mlp"], tmp_path / "grey.png", "--save-input", tmp_path / "seen")
     assert result.exit_code == 0, result.output
     seen = tmp_path / "seen" / "grey.png.seen.png"
-    assert result.output.startswith(f"{tmp_path / 'grey.png'}: 3  (top 3: 3 ") and f"; seen as {seen})" in result.output
+    assert result.output.startswith(f"{tmp_path / 'grey.png'}: 3  (top 3: 3 ")
+    assert f"; seen as {seen})" in result.output
     image = np.asarray(Image.open(seen))
-    assert image.shape == (28, 28) and image.dtype == np.uint8 and image.max() == 255 and image[0].max() == 0
+    assert image.shape == (28, 28)
+    assert image.dtype == np.uint8
+    assert image.max() == 255
+    assert image[0].max() == 0
     again = json.loads(invoke("predict", trained_runs["mlp"], seen, "--json").output)
     first = json.loads(invoke("predict", trained_runs["mlp"], tmp_path / "grey.png", "--json").output)
     assert [t["class"] for t in again[0]["top"]] == [t["class"] for t in first[0]["top"]]  # the same input
@@ -141,7 +153,9 @@ def test_predict_npy_and_bad_files_through_the_cli(trained_runs, tmp_path):
     assert result.exit_code == 1
     lines = result.output.splitlines()
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 2 and "broken.png: not a readable image" in errors[0] and "missing.png" in errors[1]
+    assert len(errors) == 2
+    assert "broken.png: not a readable image" in errors[0]
+    assert "missing.png" in errors[1]
     payload = json.loads(result.output[result.output.index("["): result.output.rindex("]") + 1])
     assert [p["file"] for p in payload] == [str(tmp_path / "broken.png"),
                                            *(f"{tmp_path / 'batch.npy'}[{i}]" for i in range(20)),
@@ -150,7 +164,8 @@ def test_predict_npy_and_bad_files_through_the_cli(trained_runs, tmp_path):
     assert all(type(c) is int and p["name"] == str(c) for c, p in zip(predicted, payload[1:-1], strict=True))
     assert all(type(t["class"]) is int and type(t["probability"]) is float for p in payload[1:-1] for t in p["top"])
     assert np.mean(np.array(predicted) == labels) >= 0.8
-    assert "error" in payload[0] and payload[0]["prediction"] is None
+    assert "error" in payload[0]
+    assert payload[0]["prediction"] is None
 
 
 def test_ensemble_averages_members(trained_runs):
@@ -162,7 +177,8 @@ def test_ensemble_averages_members(trained_runs):
     assert result["examples"] == 200
     assert result["ensemble_accuracy"] >= min(m["test_accuracy"] for m in result["members"]) - 0.02
     output = invoke("ensemble", trained_runs["mlp"], trained_runs["smoke"]).output
-    assert "ensemble (mean softmax)" in output and f"{result['ensemble_accuracy']:.4f}" in output
+    assert "ensemble (mean softmax)" in output
+    assert f"{result['ensemble_accuracy']:.4f}" in output
 
 
 def test_ensemble_prepares_each_member_its_own_way_and_skips_unfinished_ones(trained_runs, tmp_path):
@@ -182,7 +198,8 @@ def test_ensemble_prepares_each_member_its_own_way_and_skips_unfinished_ones(tra
     assert members[standardized.name]["normalization"].startswith("standardize")
     assert payload["skipped"] == [{"run": stopped.name, "reason": "the run was interrupted, so it has no final model"}]
     too_few = invoke("ensemble", trained_runs["smoke"], stopped)
-    assert too_few.exit_code == 2 and "at least two completed runs, got 1" in too_few.output
+    assert too_few.exit_code == 2
+    assert "at least two completed runs, got 1" in too_few.output
     assert f"{stopped.name} skipped: the run was interrupted" in too_few.output
 
 
@@ -191,9 +208,11 @@ def test_commands_refuse_runs_that_did_not_finish(trained_runs, tmp_path):
     (failed / "status.json").write_text('{"status": "failed"}')
     for command in (["evaluate", failed], ["predict", failed, "x.png"]):
         result = invoke(*command)
-        assert result.exit_code == 1 and "the run failed, so it has no final model" in result.output, result.output
+        assert result.exit_code == 1, result.output
+        assert "the run failed, so it has no final model" in result.output, result.output
     alone = invoke("ensemble", failed, trained_runs["mlp"])  # skipped, which leaves one member: too few
-    assert alone.exit_code == 2 and "failed skipped: the run failed" in alone.output
+    assert alone.exit_code == 2
+    assert "failed skipped: the run failed" in alone.output
 
 
 PLAIN_KERAS = """
@@ -225,4 +244,5 @@ def test_model_keras_loads_in_plain_keras_after_one_import(trained_runs, rendere
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = json.loads(result.stdout.splitlines()[-1])
     assert not loaded["pipeline_loaded"]  # nothing but the model classes
-    assert loaded["same_classes"] and loaded["difference"] < 1e-5, loaded
+    assert loaded["same_classes"], loaded
+    assert loaded["difference"] < 1e-5, loaded

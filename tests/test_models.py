@@ -1,5 +1,3 @@
-import inspect
-
 import keras
 import numpy as np
 import pytest
@@ -7,6 +5,7 @@ import tensorflow as tf
 
 from conftest import RUN_CONFIGS
 from mnist_pipeline.config import MODEL_PARAMS
+from mnist_pipeline.config.model_params import constructor_mismatches
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.models.registry import MODELS, build_model
 from mnist_pipeline.trainer import Trainer
@@ -30,9 +29,7 @@ def test_registry_and_schemas_name_the_same_models():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_constructor_keywords_are_exactly_the_config_schema(name):
-    signature = inspect.signature(MODELS[name].__init__)
-    keywords = {p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
-    assert keywords == set(MODEL_PARAMS[name].model_fields)
+    assert constructor_mismatches(MODELS[name], MODEL_PARAMS[name]) == []  # names and defaults
 
 
 def test_unknown_model_lists_the_known_ones():
@@ -52,7 +49,8 @@ def test_output_is_batch_by_10_logits(name, knobs):
     x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
     for training in (False, True):
         out = model(x, training=training)
-        assert tuple(out.shape) == (5, 10) and out.dtype == "float32"
+        assert tuple(out.shape) == (5, 10)
+        assert out.dtype == "float32"
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -87,7 +85,8 @@ def test_weight_penalties_reach_the_minimized_loss(name):
     step_loss, cross_entropy, penalty = losses[0.01]
     assert penalty > 0
     assert step_loss == pytest.approx(cross_entropy + penalty, rel=1e-5)
-    assert losses[0.0][0] == pytest.approx(losses[0.0][1], rel=1e-5) and losses[0.0][2] == 0
+    assert losses[0.0][0] == pytest.approx(losses[0.0][1], rel=1e-5)
+    assert losses[0.0][2] == 0
 
 
 def test_fused_batch_norm_matches_keras_batch_norm_in_training_and_inference():
@@ -114,7 +113,8 @@ def test_fused_batch_norm_matches_keras_batch_norm_in_training_and_inference():
 def test_linear_model_is_softmax_regression_one_template_per_class_grown_from_zeros():
     model = build_model("linear")
     assert [type(layer).__name__ for layer in model.stack] == ["Flatten", "Dense"]
-    assert tuple(model.stack[-1].kernel.shape) == (784, 10) and model.count_params() == 7850
+    assert tuple(model.stack[-1].kernel.shape) == (784, 10)
+    assert model.count_params() == 7850
     np.testing.assert_array_equal(np.asarray(model.stack[-1].kernel), 0)  # the default: nothing the data did not put
     x = np.random.default_rng(3).random((4, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(model(x), 0)  # all-zero logits: every class equally likely before training
@@ -147,7 +147,7 @@ def test_cnn_valid_padding_trims_each_conv_like_the_keras_example():
 def test_config_side_parameter_count_matches_keras_for_every_shipped_config(path):
     # model_size bounds training memory before TensorFlow is imported; it must count what Keras builds.
     from mnist_pipeline.config import load_config
-    from mnist_pipeline.config.schema import model_size
+    from mnist_pipeline.config.footprint import model_size
 
     cfg = load_config(path)
     assert model_size(cfg.model.name, cfg.model.params)[0] == build_model(cfg.model.name,

@@ -121,7 +121,8 @@ def test_a_blank_page_is_nothing_to_classify_whatever_its_light(light, tmp_path)
     page = page + rng.normal(0, 2, page.shape)
     Image.fromarray(page.clip(0, 255).astype(np.uint8)).save(tmp_path / "page.jpg", quality=80)
     (item,) = load_items(tmp_path / "page.jpg", "mnist")
-    assert item.image is None and item.warning.endswith("nothing to classify")
+    assert item.image is None
+    assert item.warning.endswith("nothing to classify")
 
 
 @pytest.mark.parametrize("polarity", ["white on black", "black on white"])
@@ -182,8 +183,11 @@ def test_a_fashion_photo_is_trimmed_resized_to_28_and_negated_not_boxed_like_a_d
     (tmp_path / "t.jpg").write_bytes(product_photo(item, np.random.default_rng(0), size=400))
     (fashion,) = load_items(tmp_path / "t.jpg", "fashion_mnist")
     rows, cols = np.nonzero(fashion.image > 40)
-    assert rows.min() <= 1 and rows.max() >= 26  # the longest edge is 28, not MNIST's 20
-    assert cols.min() >= 8 and cols.max() <= 20 and fashion.image[0:2, :5].max() < 10  # centred, black around
+    assert rows.min() <= 1  # the longest edge is 28, not MNIST's 20
+    assert rows.max() >= 26
+    assert cols.min() >= 8  # centred, black around
+    assert cols.max() <= 20
+    assert fashion.image[0:2, :5].max() < 10
     (digit,) = load_items(tmp_path / "t.jpg", "mnist")
     rows, _ = np.nonzero(digit.image > 40)
     assert rows.max() - rows.min() <= 21  # the same photo for an MNIST run: its 20x20 box
@@ -290,13 +294,16 @@ def test_predict_folders_all_probabilities_and_the_unsure_warning(trained_runs, 
     payload = json.loads(done.stdout)
     assert [Path(p["file"]).name for p in payload] == ["a-noise.png", "b.png", "empty"]
     for p in payload[:2]:
-        assert len(p["probabilities"]) == 10 and sum(p["probabilities"]) == pytest.approx(1, abs=1e-5)
-        assert p["classes"] == [str(c) for c in range(10)] and p["confidence"] == max(p["probabilities"])
+        assert len(p["probabilities"]) == 10
+        assert sum(p["probabilities"]) == pytest.approx(1, abs=1e-5)
+        assert p["classes"] == [str(c) for c in range(10)]
+        assert p["confidence"] == max(p["probabilities"])
         assert p["uncertain"] == (p["confidence"] < metrics["unsure_below"])
     assert "no images in this folder" in payload[2]["error"]
     unsure = [p for p in payload[:2] if p["uncertain"]]
     for p in unsure:
-        assert "unsure" in p["warning"] and f"warning: {p['warning']}" in done.stderr
+        assert "unsure" in p["warning"]
+        assert f"warning: {p['warning']}" in done.stderr
     text = run_mnist("predict", run_dir, folder)
     for p in payload[:2]:
         mark = "?" if p["uncertain"] else ""
@@ -305,6 +312,8 @@ def test_predict_folders_all_probabilities_and_the_unsure_warning(trained_runs, 
     doubtful = shutil.copytree(run_dir, tmp_path / "runs" / run_dir.name)
     (doubtful / "metrics.json").write_text(json.dumps({**metrics, "unsure_below": 1.0 + 1e-9}))
     done = run_mnist("predict", doubtful, folder / "b.png")
-    assert done.returncode == 0 and done.stderr.startswith(f"warning: {folder / 'b.png'}: unsure: ")
+    assert done.returncode == 0
+    assert done.stderr.startswith(f"warning: {folder / 'b.png'}: unsure: ")
     assert "this run's answers below 1.00 were right less than 90% of the time on validation" in done.stderr
-    assert done.stdout.startswith(f"{folder / 'b.png'}: ") and "?  (top 3: " in done.stdout
+    assert done.stdout.startswith(f"{folder / 'b.png'}: ")
+    assert "?  (top 3: " in done.stdout

@@ -20,8 +20,10 @@ def test_a_run_stopped_at_once_is_marked_interrupted_and_keeps_its_history(idx_d
         run(config(idx_dir, tmp_path), Events(epoch=stop_after_first_epoch))
     (run_dir,) = (tmp_path / "runs").iterdir()
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "interrupted" and status["error"] == "stopped by Ctrl-C"  # in words, for the report
-    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.keras").exists()
+    assert status["status"] == "interrupted"  # in words, for the report
+    assert status["error"] == "stopped by Ctrl-C"
+    assert not (run_dir / "metrics.json").exists()
+    assert not (run_dir / "model.keras").exists()
     assert (run_dir / "history.csv").read_text().count("\n") == 2  # header + epoch 1
     assert (run_dir / "config.yaml").exists()
 
@@ -38,8 +40,10 @@ def test_events_report_data_model_steps_and_epochs(idx_dir, tmp_path):
     assert logs[3].startswith("model: mlp, 101,770 parameters")
     assert logs[4] == "XLA: off (auto: 18 steps are too few to repay the compile)"
     assert logs[5] == "testing, then writing the model and the report"
-    assert result.metrics["jit_compile"] is False and "too few" in result.metrics["jit_compile_reason"]
-    assert {(epoch, n) for epoch, n, _ in steps} == {(1, 6), (2, 6), (3, 6)} and len(steps) == 3 * (200 // 32)
+    assert result.metrics["jit_compile"] is False
+    assert "too few" in result.metrics["jit_compile_reason"]
+    assert {(epoch, n) for epoch, n, _ in steps} == {(1, 6), (2, 6), (3, 6)}
+    assert len(steps) == 3 * (200 // 32)
     assert steps[-1][2] == pytest.approx(epochs[-1][2:])  # the running means at the last step are the epoch's
     assert [e[:2] for e in epochs] == [(1, 3), (2, 3), (3, 3)]
     assert result.metrics["test_accuracy"] > 0.3
@@ -62,19 +66,24 @@ def test_a_run_without_test_never_touches_the_test_split_and_is_complete(idx_dir
     from click.testing import CliRunner
 
     from mnist_pipeline.cli import cli
-    from mnist_pipeline.reports import run_files
+    from mnist_pipeline.reports import run_reader
 
     result = run(config(idx_dir, tmp_path, "training.epochs=2"), test=False)
-    metrics = run_files.read_metrics(result.run_dir)  # the checked reader accepts it
-    assert metrics["tested"] is False and not any(key.startswith("test_") for key in metrics)
-    assert "confusion_matrix" not in metrics and "per_class" not in metrics
-    assert metrics["best_val_accuracy"] > 0.3 and metrics["traces"]["test"] == 0  # the test step never ran
+    metrics = run_reader.read_metrics(result.run_dir)  # the checked reader accepts it
+    assert metrics["tested"] is False
+    assert not any(key.startswith("test_") for key in metrics)
+    assert "confusion_matrix" not in metrics
+    assert "per_class" not in metrics
+    assert metrics["best_val_accuracy"] > 0.3
+    assert metrics["traces"]["test"] == 0  # the test step never ran
     assert json.loads((result.run_dir / "status.json").read_text())["status"] == "completed"
-    assert not (result.run_dir / "report_data.npz").exists() and not (result.run_dir / "tensorboard/test").exists()
+    assert not (result.run_dir / "report_data.npz").exists()
+    assert not (result.run_dir / "tensorboard/test").exists()
     assert "not evaluated: a sweep trial" in (result.run_dir / "report.md").read_text()
     compared = CliRunner().invoke(cli, ["compare", str(result.run_dir), "--output-dir", str(tmp_path), "--json"])
     (row,) = json.loads(compared.output)["runs"]
-    assert row["status"] == "completed" and row["test_accuracy"] is None
+    assert row["status"] == "completed"
+    assert row["test_accuracy"] is None
     evaluated = CliRunner().invoke(cli, ["evaluate", str(result.run_dir), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["recorded_accuracy"] is None
@@ -106,7 +115,8 @@ def test_bfloat16_where_it_would_be_emulated_is_warned_about_once_and_still_trai
         assert warnings[0].startswith("warning: this CPU has no avx512_bf16 or amx_bf16, so mixed_bfloat16 is "
                                       "emulated and runs several times slower than float32 here")
     assert "precision: mixed_bfloat16 (as configured)" in logs
-    assert result.metrics["precision"] == "mixed_bfloat16" and result.metrics["test_accuracy"] > 0.3
+    assert result.metrics["precision"] == "mixed_bfloat16"
+    assert result.metrics["test_accuracy"] > 0.3
 
 
 @pytest.mark.parametrize("flags", [ZEN3_FLAGS, ZEN4_FLAGS])
@@ -118,8 +128,10 @@ def test_auto_precision_is_chosen_for_the_cpu_said_in_the_header_and_recorded(id
     native = "avx512_bf16" in flags
     policy = "mixed_bfloat16" if native else "float32"
     reason = "this CPU has avx512_bf16" if native else "this CPU has no avx512_bf16 or amx_bf16"
-    assert f"precision: {policy} (auto: {reason})" in logs and not warnings
-    assert result.metrics["precision"] == policy and result.metrics["precision_choice"]["requested"] == "auto"
+    assert f"precision: {policy} (auto: {reason})" in logs
+    assert not warnings
+    assert result.metrics["precision"] == policy
+    assert result.metrics["precision_choice"]["requested"] == "auto"
     assert result.metrics["cpu"].endswith("cores; avx2, avx512f, avx512_bf16)" if native else "cores; avx2)")
     assert "precision: auto" in (result.run_dir / "config.yaml").read_text()  # the next machine chooses anew
 
@@ -144,7 +156,8 @@ def test_a_run_resumed_on_a_cpu_that_would_choose_otherwise_keeps_its_precision_
     kept = whole.metrics["precision"]
     assert kept == ("mixed_bfloat16" if "avx512_bf16" in first else "float32")
     assert f"precision: {kept} (kept from the checkpoint this run goes on from)" in logs
-    assert resumed.metrics["precision"] == kept and resumed.metrics["resumed"] is True
+    assert resumed.metrics["precision"] == kept
+    assert resumed.metrics["resumed"] is True
     assert resumed.metrics["weights_sha256"] == whole.metrics["weights_sha256"]
     assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
 

@@ -1,14 +1,12 @@
 """precise_bn: batch norm's statistics recomputed for the current weights, and what that does to a short run."""
 
 import csv
-from pathlib import Path
 
 import numpy as np
 
+from conftest import ROOT
 from mnist_pipeline.config import load_config
 from mnist_pipeline.pipeline import run
-
-ROOT = Path(__file__).parent.parent
 
 
 def test_recomputed_statistics_are_the_mean_of_each_batch_s_moments_with_dropout_off():
@@ -24,7 +22,8 @@ def test_recomputed_statistics_are_the_mean_of_each_batch_s_moments_with_dropout
     batches = [np.random.default_rng(i).uniform(0, 1, (32, 28, 28, 1)).astype(np.float32) for i in range(3)]
     model(batches[0], training=False)
     precise = PreciseBatchNorm(model)
-    assert len(precise.layers) == 2 and precise.recompute(tf.data.Dataset.from_tensor_slices(np.stack(batches))) == 3
+    assert len(precise.layers) == 2
+    assert precise.recompute(tf.data.Dataset.from_tensor_slices(np.stack(batches))) == 3
 
     # The first batch norm sees the first Dense layer's outputs: its statistics by hand, in NumPy.
     flatten, dense = model.stack[0], model.stack[1]
@@ -46,7 +45,8 @@ def test_a_model_without_batch_norm_is_left_alone():
 
     model = build_model("mlp", units=8)
     model(np.zeros((1, 28, 28, 1), np.float32))
-    assert not PreciseBatchNorm(model) and PreciseBatchNorm(model).recompute([np.zeros((1, 28, 28, 1))]) == 0
+    assert not PreciseBatchNorm(model)
+    assert PreciseBatchNorm(model).recompute([np.zeros((1, 28, 28, 1))]) == 0
 
 
 def test_the_shipped_cnn_on_a_short_run_validates_what_it_learned(idx_dir, tmp_path):

@@ -23,7 +23,8 @@ def raw():
 
 def test_split_is_disjoint_complete_stratified_and_seeded(raw):
     keep, held = stratified_split(raw.y_train, 0.2, seed=3)
-    assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == 1000
+    assert len(np.intersect1d(keep, held)) == 0
+    assert len(keep) + len(held) == 1000
     assert len(held) == 200
     share = np.bincount(raw.y_train[held], minlength=10) / np.bincount(raw.y_train, minlength=10)
     np.testing.assert_allclose(share, 0.2, atol=0.02)
@@ -34,7 +35,8 @@ def test_split_is_disjoint_complete_stratified_and_seeded(raw):
 def test_sample_takes_exactly_n_with_class_shares(raw):
     pool = np.arange(1000)
     chosen = stratified_sample(pool, raw.y_train, 101, seed=0)
-    assert len(chosen) == 101 and len(np.unique(chosen)) == 101
+    assert len(chosen) == 101
+    assert len(np.unique(chosen)) == 101
     expected = np.bincount(raw.y_train, minlength=10) * 101 / 1000
     assert np.all(np.abs(np.bincount(raw.y_train[chosen], minlength=10) - expected) < 1)
 
@@ -44,15 +46,18 @@ def test_prepare_subset_never_overlaps_validation(raw):
     assert splits.sizes == {"train": 300, "val": 100, "test": 100}
     train_rows = {row.tobytes() for row in splits.x_train}
     assert not any(row.tobytes() in train_rows for row in splits.x_val)  # generated images are all distinct
-    assert splits.x_train.shape == (300, 28, 28) and splits.x_train.dtype == np.uint8  # stored as read
-    assert splits.inputs(splits.x_train).shape == (300, 28, 28, 1) and splits.inputs(splits.x_train).dtype == np.float32
+    assert splits.x_train.shape == (300, 28, 28)  # stored as read
+    assert splits.x_train.dtype == np.uint8
+    assert splits.inputs(splits.x_train).shape == (300, 28, 28, 1)
+    assert splits.inputs(splits.x_train).dtype == np.float32
     assert splits.y_train.dtype == np.int32
 
 
 def test_scale_maps_to_unit_interval(raw):
     splits = prepare_splits(raw, validation_split=0.1, subset=None, normalization="scale", seed=0)
     x_train, x_test = splits.inputs(splits.x_train), splits.inputs(splits.x_test)
-    assert x_train.min() >= 0 and x_train.max() <= 1
+    assert x_train.min() >= 0
+    assert x_train.max() <= 1
     np.testing.assert_allclose(x_test[..., 0], raw.x_test / 255.0, rtol=1e-6)
 
 
@@ -60,7 +65,8 @@ def test_standardize_uses_training_statistics_only(raw):
     splits = prepare_splits(raw, validation_split=0.5, subset=None, normalization="standardize", seed=0)
     norm = splits.normalization
     x_train = splits.inputs(splits.x_train)
-    assert abs(x_train.mean()) < 1e-4 and x_train.std() == pytest.approx(1.0, abs=1e-4)
+    assert abs(x_train.mean()) < 1e-4
+    assert x_train.std() == pytest.approx(1.0, abs=1e-4)
     train_idx, _ = stratified_split(raw.y_train, 0.5, seed=0)
     assert norm.mean == pytest.approx(raw.x_train[train_idx].mean() / 255)
     assert norm.mean != pytest.approx(raw.x_train.mean() / 255, abs=1e-7)

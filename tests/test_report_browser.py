@@ -42,19 +42,25 @@ def top(page, selector: str) -> float:
 def test_a_completed_report_leads_with_numbers_and_figures(browser, trained_runs, tmp_path):
     page = open_report(browser, trained_runs["smoke"])
     images = page.evaluate("() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-    assert len(images) == 5 and all(done and width > 500 for _, done, width in images), images  # all decoded
+    assert len(images) == 5, images
+    assert all(done and width > 500 for _, done, width in images), images  # all decoded
     # The first screen holds the headline numbers and the start of the learning curves.
-    assert page.locator(".tile").count() >= 8 and top(page, ".tile") < 200
+    assert page.locator(".tile").count() >= 8
+    assert top(page, ".tile") < 200
     assert page.locator(".tile .label").first.inner_text() == "test accuracy"
     assert top(page, "img[alt='Learning curves']") < VIEWPORT["height"]
     assert top(page, "img[alt='Confusion matrix']") < top(page, "img[alt='Most confident mistakes']")
     # Details are folded until asked for; the config reads as YAML.
     config = page.locator("details", has=page.locator("summary", has_text="Configuration"))
-    assert not config.evaluate("d => d.open") and not config.locator("table").is_visible()
+    assert not config.evaluate("d => d.open")
+    assert not config.locator("table").is_visible()
     config.locator("summary").click()
     assert config.locator("table").is_visible()
     cells = config.locator("td").all_inner_texts()
-    assert "false" in cells and "null" in cells and "False" not in cells and "None" not in cells
+    assert "false" in cells
+    assert "null" in cells
+    assert "False" not in cells
+    assert "None" not in cells
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -74,7 +80,8 @@ def test_a_stopped_report_says_so_first_with_the_resume_command(browser, trained
     assert CliRunner().invoke(cli, ["report", str(stopped)]).exit_code == 0
     page = open_report(browser, stopped)
     notice = page.locator("[role=alert]")
-    assert notice.is_visible() and top(page, "[role=alert]") < top(page, "h2")
+    assert notice.is_visible()
+    assert top(page, "[role=alert]") < top(page, "h2")
     text = notice.inner_text()
     assert "This run was interrupted: SIGINT: stopped." in text
     assert f"mnist train --resume {stopped}" in text

@@ -42,8 +42,11 @@ def test_report_holds_the_runs_numbers(trained_runs, name):
                             "Per-class test metrics"]
     assert headings.index("Configuration") > headings.index("Per-class test metrics")
     config = dict(markdown_table(md, "Configuration"))  # values as YAML writes them
-    assert config["data.data_dir"].startswith("/") and config["data.augmentation.horizontal_flip"] == "false"
-    assert config["data.subset"] == "null" and "None" not in config.values() and "False" not in config.values()
+    assert config["data.data_dir"].startswith("/")
+    assert config["data.augmentation.horizontal_flip"] == "false"
+    assert config["data.subset"] == "null"
+    assert "None" not in config.values()
+    assert "False" not in config.values()
 
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
@@ -66,7 +69,8 @@ def test_metrics_json_per_class_and_confusion_agree(trained_runs):
     metrics = json.loads((trained_runs["mlp"] / "metrics.json").read_text())
     confusion = np.array(metrics["confusion_matrix"])
     test_size = metrics["split_sizes"]["test"]
-    assert confusion.shape == (10, 10) and confusion.sum() == test_size
+    assert confusion.shape == (10, 10)
+    assert confusion.sum() == test_size
     assert sum(row["support"] for row in metrics["per_class"]) == test_size
     assert np.trace(confusion) / test_size == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     for row, counts in zip(metrics["per_class"], confusion, strict=True):
@@ -86,7 +90,8 @@ def test_html_is_self_contained_with_every_figure(trained_runs):
     assert len(images) == len(FIGURES)
     embedded = {base64.b64decode(data) for data in images}
     assert embedded == {(run_dir / name).read_bytes() for name in FIGURES}
-    assert "src=\"http" not in page and "<link" not in page  # nothing fetched when opened offline
+    assert "src=\"http" not in page  # nothing fetched when opened offline
+    assert "<link" not in page
     assert f"{json.loads((run_dir / 'metrics.json').read_text())['test_accuracy']:.4f}" in page
 
 
@@ -120,7 +125,8 @@ def test_report_of_a_failed_run_shows_what_it_has(trained_runs, tmp_path):
     checkpoint = int(next((copy / "checkpoints").glob("epoch-*")).name.removeprefix("epoch-"))
     assert f"It can go on from its checkpoint after epoch {checkpoint}: `mnist train --resume {copy}`." in notice
     assert "## Training history" in md
-    assert (copy / "curves.png").exists() and not (copy / "confusion_matrix.png").exists()
+    assert (copy / "curves.png").exists()
+    assert not (copy / "confusion_matrix.png").exists()
     page = (copy / "report.html").read_text()
     assert page.index('<div class="notice" role="alert"') < page.index("<h2>")
     assert f"<code>mnist train --resume {copy}</code>" in page
@@ -131,14 +137,18 @@ def test_report_of_a_failed_run_shows_what_it_has(trained_runs, tmp_path):
 
 def test_report_of_a_missing_folder(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
-    assert result.exit_code == 2 and "no such run folder" in result.output
+    assert result.exit_code == 2
+    assert "no such run folder" in result.output
 
 
 def test_confusion_percentages_never_round_a_mistake_away():
     from mnist_pipeline.reports.plots import percent_label
 
-    assert percent_label(100 / 207) == "0.48" and percent_label(100 / 10_000) == "0.01"
-    assert percent_label(100 * 201 / 207) == "97" and percent_label(100.0) == "100" and percent_label(5.26) == "5.3"
+    assert percent_label(100 / 207) == "0.48"
+    assert percent_label(100 / 10_000) == "0.01"
+    assert percent_label(100 * 201 / 207) == "97"
+    assert percent_label(100.0) == "100"
+    assert percent_label(5.26) == "5.3"
     assert all(float(percent_label(100 / n)) > 0 for n in range(1, 20_000, 7))
 
 
@@ -147,8 +157,10 @@ def test_curves_show_the_learning_rate_and_say_why_train_loss_can_be_higher(trai
 
     md = (trained_runs["smoke"] / "report.md").read_text()  # smoke.yaml: dropout and augmentation
     caption = md.split("## Learning curves\n\n", 1)[1].splitlines()[0]
-    assert "learning rate" in caption and "Train loss can sit above validation loss" in caption
-    assert "dropout (dropout_rate 0.1" in caption and "training images are augmented (rotation" in caption
+    assert "learning rate" in caption
+    assert "Train loss can sit above validation loss" in caption
+    assert "dropout (dropout_rate 0.1" in caption
+    assert "training images are augmented (rotation" in caption
     mlp = (trained_runs["mlp"] / "report.md").read_text().split("## Learning curves\n\n", 1)[1].splitlines()[0]
     assert "dropout" not in mlp  # only what the run trained with
     width, height = Image.open(trained_runs["smoke"] / "curves.png").size
@@ -160,7 +172,8 @@ def test_curves_caption_says_which_weights_validation_used():
 
     assert "validation uses the epoch's final weights" in _curves_caption({"training": {"ema": 0.0}})
     averaged = _curves_caption({"training": {"ema": 0.999}})
-    assert "validation uses a moving average of the weights" in averaged and "final weights" not in averaged
+    assert "validation uses a moving average of the weights" in averaged
+    assert "final weights" not in averaged
 
 
 def test_classification_numbers():
@@ -206,7 +219,8 @@ def test_comparison_figure_has_one_shared_legend_and_distinct_lines(monkeypatch,
     history = [{"epoch": e, "val_loss": 1 / e, "val_accuracy": 1 - 1 / (e + 1)} for e in (1, 2, 3)]
     curves = {f"mlp learning_rate={i}": history for i in range(14)}
     fig = drawn_figure(monkeypatch, lambda: plot_overlaid_curves(curves, tmp_path / "c.png", "14 runs"))
-    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)  # one legend for both
+    assert len(fig.legends) == 1  # one legend for both
+    assert all(ax.get_legend() is None for ax in fig.axes)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == list(curves)
     styles = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in fig.axes[0].lines}
     assert len(styles) == 14  # colours repeat after 10; their dashes and markers do not

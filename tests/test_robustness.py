@@ -14,15 +14,15 @@ import keras
 import pytest
 from click.testing import CliRunner
 
-from conftest import history_without_seconds, snapshot
+from conftest import MLP as MLP_PATH
+from conftest import ROOT, history_without_seconds, snapshot
 from conftest import start_mnist as mnist
 from mnist_pipeline.cli import cli
 from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.reports.run_folder import create_run_dir
 from mnist_pipeline.schedules import EarlyStopping, LearningRateSchedule
 
-ROOT = Path(__file__).parent.parent
-MLP = str(ROOT / "configs/mlp.yaml")
+MLP = str(MLP_PATH)  # a str, as typed on a command line
 SMOKE = str(ROOT / "configs/smoke.yaml")
 TINY = ["--set", "data.subset=300", "--set", "training.batch_size=32", "--device", "cpu"]
 
@@ -131,7 +131,8 @@ def test_bad_input_catalogue(make_args, code, words, earlier, idx_dir, tmp_path)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == code, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output, result.output
     for word in words:
         assert word in errors[0], errors[0]
     assert snapshot(run_dir) == before
@@ -146,9 +147,11 @@ def test_resume_refuses_completed_runs_and_extra_options(earlier):
     _, run_dir = earlier
     before = snapshot(run_dir)
     done = invoke("train", "--resume", run_dir)
-    assert done.exit_code == 2 and "already completed" in done.output
+    assert done.exit_code == 2
+    assert "already completed" in done.output
     mixed = invoke("train", "--resume", run_dir, "--config", MLP)
-    assert mixed.exit_code == 2 and "--resume goes on with the run's saved config; drop --config" in mixed.output
+    assert mixed.exit_code == 2
+    assert "--resume goes on with the run's saved config; drop --config" in mixed.output
     assert snapshot(run_dir) == before
 
 
@@ -161,8 +164,10 @@ def test_diverging_loss_stops_at_once_and_marks_the_run_failed(idx_dir, tmp_path
     assert re.match(r"error: the training loss became (nan|inf) at epoch \d+, step \d+; lower", message), message
     (run_dir,) = (tmp_path / "runs").iterdir()
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "failed" and status["error"].startswith("the training loss became")  # words, not a class
-    assert not (run_dir / "metrics.json").exists() and (run_dir / "config.yaml").exists()
+    assert status["status"] == "failed"
+    assert status["error"].startswith("the training loss became")  # words, not a class
+    assert not (run_dir / "metrics.json").exists()
+    assert (run_dir / "config.yaml").exists()
 
 
 def test_unsafe_model_file_is_refused(earlier, tmp_path):
@@ -172,7 +177,9 @@ def test_unsafe_model_file_is_refused(earlier, tmp_path):
                               keras.layers.Flatten(), keras.layers.Dense(10)])
     model.save(copy / "model.keras")
     result = invoke("evaluate", copy)
-    assert result.exit_code == 1 and "refused to load" in result.output and "Lambda" in result.output
+    assert result.exit_code == 1
+    assert "refused to load" in result.output
+    assert "Lambda" in result.output
 
 
 # ---- real processes: kill, signal, concurrency ----
@@ -198,10 +205,12 @@ def test_sigterm_stops_after_the_step_marks_interrupted_and_can_resume(idx_dir, 
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     last = stderr.strip().splitlines()[-1]
-    assert re.match(r"SIGTERM: stopped (during|after) epoch \d+", last) and "mnist train --resume" in last
+    assert re.match(r"SIGTERM: stopped (during|after) epoch \d+", last)
+    assert "mnist train --resume" in last
     run_dir = new_run(tmp_path)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
-    assert (run_dir / "report.md").exists() and "This run was **interrupted**" in (run_dir / "report.md").read_text()
+    assert (run_dir / "report.md").exists()
+    assert "This run was **interrupted**" in (run_dir / "report.md").read_text()
     epochs_done = len(history_without_seconds(run_dir)) - 1
     assert 1 <= epochs_done < 200
 
@@ -209,7 +218,8 @@ def test_sigterm_stops_after_the_step_marks_interrupted_and_can_resume(idx_dir, 
 def test_two_runs_started_together_get_their_own_folders(idx_dir, tmp_path):
     args = ["train", "--config", MLP, "--data-dir", idx_dir, "--output-dir", tmp_path, *TINY, "--epochs", "1"]
     first, second = mnist(*args), mnist(*args)
-    assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
+    assert first.wait(timeout=120) == 0
+    assert second.wait(timeout=120) == 0
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 2
     assert all(json.loads((r / "status.json").read_text())["status"] == "completed" for r in runs)
@@ -234,7 +244,8 @@ def test_schedules():
     assert [step.rate(e) for e in (0, 9, 10, 25)] == [0.1, 0.1, 0.05, 0.025]
     assert step.rate(9.99) == 0.1  # held through the epoch, whatever comes next
     cosine = LearningRateSchedule("cosine", 0.1, 10, min_learning_rate=0.001)
-    assert cosine.rate(0) == pytest.approx(0.1) and cosine.rate(10) == pytest.approx(0.001)
+    assert cosine.rate(0) == pytest.approx(0.1)
+    assert cosine.rate(10) == pytest.approx(0.001)
     assert cosine.rate(5) == pytest.approx(0.0505)
     warm = LearningRateSchedule("cosine", 0.1, 10, warmup_epochs=2)
     assert [warm.rate(p) for p in (0, 1, 2, 6, 10)] == pytest.approx([0.0, 0.05, 0.1, 0.05, 0.0])
@@ -246,7 +257,8 @@ def test_schedules():
     assert plateau.rate(4) == pytest.approx(0.05)
     copy = LearningRateSchedule("reduce_on_plateau", 0.1, 10, factor=0.5, patience=2)
     copy.load_state(json.loads(json.dumps(plateau.state())))
-    assert copy.rate(5) == plateau.rate(5) and copy.wait == plateau.wait
+    assert copy.rate(5) == plateau.rate(5)
+    assert copy.wait == plateau.wait
 
 
 def test_early_stopping_rules():
@@ -263,7 +275,8 @@ def test_early_stopping_ends_a_run_before_its_epochs(idx_dir, tmp_path):
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["stopped_early"] is True and metrics["epochs"] < 40
+    assert metrics["stopped_early"] is True
+    assert metrics["epochs"] < 40
     assert "early stopping: val_loss did not improve for 1 epoch\n" in result.output
 
 
@@ -275,7 +288,9 @@ def test_first_signal_asks_to_stop_a_second_stops_at_once():
     with StopSignals() as signals:
         assert not signals.requested()
         os.kill(os.getpid(), signal.SIGTERM)
-        assert signals.requested() and signals.exit_code == 143 and signals.name == "SIGTERM"
+        assert signals.requested()
+        assert signals.exit_code == 143
+        assert signals.name == "SIGTERM"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored after training
@@ -286,5 +301,6 @@ def test_a_long_path_in_a_message_keeps_its_file_name():
 
     path = "/tmp/" + "deep-folder/" * 20 + "none.yaml"
     shown = quote(path)
-    assert shown.endswith("none.yaml' (256 characters)") and shown.startswith("'/tmp/deep-folder/")
+    assert shown.endswith("none.yaml' (256 characters)")
+    assert shown.startswith("'/tmp/deep-folder/")
     assert clip("short") == "short"

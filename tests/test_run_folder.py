@@ -15,7 +15,8 @@ def test_run_dirs_are_timestamped_and_never_reused(tmp_path):
     third = rf.create_run_dir(tmp_path, "cnn", now=NOW)
     assert [p.name for p in (first, second, third)] == [
         "20261123T120005Z-cnn", "20261123T120005Z-cnn-2", "20261123T120005Z-cnn-3"]
-    assert (first / "keep.txt").read_text() == "earlier result" and not any(second.iterdir())
+    assert (first / "keep.txt").read_text() == "earlier result"
+    assert not any(second.iterdir())
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp_files(tmp_path):

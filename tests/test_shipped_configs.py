@@ -22,7 +22,8 @@ def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch
     expected = show(str(ROOT / "configs/cnn.yaml"))
     monkeypatch.chdir(tmp_path)
     assert show("cnn") == show("cnn.yaml") == show("configs/cnn.yaml") == expected
-    assert expected[0] == 0 and "name: cnn" in expected[1]
+    assert expected[0] == 0
+    assert "name: cnn" in expected[1]
     assert load_config("study/perceptron") == load_config(SHIPPED / "study/perceptron.yaml")
     assert load_config("study/fitting/overfit") == load_config(SHIPPED / "study/fitting/overfit.yaml")
     assert load_space("smoke") == load_space(SHIPPED / "sweeps/smoke.yaml") == load_space("sweeps/smoke")
@@ -42,22 +43,29 @@ def test_a_file_of_the_same_name_here_wins_over_the_shipped_one(tmp_path, monkey
 def test_a_mistyped_shipped_name_gets_the_close_ones():
     from mnist_pipeline.config.shipped import closest
 
-    assert closest("cnnn") == ["cnn", "cnn_fashion"][:len(closest("cnnn"))] and "cnn" in closest("cnnn")
-    assert closest("perceptron") == ["study/perceptron"] and closest("cnn.yml") == ["cnn"]
-    assert closest("mpl")[:1] == ["mlp"] and closest("sweeps/mpl", space=True)[:1] == ["mlp"]
+    assert closest("cnnn") == ["cnn", "cnn_fashion"][:len(closest("cnnn"))]
+    assert "cnn" in closest("cnnn")
+    assert closest("perceptron") == ["study/perceptron"]
+    assert closest("cnn.yml") == ["cnn"]
+    assert closest("mpl")[:1] == ["mlp"]
+    assert closest("sweeps/mpl", space=True)[:1] == ["mlp"]
 
 
 def test_an_unknown_name_lists_the_shipped_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, output = show("nothing-like-it")
-    assert code == 2 and output.count("\n") == 1
+    assert code == 2
+    assert output.count("\n") == 1
     assert "config file 'nothing-like-it' not found; pass a YAML file, or the name of one that ships" in output
-    assert "cnn, cnn_fashion" in output and "`mnist config list`" in output
+    assert "cnn, cnn_fashion" in output
+    assert "`mnist config list`" in output
     code, output = show("perceptron")
-    assert code == 2 and "config file 'perceptron' not found; did you mean study/perceptron (shipped" in output
+    assert code == 2
+    assert "config file 'perceptron' not found; did you mean study/perceptron (shipped" in output
     for escape in ("../mnist_pipeline/config/schema", "/etc/passwd.yaml"):
         code, output = show(escape)
-        assert code == 2 and "not found" in output
+        assert code == 2
+        assert "not found" in output
 
 
 def test_every_shipped_config_is_valid_described_and_packaged():
@@ -83,7 +91,8 @@ def test_config_list_names_every_shipped_config_with_what_it_is():
     result = CliRunner().invoke(cli, ["config", "list"], env={"COLUMNS": "100"})
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[-1] == str(SHIPPED) and all(len(line) <= 100 for line in lines[:-1])  # all but the path fit
+    assert lines[-1] == str(SHIPPED)
+    assert all(len(line) <= 100 for line in lines[:-1])  # all but the path fit
     spaces_start = lines.index("sweep spaces (mnist sweep --space NAME):")
     for entries, section in ((listing(), lines[:spaces_start]), (listing(space=True), lines[spaces_start:])):
         for name, summary in entries:
@@ -107,16 +116,19 @@ def test_config_validate_reports_every_problem_each_with_its_fix(tmp_path):
     assert f"ok: {ROOT / 'configs/cnn.yaml'}" in result.output
     # Elsewhere the same problems make one line: the first, then the rest by name.
     train = CliRunner().invoke(cli, ["train", "--config", str(bad)])
-    assert train.exit_code == 2 and train.output.count("\n") == 1
+    assert train.exit_code == 2
+    assert train.output.count("\n") == 1
     assert ("(and 3 more problems: data.augmentation.translaton, training.lr, model.params.units; `mnist config "
-            "validate` shows each with its fix)") in train.output and len(train.output) < 400
+            "validate` shows each with its fix)") in train.output
+    assert len(train.output) < 400
 
 
 def test_a_file_of_many_mistakes_names_the_first_ten(tmp_path):
     bad = tmp_path / "many.yaml"
     bad.write_text("training:\n" + "".join(f"  typo{i}: 1\n" for i in range(14)))
     result = CliRunner().invoke(cli, ["config", "validate", str(bad)])
-    assert result.exit_code == 2 and result.output.count("error:") == 10
+    assert result.exit_code == 2
+    assert result.output.count("error:") == 10
     assert "training.typo9 and 4 more; `mnist config" in CliRunner().invoke(cli, ["config", "show", str(bad)]).output
 
 

@@ -11,14 +11,17 @@ from mnist_pipeline.errors import ConfigError, DataError
 
 def test_idx_dir(idx_dir):
     raw = load_raw("mnist", str(idx_dir))
-    assert raw.x_train.shape == (600, 28, 28) and raw.x_train.dtype == np.uint8
-    assert raw.y_test.shape == (200,) and set(np.unique(raw.y_train)) == set(range(10))
+    assert raw.x_train.shape == (600, 28, 28)
+    assert raw.x_train.dtype == np.uint8
+    assert raw.y_test.shape == (200,)
+    assert set(np.unique(raw.y_train)) == set(range(10))
     assert raw.source == f"idx:{idx_dir.resolve()}"
 
 
 def test_uncompressed_idx_dir(tmp_path):
     raw = load_raw("mnist", str(write_idx_dir(tmp_path / "plain", 100, 50, gz=False)))
-    assert raw.x_train.shape == (100, 28, 28) and raw.y_test.shape == (50,)
+    assert raw.x_train.shape == (100, 28, 28)
+    assert raw.y_test.shape == (50,)
 
 
 def test_npz_dir_and_npz_file(npz_dir, idx_dir):
@@ -27,7 +30,8 @@ def test_npz_dir_and_npz_file(npz_dir, idx_dir):
     from_idx = load_raw("mnist", str(idx_dir))
     np.testing.assert_array_equal(from_dir.x_train, from_idx.x_train)
     np.testing.assert_array_equal(from_file.y_test, from_idx.y_test)
-    assert from_dir.source.startswith("npz:") and from_dir.source.endswith("mnist.npz")
+    assert from_dir.source.startswith("npz:")
+    assert from_dir.source.endswith("mnist.npz")
 
 
 def test_missing_dir_is_a_usage_error(tmp_path):
@@ -98,4 +102,6 @@ def test_offline_keras_download_says_how_to_use_local_files(monkeypatch):
         load_raw("mnist", None)
     message = str(info.value)
     assert message.startswith("could not download mnist through Keras (URL fetch failure")
-    assert "--data-dir" in message and "MNIST_DATA_DIR" in message and "\n" not in message
+    assert "--data-dir" in message
+    assert "MNIST_DATA_DIR" in message
+    assert "\n" not in message

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import MLP, ROOT
 from mnist_pipeline.config.space import (
     Choice,
     FloatRange,
@@ -17,9 +18,6 @@ from mnist_pipeline.config.space import (
     override,
 )
 from mnist_pipeline.errors import ConfigError
-
-ROOT = Path(__file__).parent.parent
-MLP = ROOT / "configs/mlp.yaml"
 
 
 def space_file(tmp_path, data) -> Path:
@@ -100,7 +98,8 @@ def test_a_bad_space_is_one_line_naming_the_entry(data, words, tmp_path):
     with pytest.raises(ConfigError) as caught:
         check_space(load_space(path), path, MLP)
     message = str(caught.value)
-    assert "\n" not in message and message.startswith(str(path))
+    assert "\n" not in message
+    assert message.startswith(str(path))
     for word in words:
         assert word in message, message
 

@@ -80,7 +80,8 @@ def test_epoch_values_test_metrics_histograms_and_figures_match_the_run_folder(i
                                     (train, "samples", "samples.png")):
         ((step, value),) = phase_events[tag]
         shown = np.asarray(Image.open(io.BytesIO(value[2])).convert("RGB"))
-        assert step == best and (int(value[0]), int(value[1])) == shown.shape[1::-1]
+        assert step == best
+        assert (int(value[0]), int(value[1])) == shown.shape[1::-1]
         assert np.array_equal(shown, np.asarray(Image.open(run_dir / file).convert("RGB")))
 
 
@@ -134,7 +135,8 @@ def test_tensorboard_off_writes_no_event_files(idx_dir, tmp_path):
 def test_batch_loss_off_keeps_the_epoch_values(idx_dir, tmp_path):
     run_dir = run(config(idx_dir, tmp_path, "output.tensorboard.loss_every_steps=0", "training.epochs=1")).run_dir
     train = events(run_dir, "train")
-    assert "batch_loss" not in train and len(train["epoch_loss"]) == 1
+    assert "batch_loss" not in train
+    assert len(train["epoch_loss"]) == 1
 
 
 @pytest.mark.slow
@@ -186,5 +188,7 @@ def test_events_that_cannot_be_written_stop_with_one_line_and_never_fail_the_run
     summaries.epoch(record, model=None)
     summaries.test(0.3, 0.9, 1)
     summaries.close()
-    assert len(lines) == 1 and lines[0].startswith("warning: TensorBoard events stopped (")
-    assert lines[0].endswith("training goes on without them") and summaries.pending == []
+    assert len(lines) == 1
+    assert lines[0].startswith("warning: TensorBoard events stopped (")
+    assert lines[0].endswith("training goes on without them")
+    assert summaries.pending == []

@@ -18,11 +18,10 @@ import optuna
 import pytest
 import yaml
 
-from conftest import missing_system_tool, start_mnist
+from conftest import ROOT, missing_system_tool, start_mnist
 from conftest import run_mnist as mnist
 from mnist_pipeline.config import load_config
 
-ROOT = Path(__file__).parent.parent
 TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--set", "training.epochs=2",
         "--set", "training.jit_compile=false", "--set", "training.steps_per_execution=1", "--device", "cpu"]
 
@@ -54,11 +53,13 @@ def test_a_tiny_sweep_ranks_its_trials_and_writes_a_best_config_to_rerun(idx_dir
     folder = tmp_path / "out/sweeps/tiny"
     study = study_of(folder)
     trials = study.get_trials()
-    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     for trial in trials:  # each trial is a completed run folder, chosen on validation only
         (run,) = trial.user_attrs["runs"]
         metrics = json.loads((folder / "runs" / run / "metrics.json").read_text())
-        assert metrics["tested"] is False and "test_accuracy" not in metrics
+        assert metrics["tested"] is False
+        assert "test_accuracy" not in metrics
         assert trial.value == metrics["best_val_accuracy"]
         cfg = load_config(folder / "runs" / run / "config.yaml")
         assert cfg.model.params["units"] == trial.params["model.params.units"]
@@ -70,19 +71,23 @@ def test_a_tiny_sweep_ranks_its_trials_and_writes_a_best_config_to_rerun(idx_dir
     best_cfg = load_config(folder / "best.yaml")
     assert best_cfg.model.params["units"] == best.params["model.params.units"]
     # Absolute paths, as run folders keep them: the sweep's data, and its output dir.
-    assert best_cfg.data.data_dir == str(idx_dir) and best_cfg.output.dir == str(tmp_path / "out")
+    assert best_cfg.data.data_dir == str(idx_dir)
+    assert best_cfg.output.dir == str(tmp_path / "out")
     recorded = json.loads((folder / "best.json").read_text())
-    assert recorded["trial"] == best.number and 0.1 < recorded["test_accuracy"] <= 1
+    assert recorded["trial"] == best.number
+    assert 0.1 < recorded["test_accuracy"] <= 1
     (best_run,) = best.user_attrs["runs"]
     evaluated = mnist("evaluate", folder / "runs" / best_run, "--data-dir", idx_dir, "--json")
     assert json.loads(evaluated.stdout)["accuracy"] == recorded["test_accuracy"]
     html = (folder / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 2 and f"Trial {best.number}:" in html
+    assert html.count("data:image/png;base64,") >= 2
+    assert f"Trial {best.number}:" in html
     # The same command again continues the finished study: no new trial, the test not measured again.
     before = (folder / "best.json").read_bytes()
     again = mnist(*args)
     assert again.returncode == 0, again.stderr
-    assert len(study_of(folder).get_trials()) == 4 and (folder / "best.json").read_bytes() == before
+    assert len(study_of(folder).get_trials()) == 4
+    assert (folder / "best.json").read_bytes() == before
     # `mnist sweep --output-dir D report NAME`: the group's --output-dir finds the sweep.
     report = mnist("sweep", "--output-dir", tmp_path / "out", "report", "tiny")
     assert report.returncode == 0, report.stderr
@@ -93,7 +98,8 @@ def test_a_tiny_sweep_ranks_its_trials_and_writes_a_best_config_to_rerun(idx_dir
     rerun = subprocess.run([sys.executable, "-m", "mnist_pipeline", "train", "--config", str(folder / "best.yaml"),
                             "--epochs", "1", "--quiet"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(list((tmp_path / "out/runs").glob("*-tiny-best/metrics.json"))) == 1 and not any(elsewhere.iterdir())
+    assert len(list((tmp_path / "out/runs").glob("*-tiny-best/metrics.json"))) == 1
+    assert not any(elsewhere.iterdir())
 
 
 def test_a_sweep_grows_with_more_trials_and_shows_each_trial_and_epoch_as_it_trains(idx_dir, tmp_path):
@@ -108,14 +114,17 @@ def test_a_sweep_grows_with_more_trials_and_shows_each_trial_and_epoch_as_it_tra
     assert re.fullmatch(r"trial 1 \(2 of 2\): units=(16|64), learning_rate=[0-9.e-]+", lines[start])
     assert re.fullmatch(r"trial 1  epoch 1/2  loss \d\.\d{4}  val_loss \d\.\d{4}  val_accuracy \d\.\d{4}  "
                         r"\d+\.\ds", lines[start + 1])
-    assert lines[start + 2].startswith("trial 1  epoch 2/2  ") and lines[start + 3].startswith("trial 1: val_accuracy ")
+    assert lines[start + 2].startswith("trial 1  epoch 2/2  ")
+    assert lines[start + 3].startswith("trial 1: val_accuracy ")
     assert json.loads((folder / "sweep.json").read_text())["trials"] == 2
     # More trials: the study goes on where it stopped (as Optuna's own optimize would).
     grown = mnist(*args, "--trials", "3")
     assert grown.returncode == 0, grown.stderr
     assert "sweep tiny: 3 trials in all, was 2" in grown.stdout
     trained = [line for line in grown.stdout.splitlines() if "  epoch " in line]
-    assert "trial 2 (3 of 3): " in grown.stdout and len(trained) == 2 and trained[0].startswith("trial 2  epoch 1/2")
+    assert "trial 2 (3 of 3): " in grown.stdout
+    assert len(trained) == 2
+    assert trained[0].startswith("trial 2  epoch 1/2")
     assert [t.state.name for t in study_of(folder).get_trials()] == ["COMPLETE"] * 3
     assert json.loads((folder / "sweep.json").read_text())["trials"] == 3
     report = mnist("sweep", "report", "tiny", "--output-dir", tmp_path / "out")
@@ -124,7 +133,8 @@ def test_a_sweep_grows_with_more_trials_and_shows_each_trial_and_epoch_as_it_tra
     # Fewer: nothing more runs, nothing is lost.
     fewer = mnist(*args, "--trials", "2")
     assert fewer.returncode == 0, fewer.stderr
-    assert "epoch" not in fewer.stdout and len(study_of(folder).get_trials()) == 3
+    assert "epoch" not in fewer.stdout
+    assert len(study_of(folder).get_trials()) == 3
     assert "| trials | 3 (the sweep now asks for 2): 3 completed |" in (folder / "report.md").read_text()
 
 
@@ -174,7 +184,8 @@ def test_sweep_report_tells_a_missing_sweep_from_a_folder_that_is_not_one(tmp_pa
     (out / "sweeps/real/sweep.json").write_text("{}")
     (out / "sweeps/plain").mkdir()
     missing = mnist("sweep", "--output-dir", out, "report", "nope")  # the group's --output-dir
-    assert missing.returncode == 2 and missing.stderr.startswith("error: sweep 'nope' does not exist: ")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: sweep 'nope' does not exist: ")
     assert "the sweeps there: real (or pass" in missing.stderr
     plain = mnist("sweep", "report", "plain", "--output-dir", out)
     assert plain.returncode == 2
@@ -209,10 +220,12 @@ def test_two_workers_share_one_study_and_no_trial_runs_twice(idx_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "out/sweeps/tiny"
     trials = study_of(folder).get_trials()
-    assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(trials) == 5
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
     runs = [run for t in trials for run in t.user_attrs["runs"]]
-    assert len(set(runs)) == 5 and sorted(runs) == sorted(p.name for p in (folder / "runs").iterdir())
+    assert len(set(runs)) == 5
+    assert sorted(runs) == sorted(p.name for p in (folder / "runs").iterdir())
 
 
 def test_seeds_repeat_each_trial_and_report_mean_and_spread(idx_dir, tmp_path):
@@ -220,7 +233,8 @@ def test_seeds_repeat_each_trial_and_report_mean_and_spread(idx_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     for trial in study_of(tmp_path / "out/sweeps/tiny").get_trials():
         values = trial.user_attrs["values"]
-        assert len(trial.user_attrs["runs"]) == 2 and trial.value == pytest.approx(sum(values) / 2)
+        assert len(trial.user_attrs["runs"]) == 2
+        assert trial.value == pytest.approx(sum(values) / 2)
         assert trial.user_attrs["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
         seeds = [load_config(tmp_path / "out/sweeps/tiny/runs" / run / "config.yaml").training.seed
                  for run in trial.user_attrs["runs"]]
@@ -245,7 +259,8 @@ def test_a_killed_sweep_continues_and_accounts_for_the_killed_trial(idx_dir, tmp
     trials = study_of(folder).get_trials()
     states = [t.state.name for t in trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # 1 killed; 2 re-runs its values; then 3
-    assert trials[2].user_attrs["replaces"] == 1 and trials[2].params == trials[1].params
+    assert trials[2].user_attrs["replaces"] == 1
+    assert trials[2].params == trials[1].params
     assert "best: trial" in resumed.stdout
     # The killed trial stays in the report, with its state, its run folder and what became of it.
     (killed_run,) = (folder / "runs").glob("*-trial-0001")
@@ -275,7 +290,8 @@ def test_a_stopped_sweep_says_how_to_continue_and_requeues_its_trial(idx_dir, tm
     again = mnist(*args)
     assert again.returncode == 0, again.stderr
     completed = study_of(folder).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(completed) == 2 and completed[0].user_attrs["replaces"] == stopped.number
+    assert len(completed) == 2
+    assert completed[0].user_attrs["replaces"] == stopped.number
     # Its folder is in the report, beside the trial that ran its values again.
     assert (f"| {run.name} | stopped by Ctrl-C or SIGTERM; its values re-run as trial {completed[0].number} |"
             in (folder / "report.md").read_text())
@@ -328,7 +344,8 @@ def test_two_processes_share_a_postgresql_study(idx_dir, tmp_path, postgres_url)
     assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
     study = optuna.load_study(study_name="tiny", storage=postgres_url)
     ran = [t for t in study.get_trials() if "skipped" not in t.user_attrs]
-    assert len(ran) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ran)
+    assert len(ran) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ran)
     runs = [run for t in ran for run in t.user_attrs["runs"]]
     assert len(set(runs)) == 4
     assert {t.user_attrs["worker"] for t in ran} <= {f"{os.uname().nodename}:{p.pid}" for p in processes}
@@ -356,13 +373,16 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(idx_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     trials = study_of(tmp_path / "out/sweeps/clash").get_trials()
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert len(trials) == 6 and failed and len(failed) < 6
+    assert len(trials) == 6
+    assert failed
+    assert len(failed) < 6
     for trial in failed:
         assert trial.params == {"training.epochs": 1, "training.schedule.warmup_epochs": 1}
         assert "warmup_epochs (1) must be less than epochs (1)" in trial.user_attrs["outcome"]
         assert f"trial {trial.number}: failed: " in done.stdout
     report = mnist("sweep", "report", "clash", "--output-dir", tmp_path / "out")
-    assert report.returncode == 0 and report.stdout.splitlines()[-1].startswith("report: ")
+    assert report.returncode == 0
+    assert report.stdout.splitlines()[-1].startswith("report: ")
     assert report.stdout.count(" failed ") == len(failed)
     report_md = (tmp_path / "out/sweeps/clash/report.md").read_text()
     for trial in failed:  # in the trials table too: refused before a run folder existed, so none

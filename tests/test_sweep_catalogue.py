@@ -18,12 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import CNN, MLP, snapshot, start_mnist, write_idx_dir
 from conftest import run_mnist as mnist
-from conftest import snapshot, start_mnist, write_idx_dir
 
-ROOT = Path(__file__).parent.parent
-MLP = ROOT / "configs/mlp.yaml"
-CNN = ROOT / "configs/cnn.yaml"
 TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--set", "training.epochs=1",
         "--device", "cpu"]
 RATE = {"training.learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}
@@ -289,8 +286,10 @@ def test_sweep_catalogue(make, code, words, made, tmp_path):
     result = mnist(*args, env=env, timeout=240)
     lines = result.stderr.splitlines()
     assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr  # one line, nothing else
-    assert "unexpected" not in lines[0] and len(lines[0]) < 700, lines[0]
+    assert len(lines) == 1, result.stderr  # one line, nothing else
+    assert lines[0].startswith("error: "), result.stderr
+    assert "unexpected" not in lines[0], lines[0]
+    assert len(lines[0]) < 700, lines[0]
     for word in words:
         assert word in lines[0], lines[0]
     assert "Traceback" not in result.stdout
@@ -311,7 +310,8 @@ def test_a_failed_start_leaves_nothing_and_a_half_made_sweep_takes_its_correctio
     data, folder, args = made
     (tmp_path / "db.sqlite").write_bytes(b"not a database\n" * 100)
     failed = mnist(*args, "--output-dir", tmp_path / "out", "--storage", f"sqlite:///{tmp_path / 'db.sqlite'}")
-    assert failed.returncode == 1 and failed.stderr.startswith("error: --storage sqlite:///"), failed.stderr
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.startswith("error: --storage sqlite:///"), failed.stderr
     assert not (tmp_path / "out").exists()  # the corrected command has nothing in its way
     # A folder half made by an earlier version (sweep.json and base.yaml for a storage that never opened, no
     # trial): the corrected command takes it over instead of refusing it as another sweep.
@@ -329,7 +329,7 @@ def test_a_failed_start_leaves_nothing_and_a_half_made_sweep_takes_its_correctio
 def test_each_process_joining_a_study_samples_with_its_own_seed():
     import optuna
 
-    from mnist_pipeline.sweep.study import claim_sampler_seed
+    from mnist_pipeline.sweep.optuna_study import claim_sampler_seed
 
     study = optuna.create_study()
     study.set_user_attr("sampler:otherhost:1:1", 7)  # a process of another machine: counted as running
@@ -355,7 +355,8 @@ def test_two_joined_processes_never_try_the_same_values(made, tmp_path):
     journal = JournalFileBackend(str(tmp_path / "out/sweeps/two/study.journal"))
     study = optuna.load_study(study_name="two", storage=optuna.storages.JournalStorage(journal))
     rates = [t.params["training.learning_rate"] for t in study.get_trials()]
-    assert len(rates) == 4 and len(set(rates)) == 4, rates
+    assert len(rates) == 4, rates
+    assert len(set(rates)) == 4, rates
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -373,7 +374,8 @@ def test_a_signal_to_a_sweep_with_workers_stops_them_all_in_one_line(made, tmp_p
     out, err = parent.communicate(timeout=120)
     lines = err.splitlines()
     assert parent.returncode == code, err
-    assert len(lines) == 1 and lines[0].startswith(f"{signal.Signals(signum).name}: the sweep stopped"), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{signal.Signals(signum).name}: the sweep stopped"), err
     assert "run the same command again" in lines[0]
     assert not workers_alive(str(tmp_path))
     assert not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout
@@ -402,7 +404,8 @@ def test_a_worker_that_dies_is_reported_by_the_parent_in_one_line(made, tmp_path
     out, err = parent.communicate(timeout=180)
     lines = err.splitlines()
     assert parent.returncode == 1, err
-    assert len(lines) == 1 and lines[0].startswith("error: worker 0: killed by SIGKILL; run the same command"), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: worker 0: killed by SIGKILL; run the same command"), err
     assert not workers_alive(str(tmp_path))
 
 

@@ -54,8 +54,10 @@ def test_fit_learns_keeps_the_best_weights_and_records_history():
     result = trainer.fit(batches, evaluation_batches(xv, yv, 32), 4,
                          on_step=lambda p: steps.append((p.step, p.steps)),
                          on_epoch=lambda record, state: epochs.append(record))
-    assert [r.epoch for r in result.history] == [1, 2, 3, 4] and epochs == result.history
-    assert steps[-1] == (12, 12) and len(steps) == 4 * 12
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
+    assert epochs == result.history
+    assert steps[-1] == (12, 12)
+    assert len(steps) == 4 * 12
     best = result.history[result.best_epoch - 1]
     assert best.val_loss == min(r.val_loss for r in result.history) == result.best_val_loss
     assert result.history[-1].val_accuracy > 0.5  # 10 classes: chance is 0.1
@@ -74,7 +76,8 @@ def test_mixed_precision_wraps_the_optimizer_and_still_learns():
         model = build_model("mlp", units=32)
         trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9), 64)
         assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
-        assert model.stack[1].compute_dtype == "float16" and model(x).dtype == "float32"  # logits stay float32
+        assert model.stack[1].compute_dtype == "float16"
+        assert model(x).dtype == "float32"  # logits stay float32
         losses = [float(trainer.learning_step(x, y)) for _ in range(30)]
         assert losses[-1] < 0.5 * losses[0]
     finally:
@@ -135,7 +138,8 @@ def test_augmented_batches_are_made_in_an_xla_step_and_it_learns():
 def test_a_group_compiled_whole_with_xla_trains_like_the_plain_graph():
     trainer, steps, xla = _grouped_history(4, in_graph=True, jit_compile=True)
     _, _, plain = _grouped_history(4, in_graph=True)
-    assert steps == [4, 8, 9] * 3 and trainer.train_group.traces == 1
+    assert steps == [4, 8, 9] * 3
+    assert trainer.train_group.traces == 1
     np.testing.assert_allclose(np.array(xla), np.array(plain), rtol=1e-4)  # XLA may fuse float ops differently
     assert xla[-1][1] > 0.3  # and it learns (chance is 0.1)
 
@@ -155,13 +159,14 @@ def test_warm_up_and_cosine_move_the_rate_every_step():
     assert len(seen) == 30
     for position, rate in seen:  # the rate the step that ended at `position` took: warm-up from 0, then cosine
         assert rate == pytest.approx(schedule.rate(position - 0.1), rel=1e-6, abs=1e-12)
-    assert seen[5][1] == pytest.approx(2e-3) and seen[-1][1] == pytest.approx(schedule.rate(2.9))
+    assert seen[5][1] == pytest.approx(2e-3)
+    assert seen[-1][1] == pytest.approx(schedule.rate(2.9))
     # history records each epoch's first rate
     assert [r.learning_rate for r in result.history] == pytest.approx([0.0, 4e-3, schedule.rate(2)])
 
 
 def test_smoothed_cross_entropy_matches_keras_one_hot_label_smoothing():
-    from mnist_pipeline.trainer import smoothed_cross_entropy
+    from mnist_pipeline.evaluation import smoothed_cross_entropy
 
     logits = tf.constant(np.random.default_rng(0).normal(0, 3, (6, 10)), tf.float32)
     labels = tf.constant([0, 3, 9, 2, 2, 7])
@@ -188,7 +193,7 @@ def test_test_time_flip_averages_each_image_with_its_mirror():
     keras.utils.set_random_seed(0)
     x, y = data(40, 4)
     model = build_model("cnn", filters=[4], convs_per_block=1, dense_units=8)
-    from mnist_pipeline.trainer import Evaluation
+    from mnist_pipeline.evaluation import Evaluation
 
     loss, accuracy, probabilities = Evaluation(model, "test", test_time_flip=True)(
         evaluation_batches(x, y, 16), probabilities=True)
@@ -208,7 +213,8 @@ def test_bfloat16_computes_in_bfloat16_keeps_float32_logits_and_learns():
         model = build_model("cnn", filters=[8], convs_per_block=1, dense_units=16, batch_norm=True)
         trainer = Trainer(model, make_optimizer("adam", 0.01, 0.9), 64)
         assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)  # bfloat16 needs no scaling
-        assert model.stack[0].compute_dtype == "bfloat16" and model(x).dtype == "float32"  # logits stay float32
+        assert model.stack[0].compute_dtype == "bfloat16"
+        assert model(x).dtype == "float32"  # logits stay float32
         assert all(v.dtype == "float32" for v in model.trainable_variables)
         losses = [float(trainer.learning_step(x, y)) for _ in range(30)]
         assert losses[-1] < 0.5 * losses[0]
