@@ -35,7 +35,7 @@ help:
 	@echo "make sweep-smoke      a 4-trial grid sweep of the smoke CNN (2 epochs each)"
 	@echo "make tensorboard      serve $(OUTPUT_DIR) on TensorBoard: every run and sweep trial side by side (PORT=$(PORT))"
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
-	@echo "make study            every lesson of configs/study/ (README \"Study\"), then one table of all their runs"
+	@echo "make study            every lesson of configs/study/ (docs/guide/study.md), then one table of all their runs"
 	@echo "                      or one lesson: study-perceptron | study-quickstart | study-softmax | study-vanishing"
 	@echo "                      | study-fitting | study-regularization | study-ensemble   (DATA_DIR=... EPOCHS=...)"
 	@echo "make bench            custom trainer vs model.fit, bfloat16, memory, time to 90% and 93% (DATA_DIR=..., ~25 min)"
@@ -94,7 +94,7 @@ compare: install
 compare-fashion: install
 	$(MAKE) compare COMPARE="mlp_fashion deep_mlp_fashion cnn_fashion" DATA_DIR=$(or $(DATA_DIR),$(FASHION_DIR))
 
-# Optuna sweeps (README "Sweeps"): re-running the same command continues the sweep.
+# Optuna sweeps (docs/guide/sweeps.md): re-running the same command continues the sweep.
 SPACE ?= mlp
 WORKERS ?= 2
 TRIALS ?=
@@ -122,7 +122,7 @@ diagnose: install
 	  --set model.params.batch_norm=false --set model.params.dropout_rate=0 \
 	  --compare model.params.activation=sigmoid,relu $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)
 
-# The study (README "Study"): the classic MNIST lessons, one target each. Every run folder a lesson makes is
+# The study (docs/guide/study.md): the classic MNIST lessons, one target each. Every run folder a lesson makes is
 # added to $(STUDY_RUNS), which `make study` starts empty and ends by comparing as one table.
 STUDY_RUNS ?= $(OUTPUT_DIR)/study-runs.txt
 STUDY_LESSONS = study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization \

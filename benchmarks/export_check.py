@@ -2,7 +2,7 @@
 by its own runtime on the run's raw test digits, against the test probabilities the run recorded.
 
 Usage: python benchmarks/export_check.py RUN_DIR [--data-dir DIR]
-(tests/test_export.py checks the same in fresh processes; this measures it on a real run for the README.)
+(tests/test_export.py checks the same in fresh processes; this measures it on a real run for docs/benchmarks.md.)
 """
 
 from __future__ import annotations

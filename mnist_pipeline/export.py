@@ -61,7 +61,8 @@ def precision_note(trained_precision: str | None) -> str | None:
     if trained_precision in (None, EXPORT_PRECISION):
         return None
     return (f"note: this run trained in {trained_precision} and the export computes in {EXPORT_PRECISION}: its "
-            f"probabilities differ from the run's by up to ~1e-2 (README \"Use the model elsewhere\")")
+            f"probabilities differ from the run's by up to ~1e-2 (docs/guide/predict-export.md, \"Use the model "
+            f"elsewhere\")")
 
 
 def default_output(run_dir: Path, fmt: str) -> Path:
@@ -177,7 +178,7 @@ def _metadata(run) -> dict:
             "dataset": run.config.data.dataset, "run": run.run_dir.name, "model": run.config.model.name,
             "test_accuracy": _finite(run.metrics.get("test_accuracy")),
             "unsure_below": _finite(run.metrics.get("unsure_below")),
-            "preprocessing": "mnist predict's recipe for the dataset (README \"Predict\")"}
+            "preprocessing": "mnist predict's recipe for the dataset (docs/guide/predict-export.md, \"Predict\")"}
 
 
 def _finite(value):

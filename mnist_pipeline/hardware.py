@@ -124,8 +124,8 @@ def resolve_precision(requested: str, device: Device | str, cpu: CpuFacts,
     """`auto`: mixed_bfloat16 where `device` computes bfloat16 natively (a CPU with one of
     BFLOAT16_CPU_FLAGS, a GPU of compute capability >= 8.0) and the model is `convolutional`; float32
     elsewhere, and when it cannot tell. A dense-only model this small spends its step on casts and memory
-    rather than arithmetic: bfloat16 made the MLP slower even on a CPU with native bfloat16 (README
-    "Precision"). Any other request is kept as it is (a slow one is warned about: see `bfloat16_warning`)."""
+    rather than arithmetic: bfloat16 made the MLP slower even on a CPU with native bfloat16 (docs/benchmarks.md
+    has the figures). Any other request is kept as it is (a slow one is warned about: see `bfloat16_warning`)."""
     native, fact = _native_bfloat16(device, cpu, gpu_capability)
     if requested != "auto":
         return Precision(requested, requested, "as configured")
@@ -141,7 +141,7 @@ def bfloat16_warning(precision: Precision, device: Device | str, cpu: CpuFacts,
     if precision.policy != "mixed_bfloat16" or native or not _knows(device, cpu, gpu_capability):
         return None
     return (f"warning: {fact}, so mixed_bfloat16 is emulated and runs several times slower than float32 here "
-            f"(6.4x for cnn_fashion_fast, README \"Precision\"); set training.precision: auto or float32")
+            f"(docs/benchmarks.md has the measurements); set training.precision: auto or float32")
 
 
 def _native_bfloat16(device: Device | str, cpu: CpuFacts, gpu_capability: tuple[int, int] | None
@@ -170,7 +170,7 @@ def _knows(device: Device | str, cpu: CpuFacts, gpu_capability: tuple[int, int] 
 
 # XLA compiles a group of steps once, then runs each faster: below this many steps a run spends longer
 # compiling than it gains. Set with room for a CPU that compiles several times slower than the one it was
-# measured on (README "Speed rules" has the figures and machines).
+# measured on (docs/guide/speed.md has the figures and machines).
 XLA_MIN_STEPS = 2_000
 
 

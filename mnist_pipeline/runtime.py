@@ -41,7 +41,7 @@ def prepare_environment() -> None:
     # Keeps most of TensorFlow's C++ INFO lines out of the terminal; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # TensorFlow turns its oneDNN CPU kernels on by itself only on some CPUs (not on AMD's); they ran the CNN's
-    # train step faster side by side (README "Precision" has the figures and machines) and are the only native
+    # train step faster side by side (docs/benchmarks.md has the figures and machines) and are the only native
     # bfloat16 path on CPU. Results stay deterministic (the bit-exact resume tests pass with it); 0 opts out.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

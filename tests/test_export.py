@@ -18,7 +18,7 @@ from mnist_pipeline.evaluation import class_probabilities
 from mnist_pipeline.inference import load_run
 
 FORMATS = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
-TOLERANCE = 1e-5  # float32 graphs of the same operations; measured up to 1.3e-6 (README)
+TOLERANCE = 1e-5  # float32 graphs of the same operations; measured up to 1.3e-6 (docs/benchmarks.md)
 
 # Each client reads raw pixels from images.npy and writes probabilities.npy for the whole batch, for the first
 # three images alone (any batch size) and for those three as 0-1 floats, reads the file's metadata, and proves it

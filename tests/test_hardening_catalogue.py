@@ -361,7 +361,8 @@ def test_a_signal_during_an_export_leaves_nothing(fmt, sign, when, runs, tmp_pat
 
 @pytest.mark.slow
 def test_a_resumed_run_whose_tensorboard_folder_is_a_file_warns_once_and_completes(runs, tmp_path):
-    """README "TensorBoard": a write that fails stops the events with one `warning:` line; training goes on."""
+    """docs/guide/runs.md "TensorBoard": a write that fails stops the events with one `warning:` line; training
+    goes on."""
     data, _, resumable, _ = runs
     folder = shutil.copytree(resumable, tmp_path / "run")
     shutil.rmtree(folder / "tensorboard", ignore_errors=True)

@@ -24,7 +24,7 @@ REPO = Path(__file__).parent.parent
 REAL_DATA = {"mnist": REPO.parent / "shared/data/mnist-small",
              "fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 # A photo is predicted nearly as well as the raw array of the same item: measured 0.95 (digits) and 0.97 (Fashion)
-# on 300-400 items of models trained longer (README "Predict"); these small models and 120 items leave room.
+# on 300-400 items of models trained longer (docs/results.md); these small models and 120 items leave room.
 RATIO_FLOOR = 0.85
 HELD_OUT = 120
 

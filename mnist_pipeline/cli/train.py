@@ -44,7 +44,8 @@ def train(config_path, overrides, data_dir, device, seed, epochs, output_dir, re
     at once. --resume continues it exactly. --resume RUN --epochs N trains a run (completed or stopped)
     further, up to N epochs in all, in a new run folder: the learning-rate schedule is laid out over the N
     epochs, early stopping's patience starts again, and RUN stays as it was.
-    Several devices: --set training.distribute.strategy=mirrored; several machines: --workers (README).
+    Several devices: --set training.distribute.strategy=mirrored; several machines: --workers
+    (docs/guide/distribute.md).
 
     Example: mnist train --config configs/cnn.yaml --set training.epochs=3 --device cpu
     """
