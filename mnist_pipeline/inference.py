@@ -25,8 +25,7 @@ from mnist_pipeline.errors import (
     clip,
     plural,
 )
-from mnist_pipeline.reports import run_folder
-from mnist_pipeline.reports import run_reader as run_files
+from mnist_pipeline.reports import run_folder, run_reader
 from mnist_pipeline.reports.metrics import UNSURE_ACCURACY
 from mnist_pipeline.shapes import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
 
@@ -45,15 +44,15 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     loads, so a damaged run folder is named at once. The model computes under `precision` (a Keras policy),
     by default the one it trained under (metrics.json), so that it reproduces the run's numbers exactly."""
     path = run_folder.run_folder(run_dir)
-    status = run_files.read_status(path)["status"]
+    status = run_reader.read_status(path)["status"]
     if status != "completed":
-        raise RunNotCompleted(f"{path}: the run {run_files.status_phrase(status)}, so it has no final model to use; "
+        raise RunNotCompleted(f"{path}: the run {run_reader.status_phrase(status)}, so it has no final model to use; "
                               f"pick a completed run", status)
     config = load_config(path / run_folder.CONFIG)
-    normalization = Normalization(**run_files.read_normalization(path))
-    metrics = run_files.read_metrics(path)
+    normalization = Normalization(**run_reader.read_normalization(path))
+    metrics = run_reader.read_metrics(path)
     if not (path / run_folder.MODEL).is_file():
-        raise run_files.damaged(path / run_folder.MODEL, "missing")
+        raise run_reader.damaged(path / run_folder.MODEL, "missing")
     runtime.prepare_environment()
     import keras
 
@@ -67,7 +66,7 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     except Exception:  # any layer error means the same: not a model of this run
         fits = False
     if not fits:
-        raise run_files.damaged(path / run_folder.MODEL, f"not a model of this run (it does not map a "
+        raise run_reader.damaged(path / run_folder.MODEL, f"not a model of this run (it does not map a "
                                                  f"{IMAGE_SIZE}x{IMAGE_SIZE} image to {NUM_CLASSES} class scores)")
     weights_finite = all(np.all(np.isfinite(w)) for w in model.get_weights() if np.issubdtype(w.dtype, np.floating))
     if not weights_finite or not np.all(np.isfinite(np.asarray(scores, np.float32))):
@@ -78,7 +77,7 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
 def non_finite_model(path: Path) -> PipelineError:
     """A model whose answers are NaN or infinite: every "prediction" of it would be meaningless (argmax of NaN
     is class 0)."""
-    return run_files.damaged(path, "its class scores are NaN or infinite (weights that diverged, or were "
+    return run_reader.damaged(path, "its class scores are NaN or infinite (weights that diverged, or were "
                                    "changed): it cannot classify anything; use another run")
 
 
@@ -91,7 +90,7 @@ def load_model_file(path: Path):
     import mnist_pipeline.models  # noqa: F401 - registers the model classes for deserialization
 
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there
-        raise run_files.damaged(path, "not a readable Keras model file (a .keras file is a zip archive, and this "
+        raise run_reader.damaged(path, "not a readable Keras model file (a .keras file is a zip archive, and this "
                                       "one is not a whole one): it was damaged or replaced")
     try:
         # safe_mode (the default, kept explicit): refuses files that would run arbitrary code (lambdas).
@@ -100,7 +99,7 @@ def load_model_file(path: Path):
         if "arbitrary code" in str(exc):
             raise PipelineError(f"{path}: refused to load: the file holds Python code (a Lambda layer) that would "
                                 f"run on load; use only model files this pipeline wrote") from None
-        raise run_files.damaged(path, f"cannot load it ({type(exc).__name__}: {brief(exc)})") from None
+        raise run_reader.damaged(path, f"cannot load it ({type(exc).__name__}: {brief(exc)})") from None
 
 
 def _trained_policy(metrics: dict) -> str:
@@ -274,7 +273,7 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
         try:
             runs.append(load_run(path))
         except RunNotCompleted as exc:
-            reason = f"the run {run_files.status_phrase(exc.status)}, so it has no final model"
+            reason = f"the run {run_reader.status_phrase(exc.status)}, so it has no final model"
             skipped.append({"run": Path(path).name, "reason": reason})
     if len(runs) < 2:
         why = "".join(f"; {s['run']} skipped: {s['reason']}" for s in skipped)

@@ -163,23 +163,23 @@ def _train_and_complete(ctx: RunContext) -> dict[str, Any]:
     """Train and test, then write metrics, model and report, and only then the status `completed`; on any
     failure or interruption mark the run as such and say what can be done with it."""
     cfg, run_dir, events, started = ctx.cfg, ctx.run_dir, ctx.events, ctx.started
-    summaries = None
+    board = None
     try:
-        summaries = _open_summaries(cfg, run_dir, events.warn)
+        board = _open_tensorboard(cfg, run_dir, events.warn)
         if events.stop_requested():
             raise Interrupted("stopped before training started")
-        metrics = train_and_test(ctx, summaries).with_facts(_run_facts(ctx)).to_dict()
+        metrics = train_and_test(ctx, board).with_facts(_run_facts(ctx)).to_dict()
         run_folder.write_json(run_dir / run_folder.METRICS, metrics)
         write_report(run_dir, status="completed")
-        if summaries:
-            summaries.figures({"confusion_matrix": ("test", run_dir / run_folder.CONFUSION),
+        if board:
+            board.figures({"confusion_matrix": ("test", run_dir / run_folder.CONFUSION),
                                "most_confident_mistakes": ("test", run_dir / run_folder.MISCLASSIFIED),
                                "samples": ("train", run_dir / run_folder.SAMPLES)}, step=metrics["best_epoch"] - 1)
-            summaries.close()
+            board.close()
         run_folder.write_status(run_dir, "completed", started=started)
         return metrics
     except BaseException as exc:  # KeyboardInterrupt too: the folder must never look finished
-        raise _mark_stopped(exc, run_dir, started, summaries) from None
+        raise _mark_stopped(exc, run_dir, started, board) from None
 
 
 def _run_facts(ctx: RunContext) -> RunFacts:
@@ -198,13 +198,13 @@ def _run_facts(ctx: RunContext) -> RunFacts:
         finished=run_folder.utc_now().isoformat(timespec="seconds"))
 
 
-def _mark_stopped(exc: BaseException, run_dir: Path, started: str, summaries) -> BaseException:
+def _mark_stopped(exc: BaseException, run_dir: Path, started: str, board) -> BaseException:
     """Mark the run pruned, interrupted or failed (and write a partial report); return the error to raise."""
     interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
     try:
-        if summaries:
+        if board:
             with contextlib.suppress(Exception):  # the steps seen so far; never hides the original error
-                summaries.close()
+                board.close()
         status = "pruned" if isinstance(exc, Pruned) else "interrupted" if interrupted else "failed"
         # A stop is the user's own doing, and our errors say what happened in words: their words alone
         # (the report shows them). A bare Ctrl-C has none; a foreign error is named by its kind.
@@ -232,14 +232,14 @@ def _continuation_note(cfg: RunConfig, continued: dict) -> str:
             f"starts again")
 
 
-def _open_summaries(cfg: RunConfig, run_dir: Path, warn):
+def _open_tensorboard(cfg: RunConfig, run_dir: Path, warn):
     """The run's TensorBoard writers, or None when the config turns them off."""
-    board = cfg.output.tensorboard
-    if not board.enabled:
+    wanted = cfg.output.tensorboard
+    if not wanted.enabled:
         return None
-    from mnist_pipeline.summaries import RunSummaries
+    from mnist_pipeline.tensorboard_events import TensorBoardEvents
 
-    return RunSummaries(run_dir, board.loss_every_steps, board.histograms_every_epochs, warn)
+    return TensorBoardEvents(run_dir, wanted.loss_every_steps, wanted.histograms_every_epochs, warn)
 
 
 def _with_next_step(exc: BaseException, run_dir: Path) -> BaseException:

@@ -17,8 +17,7 @@ from typing import Any
 from mnist_pipeline.bounded_reads import sha256_file
 from mnist_pipeline.config import RunConfig, load_config, to_yaml
 from mnist_pipeline.errors import ConfigError, RunFolderError
-from mnist_pipeline.reports import run_folder as rf
-from mnist_pipeline.reports import run_reader
+from mnist_pipeline.reports import run_folder, run_reader
 from mnist_pipeline.shapes import IMAGE_SHAPE
 
 # What a run folder is made of. 1: fingerprint.json, per-epoch checkpoints with state.json (mnist-pipeline
@@ -31,7 +30,7 @@ class Resumable:
     """A run folder checked for `--resume` and locked by this process (see `open_resumable`)."""
 
     run_dir: Path
-    lock: rf.RunLock | None  # None on a worker that is not the chief: it reads the folder, the chief holds it
+    lock: run_folder.RunLock | None  # None on a worker that is not the chief: it reads the folder, the chief holds it
     started: str
     fingerprint: dict[str, Any]
     topology: dict[str, Any] | None  # what the last checkpoint was trained on (None: before tf.distribute)
@@ -44,7 +43,7 @@ def open_resumable(run_dir: str | Path, lock: bool = True) -> Resumable:
     or 1 for a damaged file), with the folder left as it was. Without `lock` (a worker that is not the chief,
     which holds the lock), the same checks, reading only."""
     path = _run_folder(run_dir, "--resume", "pass a folder under <output dir>/runs/")
-    run_lock = rf.RunLock(path) if lock else None
+    run_lock = run_folder.RunLock(path) if lock else None
     if run_lock is not None and not run_lock.acquire():
         raise ConfigError(f"--resume {path}: {_trainer_of(path)} is training this run right now; wait for it to "
                           f"finish or stop it first")
@@ -64,10 +63,10 @@ def _checked(path: Path, run_lock, started: str) -> Resumable:
     from mnist_pipeline.checkpoints import read_checkpoint
 
     fingerprint = _unchanged_fingerprint(path)
-    checkpoint = rf.latest_checkpoint(path)
+    checkpoint = run_folder.latest_checkpoint(path)
     if checkpoint is None:
         raise ConfigError(f"--resume {path}: no checkpoint: the run stopped before its first epoch ended; "
-                          f"start it again with `mnist train --config {path / rf.CONFIG}`")
+                          f"start it again with `mnist train --config {path / run_folder.CONFIG}`")
     state, _ = read_checkpoint(checkpoint)  # every file against its hash, before anything is loaded or written
     return Resumable(path, run_lock, started, fingerprint, state.get("topology"), state.get("precision"))
 
@@ -75,22 +74,23 @@ def _checked(path: Path, run_lock, started: str) -> Resumable:
 def _unchanged_fingerprint(path: Path) -> dict[str, Any]:
     """fingerprint.json, once config.yaml is checked against it: a checkpoint goes on only with its config."""
     fingerprint = read_fingerprint(path)
-    recorded = run_reader.field(fingerprint, path / rf.FINGERPRINT, "config_sha256", str)
-    run_reader.field(fingerprint, path / rf.FINGERPRINT, "data_sha256", str)
-    if sha256_file(path / rf.CONFIG) != recorded:
-        raise ConfigError(f"--resume {path}: {rf.CONFIG} was changed after the run started, and a run must go on "
-                          f"with the config it started with; restore the file, or start a new run with "
-                          f"`mnist train --config {path / rf.CONFIG}`")
+    recorded = run_reader.field(fingerprint, path / run_folder.FINGERPRINT, "config_sha256", str)
+    run_reader.field(fingerprint, path / run_folder.FINGERPRINT, "data_sha256", str)
+    if sha256_file(path / run_folder.CONFIG) != recorded:
+        raise ConfigError(f"--resume {path}: {run_folder.CONFIG} was changed after the run started, and a run must "
+                          f"go on with the config it started with; restore the file, or start a new run with "
+                          f"`mnist train --config {path / run_folder.CONFIG}`")
     return fingerprint
 
 
 def read_fingerprint(path: Path) -> dict[str, Any]:
     """fingerprint.json, with a folder of another format told apart from a damaged one."""
-    file = path / rf.FINGERPRINT
+    file = path / run_folder.FINGERPRINT
     if not file.exists():
         raise RunFolderError(f"{path}: made by an earlier version of mnist-pipeline (before 0.1.0: it has no "
-                             f"{rf.FINGERPRINT}), which this version cannot resume; its finished epochs are in "
-                             f"{rf.HISTORY}; train it again with `mnist train --config {path / rf.CONFIG}`", file)
+                             f"{run_folder.FINGERPRINT}), which this version cannot resume; its finished epochs are "
+                             f"in {run_folder.HISTORY}; train it again with `mnist train --config "
+                             f"{path / run_folder.CONFIG}`", file)
     fingerprint = run_reader.read_json(file)
     made = fingerprint.get("format", RUN_FORMAT)
     if isinstance(made, int) and made > RUN_FORMAT:
@@ -103,7 +103,7 @@ def read_fingerprint(path: Path) -> dict[str, Any]:
 def _run_folder(given: str | Path, option: str, fix: str) -> Path:
     """`given` as a Path if it is a run folder; else a usage error that tells a missing folder from another."""
     path = Path(given)
-    if not path.is_dir() or not rf.is_run_folder(path):
+    if not path.is_dir() or not run_folder.is_run_folder(path):
         what = "no such folder" if not path.is_dir() else "not a run folder (no status.json and config.yaml)"
         raise ConfigError(f"{option} {path}: {what}; {fix}")
     return path
@@ -132,7 +132,7 @@ def wants_new_folder(source: str | Path, epochs: int) -> bool:
     try:
         if run_reader.read_status(path)["status"] == "completed":
             return True
-        return load_config(path / rf.CONFIG).training.epochs != epochs
+        return load_config(path / run_folder.CONFIG).training.epochs != epochs
     except (ConfigError, RunFolderError, OSError):
         return False
 
@@ -145,43 +145,43 @@ def continue_run(source: str | Path, epochs: int) -> Resumable:
     from mnist_pipeline.checkpoints import STATE, read_checkpoint
 
     path = _run_folder(source, "--resume", "pass a folder under <output dir>/runs/")
-    if rf.is_locked(path):
+    if run_folder.is_locked(path):
         raise ConfigError(f"--resume {path}: {_trainer_of(path)} is training this run right now; continue it "
                           f"once it has stopped")
     fingerprint = _unchanged_fingerprint(path)
-    checkpoint = rf.latest_checkpoint(path)
+    checkpoint = run_folder.latest_checkpoint(path)
     if checkpoint is None:
         raise ConfigError(f"--resume {path}: no checkpoint to continue from (the run stopped before its first "
-                          f"epoch ended); start it again with `mnist train --config {path / rf.CONFIG} --epochs "
-                          f"{epochs}`")
+                          f"epoch ended); start it again with `mnist train --config {path / run_folder.CONFIG} "
+                          f"--epochs {epochs}`")
     state, _ = read_checkpoint(checkpoint)
     done = state["next_epoch"]
     if epochs <= done:
         raise ConfigError(f"--epochs {epochs}: {path} has trained {done} epoch{'s' if done != 1 else ''} already; "
                           f"to continue it ask for more (e.g. --epochs {done + 5})")
-    cfg = load_config(path / rf.CONFIG)
+    cfg = load_config(path / run_folder.CONFIG)
     training = cfg.training.model_copy(update={"epochs": epochs})
     cfg = cfg.model_copy(update={"training": training})
-    new_dir = rf.create_unique_dir(path.parent, cfg.run_name)
-    lock = rf.RunLock(new_dir)
+    new_dir = run_folder.create_unique_dir(path.parent, cfg.run_name)
+    lock = run_folder.RunLock(new_dir)
     lock.acquire()  # a new folder: nobody else can hold it
-    started = rf.utc_now().isoformat(timespec="seconds")
+    started = run_folder.utc_now().isoformat(timespec="seconds")
     config_text = to_yaml(cfg)
-    rf.write_text(new_dir / rf.CONFIG, config_text)
-    rf.write_json(new_dir / rf.FINGERPRINT, {
+    run_folder.write_text(new_dir / run_folder.CONFIG, config_text)
+    run_folder.write_json(new_dir / run_folder.FINGERPRINT, {
         **fingerprint, "config_sha256": sha256_text(config_text), "format": RUN_FORMAT, "made_by": made_by(),
         "continued_from": {"run": str(path.resolve()), "after_epoch": done}})
     # Until training starts the folder reads as a run stopped after epoch `done`: resumable like any other.
-    rf.write_status(new_dir, "interrupted", started=started,
+    run_folder.write_status(new_dir, "interrupted", started=started,
                     error=f"continued from {path} after epoch {done}; training had not started yet")
-    copied = new_dir / rf.CHECKPOINTS / checkpoint.name
+    copied = new_dir / run_folder.CHECKPOINTS / checkpoint.name
     shutil.copytree(checkpoint, copied)
     # Asked for more epochs, so an early stop of the source is lifted, and its patience counts afresh.
     # state.json is outside the checkpoint's list of hashed files: rewriting it keeps the checkpoint whole.
     state["stopped_early"] = False
     if state.get("early_stopping"):
         state["early_stopping"]["wait"] = 0
-    rf.write_text(copied / STATE, json.dumps(state))
+    run_folder.write_text(copied / STATE, json.dumps(state))
     return Resumable(new_dir, lock, started, read_fingerprint(new_dir), state.get("topology"),
                           state.get("precision"))
 
@@ -198,11 +198,11 @@ def check_init_from(cfg: RunConfig) -> dict[str, Any] | None:
     if status != "completed":
         raise ConfigError(f"{where}: the run {run_reader.status_phrase(status)}, so it has no final model to start "
                           f"from; pick a completed run, or finish it first with `mnist train --resume {path}`")
-    theirs = load_config(path / rf.CONFIG)
+    theirs = load_config(path / run_folder.CONFIG)
     if theirs.model.name != cfg.model.name:
         raise ConfigError(f"{where}: that run's model is {theirs.model.name} and this config's is "
                           f"{cfg.model.name}; fine-tune from a run of the same model")
-    model_file = path / rf.MODEL
+    model_file = path / run_folder.MODEL
     if not model_file.is_file():
         raise run_reader.damaged(model_file, "missing")
     if not zipfile.is_zipfile(model_file):
@@ -220,7 +220,7 @@ def initial_weights(cfg: RunConfig, source: dict[str, Any]) -> list:
     from mnist_pipeline.inference import load_model_file
     from mnist_pipeline.models.registry import build_model
 
-    weights = load_model_file(Path(source["run"]) / rf.MODEL).get_weights()
+    weights = load_model_file(Path(source["run"]) / run_folder.MODEL).get_weights()
     model = build_model(cfg.model.name, **cfg.model.params)
     model(np.zeros((1, *IMAGE_SHAPE), np.float32), training=False)  # Keras 3 creates the weights on a first call
     if [w.shape for w in weights] != [tuple(w.shape) for w in model.get_weights()]:

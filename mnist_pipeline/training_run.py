@@ -51,10 +51,10 @@ class RunContext:
         return self.runtime.topology.chief
 
 
-def train_and_test(ctx: RunContext, summaries=None) -> RunMetrics:
+def train_and_test(ctx: RunContext, board=None) -> RunMetrics:
     """Train and test; on the chief, also write history, checkpoints, model and report data to `ctx.run_dir`,
-    and TensorBoard events to `summaries` (a `summaries.RunSummaries`, or None). Other workers of a cluster
-    take part in every step, checkpoint and test, and write nothing."""
+    and TensorBoard events to `board` (a `tensorboard_events.TensorBoardEvents`, or None). Other workers of a
+    cluster take part in every step, checkpoint and test, and write nothing."""
     from mnist_pipeline.checkpoints import Checkpointer
     from mnist_pipeline.data.datasets import evaluation_batches
     from mnist_pipeline.models.blocks import describe_layers
@@ -78,8 +78,8 @@ def train_and_test(ctx: RunContext, summaries=None) -> RunMetrics:
         checkpointer.save(state)  # on every worker: tf.distribute may need each of them to save
         if ctx.chief:
             run_folder.write_history(run_dir, [r.to_dict() for r in state.history])  # a crash keeps the epochs
-        if summaries:
-            summaries.epoch(record, model)
+        if board:
+            board.epoch(record, model)
         events.epoch(record, training.epochs)
         if state.stopped_early:
             events.log(f"early stopping: {early_stopping.monitor} did not improve for "
@@ -95,7 +95,7 @@ def train_and_test(ctx: RunContext, summaries=None) -> RunMetrics:
     with distribute.lost_workers(topology):  # another worker dying or hanging: one line, not TensorFlow's
         fit = trainer.fit(batches, setup.val_data, training.epochs, schedule=setup.schedule,
                           early_stopping=early_stopping, state=state, on_step=on_step, on_epoch=on_epoch,
-                          on_losses=summaries.step_losses if summaries else None,
+                          on_losses=board.step_losses if board else None,
                           stop_requested=events.stop_requested, statistics_data=setup.statistics_data)
         # fit stops after the last epoch too, when asked (the run is then resumable with every epoch done, and
         # `--resume` only tests and writes the files); once those are being written, finishing is quicker
@@ -110,8 +110,8 @@ def train_and_test(ctx: RunContext, summaries=None) -> RunMetrics:
             unsure_below = unsure_threshold(trainer.test(setup.val_data, probabilities=True)[2], splits.y_val)
             if events.stop_requested():
                 raise Interrupted("stopped during the test, after the last epoch")
-    if summaries and ctx.test:
-        summaries.test(test_loss, test_accuracy, fit.best_epoch)
+    if board and ctx.test:
+        board.test(test_loss, test_accuracy, fit.best_epoch)
     if ctx.chief:
         save_model(model, run_dir / run_folder.MODEL)
         run_folder.write_json(run_dir / run_folder.MODEL_SUMMARY, {"layers": describe_layers(model, IMAGE_SHAPE)})

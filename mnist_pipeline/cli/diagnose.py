@@ -8,7 +8,7 @@ import click
 
 from mnist_pipeline.cli.common import OrderedGroup, table
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_folder
 
 
 @click.group(cls=OrderedGroup, short_help="Short diagnostic trainings that measure one thing.")
@@ -58,7 +58,7 @@ def gradients(config_path, overrides, vary, steps, data_dir, device, output_dir)
     from mnist_pipeline.reports.diagnostics import first_to_last_ratios, write_gradient_report
 
     results = {label: diagnose_gradients(cfg, steps) for label, cfg in configs.items()}
-    out_dir = rf.create_unique_dir(Path(output_dir) / "diagnostics", "gradients", what="diagnostics folder")
+    out_dir = run_folder.create_unique_dir(Path(output_dir) / "diagnostics", "gradients", what="diagnostics folder")
     files = write_gradient_report(results, out_dir, steps)
     ratios = first_to_last_ratios(results)
     click.echo(table(["configuration", "first layer", "last layer", "last / first"],

@@ -22,10 +22,10 @@ def report(run_dir) -> None:
 
     Example: mnist report outputs/runs/20261123T120000Z-cnn
     """
-    from mnist_pipeline.reports import run_folder as rf
+    from mnist_pipeline.reports import run_folder
     from mnist_pipeline.reports.document import write_report  # NumPy and matplotlib: only when drawing
 
-    if rf.is_locked(Path(run_dir)):  # its trainer rewrites the report as it goes, and at the end
+    if run_folder.is_locked(Path(run_dir)):  # its trainer rewrites the report as it goes, and at the end
         raise ConfigError(f"{run_dir}: another process is training this run right now, and writes its report "
                           f"when it stops; run `mnist report` after that")
     files = write_report(Path(run_dir))  # refuses a folder that is not a run's before drawing anything
@@ -285,8 +285,7 @@ def export(run_dir, formats, output) -> None:
     Example: mnist export outputs/runs/20261123T120000Z-cnn --format tflite --format onnx
     """
     from mnist_pipeline.export import check_format, export_run, precision_note
-    from mnist_pipeline.reports import run_folder as rf
-    from mnist_pipeline.reports import run_reader
+    from mnist_pipeline.reports import run_folder, run_reader
 
     formats = list(dict.fromkeys(formats))
     if output and len(formats) > 1:
@@ -295,6 +294,6 @@ def export(run_dir, formats, output) -> None:
         check_format(fmt)  # every converter present before the first export starts
     for fmt in formats:
         click.echo(f"{fmt}: {export_run(run_dir, fmt, output)}")
-    note = precision_note(run_reader.read_metrics(rf.run_folder(run_dir)).get("precision"))
+    note = precision_note(run_reader.read_metrics(run_folder.run_folder(run_dir)).get("precision"))
     if note:
         click.echo(note, err=True)

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_pipeline.errors import ConfigError, OutputError, RunFolderError, plural
-from mnist_pipeline.reports import plots, run_reader
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import plots, run_folder, run_reader
 from mnist_pipeline.reports.sections import Section, render_markdown
 
 COLUMNS = ["run", "status", "model", "parameters", "epochs", "train s", "best val acc", "test acc"]
@@ -41,8 +40,9 @@ class RunSummary:
                 "train_seconds": self.train_seconds, "best_val_accuracy": self.best_val_accuracy,
                 "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
                 "config": {key: self.config.get(key) for key in keys},
-                **({"null_reasons": {key: f"{rf.METRICS} records it as NaN or infinite (the run diverged, or the "
-                                          f"file was edited)" for key in self.not_finite}} if self.not_finite else {})}
+                **({"null_reasons": {key: f"{run_folder.METRICS} records it as NaN or infinite (the run diverged, "
+                                          f"or the file was edited)" for key in self.not_finite}}
+                   if self.not_finite else {})}
 
     def cells(self, keys: list[str] = ()) -> list[str]:
         def show(value, fmt):
@@ -56,13 +56,13 @@ def summarize_run(run_dir: Path) -> RunSummary:
     """A run's row; a damaged run is listed as unreadable (naming the file), never dropped or fatal."""
     try:
         status = run_reader.read_status(run_dir)["status"]
-        locked = rf.is_locked(run_dir)
+        locked = run_folder.is_locked(run_dir)
         if locked:  # a resume holds the lock seconds before it writes "running" (data, TensorFlow's start)
             status = "running"
         elif status == "running":
             status = "stale: was running, process gone (resumable)"
-        metrics = run_reader.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
-        history = run_reader.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
+        metrics = run_reader.read_metrics(run_dir) if (run_dir / run_folder.METRICS).exists() else {}
+        history = run_reader.read_history(run_dir) if (run_dir / run_folder.HISTORY).exists() else []
     except RunFolderError as exc:
         return RunSummary(run_dir, f"unreadable: {exc.path.name if exc.path else 'damaged'}")
     name, config = _config(run_dir)
@@ -88,7 +88,7 @@ def _config(run_dir: Path) -> tuple[str, dict[str, str]]:
     from mnist_pipeline.config import flat_values, load_config, yaml_value
 
     try:
-        cfg = load_config(run_dir / rf.CONFIG).model_dump(mode="json")
+        cfg = load_config(run_dir / run_folder.CONFIG).model_dump(mode="json")
     except ConfigError:
         return "", {}
     flat = dict(flat_values(cfg))
@@ -197,7 +197,7 @@ def write_comparison(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
         plots.plot_overlaid_curves({names[run]: history for run, history in curves.items()},
                                    out_dir / "comparison.png", f"{plural(len(curves), 'run')} compared")
         sections.append(Section("Validation curves", image="comparison.png"))
-    rf.write_text(out_dir / "comparison.md", render_markdown("Run comparison", sections))
+    run_folder.write_text(out_dir / "comparison.md", render_markdown("Run comparison", sections))
     return [out_dir / "comparison.md"] + ([out_dir / "comparison.png"] if curves else [])
 
 
@@ -217,7 +217,7 @@ def new_comparison_dir(home: Path) -> Path:
     except OSError as exc:
         raise OutputError(f"{home}: cannot write the comparison there ({exc.strerror or exc}); pass "
                           f"--output-dir DIR, a folder you can write to") from None
-    return rf.create_unique_dir(home, "compare", what="comparison folder")
+    return run_folder.create_unique_dir(home, "compare", what="comparison folder")
 
 
 def find_runs(output_dir: Path) -> list[Path]:

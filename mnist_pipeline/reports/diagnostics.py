@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_pipeline.reports import plots
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import plots, run_folder
 
 
 def write_gradient_report(results: dict[str, dict], out_dir: Path, steps: int) -> list[Path]:
     """`results`: label -> {"layers", "norms", "mean"} as returned by `diagnose.diagnose_gradients`."""
-    rf.write_json(out_dir / "gradients.json", {"steps": steps, "configurations": results})
+    run_folder.write_json(out_dir / "gradients.json", {"steps": steps, "configurations": results})
     plots.plot_gradient_norms({label: r["mean"] for label, r in results.items()},
                               {label: r["layers"] for label, r in results.items()}, out_dir / "gradients.png",
                               f"Gradient norm per layer, mean of the first {steps} training steps")

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.config import CLASS_NAMES, flat_values, load_config, yaml_value
-from mnist_pipeline.reports import plots, run_reader
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import plots, run_folder, run_reader
 from mnist_pipeline.reports.sections import Section, render_html, render_markdown
 from mnist_pipeline.shapes import PIXELS
 
@@ -23,23 +22,23 @@ def write_report(run_dir: Path, status: str | None = None) -> list[Path]:
 
     `status` overrides status.json's (the trainer writes the report before it marks the run completed).
     """
-    run_dir = rf.run_folder(run_dir)
-    config = load_config(run_dir / rf.CONFIG).model_dump(mode="json")
+    run_dir = run_folder.run_folder(run_dir)
+    config = load_config(run_dir / run_folder.CONFIG).model_dump(mode="json")
     recorded = run_reader.read_status(run_dir)
     status = status or recorded["status"]
-    metrics = run_reader.read_metrics(run_dir) if (run_dir / rf.METRICS).exists() else {}
-    history = run_reader.read_history(run_dir) if (run_dir / rf.HISTORY).exists() else []
-    layers = run_reader.read_model_summary(run_dir) if (run_dir / rf.MODEL_SUMMARY).exists() else []
+    metrics = run_reader.read_metrics(run_dir) if (run_dir / run_folder.METRICS).exists() else {}
+    history = run_reader.read_history(run_dir) if (run_dir / run_folder.HISTORY).exists() else []
+    layers = run_reader.read_model_summary(run_dir) if (run_dir / run_folder.MODEL_SUMMARY).exists() else []
     names = CLASS_NAMES[config["data"]["dataset"]]
-    data = run_reader.read_report_data(run_dir, len(names)) if (run_dir / rf.REPORT_DATA).exists() else None
+    data = run_reader.read_report_data(run_dir, len(names)) if (run_dir / run_folder.REPORT_DATA).exists() else None
 
     figures = _draw_figures(run_dir, history, metrics, data, names, config)
     notice = _notice(run_dir, status, recorded.get("error")) if status != "completed" else None
     sections = _sections(config, metrics, status, history, layers, figures, notice)
     written = [run_dir / name for name in figures]
-    rf.write_text(run_dir / rf.REPORT_MD, render_markdown(f"Run {run_dir.name}", sections))
-    rf.write_text(run_dir / rf.REPORT_HTML, render_html(f"Run {run_dir.name}", sections, run_dir))
-    return [*written, run_dir / rf.REPORT_MD, run_dir / rf.REPORT_HTML]
+    run_folder.write_text(run_dir / run_folder.REPORT_MD, render_markdown(f"Run {run_dir.name}", sections))
+    run_folder.write_text(run_dir / run_folder.REPORT_HTML, render_html(f"Run {run_dir.name}", sections, run_dir))
+    return [*written, run_dir / run_folder.REPORT_MD, run_dir / run_folder.REPORT_HTML]
 
 
 def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[str, tuple[str, str]]:
@@ -47,13 +46,13 @@ def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[
     figures: dict[str, tuple[str, str]] = {}
     title = f"{run_dir.name} ({config.get('model', {}).get('name', '?')})"
     if history:
-        plots.plot_curves(history, metrics.get("best_epoch", 0), run_dir / rf.CURVES, title)
-        figures[rf.CURVES] = ("Learning curves", _curves_caption(config))
+        plots.plot_curves(history, metrics.get("best_epoch", 0), run_dir / run_folder.CURVES, title)
+        figures[run_folder.CURVES] = ("Learning curves", _curves_caption(config))
     if "confusion_matrix" in metrics:
-        plots.plot_confusion(np.array(metrics["confusion_matrix"]), names, run_dir / rf.CONFUSION,
+        plots.plot_confusion(np.array(metrics["confusion_matrix"]), names, run_dir / run_folder.CONFUSION,
                              f"Test confusion matrix: {title}")
-        figures[rf.CONFUSION] = ("Confusion matrix", "Test set. Left: counts. Right: each row as a percentage of "
-                                                     "its true class (two significant digits: a single mistake "
+        figures[run_folder.CONFUSION] = ("Confusion matrix", "Test set. Left: counts. Right: each row as a percentage "
+                                                     "of its true class (two significant digits: a single mistake "
                                                      "never shows as 0). Empty cells are 0.")
     if data is None:
         return figures
@@ -63,14 +62,16 @@ def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[
         data["mistake_images"],
         [f"true {names[labels[i]]}\npred {names[probabilities[i].argmax()]} {probabilities[i].max():.2f}"
          for i in mistakes],
-        run_dir / rf.MISCLASSIFIED, f"Most confident test mistakes ({len(mistakes)} shown)", columns=5)
-    figures[rf.MISCLASSIFIED] = ("Most confident mistakes", "The test images the model got wrong with the highest "
-                                                            "confidence: true class, predicted class, probability.")
+        run_dir / run_folder.MISCLASSIFIED, f"Most confident test mistakes ({len(mistakes)} shown)", columns=5)
+    figures[run_folder.MISCLASSIFIED] = ("Most confident mistakes", "The test images the model got wrong with the "
+                                                            "highest confidence: true class, predicted class, "
+                                                            "probability.")
     augmented = bool(data["samples_augmented"])
-    plots.plot_image_grid(data["sample_images"], [names[y] for y in data["sample_labels"]], run_dir / rf.SAMPLES,
+    plots.plot_image_grid(data["sample_images"], [names[y] for y in data["sample_labels"]],
+                          run_dir / run_folder.SAMPLES,
                           "Training images as fed to the model" + (" (augmented)" if augmented else ""), columns=4)
-    figures[rf.SAMPLES] = ("Training samples", "Randomly drawn (seeded) training images after normalization"
-                           + (" and augmentation" if augmented else "") + ", shown back in image scale.")
+    figures[run_folder.SAMPLES] = ("Training samples", "Randomly drawn (seeded) training images after normalization"
+                                   + (" and augmentation" if augmented else "") + ", shown back in image scale.")
     kernel = data["first_layer_kernel"]
     if config["model"]["name"] == "linear" and kernel.shape == (PIXELS, len(names)):  # the only layer: the logits'
         title, titles, heading = "Class templates: each class's weight on every pixel", names, "Class templates"
@@ -82,8 +83,8 @@ def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[
                                          else ": convolution filters")
         titles, heading = None, "First-layer weights"
         caption = "On a diverging colour scale centred on 0 (red positive, blue negative)."
-    plots.plot_weights(kernel, run_dir / rf.WEIGHTS, title, titles=titles)
-    figures[rf.WEIGHTS] = (heading, caption)
+    plots.plot_weights(kernel, run_dir / run_folder.WEIGHTS, title, titles=titles)
+    figures[run_folder.WEIGHTS] = (heading, caption)
     return figures
 
 
@@ -120,7 +121,7 @@ def _notice(run_dir: Path, status: str, error: str | None) -> Section:
         error = error.removeprefix("Interrupted: ") if error and status == "interrupted" else error
         text = f"This run {run_reader.status_phrase(status, bold=True)}" + (f": {error.rstrip('.')}." if error else ".")
         if status in ("interrupted", "failed", "running"):
-            step = rf.next_step(run_dir)
+            step = run_folder.next_step(run_dir)
             text += f" {step[:1].upper()}{step[1:]}."
     text += (" Parts that need the finished run (test metrics, per-class table, figures from test predictions) "
              "are missing.")
@@ -132,7 +133,7 @@ def _sections(config, metrics, status, history, layers, figures, notice) -> list
     sections = [notice] if notice else []
     sections.append(Section("Result", rows=_headline_rows(config, metrics, status), columns=["", "value"],
                             style="headline"))
-    first = [rf.CURVES, rf.CONFUSION, rf.MISCLASSIFIED]
+    first = [run_folder.CURVES, run_folder.CONFUSION, run_folder.MISCLASSIFIED]
     sections.extend(Section(figures[f][0], text=figures[f][1], image=f) for f in first if f in figures)
     if "per_class" in metrics:
         rows = [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"])]

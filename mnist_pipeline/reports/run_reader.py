@@ -18,7 +18,7 @@ import numpy as np
 
 from mnist_pipeline.bounded_reads import MiB, load_npz, read_limited
 from mnist_pipeline.errors import DataError, RunFolderError, brief, plural, quote
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_folder
 from mnist_pipeline.shapes import IMAGE_SIZE, PIXELS
 
 JSON_LIMIT = 4 * MiB
@@ -41,11 +41,11 @@ def status_phrase(status: str, bold: bool = False) -> str:
 
 def damaged(path: Path, problem: str) -> RunFolderError:
     """The error for a run file that is not what `mnist train` wrote, with what to do about it."""
-    run_dir = next((p for p in path.parents if rf.is_run_folder(p)), path.parent)
-    if path.name == rf.CONFIG:
+    run_dir = next((p for p in path.parents if run_folder.is_run_folder(p)), path.parent)
+    if path.name == run_folder.CONFIG:
         fix = "the run cannot be reproduced from it; train again from the original config file"
     else:
-        fix = f"train the run again (`mnist train --config {run_dir / rf.CONFIG}` reproduces it)"
+        fix = f"train the run again (`mnist train --config {run_dir / run_folder.CONFIG}` reproduces it)"
     return RunFolderError(f"{path}: {problem}; {fix}", path)
 
 
@@ -76,7 +76,7 @@ def field(data: dict, path: Path, key: str, kind: type | tuple[type, ...], check
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / rf.STATUS
+    path = run_dir / run_folder.STATUS
     data = read_json(path)
     field(data, path, "status", str, lambda s: s in STATUSES)
     for key, kind in (("started", str), ("pid", int), ("error", str)):
@@ -91,7 +91,7 @@ def _finite(x: float) -> bool:
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     """metrics.json with every number the commands and the report use checked."""
-    path = run_dir / rf.METRICS
+    path = run_dir / run_folder.METRICS
     data = read_json(path)
     tested = field(data, path, "tested", bool) if "tested" in data else True  # runs before sweeps: always tested
     test = ("test",) if tested else ()  # a sweep's trial has no test numbers
@@ -126,7 +126,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:
     """history.csv: the columns `mnist train` writes, epochs 1, 2, ... in order."""
-    path = run_dir / rf.HISTORY
+    path = run_dir / run_folder.HISTORY
     try:
         text = read_limited(path, HISTORY_LIMIT, "a history file").decode("utf-8")
     except DataError as exc:
@@ -134,14 +134,14 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
     except UnicodeDecodeError:
         raise damaged(path, "not a text file") from None
     reader = csv.reader(io.StringIO(text))
-    if tuple(next(reader, ())) != rf.HISTORY_COLUMNS:
-        raise damaged(path, f"the header is not {','.join(rf.HISTORY_COLUMNS)}")
+    if tuple(next(reader, ())) != run_folder.HISTORY_COLUMNS:
+        raise damaged(path, f"the header is not {','.join(run_folder.HISTORY_COLUMNS)}")
     rows = []
     for number, cells in enumerate(reader, start=1):
         try:
-            if len(cells) != len(rf.HISTORY_COLUMNS) or int(cells[0]) != number:
+            if len(cells) != len(run_folder.HISTORY_COLUMNS) or int(cells[0]) != number:
                 raise ValueError
-            rows.append({"epoch": number, **{k: float(v) for k, v in zip(rf.HISTORY_COLUMNS[1:], cells[1:],
+            rows.append({"epoch": number, **{k: float(v) for k, v in zip(run_folder.HISTORY_COLUMNS[1:], cells[1:],
                                                                         strict=True)}})
         except ValueError:
             raise damaged(path, f"row {number + 1} is not epoch {number} followed by six numbers") from None
@@ -149,7 +149,7 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
 
 
 def read_normalization(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / rf.NORMALIZATION
+    path = run_dir / run_folder.NORMALIZATION
     data = read_json(path)
     field(data, path, "method", str, lambda m: m in ("scale", "standardize"))
     field(data, path, "mean", float, _finite)
@@ -158,7 +158,7 @@ def read_normalization(run_dir: Path) -> dict[str, Any]:
 
 
 def read_model_summary(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / rf.MODEL_SUMMARY
+    path = run_dir / run_folder.MODEL_SUMMARY
     layers = field(read_json(path), path, "layers", list)
     for layer in layers:
         if not (isinstance(layer, dict) and isinstance(layer.get("name"), str) and isinstance(layer.get("type"), str)
@@ -173,7 +173,7 @@ REPORT_ARRAYS = ("test_labels", "test_probabilities", "mistake_indices", "mistak
 
 def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
     """report_data.npz, with the shapes the figures rely on checked."""
-    path = run_dir / rf.REPORT_DATA
+    path = run_dir / run_folder.REPORT_DATA
     try:
         data = load_npz(path, REPORT_DATA_LIMIT, REPORT_ARRAYS)
     except DataError as exc:

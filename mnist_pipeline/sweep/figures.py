@@ -11,7 +11,7 @@ import math
 import warnings
 
 from mnist_pipeline.config.space import Choice, IntRange
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_folder
 from mnist_pipeline.sweep.labels import short_labels, show_value
 from mnist_pipeline.sweep.setup import Sweep
 
@@ -47,7 +47,7 @@ def draw_figures(sweep: Sweep, study) -> dict[str, tuple[str, str]]:
             figure.savefig(buffer, format="png", dpi=100)
         finally:
             plt.close(figure)
-        rf.write_bytes(sweep.folder / file, buffer.getvalue())  # a full disk leaves the previous figure whole
+        run_folder.write_bytes(sweep.folder / file, buffer.getvalue())  # a full disk leaves the previous figure whole
         drawn[file] = FIGURES[file]
     return drawn
 

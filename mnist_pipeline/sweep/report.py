@@ -10,8 +10,7 @@ from typing import Any
 from mnist_pipeline.config import load_config, to_yaml
 from mnist_pipeline.config.space import override
 from mnist_pipeline.errors import PipelineError, plural
-from mnist_pipeline.reports import run_folder as rf
-from mnist_pipeline.reports import run_reader
+from mnist_pipeline.reports import run_folder, run_reader
 from mnist_pipeline.sweep.labels import short_labels, show_value
 from mnist_pipeline.sweep.optuna_study import config_value
 from mnist_pipeline.sweep.setup import Sweep
@@ -61,9 +60,9 @@ def _epochs(sweep: Sweep, runs: list[str]) -> dict[str, Any]:
     trained, planned, seconds = 0, 0, []
     for run in (sweep.folder / "runs" / name for name in runs):
         try:
-            history = run_reader.read_history(run) if (run / rf.HISTORY).exists() else []
+            history = run_reader.read_history(run) if (run / run_folder.HISTORY).exists() else []
             # every seed's run would have had as many epochs (a pruned trial stops before its other seeds)
-            planned = load_config(run / rf.CONFIG).training.epochs * len(sweep.seeds or (None,))
+            planned = load_config(run / run_folder.CONFIG).training.epochs * len(sweep.seeds or (None,))
         except PipelineError:
             continue  # a damaged run folder (or one on another machine): left out of the counts
         trained += len(history)
@@ -108,7 +107,7 @@ def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
     accuracies = [t["accuracy"] for t in tests]
     with_test = {**best, "test": tests, "test_accuracy": statistics.fmean(accuracies),
                  "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None}
-    rf.write_json(path, with_test)
+    run_folder.write_json(path, with_test)
     return with_test
 
 
@@ -117,8 +116,8 @@ def best_config(sweep: Sweep, best: dict[str, Any]):
     keep them) so that `mnist train --config best.yaml` trains the same from any directory: the data its runs
     read, into the sweep's output dir."""
     data_dir = None
-    if best["runs"] and (sweep.folder / "runs" / best["runs"][0] / rf.CONFIG).is_file():
-        data_dir = load_config(sweep.folder / "runs" / best["runs"][0] / rf.CONFIG).data.data_dir
+    if best["runs"] and (sweep.folder / "runs" / best["runs"][0] / run_folder.CONFIG).is_file():
+        data_dir = load_config(sweep.folder / "runs" / best["runs"][0] / run_folder.CONFIG).data.data_dir
     if data_dir is None:  # the runs are on another machine of the study: the base's, from here
         from mnist_pipeline.runtime import data_dir as used_data_dir
 
@@ -149,7 +148,7 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
     files = []
     if best:
         best = best_on_test(sweep, best)  # first: a damaged best.json stops the report before it writes anything
-        rf.write_text(sweep.folder / BEST_CONFIG, to_yaml(best_config(sweep, best)))
+        run_folder.write_text(sweep.folder / BEST_CONFIG, to_yaml(best_config(sweep, best)))
         files.append(sweep.folder / BEST_CONFIG)
         spread = f" (sd {best['test_accuracy_std']:.4f})" if best.get("test_accuracy_std") is not None else ""
         sections.append(Section("Best trial", text=(
@@ -167,8 +166,8 @@ def write_report(sweep: Sweep, study) -> dict[str, Any]:
     for file, (heading, caption) in draw_figures(sweep, study).items():
         sections.append(Section(heading, text=caption, image=file))
         files.append(sweep.folder / file)
-    rf.write_text(sweep.folder / "report.md", render_markdown(f"Sweep {sweep.name}", sections))
-    rf.write_text(sweep.folder / "report.html", render_html(f"Sweep {sweep.name}", sections, sweep.folder))
+    run_folder.write_text(sweep.folder / "report.md", render_markdown(f"Sweep {sweep.name}", sections))
+    run_folder.write_text(sweep.folder / "report.html", render_html(f"Sweep {sweep.name}", sections, sweep.folder))
     return {"rows": rows, "best": best, "savings": pruning_savings(rows),
             "files": [*files, sweep.folder / "report.md", sweep.folder / "report.html"]}
 

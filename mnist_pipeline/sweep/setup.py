@@ -14,7 +14,7 @@ from mnist_pipeline.config import load_config, to_yaml
 from mnist_pipeline.config.schema import NAME_PATTERN
 from mnist_pipeline.config.space import SweepSpace, check_space, grid, load_space, override
 from mnist_pipeline.errors import ConfigError, brief, quote
-from mnist_pipeline.reports import run_folder as rf
+from mnist_pipeline.reports import run_folder
 from mnist_pipeline.sweep.sweep_file import (
     comparable,
     masked,
@@ -114,7 +114,7 @@ def record_sweep(sweep: Sweep) -> None:
     sweep.folder.mkdir(parents=True, exist_ok=True)
     for name in (BASE_CONFIG, SWEEP_FILE):
         if name in sweep.pending:
-            rf.write_text(sweep.folder / name, sweep.pending[name] + ("" if name == BASE_CONFIG else "\n"))
+            run_folder.write_text(sweep.folder / name, sweep.pending[name] + ("" if name == BASE_CONFIG else "\n"))
 
 
 def started(folder: Path, storage: str | None) -> bool:

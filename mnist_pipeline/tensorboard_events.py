@@ -21,7 +21,7 @@ from mnist_pipeline.errors import brief
 TENSORBOARD = "tensorboard"  # the folder inside a run folder
 
 
-class RunSummaries:
+class TensorBoardEvents:
     """The event writers of one run folder. Per-step losses are kept in memory and written once per epoch:
     one batch of small eager writes between epochs instead of a write after every group of steps.
 

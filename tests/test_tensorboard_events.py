@@ -176,19 +176,19 @@ def test_a_real_tensorboard_serves_two_runs_side_by_side(idx_dir, tmp_path):
 
 
 def test_events_that_cannot_be_written_stop_with_one_line_and_never_fail_the_run(tmp_path):
-    from mnist_pipeline.summaries import RunSummaries
+    from mnist_pipeline.tensorboard_events import TensorBoardEvents
     from mnist_pipeline.trainer import EpochRecord
 
     (tmp_path / "tensorboard").write_text("a file where the events folder should be")
     lines = []
-    summaries = RunSummaries(tmp_path, loss_every_steps=1, histograms_every_epochs=0, log=lines.append)
-    summaries.step_losses(1, [0.5, 0.4])
+    board = TensorBoardEvents(tmp_path, loss_every_steps=1, histograms_every_epochs=0, log=lines.append)
+    board.step_losses(1, [0.5, 0.4])
     record = EpochRecord(1, 0.4, 0.9, 0.3, 0.91, 1e-3, 1.0)
-    summaries.epoch(record, model=None)  # the first write fails: one line, no exception
-    summaries.epoch(record, model=None)
-    summaries.test(0.3, 0.9, 1)
-    summaries.close()
+    board.epoch(record, model=None)  # the first write fails: one line, no exception
+    board.epoch(record, model=None)
+    board.test(0.3, 0.9, 1)
+    board.close()
     assert len(lines) == 1
     assert lines[0].startswith("warning: TensorBoard events stopped (")
     assert lines[0].endswith("training goes on without them")
-    assert summaries.pending == []
+    assert board.pending == []
