@@ -50,9 +50,8 @@ class Augmentation:
 
         `compilable`: resample with gathers, which XLA compiles into the train step. Otherwise TensorFlow's
         ImageProjectiveTransformV3 kernel, which XLA cannot compile but which is the faster of the two outside
-        XLA (timed here over 200 batches of 128: kernel 1.3 ms a batch, gathers 2.9 ms, gathers under XLA
-        0.6 ms). Given the same transforms both give the same pixels (a test compares them); see `transforms`
-        for the random numbers under XLA.
+        XLA (docs/benchmarks.md, "Figures behind design choices"). Given the same transforms both give the
+        same pixels (a test compares them); see `transforms` for the random numbers under XLA.
         """
         if self.warps:
             images = self._warp(images, seed, compilable)

@@ -53,8 +53,8 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
     - on a GPU: from tf.data, which prefetches to the device. An in-step gather would make the step read
       the whole split from host memory at every call (not measured: no GPU ran TensorFlow here);
     - on CPU, plain batches in the step: it saves the iterator and a graph call per step; so does augmentation
-      when XLA compiles the step (the warp compiles into it). Side by side on the MLP, the in-step XLA group
-      trained at ~1.9x the images/s of the tf.data-fed one;
+      when XLA compiles the step (the warp compiles into it), which measured faster side by side on the MLP
+      (docs/benchmarks.md, "Figures behind design choices");
     - otherwise, augmentation in a parallel tf.data map that overlaps with the step.
 
     With `normalization`, `x` is stored images ((N, 28, 28) uint8) that each batch normalizes as it is made
@@ -84,8 +84,8 @@ class _ShuffledSplit:
     """The training split in memory and each epoch's order; batch `step` (or a slice of it) as graph ops.
 
     Batches gather from one in-memory tensor by index, which avoids per-example tf.data overhead. The
-    epoch's order lives in a variable, so pipelines are built once: rebuilding one every epoch costs ~40 ms
-    (it captures the whole image tensor again), a step's worth of time for small models.
+    epoch's order lives in a variable, so pipelines are built once: rebuilding one every epoch captures the
+    whole image tensor again, which costs about a step's worth of time for small models.
     """
 
     compilable = False
