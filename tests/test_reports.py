@@ -224,3 +224,28 @@ def test_comparison_figure_has_one_shared_legend_and_distinct_lines(monkeypatch,
     assert [t.get_text() for t in fig.legends[0].get_texts()] == list(curves)
     styles = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in fig.axes[0].lines}
     assert len(styles) == 14  # colours repeat after 10; their dashes and markers do not
+
+
+def test_image_panels_are_one_mosaic_with_each_image_where_its_title_is(tmp_path):
+    from PIL import Image
+
+    from mnist_pipeline.reports import plots
+
+    images = np.zeros((7, 28, 28), np.float32)
+    images[3] = 1.0  # one solid panel among blank ones: ink only where panel 3 is drawn
+    plots.plot_image_grid(images, [f"p{i}" for i in range(7)], tmp_path / "grid.png", "grid", columns=4)
+    pixels = np.asarray(Image.open(tmp_path / "grid.png").convert("L"), np.float32)
+    dark = pixels < 40
+    rows, cols = pixels.shape
+    solid_cols = np.flatnonzero(dark.sum(axis=0) > 0.2 * rows)  # runs of ink taller than any title's text
+    solid_rows = np.flatnonzero(dark.sum(axis=1) > 0.1 * cols)
+    assert solid_cols.size > 0.15 * cols  # one of four columns, filled
+    assert solid_cols.min() > 0.7 * cols  # the fourth of four columns...
+    assert solid_rows.max() < 0.6 * rows  # ...in the first of two rows
+
+    kernel = np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32)
+    titles = plots.plot_weights(kernel, tmp_path / "weights.png", "templates", titles=list("abcdefghij"))
+    assert titles == list("abcdefghij")
+    assert plots.plot_weights(kernel, tmp_path / "units.png", "units")[-1] == "unit 9"
+    plots.plot_image_grid(np.zeros((0, 28, 28)), [], tmp_path / "none.png", "nothing", columns=5)
+    assert Image.open(tmp_path / "none.png").size[0] > 0

@@ -59,16 +59,37 @@ def plot_curves(history: list[dict[str, float]], best_epoch: int, path: Path, ti
     _save(plt, fig, path)
 
 
-def _image_grid(plt, count: int, columns: int, cell: float = 1.6):
+def _draw_panels(plt, images: np.ndarray, titles: list[str], columns: int, cell: float, fontsize: float,
+                 side: float = 0.0, **imshow):
+    """Equal-sized images as panels of one mosaic in one axes, each titled above; `cell` inches per panel side,
+    `side` inches left free on the right (for a colour bar).
+
+    One image and one axes, not an axes per panel: a grid of 64 subplots took seconds to draw, a step's
+    worth of every run's report. The gaps are NaN, drawn as the colormap's background (white). Returns the
+    figure, the axes and the drawn image (None when there is no panel).
+    """
+    count = len(images)
     rows = max(1, -(-count // columns))
-    # A fixed layout: constrained_layout's solver took seconds on 64 panels, the report's slowest part.
-    height = rows * cell + 0.9  # 0.9 in above the panels: the figure's title, then a panel's two-line title
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * cell, height), squeeze=False,
-                             gridspec_kw={"left": 0.02, "right": 0.98, "bottom": 0.02, "top": 1 - 0.9 / height,
-                                          "hspace": 0.5, "wspace": 0.1})
-    for ax in axes.flat:
-        ax.axis("off")
-    return fig, axes.flat
+    height, width = images.shape[1:3] if count else (IMAGE_SIZE, IMAGE_SIZE)
+    gap = max(1, round(width / 10))
+    per_inch = (columns * (width + gap) - gap) / (columns * cell)  # mosaic pixels per inch of figure
+    lines = max((title.count("\n") + 1 for title in titles), default=1)
+    band = round((lines * fontsize * 1.4 / 72 + 0.06) * per_inch) + 1  # room for each panel's title
+    mosaic = np.full((rows * (band + height), columns * (width + gap) - gap), np.nan, dtype=np.float32)
+    figure_height = mosaic.shape[0] / per_inch + 0.5  # 0.5 in above the panels for the figure's title
+    figure_width = columns * cell + side
+    fig = plt.figure(figsize=(figure_width, figure_height))
+    ax = fig.add_axes((0.01, 0.01, 0.98 - side / figure_width, 1 - 0.5 / figure_height - 0.01))
+    ax.axis("off")
+    for i, (image, title) in enumerate(zip(images, titles, strict=False)):
+        top, left = (i // columns) * (band + height) + band, (i % columns) * (width + gap)
+        mosaic[top:top + height, left:left + width] = image
+        ax.text(left + (width - 1) / 2, top - 0.7, title, ha="center", va="bottom", fontsize=fontsize)
+    cmap = plt.get_cmap(imshow.pop("cmap")).with_extremes(bad="white")
+    drawn = ax.imshow(mosaic, cmap=cmap, interpolation="nearest", **imshow) if count else None
+    if not count:
+        ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
+    return fig, ax, drawn
 
 
 def percent_label(percent: float) -> str:
@@ -105,12 +126,8 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, ti
 def plot_image_grid(images: np.ndarray, titles: list[str], path: Path, title: str, columns: int) -> None:
     """Images in [0, 1] (0 = background), shown dark on light like ink on paper."""
     plt = _pyplot()
-    fig, cells = _image_grid(plt, max(len(images), 1), columns)
-    for ax, image, label in zip(cells, images, titles, strict=False):
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(label, fontsize=9)
-    if len(images) == 0:
-        next(iter(cells)).text(0.5, 0.5, "none", ha="center", va="center")
+    fig, _, _ = _draw_panels(plt, np.asarray(images), titles, columns, cell=1.6, fontsize=9,
+                             cmap="gray_r", vmin=0, vmax=1)
     fig.suptitle(title)
     _save(plt, fig, path)
 
@@ -125,17 +142,16 @@ def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64,
         templates = kernel.T[:limit].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     else:
         templates = np.moveaxis(kernel[:, :, 0, :], -1, 0)[:limit]
-    columns = min(5 if titles else 8, len(templates))
-    fig, cells = _image_grid(plt, len(templates), columns, cell=1.3)
+    columns = max(1, min(5 if titles else 8, len(templates)))
     scale = float(np.abs(templates).max()) or 1.0  # one symmetric scale: colours compare across units
-    image = None
-    for i, (ax, template) in enumerate(zip(cells, templates, strict=False)):
-        image = ax.imshow(template, cmap="RdBu_r", vmin=-scale, vmax=scale)
-        ax.set_title(titles[i] if titles else f"{'unit' if kernel.ndim == 2 else 'filter'} {i}", fontsize=8)
-    if image is not None:
-        fig.colorbar(image, ax=list(fig.axes), shrink=0.6, label="weight (red +, blue -)")
+    drawn = [titles[i] if titles else f"{'unit' if kernel.ndim == 2 else 'filter'} {i}" for i in range(len(templates))]
+    fig, ax, image = _draw_panels(plt, templates, drawn, columns, cell=1.3, fontsize=8, side=1.1,
+                                  cmap="RdBu_r", vmin=-scale, vmax=scale)
+    if image is not None:  # the colour bar in the space kept for it, beside the panels
+        width = fig.get_figwidth()
+        fig.colorbar(image, cax=fig.add_axes((1 - 0.85 / width, 0.2, 0.12 / width, 0.6)),
+                     label="weight (red +, blue -)")
     fig.suptitle(title)
-    drawn = [ax.get_title() for ax in fig.axes if ax.images]
     _save(plt, fig, path)
     return drawn
 
