@@ -207,3 +207,43 @@ def completed_and_killed_runs(base: Path) -> tuple[Path, Path, Path]:
     (completed,) = (base / "done/runs").iterdir()
     (resumable,) = (base / "killed/runs").iterdir()
     return data, completed, resumable
+
+
+# Sets every weight of a run's model.keras to NaN: what a diverged run, or an edited file, leaves.
+NAN_WEIGHTS = """
+import sys
+import numpy as np
+import keras
+import mnist_pipeline.models  # registers the model classes
+path = sys.argv[1]
+model = keras.models.load_model(path, compile=False)
+model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+model.save(path)
+"""
+
+
+@pytest.fixture(scope="session")
+def catalogue_runs_with_nan(catalogue_runs, tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+    """`catalogue_runs` and a copy of its completed run whose weights are all NaN (a diverged run): what the
+    adversarial catalogue (tests/catalogue/) damages copies of."""
+    base = tmp_path_factory.mktemp("hardening")
+    data, completed, resumable = catalogue_runs
+    diverged = shutil.copytree(completed, base / "diverged")
+    made = subprocess.run([sys.executable, "-c", NAN_WEIGHTS, str(diverged / "model.keras")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    return data, completed, resumable, diverged
+
+
+@pytest.fixture(scope="session")
+def catalogue_sweep(tmp_path_factory) -> tuple[Path, Path, list]:
+    """(data dir, a finished 2-trial sweep folder, the command that made it) from one real, tiny sweep."""
+    from catalogue.sweeps import SWEEP_TINY, write_space
+
+    base = tmp_path_factory.mktemp("sweep-catalogue")
+    data = write_idx_dir(base / "data", n_train=300, n_test=100)
+    space = write_space(base)
+    args = ["sweep", "--config", MLP, "--space", space, "--name", "made", "--data-dir", data, *SWEEP_TINY]
+    done = run_mnist(*args, "--output-dir", base / "out")
+    assert done.returncode == 0, done.stderr
+    return data, base / "out/sweeps/made", args
