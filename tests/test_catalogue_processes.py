@@ -19,6 +19,8 @@ from conftest import ROOT, snapshot, start_mnist
 from conftest import run_mnist as mnist
 from mnist_pipeline.reports.run_folder import RunLock
 
+pytestmark = pytest.mark.slow  # training and export processes signalled or locked mid-way
+
 
 @pytest.fixture(scope="module")
 def runs(catalogue_runs_with_nan):

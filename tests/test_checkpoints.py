@@ -14,6 +14,8 @@ from mnist_pipeline.data.sources import load_raw
 from mnist_pipeline.startup import start_runtime
 from mnist_pipeline.training_setup import build_training
 
+pytestmark = pytest.mark.slow  # training processes killed after an epoch and resumed
+
 TINY = ["data.subset=300", "training.batch_size=32", "training.epochs=3", "data.validation_split=0.2"]
 
 

@@ -36,6 +36,7 @@ def python(*code_lines):
     return subprocess.run([sys.executable, "-c", "\n".join(code_lines)], capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda p: p.stem)
 def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir, tmp_path):
     result, run_dir = train(config, idx_dir, tmp_path)
@@ -77,11 +78,13 @@ def test_train_each_shipped_config_writes_a_complete_run_folder(config, idx_dir,
     assert f"acc {metrics['test_accuracy']:.4f}" in result_line
 
 
+@pytest.mark.slow
 def test_models_learn_the_generated_digits_well_above_chance(idx_dir, tmp_path):
     _, run_dir = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path, "--epochs", "5", "--set", "data.subset=500")
     assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_other_seed_differs(idx_dir, tmp_path):
     config = ROOT / "configs/smoke.yaml"  # CNN: dropout and augmentation are seeded too
     runs = [train(config, idx_dir, tmp_path, "--seed", seed)[1] for seed in (3, 3, 4)]
@@ -107,6 +110,7 @@ def test_mnist_data_dir_environment_variable(idx_dir, tmp_path, monkeypatch):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["data_dir"] == str(idx_dir)  # pinned
 
 
+@pytest.mark.slow
 def test_a_saved_config_with_a_relative_data_dir_reruns_from_anywhere(idx_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(idx_dir.parent)
     _, run_dir = train(ROOT / "configs/mlp.yaml", idx_dir.name, tmp_path)  # typed relative
@@ -154,6 +158,7 @@ def test_corrupt_data_file_exit_1_names_the_file(idx_dir, tmp_path):
     assert result.output.startswith(f"error: {data / 'train-images-idx3-ubyte.gz'}: cannot read the file")
 
 
+@pytest.mark.slow
 def test_earlier_runs_are_never_touched(idx_dir, tmp_path):
     _, first = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
     before = snapshot(first)
@@ -298,6 +303,7 @@ def run_in_terminal(args, columns=80, timeout=300, interrupt_at=None, code=0, in
     return b"".join(chunks).decode()
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(idx_dir, tmp_path):
     import re
 
@@ -318,6 +324,7 @@ def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(id
     assert drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_terminal_erases_the_bar_before_the_error_line(idx_dir, tmp_path):
     import re
 
@@ -329,6 +336,7 @@ def test_ctrl_c_in_a_terminal_erases_the_bar_before_the_error_line(idx_dir, tmp_
     assert "mnist train --resume" in last
 
 
+@pytest.mark.slow
 def test_ctrl_c_twice_erases_the_bar_and_says_the_run_can_go_on_without_calling_it_an_error(idx_dir, tmp_path):
     import re
 
@@ -345,6 +353,7 @@ def test_ctrl_c_twice_erases_the_bar_and_says_the_run_can_go_on_without_calling_
     assert drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")
 
 
+@pytest.mark.slow
 def test_without_a_terminal_only_the_epoch_table_and_quiet_prints_the_result_alone(idx_dir, tmp_path):
     result, run_dir = train(ROOT / "configs/mlp.yaml", idx_dir, tmp_path)
     lines = result.output.splitlines()
@@ -393,6 +402,7 @@ def test_missing_tensorflow_says_how_to_install_it(idx_dir, tmp_path):
     assert "pip install -e '.[cpu]'" in message
 
 
+@pytest.mark.slow
 def test_a_run_far_shorter_than_its_config_plans_says_so_in_the_result_line_and_the_report(idx_dir, tmp_path):
     # cnn.yaml as written, on these 600 training images: 15 epochs of the 540 left after validation. This run:
     # 1 epoch of 300 (3.7%, shown as 4%). Batch size plays no part: the budget is epochs x images.
@@ -419,6 +429,7 @@ def test_a_run_far_shorter_than_its_config_plans_says_so_in_the_result_line_and_
     assert "short run" not in result.output
 
 
+@pytest.mark.slow
 def test_train_export_of_a_bfloat16_run_says_the_export_computes_in_float32(idx_dir, tmp_path):
     result = invoke("train", "--config", ROOT / "configs/smoke.yaml", "--data-dir", idx_dir, "--output-dir", tmp_path,
                     *FAST, "--set", "model.params.filters=[4, 8]", "--set", "training.precision=mixed_bfloat16",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT
@@ -243,6 +244,7 @@ def test_compare_table_fits_the_terminal_with_the_key_that_explains_the_ranking(
     assert all(f"| {name} " in md for name in ("subset", "learning_rate", "seed", "parameters", "train s"))
 
 
+@pytest.mark.slow
 def test_diagnose_gradients_help_example_shows_vanishing_gradients_with_sigmoid(idx_dir, tmp_path):
     """The example in `--help`, as printed, on tiny data: it must show what the help says it shows."""
     text = invoke("diagnose", "gradients", "--help").output

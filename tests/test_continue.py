@@ -14,6 +14,8 @@ from conftest import ROOT, history_without_seconds, snapshot
 from mnist_pipeline import __version__
 from mnist_pipeline.cli import cli
 
+pytestmark = pytest.mark.slow  # runs trained, then trained further or fine-tuned
+
 MLP = str(MLP_PATH)  # a str, as typed on a command line
 # Tiny and constant-rate: a run continued from epoch 1 to 3 must then equal a 3-epoch run step for step.
 TINY = ["--set", "data.subset=300", "--set", "training.batch_size=32", "--device", "cpu",

@@ -19,6 +19,8 @@ from mnist_pipeline import distribute
 from mnist_pipeline.config import load_config
 from mnist_pipeline.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # tf.distribute runs: two replicas, two worker processes
+
 SMOKE = ROOT / "configs/smoke.yaml"
 TINY = ["--set", "data.subset=null", "--set", "training.batch_size=32", "--device", "cpu"]
 MIRRORED = ["--set", "training.distribute.strategy=mirrored", "--set", "training.distribute.devices=[CPU:0,CPU:1]"]

@@ -17,6 +17,8 @@ from mnist_pipeline.data.idx import read_idx
 from mnist_pipeline.evaluation import class_probabilities
 from mnist_pipeline.inference import load_run
 
+pytestmark = pytest.mark.slow  # each export format converted and run in its own runtime
+
 FORMATS = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
 TOLERANCE = 1e-5  # float32 graphs of the same operations; measured up to 1.3e-6 (docs/benchmarks.md)
 

@@ -18,6 +18,8 @@ from conftest import history_without_seconds as history
 from conftest import run_mnist as mnist
 from mnist_pipeline.reports.run_folder import RunLock
 
+pytestmark = pytest.mark.slow  # training processes killed, signalled or filling a disk at exact moments
+
 ARGS = ["--config", MLP, "--device", "cpu", "--epochs", "3", "--set", "data.subset=200",
         "--set", "training.batch_size=32"]
 

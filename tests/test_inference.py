@@ -29,6 +29,7 @@ def test_evaluate_reproduces_metrics_json_exactly(trained_runs, name):
     assert val["examples"] == metrics["split_sizes"]["val"]
 
 
+@pytest.mark.slow
 def test_a_bfloat16_run_reloads_in_bfloat16_and_reproduces_its_numbers_while_exports_compute_in_float32(
         rendered_dir, tmp_path, monkeypatch):
     import keras
@@ -233,6 +234,7 @@ print(json.dumps({"difference": float(np.abs(probabilities - recorded["test_prob
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp", "smoke"])
 def test_model_keras_loads_in_plain_keras_after_one_import(trained_runs, rendered_dir, tmp_path, name):
     from mnist_pipeline.data.sources import load_raw

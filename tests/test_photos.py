@@ -57,6 +57,7 @@ def real_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow  # models trained on real digits and clothes, then their photos predicted
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_photos_are_predicted_nearly_as_well_as_the_raw_arrays(dataset, real_runs, tmp_path):
     from mnist_pipeline.data.sources import load_raw
@@ -278,6 +279,7 @@ def test_unsure_threshold_is_where_validation_answers_fall_below_90_percent():
     assert unsure_threshold(probabilities[:20], labels[:20]) > 1.0  # a 50% model: every answer is unsure
 
 
+@pytest.mark.slow  # models trained, then photographed digits predicted
 def test_predict_folders_all_probabilities_and_the_unsure_warning(trained_runs, tmp_path):
     run_dir = trained_runs["mlp"]
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -49,6 +49,7 @@ def test_events_report_data_model_steps_and_epochs(idx_dir, tmp_path):
     assert result.metrics["test_accuracy"] > 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [
     [],  # plain batches made in the step, single steps
     ["data.augmentation.translation=0.1", "training.steps_per_execution=4"],  # tf.data, groups
@@ -119,6 +120,7 @@ def test_bfloat16_where_it_would_be_emulated_is_warned_about_once_and_still_trai
     assert result.metrics["test_accuracy"] > 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [ZEN3_FLAGS, ZEN4_FLAGS])
 def test_auto_precision_is_chosen_for_the_cpu_said_in_the_header_and_recorded(idx_dir, tmp_path, monkeypatch, flags):
     fake_cpu(monkeypatch, flags)
@@ -136,6 +138,7 @@ def test_auto_precision_is_chosen_for_the_cpu_said_in_the_header_and_recorded(id
     assert "precision: auto" in (result.run_dir / "config.yaml").read_text()  # the next machine chooses anew
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("first", "then"), [(ZEN4_FLAGS, ZEN3_FLAGS), (ZEN3_FLAGS, ZEN4_FLAGS)],
                          ids=["bfloat16-resumed-on-avx2", "float32-resumed-on-avx512-bf16"])
 def test_a_run_resumed_on_a_cpu_that_would_choose_otherwise_keeps_its_precision_bit_for_bit(

@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from mnist_pipeline.config import load_config
@@ -49,6 +50,7 @@ def test_a_model_without_batch_norm_is_left_alone():
     assert PreciseBatchNorm(model).recompute([np.zeros((1, 28, 28, 1))]) == 0
 
 
+@pytest.mark.slow  # the shipped CNN trained on a short run
 def test_the_shipped_cnn_on_a_short_run_validates_what_it_learned(idx_dir, tmp_path):
     """cnn.yaml for 2 epochs of 9 steps: Keras's moving averages (momentum 0.99) still hold mostly their
     starting values, and validation measures a model that never existed; recomputed, it measures this one."""

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import missing_system_tool
 
+pytestmark = pytest.mark.slow  # Chromium opening real reports
+
 VIEWPORT = {"width": 1200, "height": 900}
 
 

@@ -197,6 +197,7 @@ def new_run(out: Path, known=()):
     return fresh[0] if fresh else None
 
 
+@pytest.mark.slow
 def test_sigterm_stops_after_the_step_marks_interrupted_and_can_resume(idx_dir, tmp_path):
     process = mnist("train", "--config", SMOKE, "--data-dir", idx_dir, "--output-dir", tmp_path, *TINY,
                     "--epochs", "200")
@@ -215,6 +216,7 @@ def test_sigterm_stops_after_the_step_marks_interrupted_and_can_resume(idx_dir, 
     assert 1 <= epochs_done < 200
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_folders(idx_dir, tmp_path):
     args = ["train", "--config", MLP, "--data-dir", idx_dir, "--output-dir", tmp_path, *TINY, "--epochs", "1"]
     first, second = mnist(*args), mnist(*args)
@@ -231,6 +233,7 @@ def _create(args):
     return create_run_dir(out, "same", now=datetime.fromisoformat(now)).name
 
 
+@pytest.mark.slow
 def test_run_folder_creation_is_exclusive_across_processes(tmp_path):
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         names = pool.map(_create, [(str(tmp_path), "2026-11-23T12:00:00+00:00")] * 12)

@@ -14,6 +14,8 @@ import yaml
 
 from conftest import ROOT, make_digits, run_mnist
 
+pytestmark = pytest.mark.slow  # every lesson trained by `make study`, and two 6-epoch trainings
+
 STUDY = ROOT / "configs" / "study"
 CONFIGS = sorted(STUDY.rglob("*.yaml"))
 

@@ -22,6 +22,8 @@ from conftest import ROOT, missing_system_tool, start_mnist
 from conftest import run_mnist as mnist
 from mnist_pipeline.config import load_config
 
+pytestmark = pytest.mark.slow  # real sweeps: Optuna studies of several trainings, worker processes, a PostgreSQL server
+
 TINY = ["--set", "data.subset=200", "--set", "training.batch_size=32", "--set", "training.epochs=2",
         "--set", "training.jit_compile=false", "--set", "training.steps_per_execution=1", "--device", "cpu"]
 

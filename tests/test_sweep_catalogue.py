@@ -21,6 +21,8 @@ from catalogue.sweeps import write_space
 from conftest import MLP, start_mnist
 from conftest import run_mnist as mnist
 
+pytestmark = pytest.mark.slow  # real sweep processes: signals, joined workers, a worker that dies
+
 
 @pytest.fixture(scope="module")
 def made(catalogue_sweep):

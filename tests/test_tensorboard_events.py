@@ -85,6 +85,7 @@ def test_epoch_values_test_metrics_histograms_and_figures_match_the_run_folder(i
         assert np.array_equal(shown, np.asarray(Image.open(run_dir / file).convert("RGB")))
 
 
+@pytest.mark.slow
 def test_batch_loss_is_every_steps_loss_whatever_the_group_size(idx_dir, tmp_path):
     """Steps grouped 4 to a graph call write the same step numbers and losses as single steps, and an epoch's
     step losses average to its epoch loss (no penalty, no smoothing: the objective is the reported loss)."""
@@ -100,6 +101,7 @@ def test_batch_loss_is_every_steps_loss_whatever_the_group_size(idx_dir, tmp_pat
     np.testing.assert_allclose(per_epoch, [r["loss"] for r in history(run_dir)], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reads_back_as_one_uninterrupted_run(idx_dir, tmp_path):
     """Interrupted in epoch 2 and resumed: the board shows each epoch and each step once, with the values of
     the resumed run's history (the steps of the unfinished epoch are not written, as history.csv keeps no

@@ -122,6 +122,7 @@ def test_the_placement_rule():
     assert type(training_batches(x, y, 32, 0, jit_compile=True, gpu=True)) is PipelinedBatches  # prefetched
 
 
+@pytest.mark.slow
 def test_augmented_batches_are_made_in_an_xla_step_and_it_learns():
     (x, y), (xv, yv) = data(320, 1), data(100, 2)
     keras.utils.set_random_seed(0)
@@ -135,6 +136,7 @@ def test_augmented_batches_are_made_in_an_xla_step_and_it_learns():
     assert result.history[-1].val_accuracy > 0.4  # 10 classes: chance is 0.1
 
 
+@pytest.mark.slow
 def test_a_group_compiled_whole_with_xla_trains_like_the_plain_graph():
     trainer, steps, xla = _grouped_history(4, in_graph=True, jit_compile=True)
     _, _, plain = _grouped_history(4, in_graph=True)
