@@ -175,8 +175,9 @@ bench: install
 
 # The documentation site (mkdocs.yml, docs/): the CLI and config references are generated from the code.
 .PHONY: docs docs-build
+# NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2 is not about this site.
 docs: install
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 docs-build: install
-	$(BIN)/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site

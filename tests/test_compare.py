@@ -309,3 +309,12 @@ def test_runs_on_two_datasets_show_which_first_and_a_models_own_keys_last(traine
     assert keys[0] == "dataset"  # accuracies on two datasets do not compare: said before anything else
     own = [k for k in keys if k in ("filters", "kernel_size", "units", "convs_per_block", "padding")]
     assert all(keys.index(k) > keys.index("learning_rate") for k in own if "learning_rate" in keys)
+
+
+def test_a_key_whose_last_part_says_nothing_alone_keeps_its_section():
+    from mnist_pipeline.reports.compare import short_keys
+
+    keys = ["training.schedule.name", "training.early_stopping.enabled", "training.learning_rate", "training.epochs"]
+    assert short_keys(keys) == {"training.schedule.name": "schedule.name",
+                                "training.early_stopping.enabled": "early_stopping.enabled",
+                                "training.learning_rate": "learning_rate", "training.epochs": "training.epochs"}

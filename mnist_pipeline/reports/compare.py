@@ -139,13 +139,18 @@ def keys_by_explanation(summaries: list[RunSummary], keys: list[str]) -> list[tu
     return sorted(shares.items(), key=lambda item: (-round(item[1], 9), distinct(item[0]), item[0]))
 
 
+# Last parts that say nothing alone: `name` under training.schedule is the schedule's, not the run's.
+_VAGUE_LAST_PARTS = {"name", "enabled"}
+
+
 def short_keys(keys: list[str]) -> dict[str, str]:
     """A column name per key: its last part (`learning_rate`), or more of it where it would clash with another
-    key's or a fixed column's (`training.epochs` beside `epochs`, the epochs a run trained)."""
+    key's or a fixed column's (`training.epochs` beside `epochs`, the epochs a run trained), or would say
+    nothing alone (`schedule.name`)."""
     names = {}
     for key in keys:
         parts = key.split(".")
-        depth = 1
+        depth = 2 if len(parts) > 1 and parts[-1] in _VAGUE_LAST_PARTS else 1
         while depth < len(parts) and (sum(k.split(".")[-depth:] == parts[-depth:] for k in keys) > 1
                                       or ".".join(parts[-depth:]) in COLUMNS):
             depth += 1
