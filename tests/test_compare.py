@@ -312,9 +312,10 @@ def test_runs_on_two_datasets_show_which_first_and_a_models_own_keys_last(traine
 
 
 def test_a_key_whose_last_part_says_nothing_alone_keeps_its_section():
-    from mnist_pipeline.reports.compare import short_keys
+    from mnist_pipeline.config.docs import short_key_labels
+    from mnist_pipeline.reports.compare import COLUMNS
 
     keys = ["training.schedule.name", "training.early_stopping.enabled", "training.learning_rate", "training.epochs"]
-    assert short_keys(keys) == {"training.schedule.name": "schedule.name",
+    assert short_key_labels(keys, COLUMNS) == {"training.schedule.name": "schedule.name",
                                 "training.early_stopping.enabled": "early_stopping.enabled",
                                 "training.learning_rate": "learning_rate", "training.epochs": "training.epochs"}

@@ -196,12 +196,13 @@ def _compare_table(summaries, keys: list[str], width: int) -> tuple[str, list[st
     keys first). Columns are taken while they fit: the essential ones (always, however narrow the terminal),
     the keys that explain some of the ranking (best first), the secondary numbers, then the keys that explain
     none of it."""
-    from mnist_pipeline.reports.compare import COLUMNS, keys_by_explanation, short_keys
+    from mnist_pipeline.config.docs import short_key_labels
+    from mnist_pipeline.reports.compare import COLUMNS, keys_by_explanation
 
     base = [s.cells() for s in summaries]
     cells = {name: [row[i] for row in base] for i, name in enumerate(COLUMNS)}
     cells |= {key: [s.config.get(key, "-") for s in summaries] for key in keys}
-    names = {**{c: c for c in COLUMNS}, **short_keys(keys)}  # `subset` for data.subset, unique among the keys
+    names = {**{c: c for c in COLUMNS}, **short_key_labels(keys, COLUMNS)}  # `subset` for data.subset
     ranked = keys_by_explanation(summaries, keys)
     # Accuracies on two datasets do not compare: which dataset comes first, whatever it explains. A number
     # that is the same in every row says nothing in a column.

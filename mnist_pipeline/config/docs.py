@@ -166,3 +166,25 @@ def flat_values(tree: dict, prefix: str = ""):
             yield from flat_values(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+# Last parts that say nothing alone: `name` under training.schedule is the schedule's, not the run's.
+_VAGUE_LAST_PARTS = {"name", "enabled"}
+
+
+def short_key_labels(keys, reserved=()) -> dict[str, str]:
+    """Each dotted config key -> its shortest trailing part that ends no other key and is not `reserved` (a
+    table's fixed column, e.g. `epochs` beside training.epochs): `rotation` and `translation` for
+    data.augmentation.rotation and data.augmentation.translation, `learning_rate`; more of the path where two
+    would collide (`head.units` and `params.units`) or where the last part says nothing alone (`schedule.name`).
+    Full keys share long prefixes, so side by side in a figure or a table they run together or get cut alike."""
+    split = {key: key.split(".") for key in keys}
+    labels = {}
+    for key, parts in split.items():
+        others = [other for name, other in split.items() if name != key]
+        n = 2 if len(parts) > 1 and parts[-1] in _VAGUE_LAST_PARTS else 1
+        while n < len(parts) and (any(other[-n:] == parts[-n:] for other in others)
+                                  or ".".join(parts[-n:]) in reserved):
+            n += 1
+        labels[key] = ".".join(parts[-n:])
+    return labels

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnist_pipeline.config.docs import short_key_labels
 from mnist_pipeline.errors import ConfigError, OutputError, RunFolderError, plural
 from mnist_pipeline.reports import plots, run_folder, run_reader
 from mnist_pipeline.reports.sections import Section, render_markdown
@@ -139,25 +140,6 @@ def keys_by_explanation(summaries: list[RunSummary], keys: list[str]) -> list[tu
     return sorted(shares.items(), key=lambda item: (-round(item[1], 9), distinct(item[0]), item[0]))
 
 
-# Last parts that say nothing alone: `name` under training.schedule is the schedule's, not the run's.
-_VAGUE_LAST_PARTS = {"name", "enabled"}
-
-
-def short_keys(keys: list[str]) -> dict[str, str]:
-    """A column name per key: its last part (`learning_rate`), or more of it where it would clash with another
-    key's or a fixed column's (`training.epochs` beside `epochs`, the epochs a run trained), or would say
-    nothing alone (`schedule.name`)."""
-    names = {}
-    for key in keys:
-        parts = key.split(".")
-        depth = 2 if len(parts) > 1 and parts[-1] in _VAGUE_LAST_PARTS else 1
-        while depth < len(parts) and (sum(k.split(".")[-depth:] == parts[-depth:] for k in keys) > 1
-                                      or ".".join(parts[-depth:]) in COLUMNS):
-            depth += 1
-        names[key] = ".".join(parts[-depth:])
-    return names
-
-
 def labels(summaries: list[RunSummary], limit: int = 60) -> dict[Path, str]:
     """A legend name per run: its config name, then the values in which it differs from the other runs of
     that name (`mlp learning_rate=0.003`); the run's timestamp where two would still read the same."""
@@ -167,7 +149,7 @@ def labels(summaries: list[RunSummary], limit: int = 60) -> dict[Path, str]:
     result = {}
     for name, group in groups.items():
         keys = differing_keys(group) if len(group) > 1 else []
-        names = short_keys(keys)
+        names = short_key_labels(keys, COLUMNS)
         for s in group:
             text = " ".join([name, *(f"{names[k]}={s.config.get(k, '-')}" for k in keys)])
             result[s.run_dir] = text if len(text) <= limit else text[:limit - 1] + "…"
@@ -194,7 +176,7 @@ def write_comparison(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
             "No run with a validation result to rank.")
     if keys:
         text += " The config columns are the keys in which the runs differ."
-    sections = [Section("Runs", text=text, columns=[*COLUMNS, *short_keys(keys).values()],
+    sections = [Section("Runs", text=text, columns=[*COLUMNS, *short_key_labels(keys, COLUMNS).values()],
                         rows=[s.cells(keys) for s in ranked])]
     curves = {s.run_dir: s.history for s in ranked if s.history}
     if curves:

@@ -4,21 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def short_labels(keys) -> dict[str, str]:
-    """Each dotted config key -> its shortest trailing part that ends no other key: `rotation` and `translation`
-    for data.augmentation.rotation and data.augmentation.translation, `learning_rate`; more of the path where
-    two would collide (`head.units` and `params.units`). Full keys share long prefixes, so side by side in a
-    figure or a table they run together or get cut to the same text."""
-    split = {key: key.split(".") for key in keys}
-    labels = {}
-    for key, parts in split.items():
-        others = [other for name, other in split.items() if name != key]
-        for n in range(1, len(parts) + 1):
-            if not any(other[-n:] == parts[-n:] for other in others):
-                break
-        labels[key] = ".".join(parts[-n:])
-    return labels
+from mnist_pipeline.config.docs import short_key_labels as short_labels  # noqa: F401 (the sweep's name for it)
 
 
 def show_value(value) -> str:
