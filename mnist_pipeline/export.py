@@ -1,14 +1,15 @@
 """`mnist export`: a completed run's model as a SavedModel, a LiteRT (TFLite) file or ONNX, usable without this
 package: the file maps raw images to class probabilities with the run's preprocessing inside.
 
-Input `pixels`: (batch, 28, 28) float32 pixel values 0-255, light on dark, any batch size (an image whose pixels
-are all 1 or less is taken as 0-1 and scaled: feeding 0-1 floats is the commonest mistake, and would otherwise
-answer one class for everything). Output `probabilities`: (batch, 10), computed as `mnist evaluate` computes them
-(normalization, softmax, and the mean over each image and its mirror image when the run tested with
-test_time_flip). Each file carries these facts and the class names as metadata (METADATA_KEY): ONNX metadata
-properties, a TFLite metadata buffer, a SavedModel `metadata` signature. All three go through Keras 3's own export
-(SavedModel via its ExportArchive; LiteRT via TensorFlow's TFLite converter; ONNX via tf2onnx), given an explicit
-input signature because subclassed models have none of their own.
+Input `pixels`: (batch, 28, 28) float32 pixel values 0-255, light on dark, any batch size (an image whose pixels are
+all 1 or less is taken as 0-1 and scaled: feeding 0-1 floats is the commonest mistake, and would otherwise answer
+one class for everything). Output `probabilities`: (batch, 10), computed as `mnist evaluate` computes them
+(normalization, softmax, and the mean over each image and its mirror image when the run tested with test_time_flip),
+then divided by the run's temperature (`calibration.apply_temperature`; `--no-temperature` leaves it out, and the
+metadata's `temperature` says which). Each file carries these facts and the class names as metadata (METADATA_KEY):
+ONNX metadata properties, a TFLite metadata buffer, a SavedModel `metadata` signature. All three go through Keras
+3's own export (SavedModel via its ExportArchive; LiteRT via TensorFlow's TFLite converter; ONNX via tf2onnx), given
+an explicit input signature because subclassed models have none of their own.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def default_output(run_dir: Path, fmt: str) -> Path:
     return run_dir / FORMATS[fmt][1]
 
 
-def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) -> Path:
+def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None, calibrated: bool = True) -> Path:
     """Write the run's exported model to `output` (default: inside the run folder, see FORMATS); return it.
+    With `calibrated`, its probabilities are divided by the run's temperature, as `mnist predict` divides them.
     Never replaces an existing file or folder, and never leaves half an export behind."""
     check_format(fmt)
     target = Path(output) if output is not None else default_output(run_folder.run_folder(run_dir), fmt)
@@ -103,7 +105,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
             raise OutputError(f"{target}: cannot write into {target.parent} ({exc.strerror or brief(exc)}); "
                               f"fix its permissions or pass another --output") from None
         try:
-            _export_locked(run, fmt, target)
+            _export_locked(run, fmt, target, calibrated)
         finally:
             lock.release()
             if made_parent:  # nothing was written: leave the run folder as it was
@@ -112,12 +114,14 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
     return target
 
 
-def _export_locked(run, fmt: str, target: Path) -> None:
+def _export_locked(run, fmt: str, target: Path, calibrated: bool) -> None:
     """The export itself, holding the target's lock: into a temporary name beside it, then renamed."""
-    serving = _serving_model(run)
+    temperature = run.temperature(calibrated)
+    serving = _serving_model(run, temperature)
     tmp = run_folder.temporary_name(target)
     tmp = tmp.with_name(tmp.name + SUFFIXES.get(fmt, ""))  # the converters look at the suffix, not the target's
-    metadata = _metadata(run)
+    metadata = {**_metadata(run), "temperature": temperature,
+                "unsure_below": _finite(run.unsure_below(calibrated))}  # for the probabilities it gives
     try:
         if fmt == "savedmodel":
             _quietly(lambda: _write_saved_model(serving, tmp, metadata))
@@ -177,7 +181,6 @@ def _metadata(run) -> dict:
             "class_names": CLASS_NAMES[run.config.data.dataset],
             "dataset": run.config.data.dataset, "run": run.run_dir.name, "model": run.config.model.name,
             "test_accuracy": _finite(run.metrics.get("test_accuracy")),
-            "unsure_below": _finite(run.metrics.get("unsure_below")),
             "preprocessing": "mnist predict's recipe for the dataset (docs/guide/predict-export.md, \"Predict\")"}
 
 
@@ -241,10 +244,12 @@ def _label_tflite(path: Path, metadata: dict) -> None:
     flatbuffer_utils.write_model(model, str(path))
 
 
-def _serving_model(run):
+def _serving_model(run, temperature: float = 1.0):
     """The run's model wrapped as raw pixels -> probabilities: `Normalization.standardize` and
-    `evaluation.class_probabilities`, the code the run was tested with, inside the graph."""
+    `evaluation.class_probabilities`, the code the run was tested with, inside the graph, then the
+    temperature as `calibration.apply_temperature` applies it."""
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from mnist_pipeline.evaluation import class_probabilities
@@ -256,7 +261,11 @@ def _serving_model(run):
             unit_scale = tf.reduce_max(pixels, axis=[1, 2], keepdims=True) <= 1.0  # 0-1 floats: scale them
             pixels = tf.where(unit_scale, pixels * 255.0, pixels)
             x = normalization.standardize(tf.expand_dims(pixels, -1) / 255.0)
-            return {OUTPUT_NAME: class_probabilities(model, x, flip)}
+            probabilities = class_probabilities(model, x, flip)
+            if temperature != 1.0:
+                tiny = float(np.finfo(np.float32).tiny)  # as apply_temperature: a 0 would have log -inf
+                probabilities = tf.nn.softmax(tf.math.log(tf.maximum(probabilities, tiny)) / temperature)
+            return {OUTPUT_NAME: probabilities}
 
     serving = Serving()
     serving(keras.ops.zeros((1, IMAGE_SIZE, IMAGE_SIZE)))  # builds it: Keras exports only built models

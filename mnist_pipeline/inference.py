@@ -1,4 +1,4 @@
-"""Using finished runs: reload a run's model and normalization, re-evaluate, predict files, ensemble runs.
+"""Using finished runs: reload a run's model and normalization, and predict files with it.
 
 Imports TensorFlow (through Keras), so the CLI imports it only inside the commands that need it.
 """
@@ -11,19 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline import runtime
+from mnist_pipeline.calibration import apply_temperature
 from mnist_pipeline.config import CLASS_NAMES, RunConfig, load_config
 from mnist_pipeline.data.images import Item, input_files, load_items
 from mnist_pipeline.data.prepare import Normalization, stratified_split
 from mnist_pipeline.data.sources import load_raw
 from mnist_pipeline.errors import (
-    ConfigError,
     DataError,
     OutputError,
     PipelineError,
     RunNotCompleted,
     brief,
     clip,
-    plural,
 )
 from mnist_pipeline.reports import run_folder, run_reader
 from mnist_pipeline.reports.metrics import UNSURE_ACCURACY
@@ -37,6 +36,19 @@ class LoadedRun:
     normalization: Normalization
     metrics: dict
     model: object  # keras.Model
+
+    def temperature(self, calibrated: bool = True) -> float:
+        """The temperature its probabilities are divided by: the one fitted on validation, or 1 (none) when
+        `calibrated` is off or the run is from before calibration was measured."""
+        fitted = run_reader.temperature(self.metrics)
+        return fitted if calibrated and fitted is not None else 1.0
+
+    def unsure_below(self, calibrated: bool = True) -> float | None:
+        """predict's unsure level for the probabilities it uses (None: a run from before unsure levels)."""
+        calibration = self.metrics.get("calibration")
+        if calibrated and isinstance(calibration, dict):
+            return float(calibration["unsure_below"])
+        return self.metrics.get("unsure_below")
 
 
 def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
@@ -129,49 +141,6 @@ def split_arrays(config: RunConfig, split: str, data_dir: str | None) -> tuple[n
     return raw.x_train[val_idx], raw.y_train[val_idx].astype(np.int32), raw.source
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None = None) -> dict:
-    """Loss and accuracy of a saved model on its run's split, computed as the trainer computed them."""
-    from mnist_pipeline.data.datasets import evaluation_batches
-
-    run = load_run(run_dir)
-    images, labels, source = split_arrays(run.config, split, data_dir)
-    data = evaluation_batches(images, labels, run.config.training.batch_size, normalization=run.normalization)
-    loss, accuracy = evaluation(run, split)(data)
-    recorded = {"test": ("test_loss", "test_accuracy"), "val": ("best_val_loss", "best_val_accuracy")}[split]
-    result = {"split": split, "examples": len(labels), "loss": loss, "accuracy": accuracy, "data_source": source,
-              "recorded_loss": run.metrics.get(recorded[0]), "recorded_accuracy": run.metrics.get(recorded[1]),
-              "recorded_data_source": run.metrics.get("data_source")}
-    result["matches"], result["difference"] = agreement(result)
-    return result
-
-
-# float32 sums of thousands of per-example losses in another order (another batch layout, kernel or thread
-# count) move the mean in its 6th significant digit: 1e-5 relative covers that with room, and is still far
-# below any change of weights or data. Accuracy is a count: it must be the same number of examples.
-LOSS_TOLERANCE = 1e-5
-
-
-def agreement(result: dict) -> tuple[bool | None, str]:
-    """Whether a re-evaluation reproduces the recorded numbers (None: nothing recorded), and what differs."""
-    if result["recorded_accuracy"] is None:
-        return None, "no recorded numbers to compare with"
-    if not all(isinstance(v, (int, float)) and np.isfinite(v)
-               for v in (result["recorded_accuracy"], result["recorded_loss"], result["loss"], result["accuracy"])):
-        return None, "not comparable: a recorded or measured number is not finite (NaN or infinite)"
-    wrong = round(abs(result["accuracy"] - result["recorded_accuracy"]) * result["examples"])
-    loss_off = abs(result["loss"] - result["recorded_loss"]) > LOSS_TOLERANCE * max(abs(result["recorded_loss"]), 1e-12)
-    if not wrong and not loss_off:
-        return True, f"the same: loss within {LOSS_TOLERANCE:g} relative, the same examples right"
-    parts = [f"{plural(wrong, 'example')} classified differently"] if wrong else []
-    if loss_off:
-        parts.append(f"loss {result['loss']:.6g} vs {result['recorded_loss']:.6g}")
-    source = result.get("recorded_data_source")
-    now = result["data_source"]
-    cause = (f"other data: recorded on {source}, now {now}" if source and source != now
-             else "other weights or data than the run had (model.keras or the data files changed?)")
-    return False, f"different: {', '.join(parts)}; {cause}"
-
-
 @dataclass(frozen=True)
 class Prediction:
     source: str
@@ -188,14 +157,15 @@ class Prediction:
         return self.probabilities[:3]
 
 
-def predict_files(run_dir: str | Path, files: list[str]) -> list[Prediction]:
+def predict_files(run_dir: str | Path, files: list[str], calibrated: bool = True) -> list[Prediction]:
     """Predict each image in `files` (a folder: the images in it), in order; each file stands alone: one that
     cannot be read, whatever the reason, gets an error entry, and a blank image a warning, and the others are
-    still predicted. Pictures are prepared by the recipe of the run's dataset."""
+    still predicted. Pictures are prepared by the recipe of the run's dataset. With `calibrated`, probabilities
+    are divided by the run's temperature, and the unsure level is the one chosen for them."""
     run = load_run(run_dir)
     dataset = run.config.data.dataset
     names = CLASS_NAMES[dataset]
-    unsure_below = run.metrics.get("unsure_below")  # None for runs trained before unsure levels were recorded
+    unsure_below = run.unsure_below(calibrated)  # None for runs trained before unsure levels were recorded
     items: list[Item | Prediction] = []
     for file, error in input_files(files):
         if error:
@@ -214,6 +184,7 @@ def predict_files(run_dir: str | Path, files: list[str]) -> list[Prediction]:
 
         x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
         probabilities = np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip))
+        probabilities = apply_temperature(probabilities, run.temperature(calibrated))
         if not np.all(np.isfinite(probabilities)):
             raise non_finite_model(run.run_dir / run_folder.MODEL)
         probabilities = iter(probabilities)
@@ -260,39 +231,3 @@ def save_seen(predictions: list[Prediction], out_dir: str | Path) -> list[Path |
         run_folder.write_bytes(folder / name, png_bytes(p.seen))
         paths.append(folder / name)
     return paths
-
-
-def ensemble(run_dirs: list[str], data_dir: str | None = None) -> dict:
-    """Test accuracy of each member and of the average of their softmax outputs. Each member sees the test
-    images prepared its own way (its normalization.json). A run that is not completed (interrupted, failed,
-    still running) is skipped with its reason; a damaged one stops the command, named."""
-    from mnist_pipeline.data.datasets import evaluation_batches
-
-    runs, skipped = [], []
-    for path in run_dirs:
-        try:
-            runs.append(load_run(path))
-        except RunNotCompleted as exc:
-            reason = f"the run {run_reader.status_phrase(exc.status)}, so it has no final model"
-            skipped.append({"run": Path(path).name, "reason": reason})
-    if len(runs) < 2:
-        why = "".join(f"; {s['run']} skipped: {s['reason']}" for s in skipped)
-        raise ConfigError(f"an ensemble needs at least two completed runs, got {len(runs)}{why}")
-    first = runs[0]
-    for run in runs[1:]:
-        if run.config.data.dataset != first.config.data.dataset:
-            raise ConfigError(f"{run.run_dir}: dataset {run.config.data.dataset} differs from "
-                              f"{first.run_dir.name}'s {first.config.data.dataset}; ensemble runs of one dataset")
-    images, labels, source = split_arrays(first.config, "test", data_dir)
-    members, total = [], np.zeros((len(labels), NUM_CLASSES), np.float64)
-    for run in runs:
-        data = evaluation_batches(images, labels, 256, normalization=run.normalization)
-        loss, accuracy, probabilities = evaluation(run, "test")(data, probabilities=True)
-        members.append({"run": run.run_dir.name, "model": run.config.model.name, "test_accuracy": accuracy,
-                        "test_loss": loss, "normalization": run.normalization.describe()})
-        total += probabilities
-    average = total / len(runs)
-    ensemble_accuracy = float(np.mean(average.argmax(axis=1) == labels))
-    ensemble_loss = float(-np.mean(np.log(np.clip(average[np.arange(len(labels)), labels], 1e-12, None))))
-    return {"members": members, "skipped": skipped, "ensemble_accuracy": ensemble_accuracy,
-            "ensemble_loss": ensemble_loss, "examples": len(labels), "data_source": source}

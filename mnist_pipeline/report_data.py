@@ -11,6 +11,7 @@ import numpy as np
 from mnist_pipeline.data.prepare import Splits
 from mnist_pipeline.reports import run_folder
 from mnist_pipeline.reports.metrics import most_confident_mistakes
+from mnist_pipeline.shapes import IMAGE_SIZE
 
 SAMPLE_COUNT = 16  # the 4x4 samples grid
 MISTAKE_COUNT = 25  # the 5x5 grid of most confident mistakes
@@ -29,6 +30,8 @@ def write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.nd
     if augmentation is not None:
         samples = augmentation(samples, seed=np.array([seed, 0], np.int64))  # what the model was fed
     mistakes = most_confident_mistakes(splits.y_test, probabilities, MISTAKE_COUNT)
+    saliency = _mistake_saliency(_float32_model(model, run_dir), splits, mistakes,
+                                 probabilities.argmax(axis=1)[mistakes])
     first_kernel = next(layer.kernel for layer in model.stack if hasattr(layer, "kernel"))
     buffer = io.BytesIO()
     np.savez_compressed(
@@ -36,5 +39,37 @@ def write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.nd
         mistake_indices=mistakes, mistake_images=splits.x_test[mistakes] / np.float32(255),
         sample_images=image_scale(samples), sample_labels=splits.y_train[chosen],
         samples_augmented=augmentation is not None, first_layer_kernel=np.asarray(first_kernel),
+        mistake_saliency=saliency.maps, saliency_difference=saliency.difference, saliency_error=saliency.error,
+        saliency_steps=np.int64(saliency.steps),
     )
     run_folder.write_bytes(run_dir / run_folder.REPORT_DATA, buffer.getvalue())
+
+
+def _mistake_saliency(model, splits: Splits, mistakes: np.ndarray, predicted: np.ndarray):
+    """Integrated gradients of each mistake's predicted class against its true class, from a blank image."""
+    from mnist_pipeline.saliency import Attributions, integrated_gradients
+
+    if len(mistakes) == 0:
+        empty = np.zeros((0,), np.float32)
+        return Attributions(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), empty, empty, 0)
+    blank = splits.inputs(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))[0]
+    return integrated_gradients(model, splits.inputs(splits.x_test[mistakes]), blank, predicted,
+                                splits.y_test[mistakes])
+
+
+def _float32_model(model, run_dir: Path):
+    """The model computing in float32: itself, or its saved copy (model.keras) reloaded under float32 when it
+    trained in bfloat16 or float16. In 8-bit-mantissa gradients, integrated gradients' attributions do not add
+    up to the logit difference however many steps the path integral takes."""
+    import keras
+
+    from mnist_pipeline.inference import load_model_file
+
+    if model.compute_dtype == "float32":
+        return model
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # layers take it when they are built, at load
+    try:
+        return load_model_file(run_dir / run_folder.MODEL)
+    finally:
+        keras.config.set_dtype_policy(policy)

@@ -19,6 +19,7 @@ class TestMetrics:
     unsure_below: float  # confidence below which validation answers were right less than 90% of the time
     per_class: list  # reports.metrics.per_class_table
     confusion_matrix: list[list[int]]
+    calibration: dict  # calibration.Calibration.to_dict(): the temperature and the test split's scores
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class RunMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """The keys of metrics.json, in its order: test_loss, test_accuracy and unsure_below first (tested runs
-        only), then training's, then per_class and confusion_matrix (tested), then the run's facts (chief)."""
+        only), then training's, then per_class, confusion_matrix and calibration (tested), then the run's facts
+        (chief)."""
         training = {key: value for key, value in asdict(self).items() if key not in ("test", "facts")}
         test = asdict(self.test) if self.test else {}
-        confusion = {key: test.pop(key) for key in ("per_class", "confusion_matrix")} if test else {}
+        confusion = {key: test.pop(key) for key in ("per_class", "confusion_matrix", "calibration")} if test else {}
         return {**test, **training, **confusion, **(asdict(self.facts) if self.facts else {})}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_pipeline import distribute
+from mnist_pipeline.calibration import calibrate
 from mnist_pipeline.config import CLASS_NAMES, RunConfig
 from mnist_pipeline.data.prepare import Splits
 from mnist_pipeline.errors import Interrupted, plural
@@ -105,9 +106,15 @@ def train_and_test(ctx: RunContext, board=None) -> RunMetrics:
             test_data = evaluation_batches(splits.x_test, splits.y_test, training.batch_size, ctx.runtime.strategy,
                                            splits.normalization)
             test_loss, test_accuracy, probabilities = trainer.test(test_data, probabilities=True)
+            val_probabilities = trainer.test(setup.val_data, probabilities=True)[2]
             # predict flags answers below the confidence at which this model's validation answers were
             # right less than 90% of the time: chosen on validation, so the test split stays untouched.
-            unsure_below = unsure_threshold(trainer.test(setup.val_data, probabilities=True)[2], splits.y_val)
+            unsure_below = unsure_threshold(val_probabilities, splits.y_val)
+            # The temperature is fitted on validation too; the test split only scores it.
+            calibrated = calibrate(val_probabilities, splits.y_val, probabilities, splits.y_test)
+            events.log(f"calibration: temperature {calibrated.temperature:.3f} fitted on validation; test ECE "
+                       f"{calibrated.test_before.ece:.2%} -> {calibrated.test_after.ece:.2%}, NLL "
+                       f"{calibrated.test_before.nll:.4f} -> {calibrated.test_after.nll:.4f}")
             if events.stop_requested():
                 raise Interrupted("stopped during the test, after the last epoch")
     if board and ctx.test:
@@ -117,12 +124,14 @@ def train_and_test(ctx: RunContext, board=None) -> RunMetrics:
         run_folder.write_json(run_dir / run_folder.MODEL_SUMMARY, {"layers": describe_layers(model, IMAGE_SHAPE)})
         if ctx.test:
             write_report_data(run_dir, model, splits, probabilities, setup.augmentation, training.seed)
+        if ctx.test and cfg.output.corruptions:
+            _score_corruptions(ctx, model, calibrated.to_dict())
     tested = None
     if ctx.test:
         names = CLASS_NAMES[cfg.data.dataset]
         confusion = confusion_matrix(splits.y_test, probabilities.argmax(axis=1), len(names))
         tested = TestMetrics(test_loss, test_accuracy, unsure_below, per_class_table(confusion, names),
-                             confusion.tolist())
+                             confusion.tolist(), calibrated.to_dict())
     best = fit.history[fit.best_epoch - 1]
     return RunMetrics(
         tested=ctx.test, best_epoch=fit.best_epoch, best_val_loss=best.val_loss,
@@ -147,6 +156,18 @@ def _say_setup(ctx: RunContext, setup: Any) -> None:
                    "outside XLA; Keras's fit() does the same)")
     else:
         events.log(f"XLA: off ({setup.jit_reason})")
+
+
+def _score_corruptions(ctx: RunContext, model, calibration: dict) -> None:
+    """output.corruptions: robustness.json, scored as `mnist evaluate --corruptions` scores a saved run."""
+    from mnist_pipeline.inference import LoadedRun
+    from mnist_pipeline.robustness import score_corruptions, write_robustness
+
+    ctx.events.log("scoring the test split under MNIST-C's corruptions (output.corruptions)")
+    run = LoadedRun(ctx.run_dir, ctx.cfg, ctx.splits.normalization, {"calibration": calibration}, model)
+    result = write_robustness(ctx.run_dir, score_corruptions(run, ctx.splits.x_test, ctx.splits.y_test), ctx.source)
+    ctx.events.log(f"corruptions: mean accuracy {result['mean_accuracy']:.4f} over {len(result['corruptions'])}, "
+                   f"clean {result['clean']['accuracy']:.4f} ({run_folder.ROBUSTNESS})")
 
 
 def save_model(model, path: Path) -> None:

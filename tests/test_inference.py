@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import make_rendered_digits, render_digit
 from mnist_pipeline.cli import cli
-from mnist_pipeline.inference import ensemble, evaluate_run, predict_files
+from mnist_pipeline.inference import predict_files
+from mnist_pipeline.reevaluation import ensemble, evaluate_run
 
 
 def invoke(*args):
@@ -61,7 +62,7 @@ def test_a_bfloat16_run_reloads_in_bfloat16_and_reproduces_its_numbers_while_exp
 
 
 def test_evaluate_tolerates_float32_summation_order_and_says_what_differs():
-    from mnist_pipeline.inference import agreement
+    from mnist_pipeline.reevaluation import agreement
 
     base = {"examples": 800, "loss": 0.0806, "accuracy": 0.975, "recorded_loss": 0.0806,
             "recorded_accuracy": 0.975, "data_source": "idx:/d", "recorded_data_source": "idx:/d"}

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from mnist_pipeline.cli import cli
 from mnist_pipeline.reports.metrics import confusion_matrix, most_confident_mistakes, per_class_table
 
-FIGURES = ["curves.png", "confusion_matrix.png", "misclassified.png", "samples.png", "weights.png"]
+FIGURES = ["curves.png", "confusion_matrix.png", "misclassified.png", "saliency.png", "reliability.png", "samples.png",
+           "weights.png"]
 
 
 def markdown_table(text: str, heading: str) -> list[list[str]]:
@@ -35,11 +36,20 @@ def test_report_holds_the_runs_numbers(trained_runs, name):
     assert summary["test loss"] == f"{metrics['test_loss']:.4f}"
     assert summary["best validation accuracy"] == f"{metrics['best_val_accuracy']:.4f}"
     assert summary["unsure below"].startswith(f"{min(metrics['unsure_below'], 1.0):.3f} confidence: ")
+    calibration = metrics["calibration"]
+    assert summary["calibration error (ECE)"] == (f"{calibration['test_before']['ece']:.2%}, "
+                                                  f"{calibration['test_after']['ece']:.2%} after temperature "
+                                                  f"{calibration['temperature']:.2f}")
     assert summary["status"] == "completed"
     # What a person looks at first comes first; the details after.
     headings = re.findall(r"^## (.+)$", md, flags=re.MULTILINE)
-    assert headings[:5] == ["Result", "Learning curves", "Confusion matrix", "Most confident mistakes",
-                            "Per-class test metrics"]
+    why = ["Why it erred"] if metrics["test_accuracy"] < 1 else []  # saliency maps of mistakes, where it made any
+    assert headings[:7 + len(why)] == ["Result", "Learning curves", "Confusion matrix", "Most confident mistakes",
+                                       *why, "Per-class test metrics", "Calibration", "Reliability diagram"]
+    scores = {row[0]: row[1:] for row in markdown_table(md, "Calibration")}
+    assert scores["accuracy"] == [f"{metrics['test_accuracy']:.4f}"] * 2  # a temperature changes no answer
+    assert scores["NLL"] == [f"{calibration['test_before']['nll']:.4f}", f"{calibration['test_after']['nll']:.4f}"]
+    assert calibration["val_nll_after"] <= calibration["val_nll_before"]  # what the temperature was fitted for
     assert headings.index("Configuration") > headings.index("Per-class test metrics")
     config = dict(markdown_table(md, "Configuration"))  # values as YAML writes them
     assert config["data.data_dir"].startswith("/")
@@ -194,7 +204,7 @@ def drawn_figure(monkeypatch, draw):
     from mnist_pipeline.reports import plots
 
     kept = []
-    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: kept.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda plt, fig, path: kept.append(fig))
     draw()
     return kept[0]
 

@@ -16,7 +16,8 @@ from mnist_pipeline import __version__
 from mnist_pipeline.cli.common import OrderedGroup
 from mnist_pipeline.cli.configs import config, models
 from mnist_pipeline.cli.diagnose import diagnose
-from mnist_pipeline.cli.runs import compare, ensemble, evaluate, export, predict, report
+from mnist_pipeline.cli.runs import compare, export, predict, report
+from mnist_pipeline.cli.scoring import ensemble, evaluate
 from mnist_pipeline.cli.sweep import sweep
 from mnist_pipeline.cli.train import train
 from mnist_pipeline.errors import Interrupted, PipelineError, StopNow

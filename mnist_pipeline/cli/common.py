@@ -16,6 +16,13 @@ MAX_WRAPPED = 36  # widest it grows: one long type text should not push every ro
 UNDER = "    "  # indent of the text column when it goes under its row
 
 
+# predict, evaluate, ensemble and export divide a run's probabilities by its fitted temperature by default.
+TEMPERATURE_OPTION = click.option(
+    "--temperature/--no-temperature", default=True, show_default=True,
+    help="Divide the run's scores by its temperature (fitted on validation, in metrics.json) so that confidences "
+         "are calibrated; accuracy never changes. Runs made before calibration was measured have none.")
+
+
 class OrderedGroup(click.Group):
     """Lists its commands in the order they were added (the workflow's), not alphabetically."""
 

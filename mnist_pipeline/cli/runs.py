@@ -1,4 +1,4 @@
-"""Commands on finished runs: report, evaluate, predict, compare, ensemble."""
+"""Commands on finished runs: report, predict, compare, export (evaluate and ensemble: cli/scoring.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from mnist_pipeline.cli.common import table, terminal_width
-from mnist_pipeline.errors import ConfigError, plural
+from mnist_pipeline.cli.common import TEMPERATURE_OPTION, table, terminal_width
+from mnist_pipeline.errors import ConfigError
 
 
 @click.command(short_help="Redraw a run's figures and report (no TensorFlow).")
@@ -34,51 +34,29 @@ def report(run_dir) -> None:
     click.echo(f"report: {files[-1]}")
 
 
-@click.command(short_help="Evaluate a run's saved model again.")
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the run's data source).")
-@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
-              help="The run's test split, or its validation split (re-derived from the run's seed).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def evaluate(run_dir, data_dir, split, as_json) -> None:
-    """Reload a run's model and normalization and evaluate it again; compare with metrics.json.
-
-    Example: mnist evaluate outputs/runs/20261123T120000Z-cnn --split val
-    """
-    from mnist_pipeline.inference import evaluate_run
-
-    r = evaluate_run(run_dir, split, data_dir)
-    if as_json:
-        click.echo(strict_json({"run": str(run_dir), **r}))
-        return
-    click.echo(f"{split}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  ({plural(r['examples'], 'example')}, "
-               f"{r['data_source']})")
-    if r["recorded_accuracy"] is not None:
-        click.echo(f"metrics.json: loss {r['recorded_loss']:.4f}  acc {r['recorded_accuracy']:.4f}  "
-                   f"({r['difference']})")
-
-
 @click.command(short_help="Classify image files with a run's model.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON (all class probabilities).")
 @click.option("--save-input", metavar="DIR", type=click.Path(file_okay=False),
               help="Also save each image as the model saw it (28x28 PNG, light on dark) into DIR.")
-def predict(run_dir, files, as_json, save_input) -> None:
+@TEMPERATURE_OPTION
+def predict(run_dir, files, as_json, save_input, temperature) -> None:
     """Classify pictures with a run's model: image files (PNG, JPEG, ...; phone photos of any size), .npy
     arrays, or folders of them. Each picture is prepared as the run's dataset was made (MNIST: the digit
     in a 20x20 box, centred by mass; Fashion-MNIST: trimmed, longest edge 28, centred, negated), after the
     paper's uneven light is flattened.
 
-    Prints the answer and the top-3 probabilities per image. Warns when the picture is blank, and when the
-    answer is unsure: below the confidence at which the run's validation answers were right less than 90%
+    Prints the answer and the top-3 probabilities per image, divided by the run's temperature (fitted on validation:
+    "97% sure" then means right about 97% of the time) unless --no-temperature. Warns when the picture is blank, and
+    when the answer is unsure: below the confidence at which the run's validation answers were right less than 90%
     of the time. A bad file gets one error line and the others are still predicted; the exit code is then 1.
 
     Example: mnist predict outputs/runs/20261123T120000Z-cnn digit.jpg more.npy photos/
     """
     from mnist_pipeline.inference import predict_files, save_seen
 
-    predictions = predict_files(run_dir, list(files))
+    predictions = predict_files(run_dir, list(files), calibrated=temperature)
     saved = save_seen(predictions, save_input) if save_input else [None] * len(predictions)
     if as_json:
         click.echo(strict_json([_prediction_json(p, seen) for p, seen in zip(predictions, saved, strict=True)]))
@@ -245,43 +223,17 @@ def _folder(run_dir: str) -> Path:
     return path
 
 
-@click.command(short_help="Average several runs' predictions on the test split.")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--data-dir", metavar="DIR", help="Data to evaluate on (default: the first run's data source).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def ensemble(run_dirs, data_dir, as_json) -> None:
-    """Average the members' softmax outputs on the test split; print the ensemble's accuracy and each member's.
-
-    Each member prepares the images its own way (its normalization.json). Runs that are not completed are
-    skipped, one line each on stderr; at least two completed runs are needed.
-
-    Example: mnist ensemble outputs/runs/*-cnn outputs/runs/*-mlp
-    """
-    from mnist_pipeline.inference import ensemble as run_ensemble
-
-    result = run_ensemble(list(run_dirs), data_dir)
-    for skipped in result["skipped"]:
-        click.echo(f"skipped: {skipped['run']}: {skipped['reason']}", err=True)
-    if as_json:
-        click.echo(strict_json(result))
-        return
-    rows = [[m["run"], m["model"], f"{m['test_accuracy']:.4f}", f"{m['test_loss']:.4f}"] for m in result["members"]]
-    rows.append(["ensemble (mean softmax)", f"{len(rows)} models", f"{result['ensemble_accuracy']:.4f}",
-                 f"{result['ensemble_loss']:.4f}"])
-    click.echo(table(["run", "model", "test acc", "test loss"], rows))
-    click.echo(f"{plural(result['examples'], 'test example')} from {result['data_source']}")
-
-
 @click.command(name="export", short_help="Export a run's model: SavedModel, LiteRT or ONNX.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--format", "formats", type=click.Choice(["savedmodel", "tflite", "onnx"]), multiple=True,
               required=True, help="savedmodel (folder), tflite (LiteRT) or onnx; repeatable.")
 @click.option("--output", type=click.Path(), metavar="PATH",
               help="Where to write (one --format only; default: <run>/export/savedmodel, model.tflite, model.onnx).")
-def export(run_dir, formats, output) -> None:
+@TEMPERATURE_OPTION
+def export(run_dir, formats, output, temperature) -> None:
     """Export a completed run's model for use without this package: raw 28x28 images (float32 pixel values
-    0-255, any batch size) in, the 10 class probabilities out, the run's normalization (and test-time
-    flips) inside. onnx needs the export extra: pip install -e '.[export]'.
+    0-255, any batch size) in, the 10 class probabilities out, the run's normalization, test-time flips and
+    temperature (unless --no-temperature) inside. onnx needs the export extra: pip install -e '.[export]'.
 
     Example: mnist export outputs/runs/20261123T120000Z-cnn --format tflite --format onnx
     """
@@ -294,7 +246,7 @@ def export(run_dir, formats, output) -> None:
     for fmt in formats:
         check_format(fmt)  # every converter present before the first export starts
     for fmt in formats:
-        click.echo(f"{fmt}: {export_run(run_dir, fmt, output)}")
+        click.echo(f"{fmt}: {export_run(run_dir, fmt, output, calibrated=temperature)}")
     note = precision_note(run_reader.read_metrics(run_folder.run_folder(run_dir)).get("precision"))
     if note:
         click.echo(note, err=True)

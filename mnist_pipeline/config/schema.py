@@ -223,6 +223,9 @@ class OutputConfig(Section):
         "outputs", description="runs go to <dir>/runs/<UTC timestamp>-<name>/")
     name: StrictStr | None = Field(None, description="run name; defaults to the config file's name")
     tensorboard: TensorBoardConfig = Field(default_factory=TensorBoardConfig)
+    corruptions: StrictBool = Field(
+        False, description="after the test, score it under MNIST-C's corruptions too (robustness.json and a "
+                           "report section; the same as `mnist evaluate RUN --corruptions`)")
 
     @field_validator("name")
     @classmethod

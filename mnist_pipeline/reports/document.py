@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.config import CLASS_NAMES, flat_values, load_config, yaml_value
-from mnist_pipeline.reports import plots, run_folder, run_reader
+from mnist_pipeline.reports import plots, run_folder, run_reader, trust
 from mnist_pipeline.reports.sections import Section, render_html, render_markdown
 from mnist_pipeline.shapes import PIXELS
 
@@ -31,10 +31,12 @@ def write_report(run_dir: Path, status: str | None = None) -> list[Path]:
     layers = run_reader.read_model_summary(run_dir) if (run_dir / run_folder.MODEL_SUMMARY).exists() else []
     names = CLASS_NAMES[config["data"]["dataset"]]
     data = run_reader.read_report_data(run_dir, len(names)) if (run_dir / run_folder.REPORT_DATA).exists() else None
+    robustness = run_reader.read_robustness(run_dir)
 
     figures = _draw_figures(run_dir, history, metrics, data, names, config)
+    figures.update(_draw_trust_figures(run_dir, metrics, data, robustness, names, config))
     notice = _notice(run_dir, status, recorded.get("error")) if status != "completed" else None
-    sections = _sections(config, metrics, status, history, layers, figures, notice)
+    sections = _sections(config, metrics, status, history, layers, figures, notice, robustness)
     written = [run_dir / name for name in figures]
     run_folder.write_text(run_dir / run_folder.REPORT_MD, render_markdown(f"Run {run_dir.name}", sections))
     run_folder.write_text(run_dir / run_folder.REPORT_HTML, render_html(f"Run {run_dir.name}", sections, run_dir))
@@ -88,6 +90,14 @@ def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[
     return figures
 
 
+def _draw_trust_figures(run_dir: Path, metrics, data, robustness, names, config) -> dict[str, tuple[str, str]]:
+    title = f"{run_dir.name} ({config.get('model', {}).get('name', '?')})"
+    drawn = {run_folder.RELIABILITY: trust.draw_reliability(run_dir, metrics, data, title),
+             run_folder.SALIENCY: trust.draw_saliency(run_dir, data, names, title),
+             run_folder.CORRUPTIONS: trust.draw_corruptions(run_dir, robustness, title)}
+    return {name: figure for name, figure in drawn.items() if figure is not None}
+
+
 def _curves_caption(config: dict) -> str:
     """Why train loss can sit above validation loss, naming what this run trained with."""
     params = config.get("model", {}).get("params", {})
@@ -128,18 +138,25 @@ def _notice(run_dir: Path, status: str, error: str | None) -> Section:
     return Section("Not completed", text=text, style="notice")
 
 
-def _sections(config, metrics, status, history, layers, figures, notice) -> list[Section]:
-    """What a person looks at first (numbers, curves, confusion, mistakes), then the details."""
+def _sections(config, metrics, status, history, layers, figures, notice, robustness=None) -> list[Section]:
+    """What a person looks at first (numbers, curves, confusion, mistakes and why, how far to trust it), then
+    the details."""
     sections = [notice] if notice else []
-    sections.append(Section("Result", rows=_headline_rows(config, metrics, status), columns=["", "value"],
-                            style="headline"))
-    first = [run_folder.CURVES, run_folder.CONFUSION, run_folder.MISCLASSIFIED]
+    sections.append(Section("Result", rows=_headline_rows(config, metrics, status, robustness),
+                            columns=["", "value"], style="headline"))
+    first = [run_folder.CURVES, run_folder.CONFUSION, run_folder.MISCLASSIFIED, run_folder.SALIENCY]
     sections.extend(Section(figures[f][0], text=figures[f][1], image=f) for f in first if f in figures)
     if "per_class" in metrics:
         rows = [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"])]
                 for r in metrics["per_class"]]
         sections.append(Section("Per-class test metrics", columns=["class", "precision", "recall", "F1", "support"],
                                 rows=rows))
+    for table, figure in ((trust.calibration_section(metrics), run_folder.RELIABILITY),
+                          (trust.robustness_section(robustness), run_folder.CORRUPTIONS)):
+        sections.extend([table] if table is not None else [])
+        if figure in figures:
+            sections.append(Section(figures[figure][0], text=figures[figure][1], image=figure))
+            first.append(figure)
     sections.extend(Section(heading, text=caption, image=f, details=True) for f, (heading, caption)
                     in figures.items() if f not in first)
     sections.append(Section("Configuration", columns=["setting", "value"], details=True, rows=[
@@ -165,11 +182,19 @@ def _sections(config, metrics, status, history, layers, figures, notice) -> list
     return sections
 
 
-def _headline_rows(config, metrics, status) -> list[list[str]]:
+def _headline_rows(config, metrics, status, robustness=None) -> list[list[str]]:
     """The numbers a reader wants first; the rest of the run's facts are under "Run"."""
     rows = []
     if "test_accuracy" in metrics:
         rows += [["test accuracy", f"{metrics['test_accuracy']:.4f}"], ["test loss", f"{metrics['test_loss']:.4f}"]]
+        calibration = metrics.get("calibration")
+        if isinstance(calibration, dict):
+            rows += [["calibration error (ECE)", f"{calibration['test_before']['ece']:.2%}, "
+                      f"{calibration['test_after']['ece']:.2%} after temperature {calibration['temperature']:.2f}"]]
+        if robustness is not None:
+            rows += [["corrupted accuracy", f"{robustness['mean_accuracy']:.4f}: the mean over "
+                      f"{len(robustness['corruptions'])} MNIST-C corruptions (clean "
+                      f"{robustness['clean']['accuracy']:.4f})"]]
         if isinstance(metrics.get("unsure_below"), float):  # runs before unsure levels have none
             rows += [["unsure below", f"{min(metrics['unsure_below'], 1.0):.3f} confidence: validation answers "
                       f"under it were right less than 90% of the time; `mnist predict` flags them"]]

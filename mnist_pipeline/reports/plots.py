@@ -11,7 +11,7 @@ from mnist_pipeline.reports.run_folder import write_bytes
 from mnist_pipeline.shapes import IMAGE_SIZE
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, and no GUI toolkit import
@@ -20,7 +20,7 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: Path) -> None:
+def save_figure(plt, fig, path: Path) -> None:
     """PNG through a temporary file: a full disk leaves the previous figure, not half of a new one."""
     buffer = io.BytesIO()
     try:
@@ -32,7 +32,7 @@ def _save(plt, fig, path: Path) -> None:
 
 def plot_curves(history: list[dict[str, float]], best_epoch: int, path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train vs validation, and the learning rate, with the kept epoch marked."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True, width_ratios=[1, 1, 0.75])
     for ax, key, label in ((axes[0], "loss", "loss (cross-entropy)"), (axes[1], "accuracy", "accuracy")):
@@ -56,7 +56,7 @@ def plot_curves(history: list[dict[str, float]], best_epoch: int, path: Path, ti
         ax.legend(fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def _draw_panels(plt, images: np.ndarray, titles: list[str], columns: int, cell: float, fontsize: float,
@@ -100,7 +100,7 @@ def percent_label(percent: float) -> str:
 
 def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
     """Counts and row-normalized (recall per true class, in %) side by side; empty cells are 0."""
-    plt = _pyplot()
+    plt = pyplot()
     support = confusion.sum(axis=1, keepdims=True)
     normalized = np.divide(confusion, support, out=np.zeros(confusion.shape), where=support > 0)
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.6), constrained_layout=True)
@@ -120,16 +120,16 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, ti
                 ax.text(j, i, fmt(value), ha="center", va="center", fontsize=8,
                         color="white" if value > threshold else "black")
     fig.suptitle(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def plot_image_grid(images: np.ndarray, titles: list[str], path: Path, title: str, columns: int) -> None:
     """Images in [0, 1] (0 = background), shown dark on light like ink on paper."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, _, _ = _draw_panels(plt, np.asarray(images), titles, columns, cell=1.6, fontsize=9,
                              cmap="gray_r", vmin=0, vmax=1)
     fig.suptitle(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64,
@@ -137,7 +137,7 @@ def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64,
     """First-layer templates: Dense kernel (784, units) as 28x28 images, or conv kernel (k, k, 1, filters);
     each panel titled by `titles` (e.g. the class names of a linear model's columns, five to a row), else by its
     number. Returns the panels' titles as drawn."""
-    plt = _pyplot()
+    plt = pyplot()
     if kernel.ndim == 2:
         templates = kernel.T[:limit].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     else:
@@ -152,7 +152,7 @@ def plot_weights(kernel: np.ndarray, path: Path, title: str, limit: int = 64,
         fig.colorbar(image, cax=fig.add_axes((1 - 0.85 / width, 0.2, 0.12 / width, 0.6)),
                      label="weight (red +, blue -)")
     fig.suptitle(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
     return drawn
 
 
@@ -167,7 +167,7 @@ def run_styles(count: int) -> list[dict]:
 
 def plot_overlaid_curves(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
     """Validation accuracy and loss of several runs on shared axes, one legend for both panels below them."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = -(-len(curves) // 2)  # the legend's rows, two runs a row
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.22 * rows), constrained_layout=True)
     for (name, history), style in zip(curves.items(), run_styles(len(curves)), strict=True):
@@ -184,13 +184,13 @@ def plot_overlaid_curves(curves: dict[str, list[dict[str, float]]], path: Path, 
     fig.legend(handles, names, loc="outside lower center", ncols=2 if len(curves) > 1 else 1, fontsize=8,
                frameon=False)
     fig.suptitle(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def plot_gradient_norms(norms: dict[str, list[float]], layer_names: dict[str, list[str]], path: Path,
                         title: str) -> None:
     """Mean gradient norm per layer (input side left), log scale, one line per configuration."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
     for label, values in norms.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
@@ -204,4 +204,4 @@ def plot_gradient_norms(norms: dict[str, list[float]], layer_names: dict[str, li
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     ax.set_title(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)

@@ -121,6 +121,62 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
             isinstance(r, dict) and isinstance(r.get("class"), str) and isinstance(r.get("support"), int)
             and all(isinstance(r.get(k), (int, float)) for k in ("precision", "recall", "f1")) for r in rows):
         raise damaged(path, "'per_class' does not hold one row (class, precision, recall, f1, support) per class")
+    if "calibration" in data:  # runs from before calibration was measured have none
+        _check_calibration(field(data, path, "calibration", dict), path)
+    return data
+
+
+CALIBRATION_SCORES = ("accuracy", "ece", "mce", "nll", "brier")
+
+
+def _check_calibration(calibration: dict, path: Path) -> None:
+    """metrics.json's calibration block: a usable temperature, and the test scores the report and compare show."""
+    def number(value, check) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and check(value)
+
+    temperature = calibration.get("temperature")
+    if not number(temperature, lambda t: 0 < t < 1e3):
+        raise damaged(path, f"'calibration.temperature' is missing or not a positive number ({quote(temperature)})")
+    if not number(calibration.get("unsure_below"), lambda x: x >= 0):
+        raise damaged(path, "'calibration.unsure_below' is missing or not a number")
+    for key in ("test_before", "test_after"):
+        scores = calibration.get(key)
+        if not isinstance(scores, dict) or not all(number(scores.get(k), lambda x: x >= 0) for k in CALIBRATION_SCORES):
+            raise damaged(path, f"'calibration.{key}' does not hold the scores {', '.join(CALIBRATION_SCORES)}")
+
+
+def temperature(metrics: dict[str, Any]) -> float | None:
+    """The run's fitted temperature (read_metrics checked it), or None for a run from before calibration."""
+    calibration = metrics.get("calibration")
+    return float(calibration["temperature"]) if isinstance(calibration, dict) else None
+
+
+def read_robustness(run_dir: Path) -> dict[str, Any] | None:
+    """robustness.json (`mnist evaluate --corruptions`), checked; None when the run was never so scored."""
+    path = run_dir / run_folder.ROBUSTNESS
+    if not path.exists():
+        return None
+    data = read_json(path)
+
+    def scored(row) -> bool:
+        return isinstance(row, dict) and all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
+                                             and math.isfinite(row[k]) and row[k] >= 0 for k in ("accuracy", "ece"))
+
+    rows = field(data, path, "corruptions", list, lambda rows: len(rows) > 0)
+    if not all(scored(r) and isinstance(r.get("name"), str) for r in rows) or not scored(data.get("clean")):
+        raise damaged(path, "a corruption's or the clean split's accuracy and ECE are missing or not numbers")
+    for key in ("mean_accuracy", "mean_ece"):
+        field(data, path, key, float, lambda x: math.isfinite(x) and x >= 0)
+    field(data, path, "seed", int)
+    field(data, path, "examples", int, lambda n: n > 0)
+    examples = field(data, path, "example_images", dict)
+    for name in ("clean", *(r["name"] for r in rows)):
+        try:
+            image = np.asarray(examples.get(name), dtype=np.float64)
+        except (ValueError, TypeError):
+            image = np.zeros(0)
+        if image.shape != (IMAGE_SIZE, IMAGE_SIZE) or not np.isfinite(image).all():
+            raise damaged(path, f"'example_images' has no {IMAGE_SIZE}x{IMAGE_SIZE} image for {quote(name)}")
     return data
 
 
@@ -169,6 +225,8 @@ def read_model_summary(run_dir: Path) -> list[dict[str, Any]]:
 
 REPORT_ARRAYS = ("test_labels", "test_probabilities", "mistake_indices", "mistake_images", "sample_images",
                  "sample_labels", "samples_augmented", "first_layer_kernel")
+# Integrated gradients of the mistakes: absent from runs made before saliency maps were drawn.
+SALIENCY_ARRAYS = ("mistake_saliency", "saliency_difference", "saliency_error", "saliency_steps")
 
 
 def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
@@ -176,6 +234,8 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
     path = run_dir / run_folder.REPORT_DATA
     try:
         data = load_npz(path, REPORT_DATA_LIMIT, REPORT_ARRAYS)
+        if _holds(path, SALIENCY_ARRAYS[0]):
+            data.update(load_npz(path, REPORT_DATA_LIMIT, SALIENCY_ARRAYS))
     except DataError as exc:
         raise damaged(path, str(exc).removeprefix(f"{path}: ")) from None
     labels, probabilities = data["test_labels"], data["test_probabilities"]
@@ -199,10 +259,27 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
                                                            and data["first_layer_kernel"].shape[0] != PIXELS)
          or (data["first_layer_kernel"].ndim == 4 and data["first_layer_kernel"].shape[2] != 1), "first_layer_kernel"),
     ]
+    if "mistake_saliency" in data:
+        k = len(data["mistake_indices"])
+        problems += [
+            (data["mistake_saliency"].shape != (k, IMAGE_SIZE, IMAGE_SIZE)
+             or not np.isfinite(data["mistake_saliency"]).all(), "mistake_saliency"),
+            (data["saliency_difference"].shape != (k,), "saliency_difference"),
+            (data["saliency_error"].shape != (k,), "saliency_error"),
+            (data["saliency_steps"].shape != () or not np.issubdtype(data["saliency_steps"].dtype, np.integer),
+             "saliency_steps"),
+        ]
     bad = [name for wrong, name in problems if wrong]
     if bad:
         raise damaged(path, f"array {bad[0]} does not have the shape or values the report needs")
     return data
+
+
+def _holds(path: Path, name: str) -> bool:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return f"{name}.npy" in archive.namelist()
 
 
 SHORT_RUN_FRACTION = 0.25  # under a quarter of its config's steps, a run is not what the config was tuned for

@@ -86,7 +86,7 @@ def pruning_savings(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def best_on_test(sweep: Sweep, best: dict[str, Any]) -> dict[str, Any]:
     """The best trial's runs on the test split, computed once: kept in best.json for this trial."""
-    from mnist_pipeline.inference import evaluate_run
+    from mnist_pipeline.reevaluation import evaluate_run
 
     path = sweep.folder / BEST
     if path.exists() or path.is_symlink():
