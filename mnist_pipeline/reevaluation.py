@@ -30,9 +30,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None 
                  calibrated: bool = True) -> dict:
     """Loss and accuracy of a saved model on its run's split, computed as the trainer computed them (so they
     can be checked against metrics.json), and the calibration of its probabilities on that split."""
+    from mnist_pipeline.data.datasets import evaluation_batches
+
     run = load_run(run_dir)
     images, labels, source = split_arrays(run.config, split, data_dir)
     loss, accuracy, probabilities = run_probabilities(run, images, labels, split, run.config.training.batch_size)
+    if split == "val":  # validated during training without gathering probabilities: that step's loss, exactly
+        data = evaluation_batches(images, labels, run.config.training.batch_size, normalization=run.normalization)
+        loss, accuracy = evaluation(run, split)(data)
     recorded = {"test": ("test_loss", "test_accuracy"), "val": ("best_val_loss", "best_val_accuracy")}[split]
     result = {"split": split, "examples": len(labels), "loss": loss, "accuracy": accuracy, "data_source": source,
               "recorded_loss": run.metrics.get(recorded[0]), "recorded_accuracy": run.metrics.get(recorded[1]),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import run_mnist as mnist
+from mnist_pipeline.calibration import apply_temperature
 from mnist_pipeline.data.idx import read_idx
 from mnist_pipeline.evaluation import class_probabilities
 from mnist_pipeline.inference import load_run
@@ -81,9 +82,31 @@ def run_client(fmt: str, path: Path, images: np.ndarray, tmp_path: Path) -> tupl
     return out["whole"], out["first"]
 
 
-def recorded(run_dir: Path) -> np.ndarray:
-    """The test probabilities the run recorded, in test-split order."""
-    return np.load(run_dir / "report_data.npz")["test_probabilities"]
+def recorded(run_dir: Path, calibrated: bool = True) -> np.ndarray:
+    """The test probabilities the run recorded, in test-split order, divided by its temperature as its exports
+    divide them (unless `calibrated` is off: `--no-temperature`)."""
+    probabilities = np.load(run_dir / "report_data.npz")["test_probabilities"]
+    temperature = json.loads((run_dir / "metrics.json").read_text())["calibration"]["temperature"]
+    return apply_temperature(probabilities, temperature) if calibrated else probabilities
+
+
+def test_without_temperature_the_export_gives_the_raw_probabilities_and_says_so(trained_runs, rendered_dir,
+                                                                                 tmp_path):
+    run_dir = trained_runs["mlp"]
+    temperature = json.loads((run_dir / "metrics.json").read_text())["calibration"]["temperature"]
+    assert abs(temperature - 1) > 0.01  # else this test could not tell the two apart
+    images = read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3)
+    for flag, calibrated in (("--temperature", True), ("--no-temperature", False)):
+        target = tmp_path / f"{flag}.onnx"
+        done = mnist("export", run_dir, "--format", "onnx", "--output", target, flag)
+        assert done.returncode == 0, done.stderr
+        whole, _ = run_client("onnx", target, images, tmp_path)
+        assert np.abs(whole - recorded(run_dir, calibrated)).max() < TOLERANCE
+        import onnxruntime
+
+        metadata = json.loads(onnxruntime.InferenceSession(str(target)).get_modelmeta().custom_metadata_map[
+            "mnist_pipeline"])
+        assert metadata["temperature"] == (temperature if calibrated else 1.0)
 
 
 @pytest.fixture(scope="module")

@@ -115,20 +115,25 @@ def _prediction_json(p, seen) -> dict:
 @click.option("--output-dir", metavar="DIR",
               help="Where to find runs when no RUN_DIR is given (default: outputs), and where to write "
                    "comparisons/ (default: beside the runs, e.g. X/comparisons/ for runs in X/runs/).")
+@click.option("--rank-by", type=click.Choice(["val", "corrupted", "ece"]), default="val", show_default=True,
+              help="val: best validation accuracy; corrupted: mean accuracy under MNIST-C's corruptions (runs "
+                   "scored by `mnist evaluate --corruptions`); ece: test calibration error, lowest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked runs as one JSON object.")
-def compare(run_dirs, all_runs, output_dir, as_json) -> None:
+def compare(run_dirs, all_runs, output_dir, rank_by, as_json) -> None:
     """Rank runs by best validation accuracy, with test accuracy beside it and the config keys in which they
     differ as columns; write comparison.md and comparison.png (validation curves overlaid) beside the runs,
     in a new comparisons/<timestamp>-compare/ folder (with --output-dir DIR: under DIR instead).
 
     Without RUN_DIR, every run under OUTPUT_DIR/runs. Failed and unfinished runs are listed with their status.
-    Ranking on validation, not test, keeps the test number an honest estimate of the chosen run. The terminal
+    Ranking on validation, not test, keeps the test number an honest estimate of the chosen run; --rank-by
+    corrupted or ece ranks on the test split's robustness or calibration instead, to look at trust. The terminal
     table fits the terminal's width: the config keys that best explain the ranking come first, and a line
     under it names what was left out (comparison.md and --json have every key).
 
     Example: mnist compare outputs/runs/*-cnn
     """
     from mnist_pipeline.reports.compare import (
+        RANKINGS,
         comparison_home,
         differing_keys,
         find_runs,
@@ -145,22 +150,26 @@ def compare(run_dirs, all_runs, output_dir, as_json) -> None:
     if not paths:
         raise ConfigError(f"no runs to compare: none under {search / 'runs'}; train one, or pass RUN_DIR... "
                           f"or --output-dir DIR")
-    summaries = rank([summarize_run(p) for p in paths])
+    summaries = rank([summarize_run(p) for p in paths], rank_by)
     keys = differing_keys(summaries)
     # An explicit --output-dir wins; else beside the runs, wherever the command is run from.
     out_dir = new_comparison_dir(Path(output_dir) / "comparisons" if output_dir else comparison_home(paths))
-    files = write_comparison(summaries, out_dir)
-    ranked = summaries[0] if summaries[0].best_val_accuracy is not None else None
+    files = write_comparison(summaries, out_dir, rank_by)
+    best = rank(summaries)[0]
+    ranked = best if best.best_val_accuracy is not None else None
     if as_json:
-        click.echo(strict_json({"runs": [s.to_dict(keys) for s in summaries], "ranked_by": "best_val_accuracy",
+        click.echo(strict_json({"runs": [s.to_dict(keys) for s in summaries], "ranked_by": RANKINGS[rank_by][0],
                                 "differing_keys": keys, "best": ranked.run_dir.name if ranked else None,
                                 "comparison": str(files[0]), "files": [str(f) for f in files]}))
         return
     width = terminal_width()
-    text, left_out = _compare_table(summaries, keys, width)
+    text, left_out = _compare_table(summaries, keys, width, RANKINGS[rank_by][2])
     click.echo(text)
     if left_out:
         click.echo(_left_out_line(left_out, width))
+    if rank_by != "val":
+        click.echo(f"ranked by {RANKINGS[rank_by][2]}, a test-split number: look at it to judge trust, but choose "
+                   f"a model on validation, or the chosen model's test numbers turn optimistic")
     if ranked:
         test = f", test {ranked.test_accuracy:.4f}" if ranked.test_accuracy is not None else ""
         click.echo(f"best on validation: {ranked.run_dir.name} ({ranked.model}, val {ranked.best_val_accuracy:.4f}"
@@ -169,7 +178,8 @@ def compare(run_dirs, all_runs, output_dir, as_json) -> None:
         click.echo(f"wrote {file}")
 
 
-def _compare_table(summaries, keys: list[str], width: int) -> tuple[str, list[str]]:
+def _compare_table(summaries, keys: list[str], width: int,
+                   ranked_column: str = "best val acc") -> tuple[str, list[str]]:
     """The ranked runs as a table at most `width` wide, and the names of the columns left out to fit (config
     keys first). Columns are taken while they fit: the essential ones (always, however narrow the terminal),
     the keys that explain some of the ranking (best first), the secondary numbers, then the keys that explain
@@ -185,14 +195,14 @@ def _compare_table(summaries, keys: list[str], width: int) -> tuple[str, list[st
     # Accuracies on two datasets do not compare: which dataset comes first, whatever it explains. A number
     # that is the same in every row says nothing in a column.
     first = ["data.dataset"] if "data.dataset" in keys else []
-    varied = [c for c in ("parameters", "epochs", "train s") if len(set(cells[c])) > 1]
+    varied = [c for c in ("test ECE", "corrupt acc", "parameters", "epochs", "train s") if len(set(cells[c])) > 1]
     # A model's own parameter (batch_norm of a deep_mlp beside a cnn) differs because the model does: the
     # model column says that already.
     shared = [key for key, share in ranked if key not in first and all(key in s.config for s in summaries)]
     order = (first + [key for key, share in ranked if share > 0 and key in shared] + varied
              + [key for key, share in ranked if share <= 0 and key in shared]
              + [key for key, _ in ranked if key not in first and key not in shared])
-    shown = ["run", "status", "model", "best val acc", "test acc"]
+    shown = list(dict.fromkeys(["run", "status", "model", "best val acc", "test acc", ranked_column]))
     used = sum(max(len(names[c]), *map(len, cells[c])) for c in shown) + 2 * (len(shown) - 1)
     for column in order:
         need = 2 + max(len(names[column]), *map(len, cells[column]))  # the gap before it, then its width

@@ -15,7 +15,11 @@ from mnist_pipeline.errors import ConfigError, OutputError, RunFolderError, plur
 from mnist_pipeline.reports import plots, run_folder, run_reader
 from mnist_pipeline.reports.sections import Section, render_markdown
 
-COLUMNS = ["run", "status", "model", "parameters", "epochs", "train s", "best val acc", "test acc"]
+COLUMNS = ["run", "status", "model", "parameters", "epochs", "train s", "best val acc", "test acc", "test ECE",
+           "corrupt acc"]
+# --rank-by: what runs can be ranked by -> (RunSummary attribute, higher is better, the table's column)
+RANKINGS = {"val": ("best_val_accuracy", True, "best val acc"),
+            "corrupted": ("corrupted_accuracy", True, "corrupt acc"), "ece": ("test_ece", False, "test ECE")}
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,17 @@ class RunSummary:
     name: str = ""  # the config's output.name (the config file's stem), or "" when unreadable
     config: dict[str, str] = field(default_factory=dict, repr=False)  # dotted key -> value in YAML style
     not_finite: tuple[str, ...] = ()  # metrics.json keys whose value is NaN or infinite (shown as null / -)
+    test_ece: float | None = None  # after the run's temperature (metrics.json's calibration), as predict answers
+    corrupted_accuracy: float | None = None  # the mean over MNIST-C's corruptions (robustness.json)
+    corrupted_ece: float | None = None
 
     def to_dict(self, keys: list[str] = ()) -> dict:
         """The row for `mnist compare --json`: numbers as numbers, null where the run has none."""
         return {"run": self.run_dir.name, "path": str(self.run_dir), "name": self.name, "status": self.status,
                 "model": self.model, "parameters": self.parameters, "epochs": self.epochs,
                 "train_seconds": self.train_seconds, "best_val_accuracy": self.best_val_accuracy,
-                "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+                "test_accuracy": self.test_accuracy, "test_loss": self.test_loss, "test_ece": self.test_ece,
+                "corrupted_accuracy": self.corrupted_accuracy, "corrupted_ece": self.corrupted_ece,
                 "config": {key: self.config.get(key) for key in keys},
                 **({"null_reasons": {key: f"{run_folder.METRICS} records it as NaN or infinite (the run diverged, "
                                           f"or the file was edited)" for key in self.not_finite}}
@@ -50,6 +58,7 @@ class RunSummary:
             return "-" if value is None else format(value, fmt)
         return [self.run_dir.name, self.status, self.model, show(self.parameters, ","), show(self.epochs, "d"),
                 show(self.train_seconds, ".1f"), show(self.best_val_accuracy, ".4f"), show(self.test_accuracy, ".4f"),
+                show(self.test_ece, ".2%"), show(self.corrupted_accuracy, ".4f"),
                 *(self.config.get(key, "-") for key in keys)]
 
 
@@ -64,6 +73,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
             status = "stale: was running, process gone (resumable)"
         metrics = run_reader.read_metrics(run_dir) if (run_dir / run_folder.METRICS).exists() else {}
         history = run_reader.read_history(run_dir) if (run_dir / run_folder.HISTORY).exists() else []
+        robustness = run_reader.read_robustness(run_dir) or {}
     except RunFolderError as exc:
         return RunSummary(run_dir, f"unreadable: {exc.path.name if exc.path else 'damaged'}")
     name, config = _config(run_dir)
@@ -74,8 +84,11 @@ def summarize_run(run_dir: Path) -> RunSummary:
                           history=history, name=name, config=config)
     numbers = ("train_seconds", "best_val_accuracy", "test_accuracy", "test_loss")  # no test ones: a sweep trial
     not_finite = tuple(key for key in numbers if _finite(metrics.get(key)) is None and metrics.get(key) is not None)
+    calibration = metrics.get("calibration")
     return RunSummary(run_dir, status, metrics["model"], metrics["parameters"], metrics["epochs"],
-                      *(_finite(metrics.get(key)) for key in numbers), history, name, config, not_finite)
+                      *(_finite(metrics.get(key)) for key in numbers), history, name, config, not_finite,
+                      test_ece=calibration["test_after"]["ece"] if isinstance(calibration, dict) else None,
+                      corrupted_accuracy=robustness.get("mean_accuracy"), corrupted_ece=robustness.get("mean_ece"))
 
 
 def _finite(value):
@@ -158,19 +171,29 @@ def labels(summaries: list[RunSummary], limit: int = 60) -> dict[Path, str]:
             for run, text in result.items()}
 
 
-def rank(summaries: list[RunSummary]) -> list[RunSummary]:
-    """Runs by best validation accuracy (best first), then the rest by name. Never by test accuracy: choosing
-    a model on the test split would make its test number an optimistic one."""
-    return sorted(summaries, key=lambda s: (s.best_val_accuracy is None, -(s.best_val_accuracy or 0),
-                                            s.run_dir.name))
+def rank(summaries: list[RunSummary], by: str = "val") -> list[RunSummary]:
+    """Runs by best validation accuracy (best first; or `by` another of RANKINGS), then the runs without that
+    number by name. Never by test accuracy: choosing a model on the test split would make its test number an
+    optimistic one (corrupted accuracy and ECE are measured on the test split too: they are for looking at
+    how runs differ in trust, and the CLI says so)."""
+    attribute, higher_better, _ = RANKINGS[by]
+
+    def key(s: RunSummary):
+        value = getattr(s, attribute)
+        return value is None, -(value or 0) if higher_better else (value or 0), s.run_dir.name
+    return sorted(summaries, key=key)
 
 
-def write_comparison(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
+def write_comparison(summaries: list[RunSummary], out_dir: Path, by: str = "val") -> list[Path]:
     """comparison.md (the table) and comparison.png (validation curves of every run with a history)."""
-    ranked = rank(summaries)
+    ranked = rank(summaries, by)
     keys = differing_keys(ranked)
-    winner = ranked[0] if ranked and ranked[0].best_val_accuracy is not None else None
-    text = (f"Ranked by best validation accuracy. Best: **{winner.run_dir.name}** ({winner.model}, "
+    on_validation = rank(summaries)
+    winner = on_validation[0] if on_validation and on_validation[0].best_val_accuracy is not None else None
+    ranked_by = "Ranked by best validation accuracy. Best:" if by == "val" else (
+        f"Ranked by {RANKINGS[by][2]} (test split, {'higher' if RANKINGS[by][1] else 'lower'} first). Best on "
+        f"validation:")
+    text = (f"{ranked_by} **{winner.run_dir.name}** ({winner.model}, "
             f"val {winner.best_val_accuracy:.4f}" + (f", test {winner.test_accuracy:.4f}" if winner.test_accuracy
                                                     is not None else "") + ")." if winner else
             "No run with a validation result to rank.")
