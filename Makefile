@@ -19,7 +19,8 @@ SWEEP_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR
 	$(if $(EPOCHS),--set training.epochs=$(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
 .PHONY: help install test test-fast lint smoke tensorboard sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean \
-	study study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization study-ensemble
+	study study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization study-ensemble \
+	study-augmentation
 
 help:
 	@echo "make install          create $(VENV) and install mnist-pipeline[$(TF_EXTRA),export,dev]"
@@ -37,7 +38,8 @@ help:
 	@echo "make diagnose         gradient norms per layer of a deep MLP: sigmoid vs relu"
 	@echo "make study            every lesson of configs/study/ (docs/guide/study.md), then one table of all their runs"
 	@echo "                      or one lesson: study-perceptron | study-quickstart | study-softmax | study-vanishing"
-	@echo "                      | study-fitting | study-regularization | study-ensemble   (DATA_DIR=... EPOCHS=...)"
+	@echo "                      | study-fitting | study-regularization | study-ensemble | study-augmentation"
+	@echo "                      (DATA_DIR=... EPOCHS=...)"
 	@echo "make bench            custom trainer vs model.fit, bfloat16, memory, time to 90% and 93% (DATA_DIR=..., ~25 min)"
 	@echo "make docs             serve the documentation site (MkDocs) on http://127.0.0.1:8000, rebuilt on each edit"
 	@echo "make docs-build       build the site into build/site/, strictly: a broken link or a page missing from nav fails"
@@ -126,7 +128,7 @@ diagnose: install
 # added to $(STUDY_RUNS), which `make study` starts empty and ends by comparing as one table.
 STUDY_RUNS ?= $(OUTPUT_DIR)/study-runs.txt
 STUDY_LESSONS = study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization \
-	study-ensemble
+	study-ensemble study-augmentation
 $(STUDY_LESSONS): RUN_LOG = $(STUDY_RUNS)
 
 study: install
@@ -161,6 +163,11 @@ study-ensemble: install
 	@for seed in 1 2 3; do \
 	  $(call train_each,study/ensemble,--set training.seed=$$seed --set output.name=ensemble-seed$$seed); done; \
 	$(BIN)/mnist ensemble $$runs $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+# The same CNN without and with augmentation, each scored under MNIST-C's corruptions, ranked by that score.
+study-augmentation: install
+	@$(call train_each,study/augmentation/plain study/augmentation/augmented); \
+	$(BIN)/mnist compare $$runs --rank-by corrupted --output-dir $(OUTPUT_DIR)
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache

@@ -42,9 +42,11 @@ from benchmarks.startup import startup  # noqa: E402
 from benchmarks.tensorboard_cost import tensorboard_cost  # noqa: E402
 from benchmarks.time_to_accuracy import race  # noqa: E402
 from benchmarks.trainer_vs_fit import VARIANTS, run_variant, table_rows  # noqa: E402
+from benchmarks.trust_cost import trust_cost  # noqa: E402
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
-PARTS = {"tensorboard": tensorboard_cost, "startup": startup, "shipped": shipped_vs_float32}  # --only
+PARTS = {"tensorboard": tensorboard_cost, "startup": startup, "shipped": shipped_vs_float32,  # --only
+         "trust": trust_cost}
 
 
 def main() -> None:
@@ -96,6 +98,7 @@ def main() -> None:
         "precision": [precision(model, args) for model in args.models.split(",")],
         "shipped": shipped_vs_float32(args), "startup": startup(args),
         "memory": memory(args) if args.data_dir else None, "tensorboard": tensorboard_cost(args),
+        "trust": trust_cost(args),
         "race": race(args) if args.race and args.data_dir else None, "raw": results,
     }
     report["bench_seconds"] = round(time.perf_counter() - started, 1)

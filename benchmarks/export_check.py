@@ -1,5 +1,6 @@
 """Size and faithfulness of each export of one completed run: `mnist export` to every format, then each file run
-by its own runtime on the run's raw test digits, against the test probabilities the run recorded.
+by its own runtime on the run's raw test digits, against the test probabilities the run recorded (divided by its
+temperature, as the exports divide them).
 
 Usage: python benchmarks/export_check.py RUN_DIR [--data-dir DIR]
 (tests/test_export.py checks the same in fresh processes; this measures it on a real run for docs/benchmarks.md.)
@@ -46,13 +47,18 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data-dir")
     args = parser.parse_args()
+    from mnist_pipeline.calibration import apply_temperature
     from mnist_pipeline.config import load_config
     from mnist_pipeline.inference import split_arrays
+    from mnist_pipeline.reports import run_reader
 
     config = load_config(args.run_dir / "config.yaml")
     images, labels, source = split_arrays(config, "test", args.data_dir)
     images = images.astype(np.float32)  # raw pixel values 0-255
     recorded = np.load(args.run_dir / "report_data.npz")["test_probabilities"]
+    temperature = run_reader.temperature(run_reader.read_metrics(args.run_dir))
+    if temperature is not None:  # exports divide by it, as predict does
+        recorded = apply_temperature(recorded, temperature)
     rows = []
     with tempfile.TemporaryDirectory() as out:
         for fmt, name in FILES.items():

@@ -59,6 +59,11 @@ def _shipped_section(report: dict) -> list[str]:
             *_table(report["shipped"])]
 
 
+def _trust_section(report: dict) -> list[str]:
+    return ["## What the trust report costs (configs/cnn.yaml, 2 epochs; whole commands taking turns, medians)", "",
+            *_table(report["trust"])]
+
+
 def _startup_section(report: dict) -> list[str]:
     return ["## Start-up (command to the end of the first group of steps; medians of processes taking turns)", "",
             *_table(report["startup"])]
@@ -66,7 +71,8 @@ def _startup_section(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     if "rows" not in report:  # --only one part
-        sections = {"tensorboard": _tensorboard_section, "startup": _startup_section, "shipped": _shipped_section}
+        sections = {"tensorboard": _tensorboard_section, "startup": _startup_section, "shipped": _shipped_section,
+                    "trust": _trust_section}
         return "\n".join([f"# Benchmark {report['when']}", "", *_machine_lines(report),
                           f"Data: {report['data_dir']}", "",
                           *(line for key, section in sections.items() if key in report for line in section(report))])
@@ -95,6 +101,8 @@ def markdown(report: dict) -> str:
         lines += _shipped_section(report)
     if report.get("startup"):
         lines += _startup_section(report)
+    if report.get("trust"):
+        lines += _trust_section(report)
     if report.get("memory"):
         lines += ["## Peak resident memory of whole processes (full Fashion-MNIST)", "",
                   *_table(report["memory"])]

@@ -15,6 +15,7 @@ from mnist_pipeline.shapes import IMAGE_SIZE
 
 SAMPLE_COUNT = 16  # the 4x4 samples grid
 MISTAKE_COUNT = 25  # the 5x5 grid of most confident mistakes
+SALIENCY_COUNT = 10  # the most confident of them get saliency maps: the figure's row of ten
 
 
 def write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.ndarray, augmentation,
@@ -30,8 +31,9 @@ def write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.nd
     if augmentation is not None:
         samples = augmentation(samples, seed=np.array([seed, 0], np.int64))  # what the model was fed
     mistakes = most_confident_mistakes(splits.y_test, probabilities, MISTAKE_COUNT)
-    saliency = _mistake_saliency(_float32_model(model, run_dir), splits, mistakes,
-                                 probabilities.argmax(axis=1)[mistakes])
+    explained = mistakes[:SALIENCY_COUNT]
+    saliency = _mistake_saliency(_float32_model(model, run_dir), splits, explained,
+                                 probabilities.argmax(axis=1)[explained])
     first_kernel = next(layer.kernel for layer in model.stack if hasattr(layer, "kernel"))
     buffer = io.BytesIO()
     np.savez_compressed(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import missing_system_tool
+from conftest import missing_system_tool, run_mnist
 
 pytestmark = pytest.mark.slow  # Chromium opening real reports
 
@@ -42,10 +42,26 @@ def top(page, selector: str) -> float:
 
 
 def test_a_completed_report_leads_with_numbers_and_figures(browser, trained_runs, tmp_path):
-    page = open_report(browser, trained_runs["smoke"])
+    # The MLP run: it made a mistake on the test split to explain (the CNN made none).
+    run_dir = shutil.copytree(trained_runs["mlp"], tmp_path / trained_runs["mlp"].name)
+    scored = run_mnist("evaluate", run_dir, "--corruptions")  # the robustness section, as a user adds it
+    assert scored.returncode == 0, scored.stderr
+    assert run_mnist("report", run_dir).returncode == 0
+    page = open_report(browser, run_dir)
     images = page.evaluate("() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-    assert len(images) == 5, images
+    assert [alt for alt, _, _ in images] == ["Learning curves", "Confusion matrix", "Most confident mistakes",
+                                             "Why it erred", "Reliability diagram", "Corruptions",
+                                             "Training samples", "First-layer weights"], images
     assert all(done and width > 500 for _, done, width in images), images  # all decoded
+    # The trust sections: calibration before and after its temperature, the corruptions' table.
+    assert top(page, "img[alt='Most confident mistakes']") < top(page, "img[alt='Why it erred']")
+    calibration = page.locator("h2", has_text="Calibration")
+    assert calibration.is_visible()
+    assert top(page, "h2:text('Per-class test metrics')") < top(page, "h2:text-is('Calibration')")
+    assert page.locator("table", has=page.locator("td", has_text="ECE (15 bins)")).is_visible()
+    corrupted = page.locator("table", has=page.locator("td", has_text="canny_edges"))
+    assert corrupted.is_visible()
+    assert corrupted.locator("tr").count() >= 13  # header, clean, >= 10 corruptions, mean
     # The first screen holds the headline numbers and the start of the learning curves.
     assert page.locator(".tile").count() >= 8
     assert top(page, ".tile") < 200

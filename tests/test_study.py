@@ -51,9 +51,29 @@ def test_every_study_config_is_trained_by_make_study_and_completes(study):
             assert 0.0 <= metrics["test_accuracy"] <= 1.0
             assert (run / "curves.png").stat().st_size > 0
     # Each lesson's own result is printed: the comparisons' tables, the ensemble's line, the gradients' table.
-    assert output.count("comparison.md") >= 4
+    assert output.count("comparison.md") >= 5
     assert "ensemble (mean softmax)" in output
     assert "last / first" in output
+
+
+def test_the_augmentation_lesson_scores_both_cnns_under_corruptions_and_ranks_them_so(study):
+    output, by_config = study
+    scored = {}
+    for name in ("plain", "augmented"):
+        ((run, config),) = by_config[name]
+        assert config["output"]["corruptions"] is True
+        robustness = json.loads((run / "robustness.json").read_text())
+        assert len(robustness["corruptions"]) >= 10
+        scored[run.name] = robustness["mean_accuracy"]
+        assert "## Robustness under corruptions" in (run / "report.md").read_text()
+    augmented_config = by_config["augmented"][0][1]["data"]["augmentation"]
+    assert augmented_config["rotation"] > 0
+    assert by_config["plain"][0][1]["data"]["augmentation"]["rotation"] == 0
+    assert "ranked by corrupt acc" in output
+    table = output.split("ranked by corrupt acc")[0].rsplit("run ", 1)[1]  # the lesson's compare table
+    assert all(name in table for name in scored)
+    if len(set(scored.values())) == 2:  # on tiny data the two can tie; then either order is right
+        assert sorted(scored, key=table.index) == sorted(scored, key=lambda name: -scored[name])
 
 
 def test_the_lessons_learn_what_they_should_on_tiny_data(study):

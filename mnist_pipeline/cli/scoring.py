@@ -6,7 +6,7 @@ import click
 
 from mnist_pipeline.cli.common import TEMPERATURE_OPTION, table
 from mnist_pipeline.cli.runs import strict_json
-from mnist_pipeline.errors import plural
+from mnist_pipeline.errors import ConfigError, plural
 
 
 @click.command(short_help="Evaluate a saved run again: accuracy, calibration, corruptions.")
@@ -30,7 +30,7 @@ def evaluate(run_dir, data_dir, split, corruptions, corruption_seed, temperature
     from mnist_pipeline.reevaluation import evaluate_run
 
     if corruptions and split != "test":
-        raise click.UsageError("--corruptions scores the test split; drop --split val or --corruptions")
+        raise ConfigError("--corruptions scores the test split; drop --split val or --corruptions")
     r = evaluate_run(run_dir, split, data_dir, calibrated=temperature)
     robustness = None
     if corruptions:

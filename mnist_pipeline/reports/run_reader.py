@@ -259,10 +259,10 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
                                                            and data["first_layer_kernel"].shape[0] != PIXELS)
          or (data["first_layer_kernel"].ndim == 4 and data["first_layer_kernel"].shape[2] != 1), "first_layer_kernel"),
     ]
-    if "mistake_saliency" in data:
-        k = len(data["mistake_indices"])
+    if "mistake_saliency" in data:  # maps of the first k mistakes
+        k = len(data["mistake_saliency"])
         problems += [
-            (data["mistake_saliency"].shape != (k, IMAGE_SIZE, IMAGE_SIZE)
+            (data["mistake_saliency"].shape != (k, IMAGE_SIZE, IMAGE_SIZE) or k > len(data["mistake_indices"])
              or not np.isfinite(data["mistake_saliency"]).all(), "mistake_saliency"),
             (data["saliency_difference"].shape != (k,), "saliency_difference"),
             (data["saliency_error"].shape != (k,), "saliency_error"),

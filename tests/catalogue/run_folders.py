@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -25,6 +26,17 @@ def ensemble_with(change):
         bad = run_copy("completed", change, name="bad")(tmp, completed, resumable)
         return ["ensemble", good, bad, "--data-dir", data], bad
     return make
+
+
+def resave_report_data(**arrays):
+    """Rewrite report_data.npz with some arrays replaced (a value, or a function of the old one)."""
+    def change(folder):
+        path = folder / "report_data.npz"
+        with np.load(path) as data:
+            kept = dict(data)
+        kept.update({k: v(kept[k]) if callable(v) else v for k, v in arrays.items()})
+        np.savez(path, **kept)
+    return change
 
 
 def report_on(change):
@@ -99,6 +111,38 @@ CASES = [
     Case("evaluate-config-garbage", on_run("evaluate", "completed", write("config.yaml", "model: [")), 2,
      ["config.yaml", "invalid YAML"]),
     Case("evaluate-status-missing", on_run("evaluate", "completed", remove("status.json")), 2, ["not a run folder"]),
+    # -- calibration and robustness (the trust report) --
+    Case("evaluate-calibration-temperature-zero", on_run("evaluate", "completed", edit_json(
+        "metrics.json", calibration={"temperature": 0, "unsure_below": 0.5})), 1,
+     ["metrics.json", "'calibration.temperature'", "not a positive number"]),
+    Case("predict-calibration-not-an-object", on_run("predict", "completed",
+                                                     edit_json("metrics.json", calibration="hot"),
+                                                     lambda tmp: tmp / "run" / "samples.png"), 1,
+     ["metrics.json", "'calibration'"]),
+    Case("report-calibration-scores-missing", report_on(edit_json("metrics.json", calibration={
+        "temperature": 1.5, "unsure_below": 0.5, "test_before": {"ece": 0.1}, "test_after": {}})), 1,
+     ["metrics.json", "'calibration.test_before'"]),
+    Case("evaluate-corruptions-on-validation", on_run("evaluate", "completed", None, "--corruptions", "--split", "val"),
+     2, ["--corruptions scores the test split", "drop --split val"]),
+    Case("evaluate-corruption-seed-negative", on_run("evaluate", "completed", None, "--corruptions",
+                                                     "--corruption-seed", "-1"), 2, ["--corruption-seed", "-1"]),
+    Case("evaluate-corruptions-model-damaged", on_run("evaluate", "completed", truncate("model.keras", 300),
+                                                      "--corruptions"), 1, ["model.keras", "damaged or replaced"]),
+    Case("report-robustness-garbage", report_on(write("robustness.json", "{\"corruptions\": [")), 1,
+     ["robustness.json", "not valid JSON"]),
+    Case("report-robustness-no-corruptions", report_on(write("robustness.json", json.dumps(
+        {"corruptions": [], "clean": {"accuracy": 0.9, "ece": 0.01}}))), 1, ["robustness.json", "'corruptions'"]),
+    Case("report-robustness-accuracy-text", report_on(write("robustness.json", json.dumps(
+        {"corruptions": [{"name": "fog", "accuracy": "high", "ece": 0.1}], "clean": {"accuracy": 0.9, "ece": 0.01}}))),
+     1, ["robustness.json", "accuracy and ECE"]),
+    Case("report-robustness-example-missing", report_on(write("robustness.json", json.dumps(
+        {"corruptions": [{"name": "fog", "accuracy": 0.5, "ece": 0.1}], "clean": {"accuracy": 0.9, "ece": 0.01},
+         "mean_accuracy": 0.5, "mean_ece": 0.1, "seed": 0, "examples": 100, "example_images": {"clean": [[0]]}}))),
+     1, ["robustness.json", "'example_images'", "'clean'"]),
+    Case("report-saliency-wrong-shape", report_on(resave_report_data(mistake_saliency=np.zeros((2, 3, 3)))), 1,
+     ["report_data.npz", "mistake_saliency"]),
+    Case("report-saliency-not-finite", report_on(resave_report_data(
+        mistake_saliency=lambda old: np.full_like(old, np.nan))), 1, ["report_data.npz", "mistake_saliency"]),
     # -- ensemble --
     Case("ensemble-one-run", lambda tmp, data, completed, resumable, diverged: (["ensemble", completed], None), 2,
      ["at least two"]),
