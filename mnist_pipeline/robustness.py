@@ -66,6 +66,37 @@ def evaluate_corruptions(run_dir: str | Path, data_dir: str | None = None, seed:
 
 
 def write_robustness(run_dir: Path, result: dict, data_source: str) -> dict:
-    result = {**result, "data_source": data_source, "scored_at": run_folder.utc_now().isoformat(timespec="seconds")}
-    run_folder.write_json(run_dir / run_folder.ROBUSTNESS, result)
+    """robustness.json, the scoring the report shows. An earlier one scored another way (another seed, data or
+    temperature setting) is kept beside it as robustness-<its time>.json, never overwritten; one scored the
+    same way held the same numbers (the scoring is deterministic) and is replaced."""
+    now = run_folder.utc_now()
+    result = {**result, "data_source": data_source, "scored_at": now.isoformat(timespec="seconds")}
+    path = run_dir / run_folder.ROBUSTNESS
+    earlier = _settings_of(path)
+    if earlier is not None and earlier[0] != tuple(result[key] for key in SETTINGS):
+        stamp, n = earlier[1] or now.strftime("%Y%m%dT%H%M%SZ"), 1
+        kept = run_dir / f"robustness-{stamp}.json"
+        while kept.exists():  # two scorings within one second
+            n += 1
+            kept = run_dir / f"robustness-{stamp}-{n}.json"
+        path.rename(kept)
+    run_folder.write_json(path, result)
     return result
+
+
+SETTINGS = ("seed", "calibrated", "data_source", "examples")  # what makes two scorings of one run differ
+
+
+def _settings_of(path: Path) -> tuple[tuple, str] | None:
+    """(its SETTINGS, its scored_at as a file-name stamp) of an earlier robustness.json; None when there is none.
+    A damaged one counts as scored another way, so that it is kept, not overwritten."""
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        earlier = json.loads(path.read_text())
+        stamp = str(earlier.get("scored_at", "")).replace("-", "").replace(":", "").replace("+0000", "Z")
+        return tuple(earlier.get(key) for key in SETTINGS), "".join(c for c in stamp if c.isalnum())
+    except (OSError, ValueError, AttributeError):
+        return (), ""

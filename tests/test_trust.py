@@ -111,9 +111,12 @@ def test_the_same_seed_scores_the_same_images_and_another_seed_others(scored_run
     first = json.loads((run_dir / "robustness.json").read_text())
     second = json.loads((again / "robustness.json").read_text())
     assert first["corruptions"] == second["corruptions"]
+    assert not list(again.glob("robustness-*.json"))  # scored the same way: the same numbers, replaced
     other = json.loads(invoke("evaluate", again, "--corruptions", "--corruption-seed", "7", "--json").stdout)
     assert other["robustness"]["seed"] == 7
     assert json.loads((again / "robustness.json").read_text())["example_images"] != first["example_images"]
+    (kept,) = again.glob("robustness-*.json")  # the seed-0 scoring, kept beside it rather than overwritten
+    assert json.loads(kept.read_text())["corruptions"] == first["corruptions"]
 
 
 def test_the_report_shows_robustness_once_scored(scored_run):
