@@ -55,8 +55,8 @@ def score_corruptions(run, images: np.ndarray, labels: np.ndarray, *, seed: int 
 
 def evaluate_corruptions(run_dir: str | Path, data_dir: str | None = None, seed: int = CORRUPTION_SEED,
                          calibrated: bool = True, on_result: Callable[[dict], None] | None = None) -> dict:
-    """Score a completed run under every corruption and write robustness.json into its folder (atomically,
-    replacing an earlier one: the file holds the latest scoring, with the seed and data it used)."""
+    """Score a completed run under every corruption and write robustness.json into its folder, atomically and
+    with the seed and data it used (an earlier scoring done another way is kept: `write_robustness`)."""
     from mnist_pipeline.inference import load_run, split_arrays
 
     run = load_run(run_dir)

@@ -113,8 +113,7 @@ def train_and_test(ctx: RunContext, board=None) -> RunMetrics:
             # The temperature is fitted on validation too; the test split only scores it.
             calibrated = calibrate(val_probabilities, splits.y_val, probabilities, splits.y_test)
             events.log(f"calibration: temperature {calibrated.temperature:.3f} fitted on validation; test ECE "
-                       f"{calibrated.test_before.ece:.2%} -> {calibrated.test_after.ece:.2%}, NLL "
-                       f"{calibrated.test_before.nll:.4f} -> {calibrated.test_after.nll:.4f}")
+                       f"{calibrated.test_before.ece:.2%} -> {calibrated.test_after.ece:.2%}")  # fits 80 columns
             if events.stop_requested():
                 raise Interrupted("stopped during the test, after the last epoch")
     if board and ctx.test:

@@ -316,9 +316,9 @@ def test_a_terminal_gets_a_live_bar_that_clears_and_lines_that_fit_80_columns(id
     screen = [line.rsplit("\r", 1)[-1] for line in plain.replace("\r\n", "\n").split("\n") if line.strip()]
     kept = [line for line in screen if "img/s" not in line]
     assert [line.split()[0] for line in kept] == ["data:", "starting", "precision:", "model:", "XLA:", "epoch", "1/2",
-                                                  "2/2", "testing,", "test", "run"], kept
+                                                  "2/2", "testing,", "calibration:", "test", "run"], kept
     ours = [line for line in kept if str(tmp_path) not in line and str(idx_dir) not in line]  # not their paths
-    assert len(ours) == 9, max(ours, key=len)
+    assert len(ours) == 10, max(ours, key=len)
     assert all(len(line) <= 80 for line in ours), max(ours, key=len)
     assert "\x1b[2K" in drawn  # erased; cursor back
     assert drawn.count("\x1b[?25l") == drawn.count("\x1b[?25h")

@@ -284,6 +284,8 @@ def test_predict_folders_all_probabilities_and_the_unsure_warning(trained_runs, 
     run_dir = trained_runs["mlp"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["unsure_below"] <= 1.0 + 1e-9
+    # predict's probabilities are calibrated (the run's temperature), so is the level they are held against
+    unsure_below = metrics["calibration"]["unsure_below"]
     folder = tmp_path / "pictures"
     folder.mkdir()
     Image.fromarray(stroke_image().astype(np.uint8)).save(folder / "b.png")
@@ -300,7 +302,7 @@ def test_predict_folders_all_probabilities_and_the_unsure_warning(trained_runs, 
         assert sum(p["probabilities"]) == pytest.approx(1, abs=1e-5)
         assert p["classes"] == [str(c) for c in range(10)]
         assert p["confidence"] == max(p["probabilities"])
-        assert p["uncertain"] == (p["confidence"] < metrics["unsure_below"])
+        assert p["uncertain"] == (p["confidence"] < unsure_below)
     assert "no images in this folder" in payload[2]["error"]
     unsure = [p for p in payload[:2] if p["uncertain"]]
     for p in unsure:
@@ -312,7 +314,8 @@ def test_predict_folders_all_probabilities_and_the_unsure_warning(trained_runs, 
         assert f"{p['file']}: {p['name']}{mark}  (top 3: " in text.stdout
     # The same run, had its validation answers been right less than 90% of the time at every confidence.
     doubtful = shutil.copytree(run_dir, tmp_path / "runs" / run_dir.name)
-    (doubtful / "metrics.json").write_text(json.dumps({**metrics, "unsure_below": 1.0 + 1e-9}))
+    calibration = {**metrics["calibration"], "unsure_below": 1.0 + 1e-9}
+    (doubtful / "metrics.json").write_text(json.dumps({**metrics, "calibration": calibration}))
     done = run_mnist("predict", doubtful, folder / "b.png")
     assert done.returncode == 0
     assert done.stderr.startswith(f"warning: {folder / 'b.png'}: unsure: ")
