@@ -19,8 +19,9 @@ import numpy as np
 BINS = 15  # equal-width confidence bins, as Guo et al. 2017
 # Probabilities are float32: a class scored below this has underflowed to 0, and its log would be -inf.
 _SMALLEST = float(np.finfo(np.float32).tiny)
-# The fitted temperature is searched in log space over [1/20, 20]: far wider than any trained model needs
-# (they land between ~0.7 and ~3), and bounded so that a degenerate validation split cannot give 0 or infinity.
+# The fitted temperature is searched in log space over [1/20, 20]: far wider than trained models need (label
+# smoothing's underconfidence gives T < 1, overconfidence T > 1), and bounded so that a degenerate validation
+# split cannot give 0 or infinity.
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 

@@ -151,6 +151,7 @@ class Prediction:
     seen: np.ndarray | None = field(default=None, repr=False, compare=False)  # the (28, 28) uint8 image classified
     uncertain: bool | None = None  # the answer's confidence is below the run's unsure level (None: no answer,
     #                                or a run from before unsure levels were recorded)
+    temperature: float | None = None  # what the probabilities were divided by (1: none); None: no answer
 
     @property
     def top(self) -> list[tuple[int, str, float]]:
@@ -184,7 +185,8 @@ def predict_files(run_dir: str | Path, files: list[str], calibrated: bool = True
 
         x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
         probabilities = np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip))
-        probabilities = apply_temperature(probabilities, run.temperature(calibrated))
+        temperature = run.temperature(calibrated)
+        probabilities = apply_temperature(probabilities, temperature)
         if not np.all(np.isfinite(probabilities)):
             raise non_finite_model(run.run_dir / run_folder.MODEL)
         probabilities = iter(probabilities)
@@ -201,7 +203,8 @@ def predict_files(run_dir: str | Path, files: list[str], calibrated: bool = True
             warning = (f"{d.source}: unsure: {ranked[0][1]} {ranked[0][2]:.2f} or {ranked[1][1]} "
                        f"{ranked[1][2]:.2f}; this run's answers below {min(unsure_below, 1.0):.2f} were right less "
                        f"than {UNSURE_ACCURACY:.0%} of the time on validation") if uncertain else None
-            predictions.append(Prediction(d.source, ranked, warning=warning, seen=d.image, uncertain=uncertain))
+            predictions.append(Prediction(d.source, ranked, warning=warning, seen=d.image, uncertain=uncertain,
+                                          temperature=temperature))
     return predictions
 
 

@@ -105,7 +105,9 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None, calibrated: bool 
         members.append({"run": run.run_dir.name, "model": run.config.model.name, "test_accuracy": accuracy,
                         "test_loss": member.nll if member else float("nan"),
                         "test_ece": member.ece if member else float("nan"),
-                        "temperature": run.temperature(calibrated), "normalization": run.normalization.describe()})
+                        "temperature": run.temperature(calibrated),
+                        "temperature_fitted": run_reader.temperature(run.metrics) is not None,
+                        "normalization": run.normalization.describe()})
         total += probabilities
     average = total / len(runs)
     together = scores(average, labels) if len(labels) else None

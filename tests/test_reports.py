@@ -35,8 +35,10 @@ def test_report_holds_the_runs_numbers(trained_runs, name):
     assert summary["test accuracy"] == f"{metrics['test_accuracy']:.4f}"
     assert summary["test loss"] == f"{metrics['test_loss']:.4f}"
     assert summary["best validation accuracy"] == f"{metrics['best_val_accuracy']:.4f}"
-    assert summary["unsure below"].startswith(f"{min(metrics['unsure_below'], 1.0):.3f} confidence: ")
     calibration = metrics["calibration"]
+    assert summary["unsure below"].startswith(f"{min(calibration['unsure_below'], 1.0):.3f} confidence after "
+                                              f"the temperature: ")  # the level predict flags by default
+    assert summary["unsure below"].endswith(f"({min(metrics['unsure_below'], 1.0):.3f} with --no-temperature)")
     assert summary["calibration error (ECE)"] == (f"{calibration['test_before']['ece']:.2%}, "
                                                   f"{calibration['test_after']['ece']:.2%} after temperature "
                                                   f"{calibration['temperature']:.2f}")

@@ -141,7 +141,53 @@ def test_a_damaged_robustness_json_is_named_not_a_traceback(scored_run, tmp_path
     result = invoke("report", run_dir)
     assert result.exit_code == 1, result.output
     assert "robustness.json" in result.output
+    assert f"score the run again (`mnist evaluate {run_dir} --corruptions`)" in result.output  # not "train again"
     assert "Traceback" not in result.output
+    # compare keeps the run's row, without the corrupted accuracy it cannot read
+    row = json.loads(invoke("compare", run_dir, scored_run[0], "--json", "--output-dir", tmp_path).stdout)["runs"]
+    damaged = next(r for r in row if r["run"] == "damaged")
+    assert damaged["status"] == "completed"
+    assert damaged["test_accuracy"] is not None
+    assert damaged["corrupted_accuracy"] is None
+    # scoring again mends it (scored the same way, its numbers are the deterministic ones again)
+    assert invoke("evaluate", run_dir, "--corruptions").exit_code == 0
+    assert invoke("report", run_dir).exit_code == 0
+    mended = json.loads((run_dir / "robustness.json").read_text())["corruptions"]
+    assert mended == json.loads((scored_run[0] / "robustness.json").read_text())["corruptions"]
+
+
+def test_compare_warns_when_corrupted_accuracies_do_not_compare(scored_run, tmp_path):
+    seven = shutil.copytree(scored_run[0], tmp_path / "runs" / "20990101T000000Z-seven")
+    robustness = json.loads((seven / "robustness.json").read_text())
+    (seven / "robustness.json").write_text(json.dumps({**robustness, "seed": 7}))
+    unscored = shutil.copytree(scored_run[0], tmp_path / "runs" / "20990102T000000Z-unscored")
+    (unscored / "robustness.json").unlink()
+    result = invoke("compare", scored_run[0], seven, unscored, "--rank-by", "corrupted", "--json",
+                    "--output-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "warning: the runs' corruptions were scored with another corruption seed each (0, 7)" in result.stderr
+    assert "warning: 1 of 3 runs were never scored under corruptions, and rank last" in result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert runs[-1]["run"] == unscored.name
+    assert {r["corruptions_scored_with"]["seed"] for r in runs[:2]} == {0, 7}
+
+
+def test_a_run_without_a_temperature_is_named_and_its_answers_are_the_raw_ones(trained_runs, tmp_path):
+    old = shutil.copytree(trained_runs["mlp"], tmp_path / "old")
+    metrics = metrics_of(old)
+    del metrics["calibration"]  # as a run made before calibration was measured
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    images = np.load(old / "report_data.npz")["mistake_images"][:1]
+    np.save(tmp_path / "digit.npy", (images * 255).round().astype(np.uint8))
+    result = invoke("predict", old, tmp_path / "digit.npy", "--json")
+    assert result.exit_code == 0, result.output
+    assert f"note: {old.name} has no fitted temperature" in result.stderr
+    (answer,) = json.loads(result.stdout)
+    assert answer["temperature"] == 1.0
+    raw = json.loads(invoke("predict", trained_runs["mlp"], tmp_path / "digit.npy", "--json",
+                            "--no-temperature").stdout)[0]
+    assert answer["probabilities"] == raw["probabilities"]
+    assert "calibration (no temperature (this run has none" in invoke("evaluate", old).stdout
 
 
 def test_compare_ranks_by_corrupted_accuracy_and_by_calibration_error(scored_run, trained_runs, tmp_path):

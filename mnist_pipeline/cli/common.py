@@ -23,6 +23,22 @@ TEMPERATURE_OPTION = click.option(
          "are calibrated; accuracy never changes. Runs made before calibration was measured have none.")
 
 
+def temperature_note(run_dir, wanted: bool) -> str | None:
+    """The stderr note for a run asked to be calibrated that has no temperature (trained before calibration
+    was measured): its probabilities are the raw ones. None when there is nothing to say."""
+    from pathlib import Path
+
+    from mnist_pipeline.reports import run_folder, run_reader
+
+    if not wanted:
+        return None
+    path = run_folder.run_folder(Path(run_dir))
+    if run_reader.temperature(run_reader.read_metrics(path)) is not None:
+        return None
+    return (f"note: {path.name} has no fitted temperature (trained before calibration was measured): its "
+            f"probabilities are the raw ones, as with --no-temperature")
+
+
 class OrderedGroup(click.Group):
     """Lists its commands in the order they were added (the workflow's), not alphabetically."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from mnist_pipeline.cli.common import TEMPERATURE_OPTION, table, terminal_width
+from mnist_pipeline.cli.common import TEMPERATURE_OPTION, table, temperature_note, terminal_width
 from mnist_pipeline.errors import ConfigError
 
 
@@ -57,6 +57,9 @@ def predict(run_dir, files, as_json, save_input, temperature) -> None:
     from mnist_pipeline.inference import predict_files, save_seen
 
     predictions = predict_files(run_dir, list(files), calibrated=temperature)
+    note = temperature_note(run_dir, temperature)
+    if note:
+        click.echo(note, err=True)
     saved = save_seen(predictions, save_input) if save_input else [None] * len(predictions)
     if as_json:
         click.echo(strict_json([_prediction_json(p, seen) for p, seen in zip(predictions, saved, strict=True)]))
@@ -101,7 +104,7 @@ def strict_json(value) -> str:
 def _prediction_json(p, seen) -> dict:
     by_class = sorted(p.probabilities)
     return {"file": p.source, "prediction": p.top[0][0] if p.top else None, "name": p.top[0][1] if p.top else None,
-            "confidence": p.top[0][2] if p.top else None, "uncertain": p.uncertain,
+            "confidence": p.top[0][2] if p.top else None, "uncertain": p.uncertain, "temperature": p.temperature,
             "probabilities": [q for _, _, q in by_class], "classes": [name for _, name, _ in by_class],
             "top": [{"class": c, "name": name, "probability": q} for c, name, q in p.top],
             **({"seen": str(seen)} if seen else {}), **({"error": p.error} if p.error else {}),
@@ -135,6 +138,7 @@ def compare(run_dirs, all_runs, output_dir, rank_by, as_json) -> None:
     from mnist_pipeline.reports.compare import (
         RANKINGS,
         comparison_home,
+        corruption_notes,
         differing_keys,
         find_runs,
         new_comparison_dir,
@@ -155,6 +159,8 @@ def compare(run_dirs, all_runs, output_dir, rank_by, as_json) -> None:
     # An explicit --output-dir wins; else beside the runs, wherever the command is run from.
     out_dir = new_comparison_dir(Path(output_dir) / "comparisons" if output_dir else comparison_home(paths))
     files = write_comparison(summaries, out_dir, rank_by)
+    for note in corruption_notes(summaries, rank_by):  # on stderr: beside --json too
+        click.echo(f"warning: {note}", err=True)
     best = rank(summaries)[0]
     ranked = best if best.best_val_accuracy is not None else None
     if as_json:
@@ -170,6 +176,7 @@ def compare(run_dirs, all_runs, output_dir, rank_by, as_json) -> None:
     if rank_by != "val":
         click.echo(f"ranked by {RANKINGS[rank_by][2]}, a test-split number: look at it to judge trust, but choose "
                    f"a model on validation, or the chosen model's test numbers turn optimistic")
+
     if ranked:
         test = f", test {ranked.test_accuracy:.4f}" if ranked.test_accuracy is not None else ""
         click.echo(f"best on validation: {ranked.run_dir.name} ({ranked.model}, val {ranked.best_val_accuracy:.4f}"
@@ -257,6 +264,9 @@ def export(run_dir, formats, output, temperature) -> None:
         check_format(fmt)  # every converter present before the first export starts
     for fmt in formats:
         click.echo(f"{fmt}: {export_run(run_dir, fmt, output, calibrated=temperature)}")
+    note = temperature_note(run_dir, temperature)
+    if note:
+        click.echo(note, err=True)
     note = precision_note(run_reader.read_metrics(run_folder.run_folder(run_dir)).get("precision"))
     if note:
         click.echo(note, err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from mnist_pipeline.cli.common import TEMPERATURE_OPTION, table
 from mnist_pipeline.cli.runs import strict_json
@@ -16,9 +17,11 @@ from mnist_pipeline.errors import ConfigError, plural
               help="The run's test split, or its validation split (re-derived from the run's seed).")
 @click.option("--corruptions", is_flag=True,
               help="Also score the test split under each MNIST-C corruption; writes robustness.json into the run "
-                   "folder (`mnist report RUN` then shows it).")
+                   "folder (`mnist report RUN` then shows it; an earlier one scored another way is kept as "
+                   "robustness-<time>.json).")
 @click.option("--corruption-seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
-              help="Seed of the corruptions' random choices: runs scored with one seed see the same images.")
+              help="With --corruptions: the seed of their random choices (runs scored with one seed see the same "
+                   "images).")
 @TEMPERATURE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def evaluate(run_dir, data_dir, split, corruptions, corruption_seed, temperature, as_json) -> None:
@@ -31,6 +34,9 @@ def evaluate(run_dir, data_dir, split, corruptions, corruption_seed, temperature
 
     if corruptions and split != "test":
         raise ConfigError("--corruptions scores the test split; drop --split val or --corruptions")
+    seed_given = click.get_current_context().get_parameter_source("corruption_seed") is not ParameterSource.DEFAULT
+    if seed_given and not corruptions:
+        raise ConfigError("--corruption-seed picks the corruptions' random choices; add --corruptions, or drop it")
     r = evaluate_run(run_dir, split, data_dir, calibrated=temperature)
     robustness = None
     if corruptions:
@@ -42,7 +48,11 @@ def evaluate(run_dir, data_dir, split, corruptions, corruption_seed, temperature
 
         if not as_json:
             click.echo(f"test under MNIST-C's corruptions (seed {corruption_seed}):")
-        robustness = evaluate_corruptions(run_dir, data_dir, corruption_seed, temperature, on_result=say)
+        from mnist_pipeline.runtime import StopAtOnce
+
+        with StopAtOnce("evaluate --corruptions stopped; robustness.json was not written, the run folder is as "
+                        "it was"):
+            robustness = evaluate_corruptions(run_dir, data_dir, corruption_seed, temperature, on_result=say)
     if as_json:
         extra = {"robustness": {k: v for k, v in robustness.items() if k != "example_images"}} if robustness else {}
         click.echo(strict_json({"run": str(run_dir), **r, **extra}))
@@ -84,6 +94,10 @@ def ensemble(run_dirs, data_dir, temperature, as_json) -> None:
     result = run_ensemble(list(run_dirs), data_dir, calibrated=temperature)
     for skipped in result["skipped"]:
         click.echo(f"skipped: {skipped['run']}: {skipped['reason']}", err=True)
+    for member in result["members"]:
+        if temperature and not member["temperature_fitted"]:
+            click.echo(f"note: {member['run']} has no fitted temperature (trained before calibration was "
+                       f"measured): its probabilities go into the mean raw", err=True)
     if as_json:
         click.echo(strict_json(result))
         return

@@ -40,6 +40,7 @@ class RunSummary:
     test_ece: float | None = None  # after the run's temperature (metrics.json's calibration), as predict answers
     corrupted_accuracy: float | None = None  # the mean over MNIST-C's corruptions (robustness.json)
     corrupted_ece: float | None = None
+    scored_with: tuple | None = None  # robustness.json's (seed, data_source, calibrated): equal ones compare
 
     def to_dict(self, keys: list[str] = ()) -> dict:
         """The row for `mnist compare --json`: numbers as numbers, null where the run has none."""
@@ -48,6 +49,8 @@ class RunSummary:
                 "train_seconds": self.train_seconds, "best_val_accuracy": self.best_val_accuracy,
                 "test_accuracy": self.test_accuracy, "test_loss": self.test_loss, "test_ece": self.test_ece,
                 "corrupted_accuracy": self.corrupted_accuracy, "corrupted_ece": self.corrupted_ece,
+                "corruptions_scored_with": dict(zip(("seed", "data_source", "calibrated"), self.scored_with,
+                                                    strict=True)) if self.scored_with else None,
                 "config": {key: self.config.get(key) for key in keys},
                 **({"null_reasons": {key: f"{run_folder.METRICS} records it as NaN or infinite (the run diverged, "
                                           f"or the file was edited)" for key in self.not_finite}}
@@ -73,9 +76,12 @@ def summarize_run(run_dir: Path) -> RunSummary:
             status = "stale: was running, process gone (resumable)"
         metrics = run_reader.read_metrics(run_dir) if (run_dir / run_folder.METRICS).exists() else {}
         history = run_reader.read_history(run_dir) if (run_dir / run_folder.HISTORY).exists() else []
-        robustness = run_reader.read_robustness(run_dir) or {}
     except RunFolderError as exc:
         return RunSummary(run_dir, f"unreadable: {exc.path.name if exc.path else 'damaged'}")
+    try:  # scored after training: a damaged one costs its own columns only, not the run's row
+        robustness = run_reader.read_robustness(run_dir) or {}
+    except RunFolderError:
+        robustness = {}
     name, config = _config(run_dir)
     if status == "completed" and not metrics:
         status = "completed, metrics missing"
@@ -88,7 +94,9 @@ def summarize_run(run_dir: Path) -> RunSummary:
     return RunSummary(run_dir, status, metrics["model"], metrics["parameters"], metrics["epochs"],
                       *(_finite(metrics.get(key)) for key in numbers), history, name, config, not_finite,
                       test_ece=calibration["test_after"]["ece"] if isinstance(calibration, dict) else None,
-                      corrupted_accuracy=robustness.get("mean_accuracy"), corrupted_ece=robustness.get("mean_ece"))
+                      corrupted_accuracy=robustness.get("mean_accuracy"), corrupted_ece=robustness.get("mean_ece"),
+                      scored_with=tuple(robustness.get(k) for k in ("seed", "data_source", "calibrated"))
+                      if robustness else None)
 
 
 def _finite(value):
@@ -169,6 +177,23 @@ def labels(summaries: list[RunSummary], limit: int = 60) -> dict[Path, str]:
     taken = list(result.values())
     return {run: f"{text} ({run.name.split('-')[0]})" if taken.count(text) > 1 else text
             for run, text in result.items()}
+
+
+def corruption_notes(summaries: list[RunSummary], by: str) -> list[str]:
+    """What to know before reading corrupted accuracies side by side: runs scored on other seeds, data or
+    temperature settings (their numbers do not compare), and, ranking by them, the runs never scored."""
+    scored = [s for s in summaries if s.scored_with]
+    notes = []
+    for i, what in enumerate(("corruption seed", "data", "temperature setting")):
+        values = {s.scored_with[i] for s in scored}
+        if len(values) > 1:
+            notes.append(f"the runs' corruptions were scored with another {what} each "
+                         f"({', '.join(sorted(map(str, values)))}): their corrupted accuracies do not compare; "
+                         f"score them alike with `mnist evaluate RUN --corruptions`")
+    if by == "corrupted" and len(scored) < len(summaries):
+        notes.append(f"{len(summaries) - len(scored)} of {len(summaries)} runs were never scored under "
+                     f"corruptions, and rank last: `mnist evaluate RUN --corruptions` scores one")
+    return notes
 
 
 def rank(summaries: list[RunSummary], by: str = "val") -> list[RunSummary]:

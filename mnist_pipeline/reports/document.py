@@ -195,7 +195,13 @@ def _headline_rows(config, metrics, status, robustness=None) -> list[list[str]]:
             rows += [["corrupted accuracy", f"{robustness['mean_accuracy']:.4f}: the mean over "
                       f"{len(robustness['corruptions'])} MNIST-C corruptions (clean "
                       f"{robustness['clean']['accuracy']:.4f})"]]
-        if isinstance(metrics.get("unsure_below"), float):  # runs before unsure levels have none
+        if isinstance(calibration, dict):  # predict's level for the calibrated probabilities it gives
+            raw = metrics.get("unsure_below")
+            rows += [["unsure below", f"{min(calibration['unsure_below'], 1.0):.3f} confidence after the "
+                      f"temperature: validation answers under it were right less than 90% of the time; `mnist "
+                      f"predict` flags them" + (f" ({min(raw, 1.0):.3f} with --no-temperature)"
+                                                if isinstance(raw, float) else "")]]
+        elif isinstance(metrics.get("unsure_below"), float):  # runs before unsure levels have none
             rows += [["unsure below", f"{min(metrics['unsure_below'], 1.0):.3f} confidence: validation answers "
                       f"under it were right less than 90% of the time; `mnist predict` flags them"]]
     elif metrics.get("tested") is False:

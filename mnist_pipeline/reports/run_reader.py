@@ -44,6 +44,9 @@ def damaged(path: Path, problem: str) -> RunFolderError:
     run_dir = next((p for p in path.parents if run_folder.is_run_folder(p)), path.parent)
     if path.name == run_folder.CONFIG:
         fix = "the run cannot be reproduced from it; train again from the original config file"
+    elif path.name == run_folder.ROBUSTNESS:  # derived from the model: scoring again replaces it (the damaged
+        #                                       one is set aside as robustness-<time>.json, not lost)
+        fix = f"score the run again (`mnist evaluate {run_dir} --corruptions`)"
     else:
         fix = f"train the run again (`mnist train --config {run_dir / run_folder.CONFIG}` reproduces it)"
     return RunFolderError(f"{path}: {problem}; {fix}", path)

@@ -126,6 +126,8 @@ CASES = [
      2, ["--corruptions scores the test split", "drop --split val"]),
     Case("evaluate-corruption-seed-negative", on_run("evaluate", "completed", None, "--corruptions",
                                                      "--corruption-seed", "-1"), 2, ["--corruption-seed", "-1"]),
+    Case("evaluate-corruption-seed-alone", on_run("evaluate", "completed", None, "--corruption-seed", "7"), 2,
+     ["--corruption-seed", "add --corruptions"]),
     Case("evaluate-corruptions-model-damaged", on_run("evaluate", "completed", truncate("model.keras", 300),
                                                       "--corruptions"), 1, ["model.keras", "damaged or replaced"]),
     Case("report-robustness-garbage", report_on(write("robustness.json", "{\"corruptions\": [")), 1,
