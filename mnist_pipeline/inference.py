@@ -58,8 +58,9 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     path = run_folder.run_folder(run_dir)
     status = run_reader.read_status(path)["status"]
     if status != "completed":
+        finish = f"; {run_folder.next_step(path)}" if status in ("interrupted", "failed") else ""
         raise RunNotCompleted(f"{path}: the run {run_reader.status_phrase(status)}, so it has no final model to use; "
-                              f"pick a completed run", status)
+                              f"pick a completed run{finish}", status)
     config = load_config(path / run_folder.CONFIG)
     normalization = Normalization(**run_reader.read_normalization(path))
     metrics = run_reader.read_metrics(path)

@@ -81,6 +81,11 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None, calibrated: bool 
     """Test accuracy of each member and of the average of their (temperature-scaled) softmax outputs. Each
     member sees the test images prepared its own way (its normalization.json). A run that is not completed
     (interrupted, failed, still running) is skipped with its reason; a damaged one stops the command, named."""
+    twice = next((d for i, d in enumerate(run_dirs) if Path(d).resolve() in {Path(e).resolve() for e in run_dirs[:i]}),
+                 None)
+    if twice is not None:
+        raise ConfigError(f"{twice} is given twice; an ensemble of a model with itself is that model: give each "
+                          f"run once")
     runs, skipped = [], []
     for path in run_dirs:
         try:

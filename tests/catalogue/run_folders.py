@@ -148,6 +148,8 @@ CASES = [
     # -- ensemble --
     Case("ensemble-one-run", lambda tmp, data, completed, resumable, diverged: (["ensemble", completed], None), 2,
      ["at least two"]),
+    Case("ensemble-same-run-twice", lambda tmp, data, completed, resumable, diverged: (
+        ["ensemble", completed, completed], None), 2, ["given twice", "give each run once"]),
     Case("ensemble-member-damaged", ensemble_with(write("normalization.json", "null")), 1,
      ["normalization.json", "expected a JSON object"]),
     Case("ensemble-other-dataset", ensemble_with(lambda f: (f / "config.yaml").write_text(
