@@ -68,8 +68,7 @@ def _inside_training(run_dir: str) -> dict:
     from mnist_pipeline.calibration import calibrate
     from mnist_pipeline.inference import load_run, split_arrays
     from mnist_pipeline.reevaluation import run_probabilities
-    from mnist_pipeline.report_data import SALIENCY_COUNT
-    from mnist_pipeline.saliency import integrated_gradients
+    from mnist_pipeline.report_data import SALIENCY_COUNT, mistake_saliency
 
     run = load_run(run_dir, precision="float32")
     val = split_arrays(run.config, "val", None)
@@ -82,9 +81,8 @@ def _inside_training(run_dir: str) -> dict:
     data = np.load(Path(run_dir) / "report_data.npz")
     mistakes = data["mistake_indices"][:SALIENCY_COUNT]
     start = time.perf_counter()
-    maps = integrated_gradients(run.model, run.normalization.apply(test[0][mistakes]),
-                                run.normalization.apply(np.zeros((1, 28, 28), np.uint8))[0],
-                                test_p[mistakes].argmax(axis=1), test[1][mistakes])
+    maps = mistake_saliency(run.model, run.normalization, test[0][mistakes], test_p[mistakes].argmax(axis=1),
+                            test[1][mistakes])  # what report_data computes after a training's test
     explaining = time.perf_counter() - start
     from mnist_pipeline.corruptions import CORRUPTIONS, corrupt
 

@@ -57,8 +57,10 @@ def read_limited(path: Path, limit: int, what: str = "a file") -> bytes:
     return data
 
 
-def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of an .npz (all, or `keys`, which must be present), at most `limit` bytes uncompressed.
+def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None,
+             optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (all, or `keys`, which must be present, and those of `optional` that are), at most
+    `limit` bytes uncompressed.
 
     Both what the zip directory declares and what each array's .npy header promises are checked before a
     member is inflated; the inflating itself stops at the declared size and checks the CRC.
@@ -69,6 +71,7 @@ def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None) -> dic
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
             wanted = list(keys) if keys is not None else list(members)
             missing = [k for k in wanted if k not in members]
+            wanted += [k for k in optional if k in members and k not in wanted]
             if missing:
                 raise DataError(f"{path}: missing the {'array' if len(missing) == 1 else 'arrays'} "
                                 f"{', '.join(missing)}; expected {', '.join(wanted)}")

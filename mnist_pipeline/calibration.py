@@ -16,9 +16,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mnist_pipeline.reports.metrics import unsure_threshold
+
 BINS = 15  # equal-width confidence bins, as Guo et al. 2017
 # Probabilities are float32: a class scored below this has underflowed to 0, and its log would be -inf.
-_SMALLEST = float(np.finfo(np.float32).tiny)
+# Exports apply the same floor in their graph.
+SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
 # The fitted temperature is searched in log space over [1/20, 20]: far wider than trained models need (label
 # smoothing's underconfidence gives T < 1, overconfidence T > 1), and bounded so that a degenerate validation
 # split cannot give 0 or infinity.
@@ -78,7 +81,7 @@ def scores(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> S
         accuracy=float(np.mean(probabilities.argmax(axis=1) == labels)),
         ece=float(np.sum(gaps * table.counts[filled]) / len(labels)),
         mce=float(gaps.max()),
-        nll=float(-np.mean(np.log(np.maximum(chosen, _SMALLEST)))),
+        nll=float(-np.mean(np.log(np.maximum(chosen, SMALLEST_PROBABILITY)))),
         brier=float(np.mean(np.sum((probabilities - one_hot) ** 2, axis=1))),
     )
 
@@ -88,7 +91,7 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     dtype = probabilities.dtype if np.issubdtype(probabilities.dtype, np.floating) else np.float64
     if temperature == 1.0:
         return np.asarray(probabilities, dtype)
-    scaled = np.log(np.maximum(np.asarray(probabilities, np.float64), _SMALLEST)) / temperature
+    scaled = np.log(np.maximum(np.asarray(probabilities, np.float64), SMALLEST_PROBABILITY)) / temperature
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
     return (exp / exp.sum(axis=1, keepdims=True)).astype(dtype)
@@ -109,7 +112,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, np.int64)
     if len(labels) == 0:
         raise ValueError("fitting a temperature needs at least one example")
-    log_probabilities = np.log(np.maximum(np.asarray(probabilities, np.float64), _SMALLEST))
+    log_probabilities = np.log(np.maximum(np.asarray(probabilities, np.float64), SMALLEST_PROBABILITY))
     low, high = np.log(TEMPERATURE_RANGE)
     best = minimize_scalar(lambda log_t: _nll(log_probabilities, labels, float(np.exp(log_t))),
                            bounds=(low, high), method="bounded", options={"xatol": 1e-6})
@@ -131,16 +134,12 @@ class Calibration:
     bins: int = BINS
 
     def to_dict(self) -> dict:
-        values = asdict(self)
-        values["test_before"], values["test_after"] = self.test_before.to_dict(), self.test_after.to_dict()
-        return values
+        return asdict(self)  # the nested Scores too
 
 
 def calibrate(val_probabilities: np.ndarray, val_labels: np.ndarray, test_probabilities: np.ndarray,
               test_labels: np.ndarray) -> Calibration:
     """Fit the temperature on validation and score the test split before and after it."""
-    from mnist_pipeline.reports.metrics import unsure_threshold
-
     temperature = fit_temperature(val_probabilities, val_labels)
     val_after = apply_temperature(val_probabilities, temperature)
     return Calibration(

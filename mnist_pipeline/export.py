@@ -249,9 +249,9 @@ def _serving_model(run, temperature: float = 1.0):
     `evaluation.class_probabilities`, the code the run was tested with, inside the graph, then the
     temperature as `calibration.apply_temperature` applies it."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
+    from mnist_pipeline.calibration import SMALLEST_PROBABILITY
     from mnist_pipeline.evaluation import class_probabilities
 
     normalization, flip, model = run.normalization, run.config.data.augmentation.test_time_flip, run.model
@@ -262,9 +262,9 @@ def _serving_model(run, temperature: float = 1.0):
             pixels = tf.where(unit_scale, pixels * 255.0, pixels)
             x = normalization.standardize(tf.expand_dims(pixels, -1) / 255.0)
             probabilities = class_probabilities(model, x, flip)
-            if temperature != 1.0:
-                tiny = float(np.finfo(np.float32).tiny)  # as apply_temperature: a 0 would have log -inf
-                probabilities = tf.nn.softmax(tf.math.log(tf.maximum(probabilities, tiny)) / temperature)
+            if temperature != 1.0:  # as calibration.apply_temperature
+                floored = tf.maximum(probabilities, SMALLEST_PROBABILITY)
+                probabilities = tf.nn.softmax(tf.math.log(floored) / temperature)
             return {OUTPUT_NAME: probabilities}
 
     serving = Serving()

@@ -37,11 +37,15 @@ class LoadedRun:
     metrics: dict
     model: object  # keras.Model
 
+    @property
+    def has_temperature(self) -> bool:
+        """False for a run from before calibration was measured."""
+        return run_reader.temperature(self.metrics) is not None
+
     def temperature(self, calibrated: bool = True) -> float:
         """The temperature its probabilities are divided by: the one fitted on validation, or 1 (none) when
-        `calibrated` is off or the run is from before calibration was measured."""
-        fitted = run_reader.temperature(self.metrics)
-        return fitted if calibrated and fitted is not None else 1.0
+        `calibrated` is off or the run has none."""
+        return run_reader.temperature(self.metrics) if calibrated and self.has_temperature else 1.0
 
     def unsure_below(self, calibrated: bool = True) -> float | None:
         """predict's unsure level for the probabilities it uses (None: a run from before unsure levels)."""

@@ -18,26 +18,27 @@ from mnist_pipeline.reports import run_reader
 from mnist_pipeline.shapes import NUM_CLASSES
 
 
-def run_probabilities(run: LoadedRun, images: np.ndarray, labels: np.ndarray, split: str, batch_size: int = 256):
-    """(loss, accuracy, (N, 10) probabilities) of the run on raw uint8 images, computed as its test was."""
+def _batches(run: LoadedRun, images: np.ndarray, labels: np.ndarray, batch_size: int = 256):
     from mnist_pipeline.data.datasets import evaluation_batches
 
-    data = evaluation_batches(images, labels, batch_size, normalization=run.normalization)
-    return evaluation(run, split)(data, probabilities=True)
+    return evaluation_batches(images, labels, batch_size, normalization=run.normalization)
+
+
+def run_probabilities(run: LoadedRun, images: np.ndarray, labels: np.ndarray, split: str, batch_size: int = 256):
+    """(loss, accuracy, (N, 10) probabilities) of the run on raw uint8 images, computed as its test was."""
+    return evaluation(run, split)(_batches(run, images, labels, batch_size), probabilities=True)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None = None,
                  calibrated: bool = True) -> dict:
     """Loss and accuracy of a saved model on its run's split, computed as the trainer computed them (so they
     can be checked against metrics.json), and the calibration of its probabilities on that split."""
-    from mnist_pipeline.data.datasets import evaluation_batches
-
     run = load_run(run_dir)
     images, labels, source = split_arrays(run.config, split, data_dir)
-    loss, accuracy, probabilities = run_probabilities(run, images, labels, split, run.config.training.batch_size)
+    data, evaluate = _batches(run, images, labels, run.config.training.batch_size), evaluation(run, split)
+    loss, accuracy, probabilities = evaluate(data, probabilities=True)  # as the test was run
     if split == "val":  # validated during training without gathering probabilities: that step's loss, exactly
-        data = evaluation_batches(images, labels, run.config.training.batch_size, normalization=run.normalization)
-        loss, accuracy = evaluation(run, split)(data)
+        loss, accuracy = evaluate(data)
     recorded = {"test": ("test_loss", "test_accuracy"), "val": ("best_val_loss", "best_val_accuracy")}[split]
     result = {"split": split, "examples": len(labels), "loss": loss, "accuracy": accuracy, "data_source": source,
               "recorded_loss": run.metrics.get(recorded[0]), "recorded_accuracy": run.metrics.get(recorded[1]),
@@ -45,8 +46,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | None 
     result["matches"], result["difference"] = agreement(result)
     temperature = run.temperature(calibrated)
     if len(labels):
-        result["calibration"] = {"temperature": temperature, "temperature_fitted": run_reader.temperature(
-            run.metrics) is not None, **scores(apply_temperature(probabilities, temperature), labels).to_dict()}
+        result["calibration"] = {"temperature": temperature, "temperature_fitted": run.has_temperature,
+                                 **scores(apply_temperature(probabilities, temperature), labels).to_dict()}
     return result
 
 
@@ -111,7 +112,7 @@ def ensemble(run_dirs: list[str], data_dir: str | None = None, calibrated: bool 
                         "test_loss": member.nll if member else float("nan"),
                         "test_ece": member.ece if member else float("nan"),
                         "temperature": run.temperature(calibrated),
-                        "temperature_fitted": run_reader.temperature(run.metrics) is not None,
+                        "temperature_fitted": run.has_temperature,
                         "normalization": run.normalization.describe()})
         total += probabilities
     average = total / len(runs)

@@ -32,8 +32,8 @@ def write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.nd
         samples = augmentation(samples, seed=np.array([seed, 0], np.int64))  # what the model was fed
     mistakes = most_confident_mistakes(splits.y_test, probabilities, MISTAKE_COUNT)
     explained = mistakes[:SALIENCY_COUNT]
-    saliency = _mistake_saliency(_float32_model(model, run_dir), splits, explained,
-                                 probabilities.argmax(axis=1)[explained])
+    saliency = mistake_saliency(_float32_model(model, run_dir), splits.normalization, splits.x_test[explained],
+                                probabilities.argmax(axis=1)[explained], splits.y_test[explained])
     first_kernel = next(layer.kernel for layer in model.stack if hasattr(layer, "kernel"))
     buffer = io.BytesIO()
     np.savez_compressed(
@@ -47,22 +47,19 @@ def write_report_data(run_dir: Path, model, splits: Splits, probabilities: np.nd
     run_folder.write_bytes(run_dir / run_folder.REPORT_DATA, buffer.getvalue())
 
 
-def _mistake_saliency(model, splits: Splits, mistakes: np.ndarray, predicted: np.ndarray):
-    """Integrated gradients of each mistake's predicted class against its true class, from a blank image."""
-    from mnist_pipeline.saliency import Attributions, integrated_gradients
+def mistake_saliency(model, normalization, images: np.ndarray, predicted: np.ndarray, labels: np.ndarray):
+    """Integrated gradients of each mistake (raw uint8 images) toward its predicted class against its true
+    class, from a blank image, with the inputs normalized as the model takes them."""
+    from mnist_pipeline.saliency import integrated_gradients
 
-    if len(mistakes) == 0:
-        empty = np.zeros((0,), np.float32)
-        return Attributions(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), empty, empty, 0)
-    blank = splits.inputs(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))[0]
-    return integrated_gradients(model, splits.inputs(splits.x_test[mistakes]), blank, predicted,
-                                splits.y_test[mistakes])
+    blank = normalization.apply(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))[0]
+    return integrated_gradients(model, normalization.apply(images), blank, predicted, labels)
 
 
 def _float32_model(model, run_dir: Path):
     """The model computing in float32: itself, or its saved copy (model.keras) reloaded under float32 when it
-    trained in bfloat16 or float16. In 8-bit-mantissa gradients, integrated gradients' attributions do not add
-    up to the logit difference however many steps the path integral takes."""
+    trained in bfloat16 or float16: with 8-bit-mantissa gradients, integrated gradients' attributions stay
+    far from adding up to the logit difference as the steps grow (docs/guide/trust.md has the figures)."""
     import keras
 
     from mnist_pipeline.inference import load_model_file

@@ -7,7 +7,9 @@ one seed sees the very same corrupted images, so `mnist compare` ranks runs on e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from mnist_pipeline.calibration import apply_temperature, scores
 from mnist_pipeline.corruptions import CORRUPTIONS, corrupt
 from mnist_pipeline.errors import DataError
+from mnist_pipeline.reevaluation import run_probabilities
 from mnist_pipeline.reports import run_folder
 
 EXAMPLE_INDEX = 0  # the test image shown under every corruption in the report's figure
@@ -25,8 +28,6 @@ def score_corruptions(run, images: np.ndarray, labels: np.ndarray, *, seed: int 
                       calibrated: bool = True, on_result: Callable[[dict], None] | None = None) -> dict:
     """robustness.json's content for a loaded run (`inference.LoadedRun`) on raw uint8 test images; each
     corruption's row goes to `on_result` as soon as it is scored."""
-    from mnist_pipeline.reevaluation import run_probabilities
-
     if len(labels) == 0:
         raise DataError("the test split is empty: there is nothing to corrupt and score")
     temperature = run.temperature(calibrated)
@@ -90,13 +91,11 @@ SETTINGS = ("seed", "calibrated", "data_source", "examples")  # what makes two s
 def _settings_of(path: Path) -> tuple[tuple, str] | None:
     """(its SETTINGS, its scored_at as a file-name stamp) of an earlier robustness.json; None when there is none.
     A damaged one counts as scored another way, so that it is kept, not overwritten."""
-    import json
-
     if not path.is_file():
         return None
     try:
         earlier = json.loads(path.read_text())
-        stamp = str(earlier.get("scored_at", "")).replace("-", "").replace(":", "").replace("+0000", "Z")
-        return tuple(earlier.get(key) for key in SETTINGS), "".join(c for c in stamp if c.isalnum())
-    except (OSError, ValueError, AttributeError):
+        stamp = datetime.fromisoformat(earlier["scored_at"]).strftime("%Y%m%dT%H%M%SZ")
+        return tuple(earlier.get(key) for key in SETTINGS), stamp
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return (), ""

@@ -163,6 +163,7 @@ def _score_corruptions(ctx: RunContext, model, calibration: dict) -> None:
     from mnist_pipeline.robustness import score_corruptions, write_robustness
 
     ctx.events.log("scoring the test split under MNIST-C's corruptions (output.corruptions)")
+    # metrics.json is not written yet: its calibration is all of it the scoring reads (the temperature).
     run = LoadedRun(ctx.run_dir, ctx.cfg, ctx.splits.normalization, {"calibration": calibration}, model)
     result = write_robustness(ctx.run_dir, score_corruptions(run, ctx.splits.x_test, ctx.splits.y_test), ctx.source)
     ctx.events.log(f"corruptions: mean accuracy {result['mean_accuracy']:.4f} over {len(result['corruptions'])}, "

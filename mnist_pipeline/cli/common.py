@@ -1,7 +1,10 @@
-"""Small helpers the command modules share: a group class, the terminal's width and tables."""
+"""Small helpers the command modules share: a group class, the terminal's width, tables, strict JSON and the
+temperature option."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import textwrap
 
@@ -37,6 +40,30 @@ def temperature_note(run_dir, wanted: bool) -> str | None:
         return None
     return (f"note: {path.name} has no fitted temperature (trained before calibration was measured): its "
             f"probabilities are the raw ones, as with --no-temperature")
+
+
+NOT_FINITE = "not a finite number (NaN or infinite) in the run's files or results: the run diverged or a file changed"
+
+
+def strict_json(value) -> str:
+    """`value` as strict JSON (RFC 8259 has no NaN or Infinity; Python's json writes them by default): each
+    non-finite number becomes null, and the object holding it says why under `null_reasons` (key -> reason)."""
+    def clean(item):
+        if isinstance(item, dict):
+            out, reasons = {}, {}
+            for key, v in item.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    out[key], reasons[key] = None, NOT_FINITE
+                else:
+                    out[key] = clean(v)
+            if reasons:
+                out["null_reasons"] = {**out.get("null_reasons", {}), **reasons}
+            return out
+        if isinstance(item, (list, tuple)):
+            return [None if isinstance(v, float) and not math.isfinite(v) else clean(v) for v in item]
+        return item
+
+    return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
 class OrderedGroup(click.Group):

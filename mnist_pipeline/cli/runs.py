@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from pathlib import Path
 
 import click
 
-from mnist_pipeline.cli.common import TEMPERATURE_OPTION, table, temperature_note, terminal_width
+from mnist_pipeline.cli.common import TEMPERATURE_OPTION, strict_json, table, temperature_note, terminal_width
 from mnist_pipeline.errors import ConfigError
 
 
@@ -75,30 +73,6 @@ def predict(run_dir, files, as_json, save_input, temperature) -> None:
             click.echo(f"{p.source}: {p.top[0][1]}{'?' if p.uncertain else ''}  (top {len(p.top)}: {top}{where})")
     if any(p.error for p in predictions):
         sys.exit(1)
-
-
-NOT_FINITE = "not a finite number (NaN or infinite) in the run's files or results: the run diverged or a file changed"
-
-
-def strict_json(value) -> str:
-    """`value` as strict JSON (RFC 8259 has no NaN or Infinity; Python's json writes them by default): each
-    non-finite number becomes null, and the object holding it says why under `null_reasons` (key -> reason)."""
-    def clean(item):
-        if isinstance(item, dict):
-            out, reasons = {}, {}
-            for key, v in item.items():
-                if isinstance(v, float) and not math.isfinite(v):
-                    out[key], reasons[key] = None, NOT_FINITE
-                else:
-                    out[key] = clean(v)
-            if reasons:
-                out["null_reasons"] = {**out.get("null_reasons", {}), **reasons}
-            return out
-        if isinstance(item, (list, tuple)):
-            return [None if isinstance(v, float) and not math.isfinite(v) else clean(v) for v in item]
-        return item
-
-    return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
 def _prediction_json(p, seen) -> dict:

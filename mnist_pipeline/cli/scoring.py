@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from mnist_pipeline.cli.common import TEMPERATURE_OPTION, table
-from mnist_pipeline.cli.runs import strict_json
+from mnist_pipeline.cli.common import TEMPERATURE_OPTION, strict_json, table
 from mnist_pipeline.errors import ConfigError, plural
 
 
@@ -65,9 +64,12 @@ def evaluate(run_dir, data_dir, split, corruptions, corruption_seed, temperature
                f"{r['data_source']})")
     calibration = r.get("calibration")
     if calibration:
-        how = (f"after temperature {calibration['temperature']:.3f}" if calibration["temperature"] != 1
-               else "no temperature" + ("" if calibration["temperature_fitted"] or not temperature
-                                        else " (this run has none: trained before calibration was measured)"))
+        if not temperature:
+            how = "no temperature"
+        elif calibration["temperature_fitted"]:
+            how = f"after temperature {calibration['temperature']:.3f}"
+        else:
+            how = "no temperature (this run has none: trained before calibration was measured)"
         click.echo(f"calibration ({how}): ECE {calibration['ece']:.2%}  MCE {calibration['mce']:.2%}  "
                    f"NLL {calibration['nll']:.4f}  Brier {calibration['brier']:.4f}")
     if r["recorded_accuracy"] is not None:

@@ -33,8 +33,9 @@ def write_report(run_dir: Path, status: str | None = None) -> list[Path]:
     data = run_reader.read_report_data(run_dir, len(names)) if (run_dir / run_folder.REPORT_DATA).exists() else None
     robustness = run_reader.read_robustness(run_dir)
 
-    figures = _draw_figures(run_dir, history, metrics, data, names, config)
-    figures.update(_draw_trust_figures(run_dir, metrics, data, robustness, names, config))
+    title = f"{run_dir.name} ({config.get('model', {}).get('name', '?')})"  # every figure's
+    figures = _draw_figures(run_dir, history, metrics, data, names, config, title)
+    figures.update(_draw_trust_figures(run_dir, metrics, data, robustness, names, title))
     notice = _notice(run_dir, status, recorded.get("error")) if status != "completed" else None
     sections = _sections(config, metrics, status, history, layers, figures, notice, robustness)
     written = [run_dir / name for name in figures]
@@ -43,10 +44,9 @@ def write_report(run_dir: Path, status: str | None = None) -> list[Path]:
     return [*written, run_dir / run_folder.REPORT_MD, run_dir / run_folder.REPORT_HTML]
 
 
-def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[str, tuple[str, str]]:
+def _draw_figures(run_dir: Path, history, metrics, data, names, config, title) -> dict[str, tuple[str, str]]:
     """File name -> (heading, caption) of each figure drawn."""
     figures: dict[str, tuple[str, str]] = {}
-    title = f"{run_dir.name} ({config.get('model', {}).get('name', '?')})"
     if history:
         plots.plot_curves(history, metrics.get("best_epoch", 0), run_dir / run_folder.CURVES, title)
         figures[run_folder.CURVES] = ("Learning curves", _curves_caption(config))
@@ -90,8 +90,7 @@ def _draw_figures(run_dir: Path, history, metrics, data, names, config) -> dict[
     return figures
 
 
-def _draw_trust_figures(run_dir: Path, metrics, data, robustness, names, config) -> dict[str, tuple[str, str]]:
-    title = f"{run_dir.name} ({config.get('model', {}).get('name', '?')})"
+def _draw_trust_figures(run_dir: Path, metrics, data, robustness, names, title) -> dict[str, tuple[str, str]]:
     drawn = {run_folder.RELIABILITY: trust.draw_reliability(run_dir, metrics, data, title),
              run_folder.SALIENCY: trust.draw_saliency(run_dir, data, names, title),
              run_folder.CORRUPTIONS: trust.draw_corruptions(run_dir, robustness, title)}

@@ -236,9 +236,7 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
     """report_data.npz, with the shapes the figures rely on checked."""
     path = run_dir / run_folder.REPORT_DATA
     try:
-        data = load_npz(path, REPORT_DATA_LIMIT, REPORT_ARRAYS)
-        if _holds(path, SALIENCY_ARRAYS[0]):
-            data.update(load_npz(path, REPORT_DATA_LIMIT, SALIENCY_ARRAYS))
+        data = load_npz(path, REPORT_DATA_LIMIT, REPORT_ARRAYS, optional=SALIENCY_ARRAYS)
     except DataError as exc:
         raise damaged(path, str(exc).removeprefix(f"{path}: ")) from None
     labels, probabilities = data["test_labels"], data["test_probabilities"]
@@ -262,7 +260,10 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
                                                            and data["first_layer_kernel"].shape[0] != PIXELS)
          or (data["first_layer_kernel"].ndim == 4 and data["first_layer_kernel"].shape[2] != 1), "first_layer_kernel"),
     ]
-    if "mistake_saliency" in data:  # maps of the first k mistakes
+    saliency = [name for name in SALIENCY_ARRAYS if name in data]
+    if saliency and len(saliency) < len(SALIENCY_ARRAYS):
+        problems.append((True, next(name for name in SALIENCY_ARRAYS if name not in data)))
+    elif saliency:  # maps of the first k mistakes
         k = len(data["mistake_saliency"])
         problems += [
             (data["mistake_saliency"].shape != (k, IMAGE_SIZE, IMAGE_SIZE) or k > len(data["mistake_indices"])
@@ -276,13 +277,6 @@ def read_report_data(run_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
     if bad:
         raise damaged(path, f"array {bad[0]} does not have the shape or values the report needs")
     return data
-
-
-def _holds(path: Path, name: str) -> bool:
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive:
-        return f"{name}.npy" in archive.namelist()
 
 
 SHORT_RUN_FRACTION = 0.25  # under a quarter of its config's steps, a run is not what the config was tuned for

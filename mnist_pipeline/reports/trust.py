@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.calibration import apply_temperature, reliability
+from mnist_pipeline.calibration import apply_temperature, reliability, scores
 from mnist_pipeline.reports import plots, run_folder
 from mnist_pipeline.reports.sections import Section
 from mnist_pipeline.saliency import TOLERANCE
@@ -55,9 +55,8 @@ def draw_reliability(run_dir: Path, metrics: dict, data: dict | None, title: str
                width=width * 0.95, fill=False, edgecolor="#c44e52", hatch="///", linewidth=0.8,
                label="gap to the bin's mean confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-        ece = np.sum(np.abs(table.accuracy[filled] - table.confidence[filled]) * table.counts[filled]) / len(labels)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy",
-               title=f"{name}: ECE {ece:.2%}")
+               title=f"{name}: ECE {scores(p, labels).ece:.2%}")
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(f"Reliability diagram, test split: {title}")
     plots.save_figure(plt, fig, run_dir / run_folder.RELIABILITY)
