@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError, brief, plural
+from mnist_pipeline.errors import DataError, TooLarge, brief, plural
 
 MiB = 1 << 20
-_NPY_MAGIC = b"\x93NUMPY"
+NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -53,7 +53,7 @@ def read_limited(path: Path, limit: int, what: str = "a file") -> bytes:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or brief(exc)})") from None
     if len(data) > limit:
-        raise DataError(f"{path}: larger than {limit / MiB:,.0f} MiB, too large for {what}")
+        raise TooLarge(f"{path}: larger than {limit / MiB:,.0f} MiB, too large for {what}")
     return data
 
 
@@ -84,7 +84,7 @@ def load_npz(path: Path, limit: int, keys: tuple[str, ...] | None = None,
                 with archive.open(members[key]) as member:
                     head = member.read(min(members[key].file_size, 4096))
                     _npy_header(head, f"{path}[{key}]", limit, members[key].file_size)  # before the rest
-                    arrays[key] = _npy_from_bytes(head + member.read(), f"{path}[{key}]", limit)
+                    arrays[key] = npy_from_bytes(head + member.read(), f"{path}[{key}]", limit)
             return arrays
     except DataError:
         raise
@@ -99,13 +99,13 @@ def load_npy(path: Path, limit: int) -> np.ndarray:
     head = read_limited(path, limit + 4096, "an .npy file")  # + room for the header
     if head.startswith(_ZIP_MAGIC):
         raise DataError(f"{path}: an .npz archive named .npy; rename it to .npz or save one array with np.save")
-    return _npy_from_bytes(head, str(path), limit)
+    return npy_from_bytes(head, str(path), limit)
 
 
 def _npy_header(data: bytes, where: str, limit: int | None, total: int) -> tuple[tuple, bool, np.dtype, int]:
     """(shape, fortran order, dtype, offset of the data) from the start of an .npy of `total` bytes; refuses
     a header that promises more than `limit` bytes or other than the bytes that follow it."""
-    if not data.startswith(_NPY_MAGIC):
+    if not data.startswith(NPY_MAGIC):
         raise DataError(f"{where}: not an .npy array (no NumPy header)")
     stream = io.BytesIO(data)
     try:
@@ -118,7 +118,7 @@ def _npy_header(data: bytes, where: str, limit: int | None, total: int) -> tuple
         raise DataError(f"{where}: holds Python objects (dtype {dtype}); only numeric arrays are read")
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if limit is not None and size > limit:
-        raise DataError(f"{where}: its header promises {size / MiB:,.0f} MiB, more than the {limit / MiB:,.0f} MiB "
+        raise TooLarge(f"{where}: its header promises {size / MiB:,.0f} MiB, more than the {limit / MiB:,.0f} MiB "
                         f"allowed")
     if total - stream.tell() != size:
         follow = total - stream.tell()
@@ -128,6 +128,7 @@ def _npy_header(data: bytes, where: str, limit: int | None, total: int) -> tuple
     return shape, fortran, dtype, stream.tell()
 
 
-def _npy_from_bytes(data: bytes, where: str, limit: int | None = None) -> np.ndarray:
+def npy_from_bytes(data: bytes, where: str, limit: int | None = None) -> np.ndarray:
+    """The array of an .npy file's bytes (read-only: a view of them), named `where` in errors."""
     shape, fortran, dtype, offset = _npy_header(data, where, limit, len(data))
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape, order="F" if fortran else "C")

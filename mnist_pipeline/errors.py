@@ -24,6 +24,14 @@ class DataError(PipelineError):
     """Data that is missing, unreadable or malformed."""
 
 
+class TooLarge(DataError):
+    """Input past a size limit (pixels, bytes), refused before it is decoded: a server answers 413 to it."""
+
+
+class NotAnImage(DataError):
+    """Bytes no image reader recognizes (a PDF, a text): a server answers 415 to it."""
+
+
 class DeviceError(PipelineError):
     """The requested device is not available on this machine."""
 

@@ -59,12 +59,7 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     """A completed run's config, normalization, metrics and model. Every file is checked before TensorFlow
     loads, so a damaged run folder is named at once. The model computes under `precision` (a Keras policy),
     by default the one it trained under (metrics.json), so that it reproduces the run's numbers exactly."""
-    path = run_folder.run_folder(run_dir)
-    status = run_reader.read_status(path)["status"]
-    if status != "completed":
-        finish = f"; {run_folder.next_step(path)}" if status in ("interrupted", "failed") else ""
-        raise RunNotCompleted(f"{path}: the run {run_reader.status_phrase(status)}, so it has no final model to use; "
-                              f"pick a completed run{finish}", status)
+    path = completed_run(run_dir)
     config = load_config(path / run_folder.CONFIG)
     normalization = Normalization(**run_reader.read_normalization(path))
     metrics = run_reader.read_metrics(path)
@@ -89,6 +84,17 @@ def load_run(run_dir: str | Path, precision: str | None = None) -> LoadedRun:
     if not weights_finite or not np.all(np.isfinite(np.asarray(scores, np.float32))):
         raise non_finite_model(path / run_folder.MODEL)
     return LoadedRun(path, config, normalization, metrics, model)
+
+
+def completed_run(run_dir: str | Path) -> Path:
+    """The run folder, refused (RunNotCompleted, saying how to finish it) unless the run completed."""
+    path = run_folder.run_folder(run_dir)
+    status = run_reader.read_status(path)["status"]
+    if status != "completed":
+        finish = f"; {run_folder.next_step(path)}" if status in ("interrupted", "failed") else ""
+        raise RunNotCompleted(f"{path}: the run {run_reader.status_phrase(status)}, so it has no final model to use; "
+                              f"pick a completed run{finish}", status)
+    return path
 
 
 def non_finite_model(path: Path) -> PipelineError:
@@ -185,32 +191,38 @@ def predict_files(run_dir: str | Path, files: list[str], calibrated: bool = True
             items.append(Prediction(file, [], error=f"{clip(file)}: cannot read ({type(exc).__name__}: "
                                                     f"{brief(exc)})"))
     images = [d.image for d in items if isinstance(d, Item) and d.image is not None]
-    if images:
-        from mnist_pipeline.evaluation import class_probabilities
+    temperature = run.temperature(calibrated)
+    probabilities = iter(image_probabilities(run, np.stack(images), calibrated) if images else [])
+    return [d if isinstance(d, Prediction) else answer(d, next(probabilities) if d.image is not None else None,
+                                                       names, unsure_below, temperature) for d in items]
 
-        x = run.normalization.apply(np.stack(images))  # test-time flips as the run was validated and tested
-        probabilities = np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip))
-        temperature = run.temperature(calibrated)
-        probabilities = apply_temperature(probabilities, temperature)
-        if not np.all(np.isfinite(probabilities)):
-            raise non_finite_model(run.run_dir / run_folder.MODEL)
-        probabilities = iter(probabilities)
-    predictions = []
-    for d in items:
-        if isinstance(d, Prediction):
-            predictions.append(d)
-        elif d.image is None:
-            predictions.append(Prediction(d.source, [], warning=d.warning))
-        else:
-            p = next(probabilities)
-            ranked = [(int(i), names[i], float(p[i])) for i in np.argsort(-p)]
-            uncertain = None if unsure_below is None else ranked[0][2] < unsure_below
-            warning = (f"{d.source}: unsure: {ranked[0][1]} {ranked[0][2]:.2f} or {ranked[1][1]} "
-                       f"{ranked[1][2]:.2f}; this run's answers below {min(unsure_below, 1.0):.2f} were right less "
-                       f"than {UNSURE_ACCURACY:.0%} of the time on validation") if uncertain else None
-            predictions.append(Prediction(d.source, ranked, warning=warning, seen=d.image, uncertain=uncertain,
-                                          temperature=temperature))
-    return predictions
+
+def image_probabilities(run: LoadedRun, images: np.ndarray, calibrated: bool = True) -> np.ndarray:
+    """(N, 10) probabilities of prepared (N, 28, 28) uint8 images, with the test-time flips the run was
+    validated and tested with, divided by its temperature when `calibrated`."""
+    from mnist_pipeline.evaluation import class_probabilities
+
+    x = run.normalization.apply(images)
+    probabilities = np.asarray(class_probabilities(run.model, x, run.config.data.augmentation.test_time_flip))
+    probabilities = apply_temperature(probabilities, run.temperature(calibrated))
+    if not np.all(np.isfinite(probabilities)):
+        raise non_finite_model(run.run_dir / run_folder.MODEL)
+    return probabilities
+
+
+def answer(item: Item, p: np.ndarray | None, names: list[str], unsure_below: float | None,
+           temperature: float) -> Prediction:
+    """The Prediction for one prepared item and its probabilities `p` (None: a blank item, which has none):
+    classes ranked, and a warning when the top one is below the run's unsure level."""
+    if p is None:
+        return Prediction(item.source, [], warning=item.warning)
+    ranked = [(int(i), names[i], float(p[i])) for i in np.argsort(-p)]
+    uncertain = None if unsure_below is None else ranked[0][2] < unsure_below
+    warning = (f"{item.source}: unsure: {ranked[0][1]} {ranked[0][2]:.2f} or {ranked[1][1]} "
+               f"{ranked[1][2]:.2f}; this run's answers below {min(unsure_below, 1.0):.2f} were right less "
+               f"than {UNSURE_ACCURACY:.0%} of the time on validation") if uncertain else None
+    return Prediction(item.source, ranked, warning=warning, seen=item.image, uncertain=uncertain,
+                      temperature=temperature)
 
 
 def save_seen(predictions: list[Prediction], out_dir: str | Path) -> list[Path | None]:

@@ -239,10 +239,11 @@ def test_help_models_and_config_errors_do_not_import_tensorflow(tmp_path):
         "from mnist_pipeline.cli import cli",
         "codes = [CliRunner().invoke(cli, a).exit_code for a in",
         "         (['--help'], ['models'], ['train', '--set', 'training.epochs=-1'],",
-        "          ['compare', '--all', '--output-dir', 'no-such-dir'], ['diagnose', 'gradients', '--set', 'x.y=1'])]",
+        "          ['compare', '--all', '--output-dir', 'no-such-dir'], ['diagnose', 'gradients', '--set', 'x.y=1'],",
+        "          ['serve', '--help'], ['serve', 'no-such-run', '--port', '0'])]",
         "print(codes, 'tensorflow' in sys.modules, 'keras' in sys.modules)",
     )
-    assert probe.stdout.strip() == "[0, 0, 2, 2, 2] False False", probe.stdout + probe.stderr
+    assert probe.stdout.strip() == "[0, 0, 2, 2, 2, 0, 2] False False", probe.stdout + probe.stderr
 
 
 def test_shell_completion_as_the_readme_says():

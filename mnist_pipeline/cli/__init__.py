@@ -18,6 +18,7 @@ from mnist_pipeline.cli.configs import config, models
 from mnist_pipeline.cli.diagnose import diagnose
 from mnist_pipeline.cli.runs import compare, export, predict, report
 from mnist_pipeline.cli.scoring import ensemble, evaluate
+from mnist_pipeline.cli.serve import serve
 from mnist_pipeline.cli.sweep import sweep
 from mnist_pipeline.cli.train import train
 from mnist_pipeline.errors import Interrupted, PipelineError, StopNow
@@ -97,7 +98,7 @@ def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
 
 
 
-for command in (train, sweep, config, models, report, evaluate, predict, export, compare, ensemble, diagnose):
+for command in (train, sweep, config, models, report, evaluate, predict, export, compare, ensemble, serve, diagnose):
     cli.add_command(command)
 
 

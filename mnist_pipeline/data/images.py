@@ -6,15 +6,16 @@ layouts people keep images in, and folders of either. Each picture then goes thr
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.bounded_reads import load_npy, require_file
+from mnist_pipeline.bounded_reads import NPY_MAGIC, load_npy, npy_from_bytes, require_file
 from mnist_pipeline.data.recipes import corner_level, ink_is_dark, prepare
-from mnist_pipeline.errors import DataError, brief, clip
+from mnist_pipeline.errors import DataError, NotAnImage, TooLarge, brief, clip
 from mnist_pipeline.shapes import IMAGE_SIZE, PIXELS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -64,13 +65,29 @@ def load_items(path: str | Path, dataset: str) -> list[Item]:
     warning instead."""
     path = require_file(path, "an image file or .npy array")
     if path.suffix.lower() == ".npy":
-        return [_item(name, image, dataset, ready) for name, image, ready in _read_array(path)]
+        return array_items(load_npy(path, MAX_ARRAY_BYTES), str(path), dataset)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        gray = _read_image(path)
-        return [_item(str(path), gray, dataset, gray.shape == (IMAGE_SIZE, IMAGE_SIZE))]
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: the file is empty (0 bytes)")
+        return [_image_item(path, str(path), dataset)]
     hint = "; convert HEIC/HEIF photos to JPEG first" if path.suffix.lower() in (".heic", ".heif") else ""
     raise DataError(f"{path}: unsupported file type {clip(path.suffix) or '(none)'}; use PNG, JPEG, BMP, GIF, "
                     f"WebP, TIFF or .npy{hint}")
+
+
+def items_from_bytes(data: bytes, name: str, dataset: str) -> list[Item]:
+    """The pictures in an uploaded file's bytes (an image in any format Pillow reads, or an .npy array, told
+    apart by their content, not by `name`), prepared as `load_items` prepares files."""
+    if not data:
+        raise DataError(f"{name}: empty (0 bytes); send an image file (PNG, JPEG, ...) or an .npy array")
+    if data.startswith(NPY_MAGIC):
+        return array_items(npy_from_bytes(data, name, MAX_ARRAY_BYTES), name, dataset)
+    return [_image_item(io.BytesIO(data), name, dataset)]
+
+
+def _image_item(source: Path | io.BytesIO, name: str, dataset: str) -> Item:
+    gray = _read_image(source, name)
+    return _item(name, gray, dataset, gray.shape == (IMAGE_SIZE, IMAGE_SIZE))
 
 
 def _item(source: str, gray: np.ndarray, dataset: str, ready: bool) -> Item:
@@ -105,17 +122,16 @@ def _pillow_limit(pixels: int):
         Image.MAX_IMAGE_PIXELS = kept
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """(H, W) float32 0-255, the picture upright (EXIF orientation applied), transparency as white, at most
-    about READ_SIDE on its longer side. Memory stays bounded: JPEG decodes at a reduced scale, other formats
-    are refused past MAX_DECODED_PIXELS before anything is decoded."""
+def _read_image(source: Path | io.BytesIO, path: str) -> np.ndarray:
+    """(H, W) float32 0-255 of the image file or bytes `source` (named `path` in errors), the picture upright
+    (EXIF orientation applied), transparency as white, at most about READ_SIDE on its longer side. Memory stays
+    bounded: JPEG decodes at a reduced scale, other formats are refused past MAX_DECODED_PIXELS before anything
+    is decoded."""
     from PIL import Image, ImageOps
 
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty (0 bytes)")
     try:
         with _pillow_limit(MAX_JPEG_PIXELS):
-            image = Image.open(path)
+            image = Image.open(source)
         with image:
             width, height = image.size  # from the header: nothing is decoded yet
             if image.format == "JPEG":  # past MAX_JPEG_PIXELS, Pillow refused it at open (_pillow_limit)
@@ -123,7 +139,7 @@ def _read_image(path: Path) -> np.ndarray:
                 image.draft("L" if image.mode in ("L", "RGB", "CMYK", "YCbCr") else None,
                             (width // scale, height // scale))
             elif width * height > MAX_DECODED_PIXELS:
-                raise DataError(f"{path}: {width}x{height} pixels is more than the "
+                raise TooLarge(f"{path}: {width}x{height} pixels is more than the "
                                 f"{MAX_DECODED_PIXELS // 1_000_000} megapixels read from a {image.format} file; "
                                 f"save it as JPEG or scale it down")
             image.load()
@@ -143,18 +159,24 @@ def _read_image(path: Path) -> np.ndarray:
     except DataError:
         raise
     except Image.DecompressionBombError:
-        raise DataError(f"{path}: refused: its header claims over {MAX_JPEG_PIXELS // 1_000_000:,} megapixels, "
+        raise TooLarge(f"{path}: refused: its header claims over {MAX_JPEG_PIXELS // 1_000_000:,} megapixels, "
                         f"more than any photo (a decompression bomb?)") from None
     except MemoryError:
         raise DataError(f"{path}: not enough memory to read this image; scale it down") from None
+    except Image.UnidentifiedImageError:  # its message quotes the file object, which says nothing to a user
+        raise NotAnImage(f"{path}: not a readable image (no image format Pillow reads recognizes it)") from None
     except Exception as exc:  # Pillow raises many kinds (OSError, ValueError, SyntaxError, ...)
-        raise DataError(f"{path}: not a readable image ({brief(exc)})") from None
+        raise NotAnImage(f"{path}: not a readable image ({brief(exc)})") from None
 
 
-def _read_array(path: Path) -> list[tuple[str, np.ndarray, bool]]:
-    """(name, (H, W) float32 0-255, already 28x28) for each picture of a .npy array, in the layouts LAYOUTS
-    names; anything else is refused with them named."""
-    array = load_npy(path, MAX_ARRAY_BYTES)
+def array_items(array: np.ndarray, path: str, dataset: str) -> list[Item]:
+    """The pictures of an array (an .npy file's, or JSON's), prepared as `dataset`'s images are."""
+    return [_item(name, image, dataset, ready) for name, image, ready in _array_pictures(array, path)]
+
+
+def _array_pictures(array: np.ndarray, path: str) -> list[tuple[str, np.ndarray, bool]]:
+    """(name, (H, W) float32 0-255, already 28x28) for each picture of an array named `path`, in the layouts
+    LAYOUTS names; anything else is refused with them named."""
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array) \
             or array.size == 0:
         raise DataError(f"{path}: expected a numeric image array, got dtype {array.dtype} shape {array.shape}; "
