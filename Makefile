@@ -18,7 +18,7 @@ TRAIN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR
 SWEEP_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) \
 	$(if $(EPOCHS),--set training.epochs=$(EPOCHS)) $(if $(SUBSET),--set data.subset=$(SUBSET)) $(ARGS)
 
-.PHONY: help install test test-fast lint smoke tensorboard sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean \
+.PHONY: help install test test-fast lint smoke tensorboard serve sweep sweep-smoke train-mlp train-deep-mlp train-cnn compare compare-fashion report diagnose bench clean distclean \
 	study study-perceptron study-quickstart study-softmax study-vanishing study-fitting study-regularization study-ensemble \
 	study-augmentation
 
@@ -32,6 +32,7 @@ help:
 	@echo "make compare          train mlp, deep_mlp and cnn (same variables), then compare the three runs"
 	@echo "make compare-fashion  the same with the *_fashion configs on Fashion-MNIST (FASHION_DIR=$(FASHION_DIR))"
 	@echo "make report RUN=outputs/runs/<run>   redraw a run's figures and report"
+	@echo "make serve RUN=outputs/runs/<run>    a draw-a-digit page and an HTTP API on http://127.0.0.1:$(SERVE_PORT)/"
 	@echo "make sweep SPACE=mlp  tune configs/SPACE.yaml over configs/sweeps/SPACE.yaml (WORKERS=2, TRIALS=, DATA_DIR=...)"
 	@echo "make sweep-smoke      a 4-trial grid sweep of the smoke CNN (2 epochs each)"
 	@echo "make tensorboard      serve $(OUTPUT_DIR) on TensorBoard: every run and sweep trial side by side (PORT=$(PORT))"
@@ -117,6 +118,12 @@ tensorboard: install
 report: install
 	@test -n "$(RUN)" || { echo "usage: make report RUN=outputs/runs/<run folder>"; exit 2; }
 	$(BIN)/mnist report $(RUN)
+
+# docs/guide/serve.md: the run's ONNX export in onnxruntime (made on first start), on this machine only.
+SERVE_PORT ?= 8000
+serve: install
+	@test -n "$(RUN)" || { echo "usage: make serve RUN=outputs/runs/<run folder> [SERVE_PORT=8000] [ARGS=...]"; exit 2; }
+	$(BIN)/mnist serve $(RUN) --port $(SERVE_PORT) $(ARGS)
 
 # Six sigmoid layers pass back at most (1/4)^6 of the signal: the first layers barely learn. ReLU does not shrink it.
 diagnose: install

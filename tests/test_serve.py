@@ -212,6 +212,23 @@ def test_keras_engine_gives_the_onnx_engines_answers(server, trained_runs, test_
     assert np.abs(np.array([r["probabilities"] for r in reply["results"]]) - onnx).max() < TOLERANCE
 
 
+def test_pages_elsewhere_may_call_the_api_only_when_allowed(server, trained_runs, test_images):
+    _, client = server
+    images, _ = test_images
+    origin = "http://localhost:3000"
+    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+    plain = client.post("/v1/predict", json=images[0].tolist(), headers={"Origin": origin})
+    assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers  # by default: no CORS
+    with served(trained_runs["smoke"], "--allow-origin", origin) as (_, url):
+        allowed = httpx.options(f"{url}/v1/predict", headers=preflight)
+        other = httpx.options(f"{url}/v1/predict", headers={**preflight, "Origin": "http://evil.example"})
+        answered = httpx.post(f"{url}/v1/predict", json=images[0].tolist(), headers={"Origin": origin})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == origin
+    assert "access-control-allow-origin" not in other.headers
+    assert answered.headers["access-control-allow-origin"] == origin
+
+
 def test_listening_beyond_this_machine_is_said(trained_runs):
     with served(trained_runs["smoke"], "--host", "0.0.0.0") as (process, url):
         assert httpx.get(f"{url}/healthz").status_code == 200
@@ -235,6 +252,8 @@ def test_refusals_before_serving_are_one_line(trained_runs, catalogue_runs, tmp_
          ["x.onnx: no such file"]),
         (run_mnist("serve", trained_runs["smoke"], "--host", "no.such.host.invalid", timeout=120), 2,
          ["--host no.such.host.invalid"]),
+        (run_mnist("serve", trained_runs["smoke"], "--allow-origin", "localhost:3000/app", timeout=120), 2,
+         ["--allow-origin localhost:3000/app: not an origin"]),
     ]
     for done, code, fragments in cases:
         assert done.returncode == code, done.stderr

@@ -14,7 +14,7 @@ import click
 from mnist_pipeline.errors import ConfigError, brief
 
 LOOPBACK_NAMES = {"localhost"}
-CONNECTIONS = 100  # open connections uvicorn keeps at once; past it, it answers 503 at once instead of queueing
+CONNECTIONS = 64  # open connections uvicorn keeps at once (503 past it): with --max-body-mb, what bounds memory
 
 
 @click.command(short_help="Serve a run's model: a draw-a-digit page and an HTTP API.")
@@ -33,8 +33,11 @@ CONNECTIONS = 100  # open connections uvicorn keeps at once; past it, it answers
               help="Largest request body accepted; larger ones get 413.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Requests prepared and classified at once; the others wait their turn.")
+@click.option("--allow-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="A web page origin (e.g. http://localhost:3000) whose scripts may call the API (CORS); "
+                   "repeatable. None by default.")
 @click.option("--access-log", is_flag=True, help="Print a line for every request (uvicorn's access log).")
-def serve(run_dir, host, port, engine, model_file, max_body_mb, workers, access_log) -> None:
+def serve(run_dir, host, port, engine, model_file, max_body_mb, workers, allowed_origins, access_log) -> None:
     """Serve a completed run: open http://127.0.0.1:8000/ to draw a digit or upload a photo and watch the
     answer; programs POST images to /v1/predict (reference: /docs). Ctrl-C or SIGTERM stops it cleanly.
 
@@ -45,11 +48,12 @@ def serve(run_dir, host, port, engine, model_file, max_body_mb, workers, access_
     from mnist_pipeline.serve.app import MiB, create_app
     from mnist_pipeline.serve.engines import blank_batch, open_engine
 
+    origins = _origins(allowed_origins)
     listener = _listen(host, port)  # before loading the model: a taken port is said at once
     with listener:
         served = open_engine(run_dir, engine, model_file, say=lambda line: click.echo(line, err=True))
         served.probabilities(blank_batch())  # the first request then waits for nothing
-        app = create_app(served, max_body_bytes=max_body_mb * MiB, workers=workers)
+        app = create_app(served, max_body_bytes=max_body_mb * MiB, workers=workers, allowed_origins=origins)
         _show_errors_as_lines()
         bound_host, bound_port = listener.getsockname()[:2]
         url = f"http://{_url_host(bound_host)}:{bound_port}/"
@@ -110,6 +114,18 @@ def _listen(host: str, port: int) -> socket.socket:
             raise ConfigError(f"--port {port}: already in use (another server?); pass another --port, or --port 0 "
                               f"for any free one") from None
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or brief(exc)})") from None
+
+
+def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """Each --allow-origin as CORS compares it (scheme://host[:port], no path), or a one-line refusal."""
+    from urllib.parse import urlsplit
+
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/")):
+            raise ConfigError(f"--allow-origin {origin}: not an origin; write it as scheme://host[:port], e.g. "
+                              f"http://localhost:3000")
+    return tuple(origin.rstrip("/") for origin in origins)
 
 
 def _loopback(host: str) -> bool:

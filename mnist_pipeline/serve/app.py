@@ -38,7 +38,10 @@ PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsaf
                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 
 
-def create_app(engine: OnnxEngine, max_body_bytes: int = MAX_BODY_BYTES, workers: int = WORKERS) -> FastAPI:
+def create_app(engine: OnnxEngine, max_body_bytes: int = MAX_BODY_BYTES, workers: int = WORKERS,
+               allowed_origins: tuple[str, ...] = ()) -> FastAPI:
+    """The application serving `engine`. `allowed_origins`: web pages elsewhere whose scripts may call the API
+    (CORS); none by default, so only this server's own page can read its answers in a browser."""
     card: ModelCard = engine.card
     app = FastAPIOffline(title="mnist-pipeline", version=__version__,
                          description=f"Classify {card.dataset} images with run {card.run} ({card.engine}).")
@@ -88,7 +91,12 @@ def create_app(engine: OnnxEngine, max_body_bytes: int = MAX_BODY_BYTES, workers
         where = ".".join(str(part) for part in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid')}")
 
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if allowed_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type"])
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before anything reads the body
     return app
 
 
