@@ -269,3 +269,38 @@ def test_an_onnx_file_that_is_not_an_export_is_refused(trained_runs, tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "junk.onnx: cannot load it in onnxruntime" in done.stderr
+
+
+def test_a_tensorflow_serving_client_works_unchanged(server, trained_runs, test_images):
+    _, client = server
+    images, _ = test_images
+    reply = client.post("/v1/predict", json=images[:6].tolist()).json()
+    ours = np.array([r["probabilities"] for r in reply["results"]])
+    run_name = trained_runs["smoke"].name
+    rows = client.post("/v1/models/mnist:predict", json={"instances": images[:6].tolist()})
+    assert rows.status_code == 200, rows.text
+    assert np.abs(np.array(rows.json()["predictions"]) - ours).max() < TOLERANCE
+    named = client.post(f"/v1/models/{run_name}:predict",
+                        json={"signature_name": "serving_default",
+                              "instances": [{"pixels": image} for image in (images[:2] / 255).tolist()]})
+    assert np.abs(np.array(named.json()["predictions"]) - ours[:2]).max() < 1e-4  # 0-1 pixels are scaled
+    columns = client.post("/v1/models/mnist:predict", json={"inputs": {"pixels": images[:3].tolist()}})
+    assert np.abs(np.array(columns.json()["outputs"]) - ours[:3]).max() < TOLERANCE
+    assert client.get("/v1/models/mnist").json()["model_version_status"][0]["state"] == "AVAILABLE"
+    signature = client.get("/v1/models/mnist/metadata").json()["metadata"]["signature_def"]["signature_def"]
+    assert list(signature["serving_default"]["inputs"]) == ["pixels"]
+    refusals = [
+        (client.post("/v1/models/resnet:predict", json={"instances": images[:1].tolist()}), 404, "Latest(resnet)"),
+        (client.get("/v1/models/resnet"), 404, "Servable not found"),
+        (client.post("/v1/models/mnist:predict", json={"instances": [[1, 2, 3]]}), 400, "input shape (1, 3)"),
+        (client.post("/v1/models/mnist:predict", json={"instances": [], "inputs": []}), 400, "not both"),
+        (client.post("/v1/models/mnist:predict", json={"signature_name": "x", "instances": []}), 400, "\"x\""),
+        (client.post("/v1/models/mnist:predict", content=b"{", headers={"Content-Type": "application/json"}), 400,
+         "JSON Parse error"),
+        (client.post("/v1/models/mnist:predict", content=json.dumps({"instances": [[[float("nan")] * 28] * 28]}),
+                     headers={"Content-Type": "application/json"}), 400, "finite"),
+        (client.post("/v1/models/mnist:predict", json={"instances": [[["a"] * 28] * 28]}), 400, "not an array"),
+    ]
+    for reply, status, fragment in refusals:
+        assert reply.status_code == status and list(reply.json()) == ["error"], reply.text
+        assert fragment in reply.json()["error"]

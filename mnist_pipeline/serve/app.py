@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from mnist_pipeline import __version__
 from mnist_pipeline.errors import brief
 from mnist_pipeline.inference import Prediction, answer
-from mnist_pipeline.serve import inputs
+from mnist_pipeline.serve import inputs, tf_serving
 from mnist_pipeline.serve.engines import ModelCard, OnnxEngine
 
 log = logging.getLogger("mnist_pipeline.serve")
@@ -32,7 +32,8 @@ MiB = 1 << 20
 MAX_BODY_BYTES = 20 * MiB  # a phone's JPEG is 2-12 MB; an .npy of 1,024 float32 images 3.2 MB
 DRAIN_BYTES = 64 * MiB  # of a refused body read and dropped so that its client sees the 413 (BodyLimit._drain)
 WORKERS = 2  # requests prepared and classified at once; the others wait in line
-PAGES = "the page is /, the API POST /v1/predict, GET /v1/model and GET /healthz, its reference /docs"
+PAGES = ("the page is /, the API POST /v1/predict, GET /v1/model and GET /healthz (and TF Serving's "
+         "/v1/models/NAME:predict), its reference /docs")
 # The draw page loads nothing from elsewhere, and nothing else may run in it.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
@@ -91,6 +92,7 @@ def create_app(engine: OnnxEngine, max_body_bytes: int = MAX_BODY_BYTES, workers
         where = ".".join(str(part) for part in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid')}")
 
+    tf_serving.add_routes(app, engine, limiter)
     if allowed_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
