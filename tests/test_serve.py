@@ -304,3 +304,16 @@ def test_a_tensorflow_serving_client_works_unchanged(server, trained_runs, test_
     for reply, status, fragment in refusals:
         assert reply.status_code == status and list(reply.json()) == ["error"], reply.text
         assert fragment in reply.json()["error"]
+
+
+def test_without_onnxruntime_the_fix_is_named_before_any_export(trained_runs):
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['onnxruntime'] = None; sys.argv = ['mnist', 'serve', sys.argv[1], '--port', "
+              "'0']; from mnist_pipeline.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", script, str(trained_runs["smoke"])], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: serving an ONNX export needs onnxruntime, from the export extra: "
+                                   "pip install -e '.[export]'; or pass --engine keras")

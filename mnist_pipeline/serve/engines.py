@@ -9,6 +9,7 @@ no export and serves exactly the model `mnist predict` runs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import ConfigError, PipelineError, brief
+from mnist_pipeline.export import EXTRA_HINT as EXPORT_EXTRA_HINT
 from mnist_pipeline.reports import run_folder, run_reader
 from mnist_pipeline.shapes import IMAGE_SIZE
 
 ENGINES = ("onnx", "keras")
-EXPORT_EXTRA_HINT = "pip install -e '.[export]'"
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,8 @@ class OnnxEngine:
     """A run's ONNX export (pixels 0-255 in, probabilities out, everything else inside) in onnxruntime."""
 
     def __init__(self, path: Path, run_dir: Path):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ConfigError(f"serving an ONNX export needs onnxruntime, from the export extra: "
-                              f"{EXPORT_EXTRA_HINT}; or pass --engine keras") from None
+        import onnxruntime
+
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             metadata = json.loads(self.session.get_modelmeta().custom_metadata_map["mnist_pipeline"])
@@ -108,6 +106,9 @@ def open_engine(run_dir: str | Path, engine: str = "onnx", model: str | Path | N
         if model is not None:
             raise ConfigError("--model names an ONNX file, which the onnx engine serves; drop --engine keras")
         return KerasEngine(path)
+    if not _installed("onnxruntime"):  # said before an export that could not be served anyway
+        raise ConfigError(f"serving an ONNX export needs onnxruntime, from the export extra: {EXPORT_EXTRA_HINT}; "
+                          f"or pass --engine keras")
     if model is not None:
         model = Path(model)
         if not model.is_file():
@@ -130,6 +131,13 @@ def _export_onnx(run_dir: Path) -> None:
         lines = [line for line in done.stderr.splitlines() if line.startswith("error:")] or done.stderr.splitlines()
         reason = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
         raise PipelineError(f"the ONNX export for serving failed: {reason}; or pass --engine keras")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # set to None in sys.modules: blocked
+        return False
 
 
 def _finished(run_dir: Path) -> str | None:
