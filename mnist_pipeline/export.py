@@ -23,7 +23,9 @@ import shutil
 import warnings
 from pathlib import Path
 
+from mnist_pipeline import quantize
 from mnist_pipeline.errors import ConfigError, OutputError, PipelineError, brief
+from mnist_pipeline.quantize import Int8
 from mnist_pipeline.reports import run_folder
 from mnist_pipeline.shapes import IMAGE_SIZE, NUM_CLASSES
 
@@ -66,23 +68,28 @@ def precision_note(trained_precision: str | None) -> str | None:
             f"elsewhere\")")
 
 
-def default_output(run_dir: Path, fmt: str) -> Path:
-    return run_dir / FORMATS[fmt][1]
+def default_output(run_dir: Path, fmt: str, int8: Int8 | None = None) -> Path:
+    path = run_dir / FORMATS[fmt][1]
+    return quantize.default_path(path, fmt) if int8 is not None else path
 
 
-def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None, calibrated: bool = True) -> Path:
+def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None, calibrated: bool = True,
+               int8: Int8 | None = None, say=lambda line: None) -> Path:
     """Write the run's exported model to `output` (default: inside the run folder, see FORMATS); return it.
     With `calibrated`, its probabilities are divided by the run's temperature, as `mnist predict` divides them.
-    Never replaces an existing file or folder, and never leaves half an export behind."""
+    With `int8`, the model is quantized (quantize.py), and `say` gets its scores and any warning. Never replaces
+    an existing file or folder, and never leaves half an export behind."""
     check_format(fmt)
-    target = Path(output) if output is not None else default_output(run_folder.run_folder(run_dir), fmt)
+    if int8 is not None:
+        quantize.check_options(fmt, int8.max_drop)
+    target = Path(output) if output is not None else default_output(run_folder.run_folder(run_dir), fmt, int8)
     other = next((name for name, suffix in SUFFIXES.items() if name != fmt and suffix == target.suffix.lower()), None)
     if other:
         fix = f"end it with {SUFFIXES[fmt]}" if fmt in SUFFIXES else "drop the suffix (a SavedModel is a folder)"
         raise ConfigError(f"--output {target}: its suffix names another format than {fmt}; {fix} or pass "
                           f"--format {other}")
     if output is not None and fmt in SUFFIXES and target.is_dir():  # a folder to write the file into, as cp does
-        target = target / Path(FORMATS[fmt][1]).name
+        target = target / default_output(target, fmt, int8).name
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} already exists; remove it or pass another --output")
     if target.parent.exists() and not target.parent.is_dir():  # a file where the folder should be
@@ -105,7 +112,7 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None, 
             raise OutputError(f"{target}: cannot write into {target.parent} ({exc.strerror or brief(exc)}); "
                               f"fix its permissions or pass another --output") from None
         try:
-            _export_locked(run, fmt, target, calibrated)
+            _export_locked(run, fmt, target, calibrated, int8, say)
         finally:
             lock.release()
             if made_parent:  # nothing was written: leave the run folder as it was
@@ -114,17 +121,27 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None, 
     return target
 
 
-def _export_locked(run, fmt: str, target: Path, calibrated: bool) -> None:
+def _export_locked(run, fmt: str, target: Path, calibrated: bool, int8: Int8 | None, say) -> None:
     """The export itself, holding the target's lock: into a temporary name beside it, then renamed."""
+    images = quantize.run_images(run.config, int8.data_dir) if int8 is not None else None  # missing data: at once
     temperature = run.temperature(calibrated)
-    serving = _serving_model(run, temperature)
+    # An int8 graph takes 0-255 pixels only: quantized at a step of about one grey level, 0-1 floats lose their
+    # detail (ONNX's answers moved by up to 0.9 in probability), and LiteRT's int8 graph aborted on the 0-1 test.
+    unit_floats = int8 is None
+    serving = _serving_model(run, temperature, scale_unit_floats=unit_floats)
     tmp = run_folder.temporary_name(target)
     tmp = tmp.with_name(tmp.name + SUFFIXES.get(fmt, ""))  # the converters look at the suffix, not the target's
-    metadata = {**_metadata(run), "temperature": temperature,
+    metadata = {**_metadata(run, unit_floats), "temperature": temperature,
                 "unsure_below": _finite(run.unsure_below(calibrated))}  # for the probabilities it gives
     try:
         if fmt == "savedmodel":
             _quietly(lambda: _write_saved_model(serving, tmp, metadata))
+        elif int8 is not None:
+            def convert(path: Path, **options):
+                _quietly(lambda: serving.export(str(path), format=FORMATS[fmt][0], input_signature=_signature(),
+                                                verbose=False, **options))
+            scores = quantize.quantized_export(fmt, tmp, convert, images, int8, say)
+            (_label_onnx if fmt == "onnx" else _label_tflite)(tmp, {**metadata, "quantization": scores.to_dict()})
         else:
             _quietly(lambda: serving.export(str(tmp), format=FORMATS[fmt][0], input_signature=_signature(),
                                             verbose=False))
@@ -170,13 +187,14 @@ def _signature():
     return [tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32, name=INPUT_NAME)]
 
 
-def _metadata(run) -> dict:
+def _metadata(run, unit_floats: bool = True) -> dict:
     """What a program using the file needs to know, in every format."""
     from mnist_pipeline.config import CLASS_NAMES
 
     return {"input": INPUT_NAME, "input_shape": ["batch", IMAGE_SIZE, IMAGE_SIZE], "input_dtype": "float32",
-            "input_range": "pixel values 0-255, light on dark as in the dataset (an image with every pixel at 1 or "
-                           "less is taken as 0-1 and scaled)",
+            "input_range": "pixel values 0-255, light on dark as in the dataset " + (
+                "(an image with every pixel at 1 or less is taken as 0-1 and scaled)" if unit_floats else
+                "(only 0-255: this int8 model does not take 0-1 floats)"),
             "output": OUTPUT_NAME, "output_shape": ["batch", NUM_CLASSES],
             "class_names": CLASS_NAMES[run.config.data.dataset],
             "dataset": run.config.data.dataset, "run": run.run_dir.name, "model": run.config.model.name,
@@ -244,7 +262,7 @@ def _label_tflite(path: Path, metadata: dict) -> None:
     flatbuffer_utils.write_model(model, str(path))
 
 
-def _serving_model(run, temperature: float = 1.0):
+def _serving_model(run, temperature: float = 1.0, scale_unit_floats: bool = True):
     """The run's model wrapped as raw pixels -> probabilities: `Normalization.standardize` and
     `evaluation.class_probabilities`, the code the run was tested with, inside the graph, then the
     temperature as `calibration.apply_temperature` applies it."""
@@ -258,8 +276,9 @@ def _serving_model(run, temperature: float = 1.0):
 
     class Serving(keras.Model):
         def call(self, pixels):  # (batch, 28, 28) float32, 0-255
-            unit_scale = tf.reduce_max(pixels, axis=[1, 2], keepdims=True) <= 1.0  # 0-1 floats: scale them
-            pixels = tf.where(unit_scale, pixels * 255.0, pixels)
+            if scale_unit_floats:
+                unit_scale = tf.reduce_max(pixels, axis=[1, 2], keepdims=True) <= 1.0  # 0-1 floats: scale them
+                pixels = tf.where(unit_scale, pixels * 255.0, pixels)
             x = normalization.standardize(tf.expand_dims(pixels, -1) / 255.0)
             probabilities = class_probabilities(model, x, flip)
             if temperature != 1.0:  # as calibration.apply_temperature

@@ -220,8 +220,19 @@ def _folder(run_dir: str) -> Path:
               required=True, help="savedmodel (folder), tflite (LiteRT) or onnx; repeatable.")
 @click.option("--output", type=click.Path(), metavar="PATH",
               help="Where to write (one --format only; default: <run>/export/savedmodel, model.tflite, model.onnx).")
+@click.option("--quantize", type=click.Choice(["int8"]),
+              help="int8: post-training integer quantization (tflite, onnx), calibrated on training images and "
+                   "scored against the float export on the test split; written to model.int8.tflite / .onnx.")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, metavar="POINTS",
+              help="With --quantize: the test accuracy, in percentage points, the int8 model may lose against the "
+                   "float one; past it nothing is written.")
+@click.option("--allow-accuracy-drop", is_flag=True, help="With --quantize: write the int8 model even past "
+                                                           "--max-accuracy-drop (with a warning).")
+@click.option("--data-dir", metavar="DIR", help="With --quantize: the data to calibrate and score on (default: the "
+                                                "run's data source).")
 @TEMPERATURE_OPTION
-def export(run_dir, formats, output, temperature) -> None:
+def export(run_dir, formats, output, quantize, max_accuracy_drop, allow_accuracy_drop, data_dir,
+           temperature) -> None:
     """Export a completed run's model for use without this package: raw 28x28 images (float32 pixel values
     0-255, any batch size) in, the 10 class probabilities out, the run's normalization, test-time flips and
     temperature (unless --no-temperature) inside. onnx needs the export extra: pip install -e '.[export]'.
@@ -229,15 +240,23 @@ def export(run_dir, formats, output, temperature) -> None:
     Example: mnist export outputs/runs/20261123T120000Z-cnn --format tflite --format onnx
     """
     from mnist_pipeline.export import check_format, export_run, precision_note
+    from mnist_pipeline.quantize import Int8, check_options
     from mnist_pipeline.reports import run_folder, run_reader
 
     formats = list(dict.fromkeys(formats))
     if output and len(formats) > 1:
         raise ConfigError("--output names one file or folder; give one --format with it, or drop --output")
+    if not quantize and (allow_accuracy_drop or data_dir or max_accuracy_drop != 1.0):
+        raise ConfigError("--max-accuracy-drop, --allow-accuracy-drop and --data-dir go with --quantize int8")
+    int8 = Int8(max_accuracy_drop, allow_accuracy_drop, data_dir) if quantize else None
     for fmt in formats:
         check_format(fmt)  # every converter present before the first export starts
+        if int8 is not None:
+            check_options(fmt, int8.max_drop)
     for fmt in formats:
-        click.echo(f"{fmt}: {export_run(run_dir, fmt, output, calibrated=temperature)}")
+        path = export_run(run_dir, fmt, output, calibrated=temperature, int8=int8,
+                          say=lambda line: click.echo(line, err=line.startswith("warning:")))
+        click.echo(f"{fmt}{' int8' if int8 else ''}: {path}")
     note = temperature_note(run_dir, temperature)
     if note:
         click.echo(note, err=True)
