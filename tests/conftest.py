@@ -247,3 +247,22 @@ def catalogue_sweep(tmp_path_factory) -> tuple[Path, Path, list]:
     done = run_mnist(*args, "--output-dir", base / "out")
     assert done.returncode == 0, done.stderr
     return data, base / "out/sweeps/made", args
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        missing_system_tool("Chromium is not installed here (Debian: apt-get install chromium; .ci/run installs it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven through Playwright (the dev extra: a missing one fails, never skips)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # --no-sandbox: Chromium's sandbox refuses to start as root (CI containers run as root).
+        launched = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        yield launched
+        launched.close()

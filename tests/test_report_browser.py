@@ -5,29 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import missing_system_tool, run_mnist
+from conftest import run_mnist
 
 pytestmark = pytest.mark.slow  # Chromium opening real reports
 
 VIEWPORT = {"width": 1200, "height": 900}
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        missing_system_tool("Chromium is not installed here (Debian: apt-get install chromium; .ci/run installs it)")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright  # the dev extra: a missing one fails, never skips
-
-    with sync_playwright() as playwright:
-        # --no-sandbox: Chromium's sandbox refuses to start as root (CI containers run as root).
-        launched = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def open_report(browser, run_dir: Path):
