@@ -183,7 +183,7 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 
-# Custom trainer vs model.fit, side by side, plus ceiling, FLOPs, load time, CLI latency, memory, race (~16 min).
+# Custom trainer vs model.fit, side by side, plus ceiling, FLOPs, load time, CLI latency, memory, race, int8 exports, serving under load (~22 min).
 bench: install
 	$(BIN)/python benchmarks/bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR)
 

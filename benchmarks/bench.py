@@ -32,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import train_worker  # noqa: E402
 from benchmarks.data_load import load_seconds  # noqa: E402
+from benchmarks.int8_exports import int8_exports  # noqa: E402
 from benchmarks.matmul import matmul_ceiling  # noqa: E402
 from benchmarks.memory import memory  # noqa: E402
 from benchmarks.precision import precision, shipped_vs_float32  # noqa: E402
 from benchmarks.processes import MNIST, command_seconds  # noqa: E402
 from benchmarks.replicas import replicas  # noqa: E402
 from benchmarks.report import machine, write_report  # noqa: E402
+from benchmarks.serve_load import serve_load  # noqa: E402
 from benchmarks.startup import startup  # noqa: E402
 from benchmarks.tensorboard_cost import tensorboard_cost  # noqa: E402
 from benchmarks.time_to_accuracy import race  # noqa: E402
@@ -46,7 +48,7 @@ from benchmarks.trust_cost import trust_cost  # noqa: E402
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 PARTS = {"tensorboard": tensorboard_cost, "startup": startup, "shipped": shipped_vs_float32,  # --only
-         "trust": trust_cost}
+         "trust": trust_cost, "int8": int8_exports, "serve": serve_load}
 
 
 def main() -> None:
@@ -98,7 +100,7 @@ def main() -> None:
         "precision": [precision(model, args) for model in args.models.split(",")],
         "shipped": shipped_vs_float32(args), "startup": startup(args),
         "memory": memory(args) if args.data_dir else None, "tensorboard": tensorboard_cost(args),
-        "trust": trust_cost(args),
+        "trust": trust_cost(args), "int8": int8_exports(args), "serve": serve_load(args),
         "race": race(args) if args.race and args.data_dir else None, "raw": results,
     }
     report["bench_seconds"] = round(time.perf_counter() - started, 1)

@@ -64,6 +64,16 @@ def _trust_section(report: dict) -> list[str]:
             *_table(report["trust"])]
 
 
+def _int8_section(report: dict) -> list[str]:
+    return ["## int8 exports against float ones (configs/cnn.yaml; each in its own runtime)", "",
+            *_table(report["int8"])]
+
+
+def _serve_section(report: dict) -> list[str]:
+    return ["## Serving under load (mnist serve on localhost, 8 concurrent clients; both engines side by side)", "",
+            *_table(report["serve"])]
+
+
 def _startup_section(report: dict) -> list[str]:
     return ["## Start-up (command to the end of the first group of steps; medians of processes taking turns)", "",
             *_table(report["startup"])]
@@ -72,7 +82,7 @@ def _startup_section(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     if "rows" not in report:  # --only one part
         sections = {"tensorboard": _tensorboard_section, "startup": _startup_section, "shipped": _shipped_section,
-                    "trust": _trust_section}
+                    "trust": _trust_section, "int8": _int8_section, "serve": _serve_section}
         return "\n".join([f"# Benchmark {report['when']}", "", *_machine_lines(report),
                           f"Data: {report['data_dir']}", "",
                           *(line for key, section in sections.items() if key in report for line in section(report))])
@@ -103,6 +113,10 @@ def markdown(report: dict) -> str:
         lines += _startup_section(report)
     if report.get("trust"):
         lines += _trust_section(report)
+    if report.get("int8"):
+        lines += _int8_section(report)
+    if report.get("serve"):
+        lines += _serve_section(report)
     if report.get("memory"):
         lines += ["## Peak resident memory of whole processes (full Fashion-MNIST)", "",
                   *_table(report["memory"])]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import ConfigError, PipelineError
+from mnist_pipeline.export_labels import INPUT_NAME, OUTPUT_NAME
 
 CALIBRATION_IMAGES = 500  # training images the int8 ranges are measured on (seeded sample)
 MAX_ACCURACY_DROP = 1.0  # percentage points of test accuracy an int8 export may lose against the float one
@@ -138,7 +139,7 @@ def _quantize_onnx(float_path: Path, path: Path, calibration: np.ndarray) -> Non
 
         def get_next(self):
             batch = next(self.batches, None)
-            return None if batch is None else {"pixels": batch}
+            return None if batch is None else {INPUT_NAME: batch}
 
     prepared = path.with_name(path.name + ".prepared.onnx")
     try:
@@ -155,12 +156,12 @@ def accuracy(fmt: str, path: Path, images: np.ndarray, labels: np.ndarray) -> fl
         from ai_edge_litert.interpreter import Interpreter
 
         runner = Interpreter(model_path=str(path)).get_signature_runner()
-        run = lambda batch: runner(pixels=batch)["probabilities"]  # noqa: E731
+        run = lambda batch: runner(**{INPUT_NAME: batch})[OUTPUT_NAME]  # noqa: E731
     else:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        run = lambda batch: session.run(["probabilities"], {"pixels": batch})[0]  # noqa: E731
+        run = lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]  # noqa: E731
     right = 0
     for start in range(0, len(images), SCORE_BATCH):
         batch = images[start:start + SCORE_BATCH]

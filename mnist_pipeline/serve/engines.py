@@ -20,6 +20,7 @@ import numpy as np
 
 from mnist_pipeline.errors import ConfigError, PipelineError, brief
 from mnist_pipeline.export import EXTRA_HINT as EXPORT_EXTRA_HINT
+from mnist_pipeline.export_labels import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from mnist_pipeline.reports import run_folder, run_reader
 from mnist_pipeline.shapes import IMAGE_SIZE
 
@@ -54,7 +55,7 @@ class OnnxEngine:
 
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            metadata = json.loads(self.session.get_modelmeta().custom_metadata_map["mnist_pipeline"])
+            metadata = json.loads(self.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
         except KeyError:
             raise ConfigError(f"{path}: an ONNX file without mnist-pipeline's metadata; serve a file that "
                               f"`mnist export --format onnx` wrote") from None
@@ -69,7 +70,7 @@ class OnnxEngine:
             quantization=metadata.get("quantization"))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        (probabilities,) = self.session.run(["probabilities"], {"pixels": images.astype(np.float32)})
+        (probabilities,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: images.astype(np.float32)})
         return probabilities
 
 

@@ -19,12 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mnist_pipeline.errors import brief
+from mnist_pipeline.export_labels import INPUT_NAME, OUTPUT_NAME
 from mnist_pipeline.serve.inputs import MAX_IMAGES
 from mnist_pipeline.shapes import IMAGE_SIZE
 
 log = logging.getLogger("mnist_pipeline.serve")
 SIGNATURE = "serving_default"
-INPUT, OUTPUT = "pixels", "probabilities"  # the exported signature's names (export.INPUT_NAME, OUTPUT_NAME)
 
 
 class _Refused(Exception):
@@ -56,8 +56,8 @@ def add_routes(app: FastAPI, engine, limiter: anyio.CapacityLimiter) -> None:
             known(name)
             pixels = {"dim": [{"size": "-1"}, {"size": str(IMAGE_SIZE)}, {"size": str(IMAGE_SIZE)}]}
             classes = {"dim": [{"size": "-1"}, {"size": str(len(card.class_names))}]}
-            signature = {"inputs": {INPUT: {"dtype": "DT_FLOAT", "tensor_shape": pixels, "name": INPUT}},
-                         "outputs": {OUTPUT: {"dtype": "DT_FLOAT", "tensor_shape": classes, "name": OUTPUT}},
+            signature = {"inputs": {INPUT_NAME: {"dtype": "DT_FLOAT", "tensor_shape": pixels, "name": INPUT_NAME}},
+                         "outputs": {OUTPUT_NAME: {"dtype": "DT_FLOAT", "tensor_shape": classes, "name": OUTPUT_NAME}},
                          "method_name": "tensorflow/serving/predict"}
             return {"model_spec": {"name": name, "version": "1", "signature_name": ""},
                     "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}}}
@@ -105,16 +105,16 @@ def _pixels(body: bytes) -> tuple[np.ndarray, bool]:
     columnar = "inputs" in request
     value = request["inputs"] if columnar else request["instances"]
     if columnar and isinstance(value, dict):
-        value = value.get(INPUT)
+        value = value.get(INPUT_NAME)
     elif not columnar and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        value = [v.get(INPUT) for v in value]  # named instances: [{"pixels": ...}, ...]
+        value = [v.get(INPUT_NAME) for v in value]  # named instances: [{"pixels": ...}, ...]
     try:
         pixels = np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError):
-        raise _Refused(400, f"the {INPUT} input is not an array of numbers of one shape: send (N, 28, 28) pixel "
+        raise _Refused(400, f"the {INPUT_NAME} input is not an array of numbers of one shape: send (N, 28, 28) pixel "
                             f"values 0-255") from None
     if pixels.ndim != 3 or pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(pixels) == 0:
-        raise _Refused(400, f"input shape {pixels.shape}: the {INPUT} input takes (N, 28, 28) pixel values 0-255")
+        raise _Refused(400, f"input shape {pixels.shape}: the {INPUT_NAME} input takes (N, 28, 28) pixel values 0-255")
     if len(pixels) > MAX_IMAGES:
         raise _Refused(400, f"{len(pixels):,} images in one request, more than the {MAX_IMAGES:,} allowed")
     if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 255:
