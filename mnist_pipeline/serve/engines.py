@@ -120,7 +120,11 @@ def open_engine(run_dir: str | Path, engine: str = "onnx", model: str | Path | N
     exported = default_output(path, "onnx")
     if not exported.is_file():
         say(f"exporting {path.name} to ONNX first (once): {exported}")
-        _export_onnx(path)
+        try:
+            _export_onnx(path)
+        except PipelineError:
+            if not exported.is_file():  # else another server of this run exported it meanwhile: use that
+                raise
     return OnnxEngine(exported, path)
 
 
