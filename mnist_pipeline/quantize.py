@@ -65,7 +65,7 @@ class Quantization:
 
     def summary(self) -> str:
         return (f"test accuracy {self.test_accuracy:.4f} (float {self.float_test_accuracy:.4f}, "
-                f"{-self.drop:+.2f} points), {self.size_bytes / 1024:,.0f} KiB (float "
+                f"{0.0 - self.drop:+.2f} points), {self.size_bytes / 1024:,.0f} KiB (float "
                 f"{self.float_size_bytes / 1024:,.0f} KiB, {self.float_size_bytes / self.size_bytes:.1f}x smaller)")
 
 

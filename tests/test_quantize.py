@@ -50,8 +50,12 @@ RUNTIMES = {
 def exported(trained_runs):
     """The small CNN's float and int8 exports in both formats: (run folder, what `mnist export` printed)."""
     run_dir = trained_runs["smoke"]
-    floats = run_mnist("export", run_dir, "--format", "tflite", "--format", "onnx")
-    assert floats.returncode == 0, floats.stderr
+    # The float files, unless a server test of this worker exported one already (export never replaces one).
+    missing = [arg for fmt in ("tflite", "onnx") if not (run_dir / f"export/model.{fmt}").exists()
+               for arg in ("--format", fmt)]
+    if missing:
+        floats = run_mnist("export", run_dir, *missing)
+        assert floats.returncode == 0, floats.stderr
     # Allowed past the default budget: a model this small may lose more, and its loss is what is checked here.
     int8 = run_mnist("export", run_dir, "--format", "tflite", "--format", "onnx", "--quantize", "int8",
                      "--allow-accuracy-drop")

@@ -93,6 +93,21 @@ def test_an_npy_file_and_a_blank_image_in_one_form(server, test_images):
     assert "blank" in blank["warning"]
 
 
+def test_files_under_one_field_name_json_without_its_type_and_head_all_answer(server, test_images):
+    _, client = server
+    images, _ = test_images
+    pngs = [png_of(image) for image in images[:3]]
+    several = client.post("/v1/predict", files=[("file", (f"{i}.png", png, "image/png")) for i, png in enumerate(pngs)])
+    assert [r["file"] for r in several.json()["results"]] == ["0.png", "1.png", "2.png"]
+    typed = client.post("/v1/predict", json=images[:2].tolist()).json()["results"]
+    untyped = client.post("/v1/predict", content=json.dumps(images[:2].tolist()),  # what curl -d sends
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}).json()["results"]
+    assert [r["probabilities"] for r in untyped] == [r["probabilities"] for r in typed]
+    assert client.head("/healthz").status_code == 200 and client.head("/").status_code == 200
+    versioned = client.post("/v1/models/mnist/versions/1:predict", json={"instances": images[:1].tolist()})
+    assert np.abs(np.array(versioned.json()["predictions"][0]) - typed[0]["probabilities"]).max() < TOLERANCE
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_a_bad_request_gets_its_status_and_one_message(case, server):
     process, client = server
@@ -254,6 +269,8 @@ def test_refusals_before_serving_are_one_line(trained_runs, catalogue_runs, tmp_
          ["--host no.such.host.invalid"]),
         (run_mnist("serve", trained_runs["smoke"], "--allow-origin", "localhost:3000/app", timeout=120), 2,
          ["--allow-origin localhost:3000/app: not an origin"]),
+        (run_mnist("serve", trained_runs["smoke"], "--model", trained_runs["smoke"] / "model.keras", "--port", "0",
+                   timeout=120), 2, ["takes an ONNX file (.onnx)"]),
     ]
     for done, code, fragments in cases:
         assert done.returncode == code, done.stderr
@@ -261,6 +278,15 @@ def test_refusals_before_serving_are_one_line(trained_runs, catalogue_runs, tmp_
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
         for fragment in fragments:
             assert fragment in lines[0]
+
+
+def test_an_export_of_another_run_is_refused(trained_runs, tmp_path):
+    other = tmp_path / "other.onnx"
+    done = run_mnist("export", trained_runs["mlp"], "--format", "onnx", "--output", other)
+    assert done.returncode == 0, done.stderr
+    refused = run_mnist("serve", trained_runs["smoke"], "--model", other, "--port", "0", timeout=120)
+    assert refused.returncode == 2
+    assert f"an export of run {trained_runs['mlp'].name}, not of {trained_runs['smoke'].name}" in refused.stderr
 
 
 def test_an_onnx_file_that_is_not_an_export_is_refused(trained_runs, tmp_path):
@@ -293,7 +319,8 @@ def test_a_tensorflow_serving_client_works_unchanged(server, trained_runs, test_
         (client.post("/v1/models/resnet:predict", json={"instances": images[:1].tolist()}), 404, "Latest(resnet)"),
         (client.get("/v1/models/resnet"), 404, "Servable not found"),
         (client.post("/v1/models/mnist:predict", json={"instances": [[1, 2, 3]]}), 400, "input shape (1, 3)"),
-        (client.post("/v1/models/mnist:predict", json={"instances": [], "inputs": []}), 400, "not both"),
+        (client.post("/v1/models/mnist:predict", json={"instances": [], "inputs": []}), 400, "one of them"),
+        (client.post("/v1/models/mnist:predict", json={"foo": 1}), 400, "one of them"),
         (client.post("/v1/models/mnist:predict", json={"signature_name": "x", "instances": []}), 400, "\"x\""),
         (client.post("/v1/models/mnist:predict", content=b"{", headers={"Content-Type": "application/json"}), 400,
          "JSON Parse error"),

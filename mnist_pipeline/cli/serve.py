@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import click
 
@@ -62,8 +63,13 @@ def serve(run_dir, host, port, engine, model_file, max_body_mb, workers, allowed
                        f"use the model (there is no authentication); --host 127.0.0.1 keeps it to this machine",
                        err=True)
         card = served.card
-        click.echo(f"serving {card.run} ({card.model}, {card.dataset}) with {card.engine} on {url} "
+        what = f"{Path(card.file).name}{', int8' if card.quantization else ''}" if model_file else card.model
+        click.echo(f"serving {card.run} ({what}, {card.dataset}) with {card.engine} on {url} "
                    f"(API: {url}v1/predict, reference: {url}docs); Ctrl-C stops")
+        if card.engine == "onnxruntime":
+            note = _precision_note(served.run_dir)
+            if note:
+                click.echo(note, err=True)
         sys.stdout.flush()
         config = uvicorn.Config(app, log_level="warning", access_log=access_log, limit_concurrency=CONNECTIONS,
                                 timeout_graceful_shutdown=10, server_header=False)
@@ -128,6 +134,14 @@ def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(origin.rstrip("/") for origin in origins)
 
 
+def _precision_note(run_dir) -> str | None:
+    """A run trained in bfloat16 answers a little differently in its float32 export than in `mnist predict`."""
+    from mnist_pipeline.export import precision_note
+    from mnist_pipeline.reports import run_reader
+
+    return precision_note(run_reader.read_metrics(run_dir).get("precision"))
+
+
 def _loopback(host: str) -> bool:
     if host.lower() in LOOPBACK_NAMES:
         return True
@@ -149,3 +163,4 @@ def _show_errors_as_lines() -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING)
     logger.propagate = False
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a damaged form is the client's 400, not news

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from mnist_pipeline import __version__
 from mnist_pipeline.errors import brief
@@ -49,11 +50,11 @@ def create_app(engine: OnnxEngine, max_body_bytes: int = MAX_BODY_BYTES, workers
     limiter = anyio.CapacityLimiter(workers)
     page = resources.files("mnist_pipeline.serve").joinpath("page.html").read_text(encoding="utf-8")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     def draw_page() -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"})
 
-    @app.get("/healthz", summary="Liveness: the model is loaded and the server answers.")
+    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the model is loaded and the server answers.")
     def healthz() -> dict:
         return {"status": "ok"}
 
@@ -70,6 +71,8 @@ def create_app(engine: OnnxEngine, max_body_bytes: int = MAX_BODY_BYTES, workers
             results = await anyio.to_thread.run_sync(lambda: _classify(engine, read), limiter=limiter)
         except BodyTooLarge:  # BodyLimit answers it
             raise
+        except ClientDisconnect:  # the client left mid-upload: no one to answer, nothing failed here
+            return _error(400, "the client disconnected before sending its whole body")
         except inputs.InputError as exc:
             return _error(exc.status, str(exc))
         except Exception as exc:  # never a traceback to the client, and the server goes on
@@ -148,13 +151,13 @@ async def _form_files(request: Request) -> list[tuple[str, bytes]]:
     """(file name, bytes) of each file in a multipart form."""
     try:
         form = await request.form(max_files=inputs.MAX_IMAGES, max_fields=inputs.MAX_IMAGES)
-    except BodyTooLarge:
+    except (BodyTooLarge, ClientDisconnect):
         raise
     except Exception as exc:  # python-multipart's and Starlette's refusals of a damaged form
         raise inputs.InputError(400, f"malformed multipart form ({brief(exc)}); send the file as a field named "
                                      f"file (curl -F file=@digit.png)") from None
     files = []
-    for value in form.values():
+    for _, value in form.multi_items():  # several files under one field name: each of them
         if hasattr(value, "read"):  # an UploadFile; plain text fields are ignored
             files.append((value.filename or "upload", await value.read()))
     await form.close()

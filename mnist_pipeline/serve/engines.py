@@ -51,6 +51,7 @@ class OnnxEngine:
     """A run's ONNX export (pixels 0-255 in, probabilities out, everything else inside) in onnxruntime."""
 
     def __init__(self, path: Path, run_dir: Path):
+        self.run_dir = run_dir
         import onnxruntime
 
         try:
@@ -114,7 +115,14 @@ def open_engine(run_dir: str | Path, engine: str = "onnx", model: str | Path | N
         model = Path(model)
         if not model.is_file():
             raise ConfigError(f"--model {model}: no such file; pass an .onnx file `mnist export` wrote")
-        return OnnxEngine(model, path)
+        if model.suffix.lower() != ".onnx":
+            raise ConfigError(f"--model {model}: takes an ONNX file (.onnx), as `mnist export --format onnx` "
+                              f"writes; a {model.suffix or 'suffix-less'} file is not one")
+        engine = OnnxEngine(model, path)
+        if engine.card.run != path.name:  # its card would mix two runs' facts
+            raise ConfigError(f"--model {model}: an export of run {engine.card.run}, not of {path.name}; serve it "
+                              f"with that run's folder, or export this run")
+        return engine
     from mnist_pipeline.export import default_output
 
     exported = default_output(path, "onnx")

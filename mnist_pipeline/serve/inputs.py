@@ -80,6 +80,8 @@ def from_body(body: bytes, content_type: str, dataset: str) -> list[Item]:
     """Items of a raw body: the bytes of one image or .npy file."""
     if not body:
         raise InputError(400, f"the request has no body; send {ACCEPTED}")
+    if body.lstrip()[:1] in (b"[", b"{"):  # JSON sent without its Content-Type (curl -d sends a form's)
+        return from_json(body, dataset)
     if media_type(content_type).startswith(TEXT_TYPES):
         raise InputError(415, f"a {media_type(content_type)} body is not an image; send {ACCEPTED}")
     items = _items(lambda: items_from_bytes(body, "body", dataset))

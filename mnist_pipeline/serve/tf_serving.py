@@ -65,6 +65,8 @@ def add_routes(app: FastAPI, engine, limiter: anyio.CapacityLimiter) -> None:
 
     @app.post("/v1/models/{name}:predict", summary="TF Serving: probabilities of raw 28x28 pixel arrays.",
               tags=["TensorFlow Serving"])
+    @app.post("/v1/models/{name}/versions/{version}:predict", include_in_schema=False)
+    @app.post("/v1/models/{name}/labels/{version}:predict", include_in_schema=False)
     async def predict(name: str, request: Request):
         body = await request.body()
 
@@ -98,7 +100,7 @@ def _pixels(body: bytes) -> tuple[np.ndarray, bool]:
         raise _Refused(400, f"JSON Parse error: {brief(exc)}") from None
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
         raise _Refused(400, "the request must be a JSON object with \"instances\" (row format) or \"inputs\" "
-                            "(columnar format), not both")
+                            "(columnar format): one of them")
     if request.get("signature_name", SIGNATURE) != SIGNATURE:
         raise _Refused(400, f"serving signature name: \"{request['signature_name']}\" not found in signature def; "
                             f"this model has {SIGNATURE}")

@@ -54,6 +54,8 @@ CASES = [
             says=("text/plain", "not an image")),
     Request("pdf-body", "POST", "/v1/predict", b"%PDF-1.4\n" + bytes(200), {"Content-Type": "application/pdf"},
             status=415, says=("not a readable image",)),
+    Request("json-without-type-malformed", "POST", "/v1/predict", b"[[1, 2", {}, status=400,
+            says=("malformed JSON",)),
     Request("html-form-urlencoded-text", "POST", "/v1/predict", b"a=1&b=2",
             {"Content-Type": "application/x-www-form-urlencoded"}, status=415, says=("not a readable image",)),
     Request("empty-body", "POST", "/v1/predict", b"", PNG, status=400, says=("no body",)),
