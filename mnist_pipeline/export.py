@@ -42,12 +42,13 @@ SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}  # what the converters need on
 
 def check_format(fmt: str) -> None:
     """Refuse a format whose converter is not installed, before anything loads (exit 2)."""
-    missing = [module for module in FORMATS[fmt][2] if not _installed(module)]
+    missing = [module for module in FORMATS[fmt][2] if not installed(module)]
     if missing:
         raise ConfigError(f"export to {fmt} needs {' and '.join(missing)}, from the export extra: {EXTRA_HINT}")
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here (a converter or runtime of the export extra)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (blocked)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline import runtime
+from mnist_pipeline.calibration import apply_temperature
 from mnist_pipeline.data.idx import write_idx
 
 runtime.prepare_environment()  # before any test imports TensorFlow: the kernels and settings users get
@@ -266,3 +267,11 @@ def browser():
         launched = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         yield launched
         launched.close()
+
+
+def recorded(run_dir: Path, calibrated: bool = True) -> np.ndarray:
+    """The test probabilities the run recorded, in test-split order, divided by its temperature as its exports
+    divide them (unless `calibrated` is off: `--no-temperature`)."""
+    probabilities = np.load(run_dir / "report_data.npz")["test_probabilities"]
+    temperature = json.loads((run_dir / "metrics.json").read_text())["calibration"]["temperature"]
+    return apply_temperature(probabilities, temperature) if calibrated else probabilities

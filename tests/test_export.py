@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import recorded
 from conftest import run_mnist as mnist
-from mnist_pipeline.calibration import apply_temperature
 from mnist_pipeline.data.idx import read_idx
 from mnist_pipeline.evaluation import class_probabilities
 from mnist_pipeline.inference import load_run
@@ -80,14 +80,6 @@ def run_client(fmt: str, path: Path, images: np.ndarray, tmp_path: Path) -> tupl
     assert len(metadata["class_names"]) == 10
     assert metadata["dataset"] in ("mnist", "fashion_mnist")
     return out["whole"], out["first"]
-
-
-def recorded(run_dir: Path, calibrated: bool = True) -> np.ndarray:
-    """The test probabilities the run recorded, in test-split order, divided by its temperature as its exports
-    divide them (unless `calibrated` is off: `--no-temperature`)."""
-    probabilities = np.load(run_dir / "report_data.npz")["test_probabilities"]
-    temperature = json.loads((run_dir / "metrics.json").read_text())["calibration"]["temperature"]
-    return apply_temperature(probabilities, temperature) if calibrated else probabilities
 
 
 def test_without_temperature_the_export_gives_the_raw_probabilities_and_says_so(trained_runs, rendered_dir,

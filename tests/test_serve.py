@@ -14,8 +14,7 @@ import pytest
 from catalogue.requests import CASES, png_of
 from serving import served
 
-from conftest import run_mnist
-from mnist_pipeline.calibration import apply_temperature
+from conftest import recorded, run_mnist
 from mnist_pipeline.data.idx import read_idx
 
 pytestmark = pytest.mark.slow  # each test talks to a server process
@@ -33,13 +32,6 @@ def server(trained_runs):
 def test_images(rendered_dir):
     return (read_idx(rendered_dir / "t10k-images-idx3-ubyte.gz", 3),
             read_idx(rendered_dir / "t10k-labels-idx1-ubyte.gz", 1))
-
-
-def recorded(run_dir: Path) -> np.ndarray:
-    """The run's recorded test probabilities, calibrated as the server's export gives them."""
-    probabilities = np.load(run_dir / "report_data.npz")["test_probabilities"]
-    temperature = json.loads((run_dir / "metrics.json").read_text())["calibration"]["temperature"]
-    return apply_temperature(probabilities, temperature)
 
 
 def test_json_images_get_the_probabilities_the_run_recorded(server, trained_runs, test_images):

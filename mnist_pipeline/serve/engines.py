@@ -9,7 +9,6 @@ no export and serves exactly the model `mnist predict` runs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import numpy as np
 
 from mnist_pipeline.errors import ConfigError, PipelineError, brief
 from mnist_pipeline.export import EXTRA_HINT as EXPORT_EXTRA_HINT
+from mnist_pipeline.export import installed
 from mnist_pipeline.export_labels import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from mnist_pipeline.reports import run_folder, run_reader
 from mnist_pipeline.shapes import IMAGE_SIZE
@@ -108,7 +108,7 @@ def open_engine(run_dir: str | Path, engine: str = "onnx", model: str | Path | N
         if model is not None:
             raise ConfigError("--model names an ONNX file, which the onnx engine serves; drop --engine keras")
         return KerasEngine(path)
-    if not _installed("onnxruntime"):  # said before an export that could not be served anyway
+    if not installed("onnxruntime"):  # said before an export that could not be served anyway
         raise ConfigError(f"serving an ONNX export needs onnxruntime, from the export extra: {EXPORT_EXTRA_HINT}; "
                           f"or pass --engine keras")
     if model is not None:
@@ -144,13 +144,6 @@ def _export_onnx(run_dir: Path) -> None:
         lines = [line for line in done.stderr.splitlines() if line.startswith("error:")] or done.stderr.splitlines()
         reason = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
         raise PipelineError(f"the ONNX export for serving failed: {reason}; or pass --engine keras")
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ValueError:  # set to None in sys.modules: blocked
-        return False
 
 
 def _finished(run_dir: Path) -> str | None:
